@@ -1,0 +1,23 @@
+"""Model backends: one small protocol, an embedded `transformers` implementation, a result cache."""
+
+from inversecoder.builders.backends.base import (
+    Backend,
+    BackendInfo,
+    CachedModel,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    YesNoScore,
+    make_backend,
+)
+
+__all__ = [
+    "Backend",
+    "BackendInfo",
+    "CachedModel",
+    "Completion",
+    "GenerationRequest",
+    "SamplingParams",
+    "YesNoScore",
+    "make_backend",
+]

@@ -1,0 +1,183 @@
+"""The backend protocol (small on purpose) and the cache every model call goes through.
+
+A backend samples completions and scores Yes/No; the stages never know whether it runs in-process
+(`transformers`) or on servers (`tgi`). `CachedModel` wraps any backend: results are stored under a
+hash of everything that determines them, batch by batch, so runs resume and reruns are free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tqdm.auto import tqdm
+
+from inversecoder.builders.cache import ResultCache, cache_key
+from inversecoder.errors import ConfigError
+
+if TYPE_CHECKING:
+    from inversecoder.config import GeneratorConfig
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings shared by a batch of requests; temperature 0 means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion of one prompt; `seed` makes a sampled completion reproducible on its own,
+    whatever else shares its batch."""
+
+    prompt: str
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    """A generated text, or the reason there is none (`retryable` errors are not cached)."""
+
+    text: str | None
+    finish_reason: str = "stop"  # stop | eos | length | error
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    error: str | None = None
+    retryable: bool = False
+
+
+@dataclass
+class YesNoScore:
+    """P(Yes) / (P(Yes) + P(No)) at the first response token, with the Yes+No share of all mass."""
+
+    score: float | None
+    yes_no_mass: float | None = None
+    prompt_tokens: int = 0
+    error: str | None = None
+    retryable: bool = False
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What produced the results: goes into cache keys and cards."""
+
+    backend: str
+    model: str
+    revision: str
+    max_context: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """The three operations every backend implements; batches are planned by the backend."""
+
+    def info(self) -> BackendInfo: ...
+
+    def plan_batches(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
+        """Group prompt indices into batches; deterministic for the same prompts."""
+        ...
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]: ...
+
+    def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]: ...
+
+
+def make_backend(config: "GeneratorConfig", model: str | None = None, revision: str | None = None) -> Backend:
+    """The backend named by `config.backend`, serving `model` (default: `config.model`)."""
+    model = model or config.model
+    if not model:
+        raise ConfigError("generator.model is required: a Hub model id or a local model folder")
+    if config.backend == "transformers":
+        from inversecoder.builders.backends.transformers_backend import TransformersBackend
+
+        return TransformersBackend(
+            model,
+            revision=revision if model != config.model else (revision or config.revision),
+            device=config.device,
+            dtype=config.dtype,
+            batch_tokens=config.batch_tokens,
+            max_batch_size=config.max_batch_size,
+            max_context=config.max_context,
+        )
+    if config.backend == "tgi":
+        raise ConfigError("generator.backend 'tgi' is not available yet in this version; use 'transformers'")
+    raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{config.backend}'")
+
+
+class CachedModel:
+    """A backend behind the result cache, with progress bars and call counts.
+
+    Batches are planned over ALL requests and stored one transaction per batch, so after a crash
+    every batch is either fully stored or fully missing: a resumed run computes exactly the
+    batches an uninterrupted run would have, and its outputs are identical.
+    """
+
+    def __init__(self, backend: Backend, cache: ResultCache, progress: bool = True):
+        self.backend = backend
+        self.cache = cache
+        self.progress = progress
+        self.computed = 0  # results computed by the model in this process (cache misses)
+        self.reused = 0  # results read from the cache
+        self.errors = 0
+
+    def info(self) -> BackendInfo:
+        return self.backend.info()
+
+    def _identity(self) -> dict[str, Any]:
+        info = self.backend.info()
+        return {"backend_model": info.model, "revision": info.revision}
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], params: SamplingParams, desc: str = "generate"
+    ) -> list[Completion]:
+        identity = self._identity()
+        settings = dataclasses.asdict(params)
+        keys = [cache_key(op="generate", prompt=r.prompt, seed=r.seed, params=settings, **identity) for r in requests]
+        batches = self.backend.plan_batches([r.prompt for r in requests], params.max_new_tokens)
+
+        def compute(indices: list[int]) -> list[Completion]:
+            return self.backend.generate([requests[i] for i in indices], params)
+
+        return self._run(keys, batches, compute, Completion, desc, unit="gen")
+
+    def score_yes_no(self, prompts: Sequence[str], desc: str = "score") -> list[YesNoScore]:
+        identity = self._identity()
+        keys = [cache_key(op="score_yes_no", prompt=p, **identity) for p in prompts]
+        batches = self.backend.plan_batches(list(prompts), 1)
+
+        def compute(indices: list[int]) -> list[YesNoScore]:
+            return self.backend.score_yes_no([prompts[i] for i in indices])
+
+        return self._run(keys, batches, compute, YesNoScore, desc, unit="pair")
+
+    def _run(self, keys, batches, compute, result_type, desc: str, unit: str) -> list:
+        stored = self.cache.get_many(keys)
+        results: list[Any] = [None] * len(keys)
+        for i, key in enumerate(keys):
+            if key in stored:
+                results[i] = result_type(**stored[key])
+        self.reused += sum(r is not None for r in results)
+        todo = [[i for i in batch if results[i] is None] for batch in batches]
+        todo = [batch for batch in todo if batch]
+        total = sum(len(b) for b in todo)
+        with tqdm(total=total, desc=desc, unit=unit, disable=not self.progress or total == 0, dynamic_ncols=True) as bar:
+            for batch in todo:
+                outputs = compute(batch)
+                fresh = {}
+                for i, output in zip(batch, outputs):
+                    results[i] = output
+                    self.errors += output.error is not None
+                    if not output.retryable:
+                        fresh[keys[i]] = dataclasses.asdict(output)
+                self.cache.put_many(fresh)
+                self.computed += len(batch)
+                bar.update(len(batch))
+                bar.set_postfix(errors=self.errors, refresh=False)
+        return results

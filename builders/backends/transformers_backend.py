@@ -1,0 +1,339 @@
+"""The embedded backend: a `transformers` model in this process (the default; runs on a laptop).
+
+Fast where it matters:
+- batches are length-sorted and sized by a token budget, so little compute goes to padding;
+- scoring computes the logits of the last position only (`logits_to_keep=1`);
+- generation is a KV-cached decode loop that drops finished rows as it goes.
+Reproducible: every sampled row draws from its own seeded `torch.Generator`, so a completion does
+not depend on which other requests share its batch (a resumed run reproduces a fresh one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from inversecoder.builders.backends.base import (
+    BackendInfo,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    YesNoScore,
+)
+from inversecoder.errors import ConfigError, UserError
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def local_revision(folder: Path) -> str:
+    """A content hash of a local model folder (config + weights), standing in for a Hub commit sha."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in _WEIGHT_SUFFIXES or path.name == "config.json"):
+            digest.update(path.name.encode())
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 23), b""):
+                    digest.update(chunk)
+    return "local-" + digest.hexdigest()[:16]
+
+
+def resolve_model(model: str, revision: str | None) -> tuple[Path, str]:
+    """A local folder as is, or a Hub id through `snapshot_download` (the Hub cache; offline-aware).
+    Returns the folder and the exact revision (commit sha or local content hash)."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"model folder {folder} has no config.json")
+        return folder, local_revision(folder)
+    if folder.exists() or model.startswith((".", "/")) or model.count("/") > 1:
+        raise ConfigError(f"model not found: {model} is neither a model folder nor a Hub model id")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = Path(snapshot_download(model, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py"]))
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as error:
+        raise ConfigError(f"cannot get model '{model}' from the Hub (offline or not found): {type(error).__name__}") from None
+    return path, path.name  # snapshots/<commit sha>
+
+
+def resolve_answer_token_ids(tokenizer, word: str) -> list[int]:
+    """Token ids that spell `word` as one first-response token, word-initial variants included
+    ("Yes", " Yes", "ĠYes", "▁Yes"). A tokenizer without one is an error, never a fallback value."""
+    ids: set[int] = set()
+    for variant in (word, " " + word):
+        encoded = tokenizer.encode(variant, add_special_tokens=False)
+        if len(encoded) == 1:
+            ids.add(encoded[0])
+    vocab = tokenizer.get_vocab()
+    for piece in (word, "Ġ" + word, "▁" + word):
+        if piece in vocab:
+            ids.add(vocab[piece])
+    if not ids:
+        raise UserError(
+            f"the tokenizer has no single token for {word!r}: the Yes/No score would be meaningless; "
+            "add it as a token (and resize the embeddings) or use another model"
+        )
+    return sorted(ids)
+
+
+class TransformersBackend:
+    """A causal LM loaded with `AutoModelForCausalLM`; weights load on first use (cache hits need none)."""
+
+    def __init__(
+        self,
+        model: str,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_tokens: int = 32768,
+        max_batch_size: int = 256,
+        max_context: int | None = None,
+    ):
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.name = model
+        self.path, self.revision = resolve_model(model, revision)
+        self.config = AutoConfig.from_pretrained(self.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.max_context = max_context or getattr(self.config, "max_position_embeddings", None) or 4096
+        self._device_name = device
+        self._dtype_name = dtype
+        self._model = None
+        self._answer_ids: dict[str, list[int]] | None = None
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        eos = self.tokenizer.eos_token_id
+        self.eos_ids = {eos} if eos is not None else set()
+        generation_config = self.path / "generation_config.json"
+        if generation_config.is_file():
+            extra = json.loads(generation_config.read_text()).get("eos_token_id")
+            self.eos_ids |= set(extra if isinstance(extra, list) else [extra] if extra is not None else [])
+        self._lengths: dict[str, int] = {}
+
+    # -- protocol -------------------------------------------------------------------------------
+    def info(self) -> BackendInfo:
+        import torch
+        import transformers
+
+        return BackendInfo(
+            backend="transformers",
+            model=self.name,
+            revision=self.revision,
+            max_context=self.max_context,
+            details={"transformers": transformers.__version__, "torch": torch.__version__},
+        )
+
+    def plan_batches(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
+        """Length-sorted batches whose padded size (rows x (longest prompt + new tokens)) fits the budget."""
+        lengths = [self._length(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            width = lengths[i] + new_tokens
+            if current and ((len(current) + 1) * width > self.batch_tokens or len(current) >= self.max_batch_size):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        encoded, runnable = [], []
+        limit = self.max_context - params.max_new_tokens
+        for i, request in enumerate(requests):
+            ids = self._encode(request.prompt)
+            if len(ids) > limit:
+                results[i] = Completion(
+                    None, "error", len(ids), 0,
+                    error=f"prompt has {len(ids)} tokens; the model's context ({self.max_context}) leaves room "
+                    f"for {max(limit, 0)} with max_new_tokens={params.max_new_tokens}",
+                )
+            else:
+                encoded.append(ids)
+                runnable.append(i)
+        if runnable:
+            outputs = self._decode_loop(encoded, [requests[i].seed for i in runnable], params)
+            for i, output in zip(runnable, outputs):
+                results[i] = output
+        return results  # type: ignore[return-value]
+
+    def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
+        import torch
+
+        model = self._load()
+        results: list[YesNoScore | None] = [None] * len(prompts)
+        encoded, runnable = [], []
+        for i, prompt in enumerate(prompts):
+            ids = self._encode(prompt)
+            if len(ids) > self.max_context:
+                results[i] = YesNoScore(None, None, len(ids), error=f"prompt has {len(ids)} tokens; the model's context is {self.max_context}")
+            else:
+                encoded.append(ids)
+                runnable.append(i)
+        if not runnable:
+            return results  # type: ignore[return-value]
+        answers = self.answer_token_ids()
+        yes_ids = torch.tensor(answers["yes"], device=self.device)
+        no_ids = torch.tensor(answers["no"], device=self.device)
+        with torch.inference_mode():
+            input_ids, attention_mask, position_ids = self._left_pad(encoded)
+            logits = model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
+            ).logits[:, -1, :].float()
+            log_yes = torch.logsumexp(logits[:, yes_ids], dim=-1)
+            log_no = torch.logsumexp(logits[:, no_ids], dim=-1)
+            scores = torch.sigmoid(log_yes - log_no).tolist()
+            mass = torch.exp(torch.logaddexp(log_yes, log_no) - torch.logsumexp(logits, dim=-1)).tolist()
+        for j, i in enumerate(runnable):
+            results[i] = YesNoScore(scores[j], mass[j], len(encoded[j]))
+        return results  # type: ignore[return-value]
+
+    def answer_token_ids(self) -> dict[str, list[int]]:
+        """The token ids whose logits make the Yes/No score (resolved from the tokenizer, once)."""
+        if self._answer_ids is None:
+            self._answer_ids = {
+                "yes": resolve_answer_token_ids(self.tokenizer, "Yes"),
+                "no": resolve_answer_token_ids(self.tokenizer, "No"),
+            }
+        return self._answer_ids
+
+    # -- internals ------------------------------------------------------------------------------
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=True)
+
+    def _length(self, text: str) -> int:
+        if text not in self._lengths:
+            self._lengths[text] = len(self._encode(text))
+        return self._lengths[text]
+
+    def _load(self):
+        """Load the weights once, on first use (a run served from the cache never loads them)."""
+        if self._model is not None:
+            return self._model
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if self._device_name == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            device = self._device_name
+        self.device = torch.device(device)
+        if self._dtype_name == "auto":
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        else:
+            dtype = getattr(torch, self._dtype_name, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ConfigError(f"generator.dtype must be auto, bfloat16, float16 or float32, got '{self._dtype_name}'")
+        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
+        self._model = model.to(self.device).eval()
+        # The KV cache argument was renamed (past_key_values -> cache) in transformers 5.2x; the cache
+        # object is updated in place, so passing it under the right name is all that differs.
+        parameters = inspect.signature(self._model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        return self._model
+
+    def _left_pad(self, encoded: list[list[int]]):
+        import torch
+
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids.to(self.device), attention_mask.to(self.device), position_ids.to(self.device)
+
+    def _decode_loop(self, encoded: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Completion]:
+        """Batched KV-cached decoding with per-row seeded sampling, repetition penalty, top-p and stop strings."""
+        import torch
+        from transformers import DynamicCache
+
+        model = self._load()
+        rows = len(encoded)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in seeds]
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        finish = ["length"] * rows
+        stop_window = max((len(s) for s in params.stop), default=0) + 8
+        active = list(range(rows))  # original row of each batch position
+        with torch.inference_mode():
+            input_ids, attention_mask, position_ids = self._left_pad(encoded)
+            seen = torch.zeros((rows, vocab), dtype=torch.bool, device=self.device)
+            if params.repetition_penalty != 1.0:
+                for row, ids in enumerate(encoded):
+                    seen[row, torch.tensor(ids, device=self.device)] = True
+            cache = DynamicCache(config=model.config)
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
+            logits = out.logits[:, -1, :].float()
+            next_position = position_ids[:, -1:] + 1
+            for _step in range(params.max_new_tokens):
+                tokens = self._choose(logits, seen, [generators[r] for r in active], params)
+                keep = []
+                for pos, row in enumerate(active):
+                    token = tokens[pos]
+                    if token in self.eos_ids:
+                        finish[row] = "eos"
+                        continue
+                    generated[row].append(token)
+                    if params.stop and any(s in self.tokenizer.decode(generated[row][-stop_window:]) for s in params.stop):
+                        finish[row] = "stop"
+                        continue
+                    keep.append(pos)
+                if not keep or _step == params.max_new_tokens - 1:
+                    break
+                step_tokens = torch.tensor(tokens, device=self.device).unsqueeze(1)
+                if len(keep) < len(active):  # drop finished rows from the batch and the KV cache
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    step_tokens, attention_mask = step_tokens[index], attention_mask[index]
+                    next_position, seen = next_position[index], seen[index]
+                    active = [active[pos] for pos in keep]
+                if params.repetition_penalty != 1.0:
+                    seen.scatter_(1, step_tokens, True)
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
+                out = model(
+                    input_ids=step_tokens, attention_mask=attention_mask, position_ids=next_position,
+                    use_cache=True, **{self._cache_kwarg: cache},
+                )
+                logits = out.logits[:, -1, :].float()
+                next_position = next_position + 1
+        completions = []
+        for row in range(rows):
+            text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            if finish[row] == "stop":
+                cut = min((text.find(s) for s in params.stop if s in text), default=len(text))
+                text = text[:cut]
+            completions.append(Completion(text, finish[row], len(encoded[row]), len(generated[row])))
+        return completions
+
+    @staticmethod
+    def _choose(logits, seen, generators, params: SamplingParams) -> list[int]:
+        """HF's order: repetition penalty, then temperature, then top-p; one seeded draw per row."""
+        import torch
+
+        if params.repetition_penalty != 1.0:
+            penalized = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
+            logits = torch.where(seen, penalized, logits)
+        if params.temperature <= 0:
+            return logits.argmax(dim=-1).tolist()
+        logits = logits / params.temperature
+        if params.top_p < 1.0:
+            sorted_logits, sorted_index = torch.sort(logits, descending=False, dim=-1)
+            cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            remove = cumulative <= (1 - params.top_p)
+            remove[..., -1:] = False
+            logits = logits.masked_fill(remove.scatter(1, sorted_index, remove), -math.inf)
+        probs = logits.softmax(dim=-1)
+        return [int(torch.multinomial(probs[row], 1, generator=gen).item()) for row, gen in enumerate(generators)]

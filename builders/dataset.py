@@ -1,0 +1,140 @@
+"""The dataset folder, laid out exactly like a Hub dataset repo (README.md card + parquet per config).
+
+`load_dataset(DIR)` gives the selected pairs, `load_dataset(DIR, "candidates")` every candidate,
+`load_dataset(DIR, "rejected")` what was dropped and why. The folder is written next to its final
+place and renamed into it, so a crash never leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "default": pa.schema([
+        ("instruction", pa.string()), ("response", pa.string()), ("score", pa.float64()),
+        ("language", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()),
+        ("candidate_id", pa.string()),
+    ]),
+    "candidates": pa.schema([
+        ("row_id", pa.string()), ("candidate_id", pa.string()), ("k", pa.int64()), ("seed", pa.int64()),
+        ("prefix", pa.string()), ("instruction", pa.string()), ("finish_reason", pa.string()),
+        ("score", pa.float64()), ("yes_no_mass", pa.float64()), ("selected", pa.bool_()),
+    ]),
+    "rejected": pa.schema([
+        ("source_index", pa.int64()), ("row_id", pa.string()), ("stage", pa.string()),
+        ("reason", pa.string()), ("detail", pa.string()),
+    ]),
+    "original": pa.schema([
+        ("instruction", pa.string()), ("response", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()),
+    ]),
+}
+DATA_DIRS = {"default": "data", "candidates": "candidates", "rejected": "rejected", "original": "original"}
+HISTOGRAM = "assets/score_histogram.png"
+
+
+def _parquet_path(config_name: str) -> str:
+    return f"{DATA_DIRS[config_name]}/train-00000-of-00001.parquet"
+
+
+def hub_configs(names: list[str]) -> list[dict[str, Any]]:
+    """The `configs:` metadata that tells `load_dataset` which files make each config."""
+    configs = []
+    for name in names:
+        entry: dict[str, Any] = {"config_name": name, "data_files": [{"split": "train", "path": _parquet_path(name)}]}
+        if name == "default":
+            entry["default"] = True
+        configs.append(entry)
+    return configs
+
+
+def content_fingerprint(tables: dict[str, list[dict]]) -> str:
+    """sha256 of the rows of every config, canonical JSON: equal data, equal fingerprint."""
+    digest = hashlib.sha256()
+    for name in sorted(tables):
+        digest.update(name.encode())
+        for row in tables[name]:
+            digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()[:16]
+
+
+def write_histogram(scores: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axis = plt.subplots(figsize=(6, 3.2), dpi=100)
+    axis.hist(scores, bins=20, range=(0.0, 1.0), color="#3b7dd8", edgecolor="white")
+    axis.set_xlabel("self-evaluation score P(Yes)")
+    axis.set_ylabel("selected pairs")
+    axis.set_title(f"Score distribution ({len(scores)} pairs)")
+    figure.tight_layout()
+    figure.savefig(path, metadata={"Software": None})
+    plt.close(figure)
+
+
+def score_summary(scores: list[float]) -> str:
+    if not scores:
+        return "No pairs were selected."
+    ordered = sorted(scores)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return (
+        f"{len(scores)} pairs: min {ordered[0]:.3f}, 25% {quantile(0.25):.3f}, median {quantile(0.5):.3f}, "
+        f"75% {quantile(0.75):.3f}, max {ordered[-1]:.3f}, mean {sum(scores) / len(scores):.3f}."
+    )
+
+
+def rejected_reason_counts(rejected: list[dict]) -> list[dict[str, Any]]:
+    """Rejections grouped by (stage, reason); decontamination reasons are grouped by layer."""
+    counts = Counter((row["stage"], row["reason"].split(" with ")[0]) for row in rejected)
+    return [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(counts.items())]
+
+
+def write_dataset_folder(target: Path, tables: dict[str, list[dict]], card_context: dict[str, Any], extra_files: dict[str, str]) -> str:
+    """Write parquet configs, histogram, card and `extra_files` (name -> text); returns the fingerprint."""
+    from inversecoder.hub_cards.dataset_card import render_dataset_card
+
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name, rows in tables.items():
+        path = partial / _parquet_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[name]), path)
+    scores = [row["score"] for row in tables["default"]]
+    write_histogram(scores, partial / HISTOGRAM)
+    fingerprint = content_fingerprint(tables)
+    card = render_dataset_card(
+        configs=hub_configs(list(tables)),
+        rows=len(tables["default"]),
+        content_fingerprint=fingerprint,
+        tables={name: {"rows": len(rows), "columns": SCHEMAS[name].names} for name, rows in tables.items()},
+        histogram=HISTOGRAM,
+        score_summary=score_summary(scores),
+        rejected_reasons=rejected_reason_counts(tables["rejected"]),
+        **card_context,
+    )
+    card.save(partial / "README.md")
+    for name, text in extra_files.items():
+        (partial / name).write_text(text, encoding="utf-8")
+    if target.exists():
+        old = target.with_name(target.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        partial.rename(target)
+        shutil.rmtree(old)
+    else:
+        partial.rename(target)
+    return fingerprint

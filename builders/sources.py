@@ -1,0 +1,184 @@
+"""Step 0: read the instruction corpus, validate every row, give each a stable content id.
+
+A file (.jsonl, .json, .parquet), a local dataset folder or a Hub dataset id (through `load_dataset`).
+An unusable configuration (missing file, unknown column, no rows) is a `ConfigError`; an unusable row
+(bad JSON or UTF-8, null, non-string or empty fields, exact duplicate) becomes a `Rejected` record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inversecoder.builders.rows import Rejected, short_hash
+from inversecoder.config import SourceConfig
+from inversecoder.errors import ConfigError
+
+STAGE = "source"
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    row_id: str  # short hash of (instruction, response)
+    source_index: int  # position in the source, for people; joins use row_id
+    instruction: str
+    response: str
+
+
+@dataclass
+class SourceData:
+    rows: list[SourceRow]
+    rejected: list[Rejected]
+    info: dict[str, Any] = field(default_factory=dict)  # path, kind, revision, sha256: for the card
+
+
+class _BadRecord:
+    """A record that could not even be parsed (kept so that it becomes a rejected row)."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        self.detail = detail
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_jsonl(path: Path) -> Iterator[Any]:
+    """One record per line; a line that is not UTF-8 or not JSON becomes a `_BadRecord`."""
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield _BadRecord("not valid UTF-8", f"line {line_number}: {error.reason} at byte {error.start}")
+                continue
+            try:
+                yield json.loads(text)
+            except json.JSONDecodeError as error:
+                yield _BadRecord("not valid JSON", f"line {line_number}: {error.msg}")
+
+
+def _read_json(path: Path) -> Iterator[Any]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        yield from _read_jsonl(path)  # many ".json" corpora are JSON Lines
+        return
+    if isinstance(data, dict):
+        lists = [value for value in data.values() if isinstance(value, list)]
+        if len(lists) != 1:
+            raise ConfigError(f"{path}: a JSON file must hold a list of records (or one key holding it)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: a JSON file must hold a list of records")
+    yield from data
+
+
+def _read_parquet(path: Path) -> Iterator[Any]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises several types for a broken file
+        raise ConfigError(f"{path} is not a readable parquet file: {error}") from None
+    yield from table.to_pylist()
+
+
+def _read_dataset(config: SourceConfig) -> Iterator[Any]:
+    """A local dataset folder or a Hub id, through `datasets.load_dataset` (offline-aware)."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(config.path, split=config.split, revision=config.revision)
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"cannot load source '{config.path}' (split {config.split}): {first_line}") from None
+    yield from dataset
+
+
+def _records(config: SourceConfig) -> tuple[Iterator[Any], dict[str, Any]]:
+    path = Path(config.path).expanduser()
+    if path.is_file():
+        info = {"path": str(config.path), "kind": "file", "sha256": _file_sha256(path)}
+        name = path.name.lower()
+        if name.endswith(".jsonl"):
+            return _read_jsonl(path), info
+        if name.endswith(".json"):
+            return _read_json(path), info
+        if name.endswith(".parquet"):
+            return _read_parquet(path), info
+        raise ConfigError(f"source file {path} must be .jsonl, .json or .parquet")
+    if path.is_dir():
+        return _read_dataset(config), {"path": str(config.path), "kind": "folder"}
+    if config.path.startswith((".", "/", "~")) or Path(config.path).suffix in (".jsonl", ".json", ".parquet"):
+        raise ConfigError(f"source file not found: {config.path}")
+    return _read_dataset(config), {"path": config.path, "kind": "hub", "revision": config.revision or "main"}
+
+
+def _field(record: dict, column: str, source_index: int) -> tuple[str | None, Rejected | None]:
+    if column not in record:
+        return None, Rejected(STAGE, f"missing field '{column}'", source_index)
+    value = record[column]
+    if value is None:
+        return None, Rejected(STAGE, f"'{column}' is null", source_index)
+    if not isinstance(value, str):
+        return None, Rejected(STAGE, f"'{column}' is {type(value).__name__}, not a string", source_index)
+    if not value.strip():
+        return None, Rejected(STAGE, f"'{column}' is empty", source_index)
+    if "\x00" in value:
+        return None, Rejected(STAGE, f"'{column}' contains NUL characters", source_index)
+    return value, None
+
+
+def load_source(config: SourceConfig) -> SourceData:
+    """Read, validate and id every row (up to `config.limit`)."""
+    if config.limit is not None and config.limit < 0:
+        raise ConfigError("source.limit must be >= 0")
+    records, info = _records(config)
+    rows: list[SourceRow] = []
+    rejected: list[Rejected] = []
+    first_seen: dict[str, int] = {}
+    columns_seen: set[str] = set()
+    total = 0
+    for source_index, record in enumerate(records):
+        if config.limit is not None and source_index >= config.limit:
+            break
+        total += 1
+        if isinstance(record, _BadRecord):
+            rejected.append(Rejected(STAGE, record.reason, source_index, detail=record.detail))
+            continue
+        if not isinstance(record, dict):
+            rejected.append(Rejected(STAGE, f"record is {type(record).__name__}, not an object", source_index))
+            continue
+        columns_seen.update(record)
+        instruction, problem = _field(record, config.instruction_column, source_index)
+        if problem is None:
+            response, problem = _field(record, config.response_column, source_index)
+        if problem is not None:
+            rejected.append(problem)
+            continue
+        row_id = short_hash(instruction, response)
+        if row_id in first_seen:
+            rejected.append(Rejected(STAGE, "exact duplicate", source_index, row_id, f"same as source row {first_seen[row_id]}"))
+            continue
+        first_seen[row_id] = source_index
+        rows.append(SourceRow(row_id, source_index, instruction, response))
+    if total == 0:
+        raise ConfigError(f"source '{config.path}' has no rows")
+    for column in (config.instruction_column, config.response_column):
+        if columns_seen and column not in columns_seen:
+            available = ", ".join(sorted(map(str, columns_seen)))
+            raise ConfigError(f"source has no column '{column}' (available: {available}); set source.instruction_column / source.response_column")
+    info["rows_read"] = total
+    return SourceData(rows, rejected, info)

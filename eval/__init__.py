@@ -1,0 +1,1 @@
+"""EvalPlus evaluation: HumanEval+ and MBPP+ through evalplus's own loaders and checkers."""

@@ -1,0 +1,1 @@
+"""Dataset and model cards on `huggingface_hub.DatasetCard` / `ModelCard`, rendered from Jinja templates."""
