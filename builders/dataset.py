@@ -102,8 +102,9 @@ def rejected_reason_counts(rejected: list[dict]) -> list[dict[str, Any]]:
     return [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(counts.items())]
 
 
-def write_dataset_folder(target: Path, tables: dict[str, list[dict]], card_context: dict[str, Any], extra_files: dict[str, str]) -> str:
-    """Write parquet configs, histogram, card and `extra_files` (name -> text); returns the fingerprint."""
+def write_dataset_folder(target: Path, tables: dict[str, list[dict]], card_context: dict[str, Any], extra_files: dict[str, Any]) -> str:
+    """Write parquet configs, histogram, card and `extra_files` (name -> text, or a dict saved as JSON with
+    the content fingerprint added); returns the fingerprint."""
     from inversecoder.hub_cards.dataset_card import render_dataset_card
 
     partial = target.with_name(target.name + ".partial")
@@ -127,8 +128,10 @@ def write_dataset_folder(target: Path, tables: dict[str, list[dict]], card_conte
         **card_context,
     )
     card.save(partial / "README.md")
-    for name, text in extra_files.items():
-        (partial / name).write_text(text, encoding="utf-8")
+    for name, content in extra_files.items():
+        if isinstance(content, dict):
+            content = json.dumps(content | {"fingerprint": fingerprint}, indent=2, ensure_ascii=False, default=str)
+        (partial / name).write_text(content, encoding="utf-8")
     if target.exists():
         old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

@@ -151,7 +151,14 @@ def build_dataset(config: RunConfig, log=print, progress: bool = True) -> BuildR
     }
     dataset_dir = config.output / "dataset"
     build_config = yaml.safe_dump(config.to_dict(), sort_keys=False)
-    fingerprint = write_dataset_folder(dataset_dir, tables, card_context, {"build_config.yaml": build_config})
+    build_info = {
+        "name": config.dataset.name, "version": config.dataset.version, "generator": card_context["generator"],
+        "source": card_context["source"], "counts": counts, "seed": config.seed,
+        "config_fingerprint": card_context["config_fingerprint"], "versions": card_context["versions"],
+    }
+    fingerprint = write_dataset_folder(
+        dataset_dir, tables, card_context, {"build_config.yaml": build_config, "build_info.json": build_info}
+    )
     log(f"dataset: {len(clean_pairs)} pairs written to {dataset_dir} (fingerprint {fingerprint}); "
         f"model calls: {model.computed} computed, {model.reused} from the cache")
     return BuildResult(dataset_dir, counts, model.computed, model.reused, fingerprint)

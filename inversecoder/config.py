@@ -31,8 +31,11 @@ class SourceConfig:
     revision: str | None = None
     """Hub revision (branch, tag or commit sha) of a Hub dataset; recorded in the card."""
     split: str = "train"
+    """Split of a folder / Hub source."""
     instruction_column: str = "instruction"
+    """Column holding the instruction."""
     response_column: str = "response"
+    """Column holding the response (its first code block is what gets summarized)."""
     limit: int | None = None
     """Use only the first `limit` rows (quick runs)."""
 
@@ -56,6 +59,7 @@ class GeneratorConfig:
     batch_tokens: int = 32768
     """Token budget of one batch (padded prompt + new tokens, summed over rows): sets the batch size."""
     max_batch_size: int = 256
+    """Upper bound on rows per batch, whatever the token budget."""
     max_context: int | None = None
     """Override the model's context length (default: its `max_position_embeddings`)."""
 
@@ -65,11 +69,17 @@ class SummarizeConfig:
     """Step 2: K candidate instructions per snippet (the paper's sampling settings)."""
 
     num_samples: int = 10
+    """K: candidate instructions per snippet."""
     temperature: float = 0.8
+    """Sampling temperature (the paper: 0.8)."""
     top_p: float = 1.0
+    """Nucleus sampling threshold (1.0: off)."""
     repetition_penalty: float = 1.1
+    """HF-style repetition penalty over prompt and generated tokens."""
     max_new_tokens: int = 2048
+    """Longest candidate instruction, in tokens."""
     stop: list[str] = field(default_factory=lambda: ["```"])
+    """Generation stops at (and excludes) the first of these strings."""
 
 
 @dataclass
@@ -77,7 +87,9 @@ class DecontaminateConfig:
     """Step 4: drop rows that overlap HumanEval(+) / MBPP(+)."""
 
     enabled: bool = True
+    """Set false to skip decontamination (the card then says so)."""
     benchmarks: list[str] = field(default_factory=lambda: ["humaneval", "mbpp"])
+    """Benchmarks to check against: `humaneval` (HumanEval+) and/or `mbpp` (MBPP+)."""
     ngram: int = 13
     """Word n-gram size for the overlap test (bigcode / Magicoder use 13)."""
     min_substring_words: int = 8
@@ -89,8 +101,11 @@ class DatasetConfig:
     """The dataset folder (Hub repo layout) and its card."""
 
     name: str = "inversecoder-evol-instruct"
+    """Dataset name (card title, default repo name)."""
     version: str = "v1.0"
+    """Version of this build, written into the card (and the Hub tag when pushed)."""
     license: str = "apache-2.0"
+    """License of the published data and model (the corpus's license applies)."""
     include_original: bool = True
     """Also write the decontaminated source pairs as the `original` config (stage 2 trains on them)."""
 
@@ -100,28 +115,41 @@ class TrainConfig:
     """Step 5: TRL SFT, the paper's recipe by default (Magicoder's trainer settings)."""
 
     enabled: bool = True
+    """Set false to stop `run` after the dataset."""
     base_model: str | None = None
     """Model to fine-tune; defaults to `generator.model`. The paper starts from the BASE model."""
     base_revision: str | None = None
+    """Hub revision of `base_model`."""
     mode: str = "two-stage"
     """`two-stage` (generated pairs, then original pairs, fresh schedule each) or `mix` (one shuffled set)."""
     generated_epochs: float = 1.0
+    """Stage 1 epochs on the generated pairs (and the epochs of `mix`)."""
     original_epochs: float = 2.0
+    """Stage 2 epochs on the original pairs."""
     learning_rate: float = 5e-5
+    """Peak learning rate."""
     warmup_steps: int = 15
+    """Linear warmup steps (each stage restarts its schedule)."""
     lr_scheduler_type: str = "linear"
+    """Learning-rate schedule after warmup."""
     optim: str = "adafactor"
+    """Optimizer (any `transformers` optim name)."""
     global_batch_size: int = 512
     """Sequences per optimizer step; gradient accumulation is derived from it and the world size."""
     per_device_batch_size: int = 8
+    """Sequences per device per micro-batch."""
     max_length: int = 1024
+    """Longest training sequence (prompt + response), in tokens."""
     max_grad_norm: float = 0.0
     """0 disables clipping (the paper uses none)."""
     bf16: str = "auto"
     """`auto` (on when the GPU supports it), `true` or `false`."""
     logging_steps: int = 10
+    """Log the loss every N optimizer steps."""
     save_steps: int = 200
+    """Checkpoint every N optimizer steps (training resumes from the last one)."""
     gradient_checkpointing: bool = False
+    """Trade compute for memory on big models."""
     sft_args: dict[str, Any] = field(default_factory=dict)
     """Any other `trl.SFTConfig` field, passed through as is."""
 
@@ -131,16 +159,21 @@ class EvalConfig:
     """Step 6: EvalPlus HumanEval+ and MBPP+, greedy pass@1 with the paper's prompts."""
 
     enabled: bool = True
+    """Set false to skip evaluation in `run`."""
     benchmarks: list[str] = field(default_factory=lambda: ["humaneval", "mbpp"])
+    """`humaneval` (HumanEval+ v0.1.10) and/or `mbpp` (MBPP+ v0.2.0)."""
     model: str | None = None
     """Model to evaluate; defaults to the trained model (`OUTPUT/model`)."""
     limit: int | None = None
     """Evaluate only the first `limit` tasks of each benchmark (quick runs; the card says so)."""
     max_new_tokens: int = 512
+    """Longest solution, in tokens (the paper: 512)."""
     parallel: int = 0
     """Worker processes for running tests (0: one per CPU core)."""
     min_time_limit: float = 1.0
+    """Minimum seconds a program may run per test input (evalplus's setting)."""
     gt_time_limit_factor: float = 4.0
+    """Time limit = this x the canonical solution's time (evalplus's setting)."""
 
 
 @dataclass
@@ -148,7 +181,9 @@ class RunConfig:
     """The whole pipeline: corpus -> dataset -> model -> evaluation -> cards."""
 
     output_dir: str = "outputs/run"
+    """Where everything goes: dataset/, model/, eval/, train/ (checkpoints) and .cache/ (model calls)."""
     seed: int = 42
+    """Seeds the verb prefixes, sampling (one seed per candidate), training and shuffling."""
     benchmarks_dir: str | None = None
     """Folder with offline copies of the EvalPlus data files (HumanEvalPlus-v0.1.10.jsonl.gz, ...);
     unset: evalplus downloads them (or uses HUMANEVAL_OVERRIDE_PATH / MBPP_OVERRIDE_PATH)."""

@@ -1,0 +1,112 @@
+"""The `inversecoder` command: one console script, one subcommand per step.
+
+    inversecoder run CONFIG [--output-dir DIR] [section.field=value ...]
+
+Configuration problems print one line and exit with status 2 (no traceback); an interrupted run
+exits with 130 and resumes where it stopped when run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from inversecoder import __version__
+from inversecoder.errors import UserError
+
+OVERRIDES_HELP = "override any config field, e.g. source.limit=20 summarize.num_samples=4 generator.model=PATH"
+
+
+def _config_command(sub, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=description)
+    parser.add_argument("config", help="YAML recipe (see configs/); every field has a default")
+    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help=OVERRIDES_HELP)
+    parser.add_argument("--output-dir", help="where artifacts go (overrides output_dir)")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inversecoder",
+        description="Build Inverse-Instruct datasets and InverseCoder models (arXiv 2407.05700).",
+    )
+    parser.add_argument("--version", action="version", version=f"inversecoder {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _config_command(sub, "build-dataset", "extract, summarize, self-evaluate, select, decontaminate, write the dataset",
+                    "Build the Inverse-Instruct dataset folder (OUTPUT/dataset). Model calls are cached in "
+                    "OUTPUT/.cache: an interrupted build resumes, a finished one reruns for free.")
+    _config_command(sub, "train", "two-stage SFT (generated pairs, then original pairs) with TRL",
+                    "Fine-tune the base model on OUTPUT/dataset into OUTPUT/model; resumes from the last checkpoint.")
+    evaluate = _config_command(sub, "evaluate", "EvalPlus HumanEval+ / MBPP+, greedy pass@1",
+                               "Evaluate OUTPUT/model (or evaluate.model) with EvalPlus into OUTPUT/eval.")
+    evaluate.add_argument("--limit", type=int, help="only the first N tasks of each benchmark (evaluate.limit)")
+    evaluate.add_argument("--model", help="model to evaluate (evaluate.model)")
+    _config_command(sub, "run", "the whole loop: build-dataset, train, evaluate, model card",
+                    "Run every step; each one resumes from what the output folder already holds.")
+    show = _config_command(sub, "show-config", "print the resolved configuration", "Print the config after defaults and overrides.")
+    show.set_defaults(resolved_only=True)
+    tiny = sub.add_parser("make-tiny-model", help="build the tiny offline model used by the demo and tests",
+                          description="Build a small random-weight Llama model with a locally trained tokenizer "
+                                      "and the Magicoder chat template, offline and deterministically.")
+    tiny.add_argument("dir", help="output folder")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--hidden-size", type=int, default=128)
+    tiny.add_argument("--layers", type=int, default=2)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from inversecoder.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "limit", None) is not None:
+        overrides.append(f"evaluate.limit={args.limit}")
+    if getattr(args, "model", None):
+        overrides.append(f"evaluate.model={args.model}")
+    return load_config(args.config, overrides, output_dir=args.output_dir)
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.command == "make-tiny-model":
+        from inversecoder.tiny_model import make_tiny_model
+
+        path = make_tiny_model(args.dir, hidden_size=args.hidden_size, num_layers=args.layers, seed=args.seed)
+        print(f"tiny model written to {path}")
+        return
+    config = _load(args)
+    if args.command == "show-config":
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return
+    from inversecoder import workflow
+
+    steps: dict[str, Callable] = {
+        "build-dataset": workflow.build,
+        "train": workflow.train,
+        "evaluate": workflow.evaluate,
+        "run": workflow.run_all,
+    }
+    result = steps[args.command](config)
+    if args.command != "run" and result is not None and not isinstance(result, dict):
+        print(f"done: {result}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        _dispatch(args)
+    except UserError as error:
+        print(f"inversecoder: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninversecoder: interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
