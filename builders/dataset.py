@@ -55,6 +55,35 @@ def hub_configs(names: list[str]) -> list[dict[str, Any]]:
     return configs
 
 
+def dataset_infos(tables: dict[str, "pa.Table"]) -> list[dict[str, Any]]:
+    """The `dataset_info:` metadata (features, split sizes) that `push_to_hub` writes too.
+
+    Beyond documenting the schema, it matters for correctness: `datasets` keys its cache of a local
+    folder by the card's metadata, not by the files' contents, so without split sizes in the card a
+    rebuilt folder at a path seen before could load the previous build's rows.
+    """
+    from datasets import DatasetInfo, Features, SplitDict, SplitInfo
+
+    infos = []
+    for name, table in tables.items():
+        splits = SplitDict()
+        splits.add(SplitInfo(name="train", num_bytes=table.nbytes, num_examples=table.num_rows))
+        info = DatasetInfo(features=Features.from_arrow_schema(table.schema), splits=splits, dataset_size=table.nbytes)
+        infos.append({"config_name": name, **info._to_yaml_dict()})
+    return infos
+
+
+def load_config_rows(dataset_dir: Path, config_name: str):
+    """One config of a dataset folder as a `datasets.Dataset`, read straight from its parquet files
+    (cached by the files' paths and mtimes, so a rebuilt folder is never served from a stale cache)."""
+    from datasets import load_dataset
+
+    files = sorted(str(p) for p in (Path(dataset_dir) / DATA_DIRS[config_name]).glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{dataset_dir} has no '{config_name}' config")
+    return load_dataset("parquet", data_files={"train": files}, split="train")
+
+
 def content_fingerprint(tables: dict[str, list[dict]]) -> str:
     """sha256 of the rows of every config, canonical JSON: equal data, equal fingerprint."""
     digest = hashlib.sha256()
@@ -110,15 +139,17 @@ def write_dataset_folder(target: Path, tables: dict[str, list[dict]], card_conte
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name, rows in tables.items():
+    arrow_tables = {name: pa.Table.from_pylist(rows, schema=SCHEMAS[name]) for name, rows in tables.items()}
+    for name, table in arrow_tables.items():
         path = partial / _parquet_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[name]), path)
+        pq.write_table(table, path)
     scores = [row["score"] for row in tables["default"]]
     write_histogram(scores, partial / HISTOGRAM)
     fingerprint = content_fingerprint(tables)
     card = render_dataset_card(
         configs=hub_configs(list(tables)),
+        dataset_info=dataset_infos(arrow_tables),
         rows=len(tables["default"]),
         content_fingerprint=fingerprint,
         tables={name: {"rows": len(rows), "columns": SCHEMAS[name].names} for name, rows in tables.items()},

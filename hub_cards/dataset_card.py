@@ -20,7 +20,8 @@ def size_category(rows: int) -> str:
 
 
 def render_dataset_card(
-    *, pretty_name: str, license: str, configs: list[dict[str, Any]], rows: int, generator_model: str, **context: Any
+    *, pretty_name: str, license: str, configs: list[dict[str, Any]], dataset_info: list[dict[str, Any]], rows: int,
+    generator_model: str, **context: Any
 ) -> DatasetCard:
     """Metadata the Hub understands (configs, license, tags, size) plus the body from the template."""
     card_data = DatasetCardData(
@@ -31,5 +32,6 @@ def render_dataset_card(
         tags=["code", "synthetic", "inverse-instruct", "inversecoder"],
         size_categories=[size_category(rows)],
         configs=configs,
+        dataset_info=dataset_info,
     )
     return DatasetCard.from_template(card_data, template_path=str(TEMPLATE), pretty_name=pretty_name, **context)

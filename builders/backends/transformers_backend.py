@@ -162,10 +162,11 @@ class TransformersBackend:
             else:
                 encoded.append(ids)
                 runnable.append(i)
-        if runnable:
-            outputs = self._decode_loop(encoded, [requests[i].seed for i in runnable], params)
-            for i, output in zip(runnable, outputs):
-                results[i] = output
+        # Callers usually pass one planned batch; a longer list is split so memory stays bounded.
+        for batch in self.plan_batches([requests[i].prompt for i in runnable], params.max_new_tokens):
+            outputs = self._decode_loop([encoded[j] for j in batch], [requests[runnable[j]].seed for j in batch], params)
+            for j, output in zip(batch, outputs):
+                results[runnable[j]] = output
         return results  # type: ignore[return-value]
 
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
@@ -181,22 +182,21 @@ class TransformersBackend:
             else:
                 encoded.append(ids)
                 runnable.append(i)
-        if not runnable:
-            return results  # type: ignore[return-value]
         answers = self.answer_token_ids()
         yes_ids = torch.tensor(answers["yes"], device=self.device)
         no_ids = torch.tensor(answers["no"], device=self.device)
-        with torch.inference_mode():
-            input_ids, attention_mask, position_ids = self._left_pad(encoded)
-            logits = model(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
-            ).logits[:, -1, :].float()
-            log_yes = torch.logsumexp(logits[:, yes_ids], dim=-1)
-            log_no = torch.logsumexp(logits[:, no_ids], dim=-1)
-            scores = torch.sigmoid(log_yes - log_no).tolist()
-            mass = torch.exp(torch.logaddexp(log_yes, log_no) - torch.logsumexp(logits, dim=-1)).tolist()
-        for j, i in enumerate(runnable):
-            results[i] = YesNoScore(scores[j], mass[j], len(encoded[j]))
+        for batch in self.plan_batches([prompts[i] for i in runnable], 1):
+            with torch.inference_mode():
+                input_ids, attention_mask, position_ids = self._left_pad([encoded[j] for j in batch])
+                logits = model(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
+                ).logits[:, -1, :].float()
+                log_yes = torch.logsumexp(logits[:, yes_ids], dim=-1)
+                log_no = torch.logsumexp(logits[:, no_ids], dim=-1)
+                scores = torch.sigmoid(log_yes - log_no).tolist()
+                mass = torch.exp(torch.logaddexp(log_yes, log_no) - torch.logsumexp(logits, dim=-1)).tolist()
+            for row, j in enumerate(batch):
+                results[runnable[j]] = YesNoScore(scores[row], mass[row], len(encoded[j]))
         return results  # type: ignore[return-value]
 
     def answer_token_ids(self) -> dict[str, list[int]]:
