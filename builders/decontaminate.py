@@ -42,24 +42,25 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _docstring(prompt: str) -> str:
-    """The problem statement of a HumanEval prompt (the function's docstring), or the prompt itself."""
+def _docstring(prompt: str, entry_point: str) -> str:
+    """The problem statement of a HumanEval prompt: the entry point's docstring without its examples
+    (helper functions in the prompt have docstrings of their own)."""
     try:
         tree = ast.parse(prompt)
     except SyntaxError:
         return prompt
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node)
-            if doc:
-                return doc.split(">>>")[0]
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for node in sorted(functions, key=lambda n: n.name != entry_point):
+        doc = ast.get_docstring(node)
+        if doc:
+            return doc.split(">>>")[0]
     return prompt
 
 
 def benchmark_texts(name: str, problem: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(field, text) pairs for the substring layer and for the n-gram layer of one benchmark task."""
     if name == "humaneval":
-        description = _docstring(problem["prompt"])
+        description = _docstring(problem["prompt"], problem["entry_point"])
         return [("prompt", description), ("solution", problem["canonical_solution"])], [("prompt", description)]
     description = problem["prompt"].strip().strip('"').split("assert")[0]
     strings = [("prompt", description), ("solution", problem["canonical_solution"]), ("assertion", problem.get("assertion", ""))]

@@ -1,0 +1,47 @@
+"""The console script as a user runs it: help, one-line errors, exit codes."""
+
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["build-dataset", "train", "evaluate", "run", "show-config", "make-tiny-model"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "inversecoder.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command):
+    result = cli(command, "--help")
+    assert result.returncode == 0 and "usage: inversecoder " + command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["build-dataset", "missing.yaml"], "config file not found: missing.yaml"),
+        (["build-dataset", "configs/demo.yaml", "source.lmit=3"], "unknown config field 'source.lmit' (did you mean 'source.limit'?)"),
+        (["build-dataset", "configs/demo.yaml", "source.path=nowhere.jsonl"], "source file not found: nowhere.jsonl"),
+        (["build-dataset", "configs/demo.yaml", "generator.backend=vllm"], "generator.backend must be 'transformers' or 'tgi'"),
+        (["build-dataset", "configs/demo.yaml", "source.response_column=answer"], "source has no column 'answer'"),
+        (["train", "configs/demo.yaml", "--output-dir", "/nonexistent/run"], "no dataset at /nonexistent/run/dataset"),
+    ],
+)
+def test_configuration_errors_are_one_line_with_exit_2(args, message, tmp_path):
+    from conftest import REPO
+
+    result = cli(*args, cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("inversecoder: error:")]
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_show_config_applies_overrides_and_output_dir():
+    from conftest import REPO
+
+    result = cli("show-config", "configs/demo.yaml", "summarize.num_samples=3", "--output-dir", "elsewhere", cwd=REPO)
+    assert result.returncode == 0
+    assert "num_samples: 3" in result.stdout and "output_dir: elsewhere" in result.stdout

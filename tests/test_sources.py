@@ -1,0 +1,97 @@
+"""Reading corpora: every format, every kind of bad row, clear errors for bad configurations."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from inversecoder.builders.sources import load_source
+from inversecoder.config import SourceConfig
+from inversecoder.errors import ConfigError
+
+GOOD = {"instruction": "Add two numbers.", "response": "```python\ndef add(a, b):\n    return a + b\n```"}
+
+
+def write_lines(path, lines: list[bytes]):
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_bad_rows_become_rejected_records_and_good_rows_get_stable_ids(tmp_path):
+    lines = [
+        json.dumps(GOOD).encode(),
+        b'{"instruction": "broken json", ',
+        '{"instruction": "caf\u00e9", "response": "ok"}'.encode("latin-1"),  # not UTF-8
+        json.dumps({"instruction": "x", "response": None}).encode(),
+        json.dumps({"instruction": "x", "response": 42}).encode(),
+        json.dumps({"instruction": "x", "response": ["a"]}).encode(),
+        json.dumps({"instruction": "x"}).encode(),
+        json.dumps({"instruction": "   ", "response": "print(1)"}).encode(),
+        json.dumps(["not", "an", "object"]).encode(),
+        json.dumps(GOOD).encode(),  # exact duplicate
+        json.dumps({"instruction": "Other", "response": "print(2)", "extra": 1}).encode(),
+    ]
+    data = load_source(SourceConfig(path=str(write_lines(tmp_path / "c.jsonl", lines))))
+    assert [r.source_index for r in data.rows] == [0, 10]
+    reasons = {r.source_index: r.reason for r in data.rejected}
+    assert reasons == {
+        1: "not valid JSON",
+        2: "not valid UTF-8",
+        3: "'response' is null",
+        4: "'response' is int, not a string",
+        5: "'response' is list, not a string",
+        6: "missing field 'response'",
+        7: "'instruction' is empty",
+        8: "record is list, not an object",
+        9: "exact duplicate",
+    }
+    assert [r for r in data.rejected if r.source_index == 9][0].detail == "same as source row 0"
+    assert data.info["rows_read"] == 11 and len(data.info["sha256"]) == 64
+    again = load_source(SourceConfig(path=str(tmp_path / "c.jsonl")))
+    assert [r.row_id for r in again.rows] == [r.row_id for r in data.rows]
+
+
+def test_limit_counts_source_rows(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [json.dumps({"instruction": f"i{n}", "response": "print(1)"}).encode() for n in range(10)])
+    data = load_source(SourceConfig(path=str(path), limit=4))
+    assert len(data.rows) == 4 and data.info["rows_read"] == 4
+
+
+def test_json_parquet_and_hub_layout_folders(tmp_path):
+    rows = [GOOD, {"instruction": "Q", "response": "print('q')"}]
+    (tmp_path / "c.json").write_text(json.dumps(rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
+    folder = tmp_path / "repo"
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000-of-00001.parquet")
+    for path in (tmp_path / "c.json", tmp_path / "c.parquet", folder):
+        data = load_source(SourceConfig(path=str(path)))
+        assert [r.instruction for r in data.rows] == ["Add two numbers.", "Q"], path
+
+
+def test_custom_columns(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"prompt": "P", "answer": "print(1)"}) + "\n")
+    data = load_source(SourceConfig(path=str(path), instruction_column="prompt", response_column="answer"))
+    assert data.rows[0].instruction == "P"
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda p: None, "source file not found"),
+        (lambda p: p.write_text(""), "has no rows"),
+        (lambda p: p.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n"), "source has no column 'instruction' (available: answer, question)"),
+    ],
+)
+def test_unusable_sources_are_config_errors(tmp_path, setup, message):
+    path = tmp_path / "c.jsonl"
+    setup(path)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_source(SourceConfig(path=str(path)))
+
+
+def test_unknown_hub_dataset_offline_is_a_config_error():
+    with pytest.raises(ConfigError, match="cannot load source 'nobody/no-such-dataset'"):
+        load_source(SourceConfig(path="nobody/no-such-dataset"))
