@@ -75,13 +75,19 @@ def dataset_infos(tables: dict[str, "pa.Table"]) -> list[dict[str, Any]]:
 
 def load_config_rows(dataset_dir: Path, config_name: str):
     """One config of a dataset folder as a `datasets.Dataset`, read straight from its parquet files
-    (cached by the files' paths and mtimes, so a rebuilt folder is never served from a stale cache)."""
-    from datasets import load_dataset
+    (cached by the files' paths and mtimes, so a rebuilt folder is never served from a stale cache).
+    A config the build left out for being empty comes back as an empty dataset with its schema;
+    one the build never made is a `FileNotFoundError`."""
+    from datasets import Dataset, load_dataset
 
-    files = sorted(str(p) for p in (Path(dataset_dir) / DATA_DIRS[config_name]).glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{dataset_dir} has no '{config_name}' config")
-    return load_dataset("parquet", data_files={"train": files}, split="train")
+    dataset_dir = Path(dataset_dir)
+    files = sorted(str(p) for p in (dataset_dir / DATA_DIRS[config_name]).glob("*.parquet"))
+    if files:
+        return load_dataset("parquet", data_files={"train": files}, split="train")
+    info_path = dataset_dir / "build_info.json"
+    if info_path.is_file() and config_name in json.loads(info_path.read_text(encoding="utf-8")).get("empty_configs", []):
+        return Dataset(SCHEMAS[config_name].empty_table())
+    raise FileNotFoundError(f"{dataset_dir} has no '{config_name}' config")
 
 
 def content_fingerprint(tables: dict[str, list[dict]]) -> str:
@@ -136,6 +142,10 @@ def write_dataset_folder(target: Path, tables: dict[str, list[dict]], card_conte
     the content fingerprint added); returns the fingerprint."""
     from inversecoder.hub_cards.dataset_card import render_dataset_card
 
+    # `datasets` cannot load a parquet config without rows ("corresponds to no data"): empty configs are
+    # left out of the folder and listed in the card and in build_info.json instead.
+    empty = [name for name, rows in tables.items() if not rows]
+    tables = {name: rows for name, rows in tables.items() if rows}
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -144,24 +154,25 @@ def write_dataset_folder(target: Path, tables: dict[str, list[dict]], card_conte
         path = partial / _parquet_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
-    scores = [row["score"] for row in tables["default"]]
+    scores = [row["score"] for row in tables.get("default", [])]
     write_histogram(scores, partial / HISTOGRAM)
     fingerprint = content_fingerprint(tables)
     card = render_dataset_card(
         configs=hub_configs(list(tables)),
         dataset_info=dataset_infos(arrow_tables),
-        rows=len(tables["default"]),
+        rows=len(tables.get("default", [])),
+        empty_configs=empty,
         content_fingerprint=fingerprint,
         tables={name: {"rows": len(rows), "columns": SCHEMAS[name].names} for name, rows in tables.items()},
         histogram=HISTOGRAM,
         score_summary=score_summary(scores),
-        rejected_reasons=rejected_reason_counts(tables["rejected"]),
+        rejected_reasons=rejected_reason_counts(tables.get("rejected", [])),
         **card_context,
     )
     card.save(partial / "README.md")
     for name, content in extra_files.items():
         if isinstance(content, dict):
-            content = json.dumps(content | {"fingerprint": fingerprint}, indent=2, ensure_ascii=False, default=str)
+            content = json.dumps(content | {"fingerprint": fingerprint, "empty_configs": empty}, indent=2, ensure_ascii=False, default=str)
         (partial / name).write_text(content, encoding="utf-8")
     if target.exists():
         old = target.with_name(target.name + ".old")

@@ -68,6 +68,7 @@ CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' -%}"
     "{{ raise_exception('System messages are not supported: the Magicoder format has a fixed preamble.') }}"
     "{%- endif -%}"
+    "{{ bos_token if bos_token else '' }}"
     "{{ '" + SYSTEM + "\\n\\n' }}"
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}"

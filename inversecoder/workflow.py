@@ -75,7 +75,7 @@ def write_model_card(config: RunConfig) -> Path:
     results = _read_json(eval_dir(config) / "eval_results.json")
     base_model = config.train.base_model or config.generator.model or "unknown"
     stages = [
-        {"name": s.get("name"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
+        {"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
         for s in training.get("stages", [])
     ]
     card = render_model_card(

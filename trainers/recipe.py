@@ -1,0 +1,464 @@
+"""The paper's training recipe (Step 4 of Inverse-Instruct) on TRL's SFTTrainer.
+
+InverseCoder starts from the BASE model, trains 1 epoch on the generated pairs, then 2 epochs on the
+original pairs with a fresh optimizer and learning-rate schedule (that order beats a mixture, which
+`mode: mix` reproduces for the ablation). Data is prompt-completion: TRL appends EOS to the completion
+and puts loss on completion tokens only, which is the paper's "loss on response tokens + EOS".
+
+Runs are resumable: each stage trains in `work_dir/<stage>`, resumes from its last checkpoint, and is
+skipped once `<stage>/final` holds its completion marker. A stage's fingerprint (settings, start model,
+data content) is stored with it, so a changed config or dataset is an error rather than a silently
+reused stale model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import gc
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trl
+
+from inversecoder.builders import prompts
+from inversecoder.config import RunConfig, TrainConfig
+from inversecoder.errors import ConfigError
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+COMPLETE = ".complete"
+"""Written last into `<stage>/final`: its presence means the stage's weights are whole."""
+STAGE_INFO = "stage.json"
+PLAN = "plan.json"
+RESERVED_SFT_ARGS = ("output_dir", "stage")
+"""Set by the recipe per stage: overriding them would break the resumable stage layout."""
+_NOT_IN_FINGERPRINT = (
+    "enabled", "logging_steps", "save_steps", "bf16", "gradient_checkpointing", "per_device_batch_size",
+)
+"""Knobs that change speed, memory or bookkeeping but not what is learned: a resume may change them."""
+
+
+@dataclass
+class InverseCoderSFTConfig(trl.SFTConfig):
+    """`trl.SFTConfig` plus the recipe's own fields; gradient accumulation follows the global batch."""
+
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Sequences per optimizer step; sets gradient_accumulation_steps (None: leave it)."},
+    )
+    stage: str = field(default="", metadata={"help": "Name of the training stage (stage1, stage2, mix)."})
+
+    def __post_init__(self) -> None:
+        if self.global_batch_size is not None:
+            self.gradient_accumulation_steps = gradient_accumulation_for(
+                self.global_batch_size, self.per_device_train_batch_size, world_size()
+            )
+        super().__post_init__()
+
+
+# --------------------------------------------------------------------------------------------- config
+
+
+def world_size() -> int:
+    """Processes in the job: `accelerate launch` / `torchrun` export WORLD_SIZE; a plain run is 1."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(value)
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE must be an integer, got {value!r}") from None
+    return max(size, 1)
+
+
+def gradient_accumulation_for(global_batch_size: int, per_device: int, processes: int) -> int:
+    """Steps to accumulate so that one optimizer step sees at least `global_batch_size` sequences."""
+    if global_batch_size < 1 or per_device < 1:
+        raise ConfigError(
+            f"train.global_batch_size ({global_batch_size}) and train.per_device_batch_size ({per_device}) "
+            "must be positive"
+        )
+    return max(1, math.ceil(global_batch_size / (per_device * processes)))
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
+
+
+def _bf16(setting: str) -> bool:
+    """`auto`: bf16 only where the GPU supports it (the paper trains in bf16 on A100s)."""
+    import torch
+
+    value = str(setting).lower()
+    if value == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if value in ("true", "false"):
+        return value == "true"
+    raise ConfigError(f"train.bf16 must be auto, true or false, got {setting!r}")
+
+
+def _checked_sft_args(sft_args: dict[str, Any]) -> dict[str, Any]:
+    """Reject unknown keys by name: a typo must not silently fall back to TRL's default."""
+    names = [f.name for f in dataclasses.fields(InverseCoderSFTConfig) if f.init]
+    for key in sft_args:
+        if key in RESERVED_SFT_ARGS:
+            raise ConfigError(f"train.sft_args.{key} is set by the recipe (one folder per stage): cannot be overridden")
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown train.sft_args key '{key}': not a trl.SFTConfig field{hint}")
+    return dict(sft_args)
+
+
+def sft_config_for(train: TrainConfig, output_dir: Path, epochs: float, seed: int, stage: str) -> InverseCoderSFTConfig:
+    """The paper's hyper-parameters as an SFTConfig; `train.sft_args` is applied last and wins."""
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        stage=stage,
+        global_batch_size=train.global_batch_size,
+        per_device_train_batch_size=train.per_device_batch_size,
+        num_train_epochs=epochs,
+        optim=train.optim,
+        learning_rate=train.learning_rate,
+        warmup_steps=train.warmup_steps,
+        lr_scheduler_type=train.lr_scheduler_type,
+        max_length=train.max_length,
+        max_grad_norm=train.max_grad_norm,  # 0 turns clipping off in transformers.Trainer
+        logging_steps=train.logging_steps,
+        save_steps=train.save_steps,
+        save_total_limit=2,
+        seed=seed,
+        packing=False,
+        completion_only_loss=True,
+        report_to="none",
+        bf16=_bf16(train.bf16),
+        # TRL defaults to bf16 and then refuses to run without a GPU unless told it is a CPU run.
+        use_cpu=not _has_accelerator(),
+    )
+    names = {f.name for f in dataclasses.fields(InverseCoderSFTConfig)}
+    overrides = _checked_sft_args(train.sft_args)
+    # transformers 5.24 renamed gradient_checkpointing to activation_checkpointing; the old name only counts
+    # when the new one is unset, and TRL's default for the old one (True) always warns. Set the new name.
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    kwargs[checkpointing] = train.gradient_checkpointing
+    if "gradient_checkpointing" in overrides and checkpointing not in overrides:
+        overrides[checkpointing] = overrides.pop("gradient_checkpointing")
+    if "gradient_accumulation_steps" in overrides and "global_batch_size" not in overrides:
+        kwargs["global_batch_size"] = None  # an explicit accumulation count wins over the derived one
+    kwargs.update(overrides)
+    try:
+        return InverseCoderSFTConfig(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"invalid training settings for {stage}: {error}") from None
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def _to_prompt_completion(row: dict[str, Any]) -> dict[str, str]:
+    return {"prompt": prompts.magicoder_prompt(row["instruction"]), "completion": row["response"]}
+
+
+def load_pairs(dataset_dir: Path, config_name: str) -> datasets.Dataset:
+    """One config of the dataset folder as prompt-completion rows in the Magicoder format.
+
+    Read from the config's parquet files (not `load_dataset(folder)`, whose cache of a local folder
+    can serve a previous build's rows after the folder is rebuilt)."""
+    from inversecoder.builders.dataset import load_config_rows
+
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / "README.md").is_file():
+        raise ConfigError(f"{dataset_dir} is not a dataset folder (no README.md with `configs:`)")
+    try:
+        rows = load_config_rows(dataset_dir, config_name)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{dataset_dir} has no '{config_name}' config; two-stage and mix training need dataset.include_original: true"
+        ) from None
+    _check_columns(rows.column_names, dataset_dir, config_name)
+    return rows.map(_to_prompt_completion, remove_columns=rows.column_names, desc=f"Formatting {config_name}")
+
+
+def _check_columns(columns: list[str], dataset_dir: Path, config_name: str) -> None:
+    missing = {"instruction", "response"} - set(columns)
+    if missing:
+        raise ConfigError(f"{dataset_dir} config '{config_name}' lacks column(s): {', '.join(sorted(missing))}")
+
+
+def _content_hash(rows: datasets.Dataset) -> str:
+    """Hash of the training text, so a regenerated dataset is never mistaken for the one trained on."""
+    digest = hashlib.sha256()
+    for batch in rows.iter(batch_size=4096):
+        for prompt, completion in zip(batch["prompt"], batch["completion"]):
+            digest.update(len(prompt).to_bytes(8, "little") + prompt.encode())
+            digest.update(len(completion).to_bytes(8, "little") + completion.encode())
+    return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+
+@dataclass
+class Stage:
+    """One SFT run: which configs it trains on, for how long, in which folder."""
+
+    name: str
+    configs: list[str]
+    epochs: float
+    rows: datasets.Dataset
+    folder: Path
+
+    @property
+    def final(self) -> Path:
+        return self.folder / "final"
+
+
+def _plan(config: RunConfig, dataset_dir: Path, work_dir: Path) -> tuple[list[Stage], dict[str, int]]:
+    """Two-stage (the paper) or one shuffled mixture (its ablation), and the size of each config; data is
+    loaded up front so that a missing config fails before hours of training."""
+    train = config.train
+    if train.mode not in ("two-stage", "mix"):
+        raise ConfigError(f"train.mode must be 'two-stage' or 'mix', got {train.mode!r}")
+    generated = load_pairs(dataset_dir, "default")
+    original = load_pairs(dataset_dir, "original")
+    sizes = {"default": len(generated), "original": len(original)}
+    if train.mode == "two-stage":
+        return [
+            Stage("stage1", ["default"], train.generated_epochs, generated, work_dir / "stage1"),
+            Stage("stage2", ["original"], train.original_epochs, original, work_dir / "stage2"),
+        ], sizes
+    import datasets
+
+    mixture = datasets.concatenate_datasets([generated, original]).shuffle(seed=config.seed)
+    mixture = mixture.flatten_indices()  # materialize the shuffled order: maps through an index mapping are slower
+    return [Stage("mix", ["default", "original"], train.generated_epochs, mixture, work_dir / "mix")], sizes
+
+
+def _base_model(config: RunConfig) -> tuple[str, str | None]:
+    """The paper fine-tunes the BASE model; by default the one the generator was made from."""
+    train = config.train
+    if train.base_model:
+        return train.base_model, train.base_revision
+    if config.generator.model:
+        return config.generator.model, train.base_revision or config.generator.revision
+    raise ConfigError("set train.base_model (or generator.model): there is no model to fine-tune")
+
+
+def _fingerprint(train: TrainConfig, stage: Stage, start: str, revision: str | None, seed: int, previous: str) -> str:
+    """What the stage's weights depend on (the previous stage's fingerprint included); logging/saving/precision
+    knobs are left out."""
+    settings = {k: v for k, v in dataclasses.asdict(train).items() if k not in _NOT_IN_FINGERPRINT}
+    data = {
+        "settings": settings, "seed": seed, "stage": stage.name, "configs": stage.configs, "epochs": stage.epochs,
+        "start": None if previous else start, "revision": revision, "previous": previous,
+        "data": _content_hash(stage.rows),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _check_plan(folder: Path, fingerprint: str, stage: str) -> None:
+    """Checkpoints from other settings or data must not be resumed from."""
+    plan = folder / PLAN
+    if plan.is_file():
+        found = _read_json(plan).get("fingerprint")
+        if found != fingerprint:
+            raise ConfigError(
+                f"{folder} holds {stage} checkpoints trained with other settings or data "
+                f"({found} != {fingerprint}): delete the folder or use another output directory"
+            )
+    elif _is_main_process():
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(plan, {"stage": stage, "fingerprint": fingerprint})
+    _wait_for_everyone()
+
+
+def _last_checkpoint(folder: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _load_tokenizer(path: str, revision: str | None) -> PreTrainedTokenizerBase:
+    """The tokenizer the model ships with: Magicoder chat template, and a pad token for batching."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    if tokenizer.eos_token is None:
+        raise ConfigError(f"the tokenizer of {path} has no eos_token: the model could never learn to stop")
+    tokenizer.chat_template = prompts.CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _build_trainer(
+    args: InverseCoderSFTConfig, start: str, revision: str | None, rows: datasets.Dataset
+) -> trl.SFTTrainer:
+    """A fresh SFTTrainer (hence a fresh optimizer and schedule) on the weights at `start`."""
+    if revision:
+        init = args.model_init_kwargs if isinstance(args.model_init_kwargs, dict) else {}
+        args.model_init_kwargs = {**init, "revision": revision}
+    tokenizer = _load_tokenizer(start, revision)
+    return trl.SFTTrainer(model=start, args=args, train_dataset=rows, processing_class=tokenizer)
+
+
+def _public(data: Any) -> Any:
+    """Drop every key that mentions a token (hub tokens and the like) before anything is written."""
+    if isinstance(data, dict):
+        return {k: _public(v) for k, v in data.items() if "token" not in str(k).lower()}
+    if isinstance(data, (list, tuple)):
+        return [_public(v) for v in data]
+    return data
+
+
+def _save_final(trainer: trl.SFTTrainer, final: Path, info: dict[str, Any]) -> None:
+    """Weights + tokenizer + generation config, then the stage record, then the marker (last)."""
+    tokenizer = trainer.processing_class
+    generation = trainer.model.generation_config
+    generation.eos_token_id = tokenizer.eos_token_id
+    generation.pad_token_id = tokenizer.pad_token_id
+    if _is_main_process() and final.exists():
+        shutil.rmtree(final)  # an interrupted save: its marker was never written
+    _wait_for_everyone()
+    trainer.save_model(str(final))  # every rank: sharded (FSDP/DeepSpeed) weights are gathered here
+    if _is_main_process():
+        _write_json(final / STAGE_INFO, info)
+        (final / COMPLETE).write_text("ok\n", encoding="utf-8")
+    _wait_for_everyone()
+
+
+def _remove_checkpoints(folder: Path) -> None:
+    """Checkpoints only serve resumption; once `final` is complete they are dead weight (optimizer state)."""
+    if not _is_main_process():
+        return
+    for checkpoint in folder.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _run_stage(
+    args: InverseCoderSFTConfig, stage: Stage, start: str, revision: str | None, fingerprint: str
+) -> dict[str, Any]:
+    """Train one stage (or skip it: already complete, or no rows) and return its record."""
+    record: dict[str, Any] = {
+        "stage": stage.name, "configs": stage.configs, "rows": len(stage.rows), "epochs": stage.epochs,
+        "start_model": start, "fingerprint": fingerprint,
+    }
+    if (stage.final / COMPLETE).is_file():
+        done = _read_json(stage.final / STAGE_INFO)
+        if done.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"{stage.final} was trained with other settings or data: delete {stage.folder} "
+                "or use another output directory"
+            )
+        print(f"{stage.name}: already trained ({stage.final}), skipping")
+        return done
+    if len(stage.rows) == 0:
+        print(f"{stage.name}: no rows in {'+'.join(stage.configs)}, skipped (the next stage starts from {start})")
+        return {**record, "skipped": "no rows", "sft_args": None, "log_history": []}
+    _check_plan(stage.folder, fingerprint, stage.name)
+    trainer = _build_trainer(args, start, revision, stage.rows)
+    checkpoint = _last_checkpoint(stage.folder)
+    if checkpoint:
+        print(f"{stage.name}: resuming from {checkpoint}")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    record.update(
+        sft_args=_public(args.to_dict()), global_step=trainer.state.global_step,
+        log_history=trainer.state.log_history,
+    )
+    _save_final(trainer, stage.final, record)
+    del trainer
+    _free_memory()
+    _remove_checkpoints(stage.folder)
+    return record
+
+
+def _export(
+    final: Path, model_dir: Path, config: RunConfig, base: tuple[str, str | None], sizes: dict[str, int],
+    records: list[dict[str, Any]],
+) -> None:
+    """The model folder users load: weights, tokenizer with the chat template, and how it was trained."""
+    from transformers import GenerationConfig
+
+    partial = model_dir.with_suffix(".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(final, partial, ignore=shutil.ignore_patterns(STAGE_INFO, COMPLETE, "training_args.bin"))
+    tokenizer = _load_tokenizer(str(final), None)
+    tokenizer.save_pretrained(partial)
+    generation = GenerationConfig.from_pretrained(final)
+    generation.eos_token_id = tokenizer.eos_token_id
+    generation.pad_token_id = tokenizer.pad_token_id
+    generation.save_pretrained(partial)
+    stages = [{k: v for k, v in r.items() if k != "log_history"} for r in records]
+    _write_json(partial / "training_config.json", _public({
+        "base_model": base[0], "base_revision": base[1], "seed": config.seed,
+        "train": dataclasses.asdict(config.train),
+        "dataset_sizes": sizes,
+        "stages": stages,
+    }))
+    _write_json(partial / "training_logs.json", {r["stage"]: r["log_history"] for r in records})
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    partial.rename(model_dir)
+
+
+def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir: Path) -> Path:
+    """Fine-tune the base model on the dataset folder (resumably) and write the final model folder."""
+    dataset_dir, work_dir, model_dir = Path(dataset_dir), Path(work_dir), Path(model_dir)
+    base = _base_model(config)
+    stages, sizes = _plan(config, dataset_dir, work_dir)
+    # Every stage's settings are checked before the first one trains for hours.
+    stage_args = [sft_config_for(config.train, s.folder, s.epochs, config.seed, s.name) for s in stages]
+    start, revision = base
+    records: list[dict[str, Any]] = []
+    previous = ""
+    for stage, args in zip(stages, stage_args):
+        fingerprint = _fingerprint(config.train, stage, start, revision, config.seed, previous)
+        record = _run_stage(args, stage, start, revision, fingerprint)
+        records.append(record)
+        if not record.get("skipped"):
+            start, revision, previous = str(stage.final), None, fingerprint
+    if not previous:
+        raise ConfigError(f"{dataset_dir}: every training stage is empty, there is nothing to train on")
+    if _is_main_process():
+        _export(Path(start), model_dir, config, base, sizes, records)
+    _wait_for_everyone()
+    return model_dir
