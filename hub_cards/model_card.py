@@ -36,7 +36,6 @@ def eval_results_from(results: dict[str, Any]) -> list[EvalResult]:
                     metric_name="pass@1",
                     metric_value=round(100 * bench["pass@1"][key], 1),
                     verified=False,
-                    source_name="inversecoder (EvalPlus)",
                 )
             )
     return entries

@@ -1,0 +1,80 @@
+"""`inversecoder run` end to end, as a user runs it: dataset, two-stage SFT, EvalPlus, model card."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from inversecoder.builders import prompts
+
+from conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model_dir, benchmarks_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    recipe = {
+        "benchmarks_dir": str(benchmarks_dir),
+        "source": {"path": str(SAMPLE), "limit": 24},
+        "generator": {"model": str(tiny_model_dir)},
+        "summarize": {"num_samples": 2, "max_new_tokens": 8},
+        "train": {"global_batch_size": 8, "per_device_batch_size": 4, "warmup_steps": 1, "max_length": 512},
+        "evaluate": {"limit": 3, "max_new_tokens": 16},
+    }
+    (root / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = root / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "inversecoder.cli", "run", str(root / "r.yaml"), "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_run_prints_where_every_artifact_is(finished_run):
+    out, stdout = finished_run
+    for name in ("dataset", "model", "eval/eval_results.json"):
+        assert str(out / name) in stdout
+        assert (out / name).exists()
+
+
+def test_model_folder_loads_with_its_chat_template_and_eos(finished_run):
+    out, _ = finished_run
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "Sort a list."}], tokenize=False, add_generation_prompt=True)
+    assert rendered == prompts.magicoder_prompt("Sort a list.")
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    stages = json.loads((out / "model" / "training_config.json").read_text())["stages"]
+    assert [s["stage"] for s in stages] == ["stage1", "stage2"]
+
+
+def test_model_card_eval_results_parse_back_from_eval_results_json(finished_run):
+    out, _ = finished_run
+    results = json.loads((out / "eval" / "eval_results.json").read_text())
+    card = ModelCard.load(out / "model" / "README.md")
+    parsed = {(r.dataset_type, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert len(parsed) == 4
+    for name, plus_type in (("humaneval", "evalplus/humanevalplus"), ("mbpp", "evalplus/mbppplus")):
+        assert parsed[(plus_type, "pass@1")] == round(100 * results["benchmarks"][name]["pass@1"]["plus"], 1)
+        assert results["benchmarks"][name]["limit"] == 3
+    assert all("(first 3 tasks)" in r.dataset_name for r in card.data.eval_results)
+    assert "not comparable with published full-benchmark scores" in card.text
+    for name in ("humaneval", "mbpp"):
+        samples = (out / "eval" / f"{name}_samples.jsonl").read_text().splitlines()
+        assert len(samples) == 3 and all("solution" in json.loads(line) for line in samples)
+
+
+def test_a_second_run_resumes_everything(finished_run):
+    out, _ = finished_run
+    result = subprocess.run(
+        [sys.executable, "-m", "inversecoder.cli", "run", str(out.parent / "r.yaml"), "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model calls: 0 computed" in result.stdout
+    assert "stage1: already trained" in result.stdout and "stage2: already trained" in result.stdout
