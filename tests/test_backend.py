@@ -131,3 +131,31 @@ def test_cached_model_reruns_for_free_and_keeps_retryable_errors_out(backend, tm
     assert flaky.score_yes_no(["never seen"])[0].error == "503 from server"
     assert flaky.score_yes_no(["never seen"])[0].error == "503 from server"
     assert Flaky.calls == 2  # a retryable failure is asked again, never served from the cache
+
+
+def test_out_of_memory_batches_are_split_and_a_lone_misfit_is_recorded_not_cached(backend, tmp_path):
+    from inversecoder.builders.backends import YesNoScore
+
+    class SmallMemory:
+        """Runs out of memory on batches of more than 2 prompts, and always on the prompt 'huge'."""
+
+        sizes: list[int] = []
+
+        def info(self):
+            return backend.info()
+
+        def plan_batches(self, prompts_, new_tokens):
+            return [list(range(len(prompts_)))]
+
+        def score_yes_no(self, prompts_):
+            SmallMemory.sizes.append(len(prompts_))
+            if len(prompts_) > 2 or "huge" in prompts_:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return [YesNoScore(0.5) for _ in prompts_]
+
+    model = CachedModel(SmallMemory(), ResultCache(tmp_path / "c.sqlite"), progress=False)
+    results = model.score_yes_no(["a", "b", "c", "d", "huge"])
+    assert [r.score for r in results[:4]] == [0.5] * 4
+    assert results[4].score is None and results[4].retryable and results[4].error.startswith("out of memory: CUDA out of memory")
+    assert max(size for size in SmallMemory.sizes if size <= 2) == 2
+    assert len(model.cache) == 4  # the failure is retried by the next run

@@ -52,6 +52,10 @@ class Completion:
     error: str | None = None
     retryable: bool = False
 
+    @classmethod
+    def failed(cls, error: str) -> "Completion":
+        return cls(None, "error", error=error, retryable=True)
+
 
 @dataclass
 class YesNoScore:
@@ -62,6 +66,10 @@ class YesNoScore:
     prompt_tokens: int = 0
     error: str | None = None
     retryable: bool = False
+
+    @classmethod
+    def failed(cls, error: str) -> "YesNoScore":
+        return cls(None, error=error, retryable=True)
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,15 @@ def make_backend(config: "GeneratorConfig", model: str | None = None, revision: 
     raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{config.backend}'")
 
 
+def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    """MemoryError, plus torch's OutOfMemoryError (a RuntimeError) when torch is loaded."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch else None
+    return (MemoryError, oom) if oom else (MemoryError,)
+
+
 class CachedModel:
     """A backend behind the result cache, with progress bars and call counts.
 
@@ -157,6 +174,17 @@ class CachedModel:
 
         return self._run(keys, batches, compute, YesNoScore, desc, unit="pair")
 
+    def _compute_splitting(self, compute, batch: list[int], result_type) -> list:
+        """Run a batch; out of memory, run its halves. A single item that still does not fit becomes a
+        retryable error (recorded, not cached) instead of ending the run."""
+        try:
+            return compute(batch)
+        except _out_of_memory_errors() as error:
+            if len(batch) == 1:
+                return [result_type.failed(f"out of memory: {str(error).splitlines()[0][:200] if str(error) else ''}")]
+            half = len(batch) // 2
+            return self._compute_splitting(compute, batch[:half], result_type) + self._compute_splitting(compute, batch[half:], result_type)
+
     def _run(self, keys, batches, compute, result_type, desc: str, unit: str) -> list:
         stored = self.cache.get_many(keys)
         results: list[Any] = [None] * len(keys)
@@ -169,7 +197,7 @@ class CachedModel:
         total = sum(len(b) for b in todo)
         with tqdm(total=total, desc=desc, unit=unit, disable=not self.progress or total == 0, dynamic_ncols=True) as bar:
             for batch in todo:
-                outputs = compute(batch)
+                outputs = self._compute_splitting(compute, batch, result_type)
                 fresh = {}
                 for i, output in zip(batch, outputs):
                     results[i] = output
