@@ -48,8 +48,18 @@ def render_model_card(
     license: str,
     datasets: list[str],
     eval_results: dict[str, Any] | None,
+    dataset_hub: dict[str, Any] | None = None,
     **context: Any,
 ) -> ModelCard:
+    """The card of a trained model.
+
+    `dataset_hub` is the record a dataset push leaves (`inversecoder.hub_cards.push.read_hub_record(
+    OUTPUT/dataset)`: repo_id, commit, commit_url, tag): when given, the card's `datasets` metadata names
+    the repo and its body pins the exact commit the model was trained on. Without it the data is
+    described as an unpublished local build.
+    """
+    if dataset_hub:
+        datasets = [dataset_hub["repo_id"], *(name for name in datasets if name != dataset_hub["repo_id"])]
     rows = []
     for bench in (eval_results or {}).get("benchmarks", {}).values():
         rows.append({
@@ -81,5 +91,6 @@ def render_model_card(
             "revision": settings.get("backend", {}).get("revision"),
         },
         prompts=settings.get("prompt_templates", {}),
+        dataset_hub=dataset_hub,
         **context,
     )

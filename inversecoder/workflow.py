@@ -1,19 +1,33 @@
-"""The steps behind the commands: build the dataset, train, evaluate, write the model card.
+"""The paper's loop as resumable steps: generator M, dataset, InverseCoder, evaluations, report.
 
-Each step reads what the previous one left in the output folder (dataset/, model/, eval/), so any
-step can be rerun on its own; `run_all` chains them and prints where every artifact is.
+Each step has a fingerprint: the config sections it reads plus the fingerprints of the steps it
+depends on. A step whose output exists with the same fingerprint is skipped; a changed setting reruns
+that step and the ones after it (and each step's own caches make a rerun cheap: model calls are
+cached, training resumes from checkpoints). `--from STEP` / `--until STEP` run a part of the loop.
+
+    generator ─► dataset ─► train ─► evaluate ─┐
+        └──────────────────────► evaluate-generator ─► report (cards, comparison, run summary)
+    (evaluate-base, optional) ─────────────────┘
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inversecoder.config import RunConfig, save_config
 from inversecoder.errors import UserError
 
+BENCHMARK_LABELS = {"humaneval": "HumanEval", "mbpp": "MBPP"}
 
+
+# -- where things live ----------------------------------------------------------------------------
 def dataset_dir(config: RunConfig) -> Path:
     return config.output / "dataset"
 
@@ -26,89 +40,360 @@ def eval_dir(config: RunConfig) -> Path:
     return config.output / "eval"
 
 
-def build(config: RunConfig) -> Path:
-    from inversecoder.builders.pipeline import build_dataset
-
-    save_config(config, config.output / "run_config.yaml")
-    return build_dataset(config).dataset_dir
+def generator_dir(config: RunConfig) -> Path:
+    """Where step 0 puts M (data, checkpoints, model, evaluation) when no generator is named."""
+    return config.output / "generator"
 
 
-def train(config: RunConfig) -> Path:
-    from inversecoder.trainers.recipe import train_model
-
-    data = dataset_dir(config)
-    if not (data / "README.md").is_file():
-        raise UserError(f"no dataset at {data}: run `inversecoder build-dataset` (or `run`) with this config first")
-    save_config(config, config.output / "run_config.yaml")
-    path = train_model(config, data, config.output / "train", model_dir(config))
-    write_model_card(config)
-    return path
-
-
-def evaluate(config: RunConfig) -> dict[str, Any]:
-    from inversecoder.builders.pipeline import cache_dir, open_model
-    from inversecoder.eval.harness import evaluate_model
-
-    target = config.evaluate.model or str(model_dir(config))
-    if config.evaluate.model is None and not (model_dir(config) / "config.json").is_file():
-        raise UserError(f"no trained model at {model_dir(config)}: run `inversecoder train` first or set evaluate.model")
-    model = open_model(config, model=target)
-    results = evaluate_model(model, config.evaluate, config.benchmarks_dir, cache_dir(config) / "benchmarks", eval_dir(config))
-    if config.evaluate.model is None:
-        write_model_card(config)
-    return results
+def resolved(config: RunConfig) -> RunConfig:
+    """The config the steps act on: without a named generator, M is the one step 0 trains."""
+    if config.generator.model:
+        return config
+    if not (config.train.base_model):
+        raise UserError("set generator.model (the model M that writes the data) or train.base_model (M is then trained from it)")
+    config = copy.deepcopy(config)
+    config.generator.model = str(generator_dir(config) / "model")
+    return config
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def write_model_card(config: RunConfig) -> Path:
-    """(Re)write `model/README.md` from the training record, the dataset's build info and eval results."""
+# -- the steps ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    name: str
+    sections: tuple[str, ...]  # config sections whose values determine the output
+    after: tuple[str, ...]  # steps whose outputs it reads
+    output: Callable[[RunConfig], Path]  # exists when the step is done
+    run: Callable[[RunConfig], Any]
+    enabled: Callable[[RunConfig], bool] = lambda config: True
+
+
+def _train_generator(config: RunConfig) -> Path:
+    """Step 0: M = the base model fine-tuned on the (decontaminated) original pairs (the paper: 2 epochs)."""
+    from inversecoder.builders.original_data import build_original_data
+    from inversecoder.trainers.recipe import train_model
+
+    folder = generator_dir(config)
+    data = build_original_data(config, folder / "data")
+    generator_config = copy.deepcopy(config)
+    generator_config.train.mode = "original"
+    return train_model(generator_config, data, folder / "train", folder / "model")
+
+
+def _build(config: RunConfig) -> Path:
+    from inversecoder.builders.pipeline import build_dataset
+
+    return build_dataset(resolved(config)).dataset_dir
+
+
+def _train(config: RunConfig) -> Path:
+    from inversecoder.trainers.recipe import train_model
+
+    if not (dataset_dir(config) / "README.md").is_file():
+        raise UserError(f"no dataset at {dataset_dir(config)}: run `inversecoder build-dataset` (or `run`) with this config first")
+    return train_model(resolved(config), dataset_dir(config), config.output / "train", model_dir(config))
+
+
+def _evaluate_into(config: RunConfig, model: str, output: Path) -> dict[str, Any]:
+    from inversecoder.builders.pipeline import cache_dir, open_model
+    from inversecoder.eval.harness import evaluate_model
+
+    if not Path(model).exists() and not (model.count("/") == 1 and not model.startswith((".", "/"))):
+        raise UserError(f"no model at {model}: train it first or set evaluate.model")
+    cached = open_model(config, model=model)
+    return evaluate_model(cached, config.evaluate, config.benchmarks_dir, cache_dir(config) / "benchmarks", output)
+
+
+def _evaluate(config: RunConfig) -> dict[str, Any]:
+    config = resolved(config)
+    if config.evaluate.model is None and not (model_dir(config) / "config.json").is_file():
+        raise UserError(f"no trained model at {model_dir(config)}: run `inversecoder train` first or set evaluate.model")
+    return _evaluate_into(config, config.evaluate.model or str(model_dir(config)), eval_dir(config))
+
+
+def _evaluate_generator(config: RunConfig) -> dict[str, Any]:
+    config = resolved(config)
+    return _evaluate_into(config, config.generator.model, config.output / "eval-generator")
+
+
+def _evaluate_base(config: RunConfig) -> dict[str, Any]:
+    config = resolved(config)
+    return _evaluate_into(config, config.train.base_model or config.generator.model, config.output / "eval-base")
+
+
+STEPS: tuple[Step, ...] = (
+    Step("generator", ("source", "decontaminate", "train", "seed", "benchmarks_dir"), (), lambda c: generator_dir(c) / "model" / "config.json",
+         _train_generator, enabled=lambda c: not c.generator.model),
+    Step("dataset", ("source", "generator", "summarize", "decontaminate", "dedup", "dataset", "seed", "benchmarks_dir"), ("generator",),
+         lambda c: dataset_dir(c) / "README.md", _build),
+    Step("train", ("train", "seed"), ("dataset",), lambda c: model_dir(c) / "config.json", _train,
+         enabled=lambda c: c.train.enabled),
+    Step("evaluate", ("evaluate", "benchmarks_dir"), ("train",), lambda c: eval_dir(c) / "eval_results.json", _evaluate,
+         enabled=lambda c: c.evaluate.enabled),
+    Step("evaluate-generator", ("evaluate", "benchmarks_dir"), ("generator",), lambda c: c.output / "eval-generator" / "eval_results.json",
+         _evaluate_generator, enabled=lambda c: c.evaluate.enabled and c.evaluate.compare_generator),
+    Step("evaluate-base", ("evaluate", "benchmarks_dir"), (), lambda c: c.output / "eval-base" / "eval_results.json",
+         _evaluate_base, enabled=lambda c: c.evaluate.enabled and c.evaluate.compare_base),
+)
+STEP_NAMES = tuple(step.name for step in STEPS) + ("report",)
+
+
+def _section_values(config: RunConfig, sections: tuple[str, ...]) -> dict[str, Any]:
+    data = config.to_dict()
+    values = {name: data[name] for name in sections}
+    if "generator" in values and not config.generator.model:
+        values["generator"] = dict(values["generator"], model="<trained by step 0>")
+    return values
+
+
+def fingerprints(config: RunConfig) -> dict[str, str]:
+    """Each step's fingerprint: its config sections and its upstream steps' fingerprints."""
+    found: dict[str, str] = {}
+    for step in STEPS:
+        blob = {"sections": _section_values(config, step.sections), "after": [found.get(name, "") for name in step.after]}
+        if step.enabled(config):
+            found[step.name] = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return found
+
+
+def _state_path(config: RunConfig) -> Path:
+    return config.output / "steps.json"
+
+
+def step_status(config: RunConfig) -> dict[str, str]:
+    """`run`, `skip` (done with the same fingerprint) or `disabled`, for every step."""
+    prints = fingerprints(config)
+    done = _read_json(_state_path(config)) or {}
+    status = {}
+    for step in STEPS:
+        if not step.enabled(config):
+            status[step.name] = "disabled"
+        elif done.get(step.name) == prints[step.name] and step.output(config).exists():
+            status[step.name] = "skip"
+        else:
+            status[step.name] = "run"
+    # A step that reruns makes every step after it that reads it rerun too.
+    for step in STEPS:
+        if status[step.name] == "skip" and any(status.get(up) == "run" for up in step.after):
+            status[step.name] = "run"
+    status["report"] = "run"
+    return status
+
+
+def _record(config: RunConfig, name: str, fingerprint: str) -> None:
+    path = _state_path(config)
+    state = _read_json(path) or {}
+    state[name] = fingerprint
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def _selected(start: str | None, until: str | None) -> list[str]:
+    for name in (start, until):
+        if name is not None and name not in STEP_NAMES:
+            raise UserError(f"unknown step '{name}': the steps are {', '.join(STEP_NAMES)}")
+    first = STEP_NAMES.index(start) if start else 0
+    last = STEP_NAMES.index(until) if until else len(STEP_NAMES) - 1
+    if first > last:
+        raise UserError(f"--from {start} comes after --until {until}")
+    return list(STEP_NAMES[first : last + 1])
+
+
+def run_steps(
+    config: RunConfig, start: str | None = None, until: str | None = None, force: tuple[str, ...] = (), token: str | None = None
+) -> None:
+    """Run the selected steps in order, skipping the ones already done with the same fingerprint; with a
+    Hub token, publish the dataset right after it is built (the model card then pins its commit) and the
+    model after the report."""
+    save_config(config, config.output / "run_config.yaml")
+    selected = _selected(start, until)
+    status = step_status(config)
+    prints = fingerprints(config)
+    for step in STEPS:
+        if step.name not in selected or status[step.name] == "disabled":
+            continue
+        if status[step.name] == "skip" and step.name not in force:
+            print(f"[{step.name}] up to date (fingerprint {prints[step.name]}), skipped")
+            continue
+        print(f"[{step.name}] running")
+        step.run(config)
+        _record(config, step.name, prints[step.name])
+    if token and "dataset" in selected:
+        from inversecoder.hub_cards.push import push_run_dataset
+
+        push_run_dataset(config, token)
+    if "report" in selected:
+        write_report(config)
+        if token:
+            from inversecoder.hub_cards.push import push_run_model
+
+            push_run_model(config, token)
+
+
+def _step_by_name(name: str) -> Step:
+    return next(step for step in STEPS if step.name == name)
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def build(config: RunConfig) -> Path:
+    run_steps(config, "dataset", "dataset", force=("dataset",))
+    return dataset_dir(config)
+
+
+def train(config: RunConfig) -> Path:
+    run_steps(config, "train", "train", force=("train",))
+    write_report(config)
+    return model_dir(config)
+
+
+def evaluate(config: RunConfig) -> dict[str, Any]:
+    run_steps(config, "evaluate", "evaluate", force=("evaluate",))
+    write_report(config)
+    return _read_json(eval_dir(config) / "eval_results.json") or {}
+
+
+def run_all(config: RunConfig, start: str | None = None, until: str | None = None, push: bool = False) -> None:
+    """The whole loop; each step resumes from what the output folder already holds."""
+    token = None
+    if push:
+        from inversecoder.hub_cards.push import check_push_config
+
+        token = check_push_config(config)  # repo ids and token, before any work
+    run_steps(config, start, until, token=token)
+    print("\nArtifacts:")
+    rows = [
+        ("generator", generator_dir(config) / "model", "the model M that wrote the data"),
+        ("dataset", dataset_dir(config), f"load_dataset('{dataset_dir(config)}')"),
+        ("model", model_dir(config), f"card: {model_dir(config) / 'README.md'}"),
+        ("evaluation", eval_dir(config) / "eval_results.json", ""),
+        ("comparison", config.output / "run_summary.md", "InverseCoder vs its generator"),
+    ]
+    for label, path, note in rows:
+        if path.exists():
+            print(f"  {label:<11} {path}" + (f"   ({note})" if note else ""))
+
+
+# -- report: comparison, cards ------------------------------------------------------------------------
+def comparison(ours: dict[str, Any] | None, generator: dict[str, Any] | None, base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Per benchmark and test set: pass@1 (in %) of InverseCoder, its generator M (and the base model), and the delta."""
+    rows = []
+    for name, bench in ((ours or {}).get("benchmarks") or {}).items():
+        for key, suffix in (("base", ""), ("plus", "+")):
+            row: dict[str, Any] = {"benchmark": BENCHMARK_LABELS.get(name, name) + suffix, "tasks": bench["n_tasks"],
+                                   "limit": bench.get("limit"), "inversecoder": round(100 * bench["pass@1"][key], 1)}
+            for label, results in (("generator", generator), ("base_model", base)):
+                other = ((results or {}).get("benchmarks") or {}).get(name)
+                if other is not None and other.get("n_tasks") == bench["n_tasks"]:
+                    row[label] = round(100 * other["pass@1"][key], 1)
+            if "generator" in row:
+                row["delta"] = round(row["inversecoder"] - row["generator"], 1)
+            rows.append(row)
+    return rows
+
+
+def _summary_markdown(config: RunConfig, rows: list[dict[str, Any]]) -> str:
+    lines = [f"# Run summary: {config.dataset.name}", "",
+             f"InverseCoder (`{model_dir(config)}`) vs its generator M (`{resolved(config).generator.model}`), "
+             "same harness and settings (EvalPlus, greedy pass@1, %).", ""]
+    if not rows:
+        return "\n".join(lines + ["No evaluation yet."]) + "\n"
+    has_base = any("base_model" in row for row in rows)
+    header = "| benchmark | tasks | M (generator) | InverseCoder | delta |" + (" base model |" if has_base else "")
+    lines += [header, "|---|---|---|---|---|" + ("---|" if has_base else "")]
+    for row in rows:
+        tasks = f"{row['tasks']}" + (" (subset)" if row.get("limit") else "")
+        delta = f"{row['delta']:+.1f}" if "delta" in row else "n/a"
+        line = f"| {row['benchmark']} | {tasks} | {row.get('generator', 'n/a')} | {row['inversecoder']} | {delta} |"
+        lines.append(line + (f" {row.get('base_model', 'n/a')} |" if has_base else ""))
+    return "\n".join(lines) + "\n"
+
+
+def write_report(config: RunConfig) -> None:
+    """Cards for InverseCoder (with the comparison) and for M, and OUTPUT/run_summary.{json,md}."""
+    ours = _read_json(eval_dir(config) / "eval_results.json")
+    generator = _read_json(config.output / "eval-generator" / "eval_results.json")
+    base = _read_json(config.output / "eval-base" / "eval_results.json")
+    rows = comparison(ours, generator, base)
+    if (model_dir(config) / "config.json").is_file():
+        write_model_card(config, rows)
+    generator_model = generator_dir(config) / "model"
+    if not config.generator.model and (generator_model / "config.json").is_file():
+        write_generator_card(config, generator)
+    if ours is not None:
+        summary = {"comparison": rows, "inversecoder": str(model_dir(config)), "generator": resolved(config).generator.model,
+                   "dataset": str(dataset_dir(config)), "fingerprints": fingerprints(config)}
+        (config.output / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (config.output / "run_summary.md").write_text(_summary_markdown(config, rows), encoding="utf-8")
+
+
+def _card_context(config: RunConfig) -> dict[str, Any]:
     from inversecoder.builders.pipeline import package_versions
     from inversecoder.builders.prompts import magicoder_prompt
-    from inversecoder.hub_cards.model_card import render_model_card
 
+    return {"chat_format": magicoder_prompt("{instruction}", "{response}<eos>"), "seed": config.seed,
+            "versions": package_versions(), "license": config.dataset.license}
+
+
+def write_model_card(config: RunConfig, rows: list[dict[str, Any]] | None = None) -> Path:
+    """(Re)write `model/README.md` from the training record, the dataset's build info and eval results."""
+    from inversecoder.hub_cards.model_card import render_model_card
+    from inversecoder.hub_cards.push import read_hub_record
+
+    config = resolved(config)
     folder = model_dir(config)
     build_info = _read_json(dataset_dir(config) / "build_info.json") or {}
     training = _read_json(folder / "training_config.json") or {}
-    results = _read_json(eval_dir(config) / "eval_results.json")
-    base_model = config.train.base_model or config.generator.model or "unknown"
     stages = [
         {"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
         for s in training.get("stages", [])
     ]
     card = render_model_card(
         model_name=f"{config.dataset.name}-model",
-        base_model=base_model,
+        base_model=config.train.base_model or config.generator.model or "unknown",
         base_revision=config.train.base_revision,
-        license=config.dataset.license,
         datasets=[],
-        eval_results=results,
-        repo_id=f"<org>/{config.dataset.name}-model",
+        eval_results=_read_json(eval_dir(config) / "eval_results.json"),
+        dataset_hub=read_hub_record(dataset_dir(config)),
+        repo_id=config.push.model_repo_id or f"<org>/{config.dataset.name}-model",
         dataset={"path": str(dataset_dir(config)), "version": build_info.get("version"), "fingerprint": build_info.get("fingerprint")},
         generator=build_info.get("generator", {"model": config.generator.model, "revision": config.generator.revision}),
         source=config.source.path,
-        chat_format=magicoder_prompt("{instruction}", "{response}<eos>"),
         train=config.train,
         stages=stages,
-        seed=config.seed,
-        versions=package_versions(),
+        comparison=rows or [],
+        **_card_context(config),
     )
     card.save(folder / "README.md")
     return folder / "README.md"
 
 
-def run_all(config: RunConfig) -> None:
-    """The whole loop; each step resumes from what is already in the output folder."""
-    build(config)
-    if config.train.enabled:
-        train(config)
-    if config.evaluate.enabled:
-        evaluate(config)
-    print("\nArtifacts:")
-    print(f"  dataset     {dataset_dir(config)}   (load_dataset('{dataset_dir(config)}'))")
-    if config.train.enabled:
-        print(f"  model       {model_dir(config)}   (card: {model_dir(config) / 'README.md'})")
-    if config.evaluate.enabled:
-        print(f"  evaluation  {eval_dir(config) / 'eval_results.json'}")
+def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> Path:
+    """The card of M (trained by step 0): its base model, its data, its scores, the dataset it wrote."""
+    from inversecoder.hub_cards.model_card import render_model_card
+
+    folder = generator_dir(config) / "model"
+    training = _read_json(folder / "training_config.json") or {}
+    train = dataclasses.replace(config.train, mode="original")
+    card = render_model_card(
+        model_name=f"{config.dataset.name}-generator",
+        base_model=config.train.base_model or "unknown",
+        base_revision=config.train.base_revision,
+        datasets=[],
+        eval_results=results,
+        repo_id=f"<org>/{config.dataset.name}-generator",
+        dataset={"path": str(generator_dir(config) / "data"), "version": None, "fingerprint": None},
+        generator={"model": "(this model)", "revision": "-"},
+        source=config.source.path,
+        train=train,
+        stages=[{"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
+                for s in training.get("stages", [])],
+        comparison=[],
+        **_card_context(config),
+    )
+    card.save(folder / "README.md")
+    return folder / "README.md"

@@ -1,4 +1,5 @@
-"""`inversecoder run` end to end, as a user runs it: dataset, two-stage SFT, EvalPlus, model card."""
+"""`inversecoder run` end to end, as a user runs it: the paper's loop at tiny scale (generator M trained
+from the base model, dataset, two-stage SFT, EvalPlus for both models, cards with the comparison)."""
 
 import json
 import subprocess
@@ -20,9 +21,10 @@ def finished_run(tiny_model_dir, benchmarks_dir, tmp_path_factory):
     recipe = {
         "benchmarks_dir": str(benchmarks_dir),
         "source": {"path": str(SAMPLE), "limit": 24},
-        "generator": {"model": str(tiny_model_dir)},
+        "generator": {"model": None},  # step 0 trains M from the base model
         "summarize": {"num_samples": 2, "max_new_tokens": 8},
-        "train": {"global_batch_size": 8, "per_device_batch_size": 4, "warmup_steps": 1, "max_length": 512},
+        "train": {"base_model": str(tiny_model_dir), "global_batch_size": 8, "per_device_batch_size": 4,
+                  "warmup_steps": 1, "max_length": 512, "original_epochs": 1},
         "evaluate": {"limit": 3, "max_new_tokens": 16},
     }
     (root / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -37,7 +39,7 @@ def finished_run(tiny_model_dir, benchmarks_dir, tmp_path_factory):
 
 def test_run_prints_where_every_artifact_is(finished_run):
     out, stdout = finished_run
-    for name in ("dataset", "model", "eval/eval_results.json"):
+    for name in ("generator/model", "dataset", "model", "eval/eval_results.json", "run_summary.md"):
         assert str(out / name) in stdout
         assert (out / name).exists()
 
@@ -69,12 +71,36 @@ def test_model_card_eval_results_parse_back_from_eval_results_json(finished_run)
         assert len(samples) == 3 and all("solution" in json.loads(line) for line in samples)
 
 
-def test_a_second_run_resumes_everything(finished_run):
+def test_the_generator_is_compared_with_inversecoder_in_the_card_and_summary(finished_run):
+    out, stdout = finished_run
+    assert [line for line in stdout.splitlines() if line.startswith("[")] == [
+        "[generator] running", "[dataset] running", "[train] running", "[evaluate] running", "[evaluate-generator] running"]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["generator"] == str(out / "generator" / "model")
+    assert [row["benchmark"] for row in summary["comparison"]] == ["HumanEval", "HumanEval+", "MBPP", "MBPP+"]
+    ours = json.loads((out / "eval" / "eval_results.json").read_text())
+    theirs = json.loads((out / "eval-generator" / "eval_results.json").read_text())
+    first = summary["comparison"][1]
+    assert first["inversecoder"] == round(100 * ours["benchmarks"]["humaneval"]["pass@1"]["plus"], 1)
+    assert first["generator"] == round(100 * theirs["benchmarks"]["humaneval"]["pass@1"]["plus"], 1)
+    assert "## Compared with its generator model" in (out / "model" / "README.md").read_text()
+    generator_card = ModelCard.load(out / "generator" / "model" / "README.md")
+    assert len(generator_card.data.eval_results) == 4
+    generator_training = json.loads((out / "generator" / "model" / "training_config.json").read_text())
+    assert [stage["stage"] for stage in generator_training["stages"]] == ["original"]
+
+
+def test_a_second_run_skips_every_step_and_a_changed_setting_reruns_only_what_follows(finished_run):
     out, _ = finished_run
-    result = subprocess.run(
-        [sys.executable, "-m", "inversecoder.cli", "run", str(out.parent / "r.yaml"), "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "model calls: 0 computed" in result.stdout
-    assert "stage1: already trained" in result.stdout and "stage2: already trained" in result.stdout
+    command = [sys.executable, "-m", "inversecoder.cli", "run", str(out.parent / "r.yaml"), "--output-dir", str(out)]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    steps = [line.split("]")[0][1:] for line in again.stdout.splitlines() if line.startswith("[")]
+    assert steps == ["generator", "dataset", "train", "evaluate", "evaluate-generator"]
+    assert all("up to date" in line for line in again.stdout.splitlines() if line.startswith("["))
+
+    plan = subprocess.run(command + ["evaluate.max_new_tokens=12", "--dry-run"], capture_output=True, text=True, timeout=600)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    actions = {line.split()[0]: line.split()[1] for line in plan.stdout.splitlines()
+               if line.split() and line.split()[0] in ("generator", "dataset", "train", "evaluate", "evaluate-generator")}
+    assert actions == {"generator": "skip", "dataset": "skip", "train": "skip", "evaluate": "run", "evaluate-generator": "run"}

@@ -200,16 +200,23 @@ def test_completed_stages_are_skipped(trained, dataset_dir, monkeypatch, capsys)
     assert list(read(model_dir / "training_logs.json")) == ["stage1", "stage2"]
 
 
-def test_changed_settings_are_not_reused(trained, dataset_dir):
+def test_changed_settings_retrain_instead_of_reusing_stale_stages(trained, dataset_dir, tmp_path, capsys):
+    import dataclasses
+    import shutil
+
     from inversecoder.trainers import train_model
 
-    config, work_dir, model_dir = trained
-    config.train.learning_rate = 2e-3
-    try:
-        with pytest.raises(ConfigError, match="other settings or data"):
-            train_model(config, dataset_dir, work_dir, model_dir)
-    finally:
-        config.train.learning_rate = 1e-3
+    config, work_dir, _model_dir = trained
+    work_copy = tmp_path / "work"
+    shutil.copytree(work_dir, work_copy)
+    changed = dataclasses.replace(config, train=dataclasses.replace(config.train, learning_rate=2e-3))
+    old_plan = read(work_copy / "stage1" / "plan.json")["fingerprint"]
+    train_model(changed, dataset_dir, work_copy, tmp_path / "model")
+    out = capsys.readouterr().out
+    assert out.count("retraining from scratch") == 2 and "already trained" not in out
+    assert read(work_copy / "stage1" / "plan.json")["fingerprint"] != old_plan
+    stages = read(tmp_path / "model" / "training_config.json")["stages"]
+    assert all(stage["sft_args"]["learning_rate"] == 2e-3 for stage in stages)
 
 
 def test_loss_is_on_response_and_eos_only(tiny_model_dir, dataset_dir, tmp_path):

@@ -7,8 +7,8 @@ and puts loss on completion tokens only, which is the paper's "loss on response 
 
 Runs are resumable: each stage trains in `work_dir/<stage>`, resumes from its last checkpoint, and is
 skipped once `<stage>/final` holds its completion marker. A stage's fingerprint (settings, start model,
-data content) is stored with it, so a changed config or dataset is an error rather than a silently
-reused stale model.
+data content) is stored with it: after a change of config or dataset the stage retrains from scratch
+rather than reusing a stale model or resuming from checkpoints of other settings.
 """
 
 from __future__ import annotations
@@ -223,14 +223,20 @@ class Stage:
         return self.folder / "final"
 
 
+MODES = ("two-stage", "mix", "original")
+
+
 def _plan(config: RunConfig, dataset_dir: Path, work_dir: Path) -> tuple[list[Stage], dict[str, int]]:
-    """Two-stage (the paper) or one shuffled mixture (its ablation), and the size of each config; data is
-    loaded up front so that a missing config fails before hours of training."""
+    """Two-stage (the paper), one shuffled mixture (its ablation), or the original pairs alone (how the
+    generator M is made from the base model), and the size of each config; data is loaded up front so
+    that a missing config fails before hours of training."""
     train = config.train
-    if train.mode not in ("two-stage", "mix"):
-        raise ConfigError(f"train.mode must be 'two-stage' or 'mix', got {train.mode!r}")
-    generated = load_pairs(dataset_dir, "default")
+    if train.mode not in MODES:
+        raise ConfigError(f"train.mode must be one of {', '.join(MODES)}; got {train.mode!r}")
     original = load_pairs(dataset_dir, "original")
+    if train.mode == "original":
+        return [Stage("original", ["original"], train.original_epochs, original, work_dir / "original")], {"original": len(original)}
+    generated = load_pairs(dataset_dir, "default")
     sizes = {"default": len(generated), "original": len(original)}
     if train.mode == "two-stage":
         return [
@@ -286,17 +292,16 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _check_plan(folder: Path, fingerprint: str, stage: str) -> None:
-    """Checkpoints from other settings or data must not be resumed from."""
+def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str) -> None:
+    """A stage folder from other settings or data (complete or not) is outdated: remove it, so the stage
+    retrains instead of resuming from, or skipping to, weights that no longer match the config."""
     plan = folder / PLAN
-    if plan.is_file():
-        found = _read_json(plan).get("fingerprint")
-        if found != fingerprint:
-            raise ConfigError(
-                f"{folder} holds {stage} checkpoints trained with other settings or data "
-                f"({found} != {fingerprint}): delete the folder or use another output directory"
-            )
-    elif _is_main_process():
+    if plan.is_file() and _read_json(plan).get("fingerprint") != fingerprint:
+        if _is_main_process():
+            print(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
+            shutil.rmtree(folder)
+    _wait_for_everyone()
+    if not plan.is_file() and _is_main_process():
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(plan, {"stage": stage, "fingerprint": fingerprint})
     _wait_for_everyone()
@@ -381,19 +386,13 @@ def _run_stage(
         "stage": stage.name, "configs": stage.configs, "rows": len(stage.rows), "epochs": stage.epochs,
         "start_model": start, "fingerprint": fingerprint,
     }
+    _start_fresh_if_changed(stage.folder, fingerprint, stage.name)
     if (stage.final / COMPLETE).is_file():
-        done = _read_json(stage.final / STAGE_INFO)
-        if done.get("fingerprint") != fingerprint:
-            raise ConfigError(
-                f"{stage.final} was trained with other settings or data: delete {stage.folder} "
-                "or use another output directory"
-            )
         print(f"{stage.name}: already trained ({stage.final}), skipping")
-        return done
+        return _read_json(stage.final / STAGE_INFO)
     if len(stage.rows) == 0:
         print(f"{stage.name}: no rows in {'+'.join(stage.configs)}, skipped (the next stage starts from {start})")
         return {**record, "skipped": "no rows", "sft_args": None, "log_history": []}
-    _check_plan(stage.folder, fingerprint, stage.name)
     trainer = _build_trainer(args, start, revision, stage.rows)
     checkpoint = _last_checkpoint(stage.folder)
     if checkpoint:

@@ -1,0 +1,157 @@
+"""`run --dry-run`: what the loop would do, and what it would cost, before anything runs.
+
+Token counts come from the generator's tokenizer over the actual corpus (the prompts the stages would
+send); generated lengths are estimated from the corpus's own instructions (what a summary of the code
+should be like), with the `max_new_tokens` ceiling shown too. Time and GPU-hours divide the work by
+throughput figures (`plan.*`: measured on our benchmarks, or set for your hardware), scaled by model size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inversecoder.config import RunConfig
+
+
+@dataclass
+class PlannedStep:
+    name: str
+    action: str  # run | skip | disabled
+    work: str  # what it does, in numbers
+    hours: float = 0.0  # wall-clock estimate on plan.gpus GPUs
+
+
+def _tokenizer(config: RunConfig):
+    """The generator's tokenizer (or the base model's, when step 0 makes the generator); None if unavailable."""
+    from transformers import AutoTokenizer
+
+    for name in (config.generator.model, config.train.base_model):
+        if not name:
+            continue
+        try:
+            return AutoTokenizer.from_pretrained(name), name
+        except (OSError, ValueError):
+            continue
+    return None, None
+
+
+def _params_billions(config: RunConfig) -> float | None:
+    """Exact parameter count from the model's config (an empty model on the meta device: no weights read)."""
+    if config.plan.model_params_b:
+        return config.plan.model_params_b
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    for name in (config.train.base_model, config.generator.model):
+        if not name:
+            continue
+        try:
+            model_config = AutoConfig.from_pretrained(name)
+        except (OSError, ValueError):
+            continue
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config)
+        return sum(p.numel() for p in model.parameters()) / 1e9
+    return None
+
+
+def _hours(tokens: float, per_gpu_per_s: float, config: RunConfig, scale: float) -> float:
+    return tokens / (per_gpu_per_s / scale * config.plan.gpus) / 3600
+
+
+def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
+    """The steps with their actions, work and time estimates, plus notes on how the figures were made."""
+    from inversecoder.builders import prompts
+    from inversecoder.builders.sources import load_source
+    from inversecoder.builders.stages import extract
+    from inversecoder.workflow import step_status
+
+    status = step_status(config)
+    notes: list[str] = []
+    source = load_source(config.source)
+    snippets, _ = extract(source.rows)
+    by_id = {row.row_id: row for row in source.rows}
+    tokenizer, tokenizer_name = _tokenizer(config)
+    if tokenizer is None:
+        notes.append("no tokenizer could be loaded (offline, or no model named): token counts are characters / 4")
+
+        def count(texts: list[str]) -> int:
+            return sum(len(text) // 4 for text in texts)
+    else:
+        notes.append(f"token counts from the tokenizer of {tokenizer_name}")
+
+        def count(texts: list[str]) -> int:
+            return sum(sum(len(ids) for ids in tokenizer(texts[i : i + 1024])["input_ids"]) for i in range(0, len(texts), 1024))
+
+    k = config.summarize.num_samples
+    instructions = [by_id[s.row_id].instruction for s in snippets]
+    code_tokens = count([prompts.summarize_prompt(s.code_block, "Write a") for s in snippets])
+    instruction_tokens = count(instructions)
+    score_tokens = count([prompts.score_prompt(text, s.code_block) for text, s in zip(instructions, snippets)])
+    original_tokens = count([prompts.magicoder_prompt(r.instruction, r.response) for r in source.rows])
+    generated_pair_tokens = count([prompts.magicoder_prompt(text, s.code_block) for text, s in zip(instructions, snippets)])
+
+    params = _params_billions(config)
+    scale = (params / config.plan.reference_params_b) if params else 1.0
+    notes.append(
+        f"throughput per GPU from plan.* (measured on a {config.plan.reference_params_b}B model), scaled x{scale:.2f} "
+        f"for a {params:.3g}B model" if params else "model size unknown: throughput figures used as they are"
+    )
+    generated_tokens = k * instruction_tokens
+    prefill_tokens = k * code_tokens + k * score_tokens
+    generation_hours = _hours(generated_tokens, config.plan.generation_tokens_per_s, config, scale) + _hours(
+        prefill_tokens, config.plan.scoring_tokens_per_s, config, scale)
+    train = config.train
+    steps = [
+        PlannedStep("generator", status["generator"],
+                    f"fine-tune {train.base_model} on {len(source.rows)} original pairs x {train.original_epochs} epochs "
+                    f"= {original_tokens * train.original_epochs:,.0f} tokens",
+                    _hours(original_tokens * train.original_epochs, config.plan.training_tokens_per_s, config, scale)),
+        PlannedStep("dataset", status["dataset"],
+                    f"{source.info['rows_read']} rows, {len(snippets)} snippets; {len(snippets) * k:,} generations "
+                    f"(~{generated_tokens:,} tokens expected, at most {len(snippets) * k * config.summarize.max_new_tokens:,}) "
+                    f"+ {len(snippets) * k:,} scorings; {prefill_tokens:,} prompt tokens",
+                    generation_hours),
+        PlannedStep("train", status["train"],
+                    f"{generated_pair_tokens * train.generated_epochs:,.0f} tokens (generated, {train.generated_epochs} epoch) "
+                    f"+ {original_tokens * train.original_epochs:,.0f} tokens (original, {train.original_epochs} epochs)",
+                    _hours(generated_pair_tokens * train.generated_epochs + original_tokens * train.original_epochs,
+                           config.plan.training_tokens_per_s, config, scale)),
+    ]
+    tasks = {"humaneval": 164, "mbpp": 378}
+    n_tasks = sum(min(tasks.get(b, 0), config.evaluate.limit or 10**9) for b in config.evaluate.benchmarks)
+    for name in ("evaluate", "evaluate-generator", "evaluate-base"):
+        steps.append(PlannedStep(name, status[name], f"{n_tasks} tasks, greedy, <= {config.evaluate.max_new_tokens} new tokens each",
+                                 _hours(n_tasks * config.evaluate.max_new_tokens, config.plan.generation_tokens_per_s, config, scale)))
+    return steps, notes
+
+
+def _duration(hours: float) -> str:
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    if hours * 60 >= 1:
+        return f"{hours * 60:.1f} min"
+    return f"{hours * 3600:.0f} s"
+
+
+def format_plan(config: RunConfig, steps: list[PlannedStep], notes: list[str]) -> str:
+    lines = [f"Plan for {config.output} on {config.plan.gpus} GPU(s):", ""]
+    lines.append(f"{'step':<20}{'action':<10}{'time':>9}{'GPU-hours':>11}  work")
+    total = 0.0
+    for step in steps:
+        counted = step.action == "run"
+        total += step.hours if counted else 0.0
+        time = f"{_duration(step.hours):>9}" if counted else f"{'-':>9}"
+        gpu_hours = f"{step.hours * config.plan.gpus:11.2f}" if counted else f"{'-':>11}"
+        lines.append(f"{step.name:<20}{step.action:<10}{time}{gpu_hours}  {step.work}")
+    lines += ["", f"total: {_duration(total)} wall-clock, {total * config.plan.gpus:.2f} GPU-hours", ""]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def dry_run(config: RunConfig) -> str:
+    steps, notes = plan_run(config)
+    return format_plan(config, steps, notes)
+
+
+__all__ = ["PlannedStep", "dry_run", "format_plan", "plan_run"]

@@ -1,0 +1,347 @@
+"""Publishing to the Hub, end to end against the Hub-protocol server of `hub_server.py`.
+
+The suite runs with HF_HUB_OFFLINE=1 (conftest), and huggingface_hub / datasets read HF_ENDPOINT and
+the offline flags once, at import. So every client side runs in a subprocess with its own environment
+(HF_ENDPOINT=the server, HF_HUB_OFFLINE=0, HF_HUB_DISABLE_XET=1, HF_TOKEN, a private HF_HOME): the real
+push code (`python -m inversecoder.hub_cards.push`, the same code `inversecoder push` runs) and the real
+readers (`load_dataset`, `snapshot_download`, `AutoModelForCausalLM.from_pretrained`, `ModelCard.load`).
+The server runs in this process, so the tests look at what it stores and inject failures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from inversecoder.builders.pipeline import build_dataset
+from inversecoder.config import load_config
+from inversecoder.errors import UserError
+from inversecoder.hub_cards.model_card import render_model_card
+from inversecoder.hub_cards.push import HUB_RECORD, check_push_config, read_hub_record
+
+from conftest import SAMPLE
+from hub_server import HubServer, Token
+
+TOKEN = "hf_test" + secrets.token_hex(12)  # unique, so that grepping for it finds only leaks
+READ_TOKEN = "hf_read" + secrets.token_hex(12)
+USER, ORG = "alice", "inverse-org"
+DATASET_REPO, MODEL_REPO = f"{ORG}/tiny-ds", f"{ORG}/tiny-coder"
+OUTPUTS: list[str] = []  # every stdout/stderr of the client processes, checked for the token at the end
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    tokens = {TOKEN: Token(USER, orgs=(ORG,)), READ_TOKEN: Token(USER, role="read", orgs=(ORG,))}
+    with HubServer(tmp_path_factory.mktemp("hub"), tokens) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client_env(hub, tmp_path_factory) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("HF_", "HUGGING_FACE_")) and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    return env | {
+        "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+        "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path_factory.mktemp("hf_home")), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost", "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def run_push(env: dict[str, str], kind: str, folder: Path, repo_id: str, *extra: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "inversecoder.hub_cards.push", kind, str(folder), "--repo-id", repo_id, *extra],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    OUTPUTS.append(result.stdout + result.stderr)
+    return result
+
+
+def run_client(env: dict[str, str], code: str) -> dict:
+    """Run `code` (which prints one JSON line last) in a fresh interpreter with the client environment."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300)
+    OUTPUTS.append(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def build(tiny_model_dir: Path, out: Path, seed: int) -> Path:
+    recipe = {
+        "seed": seed,
+        "source": {"path": str(SAMPLE), "limit": 10},
+        "generator": {"model": str(tiny_model_dir)},
+        "summarize": {"num_samples": 2, "max_new_tokens": 8},
+        "decontaminate": {"enabled": False},
+        "dataset": {"name": "tiny-ds", "version": "v1.0"},
+        "push": {"dataset_repo_id": DATASET_REPO},
+    }
+    (out / "r.yaml").write_text(yaml.safe_dump(recipe))
+    config = load_config(out / "r.yaml", output_dir=str(out / "run"))
+    return build_dataset(config, log=lambda _: None, progress=False).dataset_dir
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return build(tiny_model_dir, tmp_path_factory.mktemp("build"), seed=1)
+
+
+def rows(folder: Path, config_dir: str) -> list[dict]:
+    return pq.read_table(next((folder / config_dir).glob("*.parquet"))).to_pylist()
+
+
+def new_requests(hub: HubServer, since: int) -> list[tuple[str, str, int]]:
+    return hub.requests[since:]
+
+
+# -- token -----------------------------------------------------------------------------------------
+
+def test_missing_or_invalid_token_fails_clearly_before_any_work(hub, client_env, dataset_dir, tmp_path):
+    since = len(hub.requests)
+    no_token = {k: v for k, v in client_env.items() if k != "HF_TOKEN"} | {"HF_HOME": str(tmp_path / "empty")}
+    result = run_push(no_token, "dataset", dataset_dir, f"{ORG}/never")
+    assert result.returncode == 2
+    assert "no Hugging Face token: set HF_TOKEN or run `hf auth login`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    for token, message in (("hf_not_a_valid_token", "was rejected by"), (READ_TOKEN, "is read-only")):
+        result = run_push(client_env | {"HF_TOKEN": token}, "dataset", dataset_dir, f"{ORG}/never")
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert token not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    paths = {path for _, path, _ in new_requests(hub, since)} - {"/api/agent-harnesses"}  # the client's telemetry
+    assert paths == {"/api/whoami-v2"}  # nothing else was attempted
+    assert hub.repo("dataset", f"{ORG}/never") is None
+
+
+def test_the_token_saved_by_hf_auth_login_is_used(client_env, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "token").write_text(TOKEN)  # what `hf auth login` writes to $HF_HOME/token
+    env = {k: v for k, v in client_env.items() if k != "HF_TOKEN"} | {"HF_HOME": str(home)}
+    out = run_client(env, """
+        import json
+        from inversecoder.hub_cards.push import resolve_token
+        print(json.dumps({"ok": bool(resolve_token())}))
+    """)
+    assert out == {"ok": True}
+
+
+def test_run_push_config_is_checked_before_any_work(tmp_path):
+    with pytest.raises(UserError, match="push.dataset_repo_id and/or push.model_repo_id"):
+        check_push_config(load_config(None))
+    with pytest.raises(UserError, match="invalid repo id"):
+        check_push_config(load_config(None, ["push.dataset_repo_id=no-namespace"]))
+    with pytest.raises(UserError, match="train.enabled is false"):
+        check_push_config(load_config(None, ["push.model_repo_id=org/m", "train.enabled=false"]))
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE"):  # this suite is offline: the token check refuses
+        check_push_config(load_config(None, ["push.dataset_repo_id=org/d"]))
+
+
+# -- dataset ---------------------------------------------------------------------------------------
+
+def test_dataset_push_is_one_tagged_commit_that_load_dataset_pins(hub, client_env, dataset_dir):
+    result = run_push(client_env, "dataset", dataset_dir, DATASET_REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = hub.history("dataset", DATASET_REPO)
+    assert len(history) == 2  # the Hub's initial .gitattributes commit + exactly one commit for the push
+    assert hub.tags("dataset", DATASET_REPO) == {"v1.0": history[0]}
+    assert f"{hub.url}/datasets/{DATASET_REPO}/commit/{history[0]}" in result.stdout
+    record = read_hub_record(dataset_dir)
+    assert record["repo_id"] == DATASET_REPO and record["commit"] == history[0] and record["tag"] == "v1.0"
+    stored = hub.files("dataset", DATASET_REPO, "v1.0")
+    assert HUB_RECORD not in stored and "build_info.json" in stored
+    assert hub.repo("dataset", DATASET_REPO)["commits"][history[0]]["tree"]["data/train-00000-of-00001.parquet"]["lfs"]
+
+    out = run_client(client_env, f"""
+        import json
+        from datasets import load_dataset
+        from huggingface_hub import DatasetCard, snapshot_download
+        pinned = load_dataset("{DATASET_REPO}", split="train", revision="v1.0")
+        latest = load_dataset("{DATASET_REPO}")
+        candidates = load_dataset("{DATASET_REPO}", "candidates", split="train", revision="{history[0]}")
+        card = DatasetCard.load("{DATASET_REPO}", repo_type="dataset")
+        folder = snapshot_download("{DATASET_REPO}", repo_type="dataset", revision="v1.0")
+        print(json.dumps({{"pinned": pinned.to_list(), "latest": list(latest), "n_latest": latest["train"].num_rows,
+                          "candidates": candidates.num_rows, "text": card.text,
+                          "configs": [c["config_name"] for c in card.data.configs], "folder": folder}}))
+    """)
+    local = rows(dataset_dir, "data")
+    assert out["pinned"] == local and out["n_latest"] == len(local) and out["latest"] == ["train"]
+    assert out["candidates"] == len(rows(dataset_dir, "candidates"))
+    assert out["configs"][0] == "default" and "candidates" in out["configs"]
+    info = json.loads((dataset_dir / "build_info.json").read_text())
+    assert f"**Version:** `v1.0`" in out["text"] and info["fingerprint"] in out["text"]
+    assert f'load_dataset("{DATASET_REPO}", split="train", revision="v1.0")' in out["text"]  # placeholder replaced
+    assert "<org>/" not in out["text"]
+    for path in ("data/train-00000-of-00001.parquet", "build_info.json", "assets/score_histogram.png"):
+        assert (Path(out["folder"]) / path).read_bytes() == (dataset_dir / path).read_bytes()
+
+
+def test_pushing_the_same_build_again_changes_nothing(hub, client_env, dataset_dir, tmp_path):
+    commits, puts = hub.history("dataset", DATASET_REPO), hub.counters.get("lfs_put", 0)
+    result = run_push(client_env, "dataset", dataset_dir, DATASET_REPO, "--tag", "v1.0")
+    assert result.returncode == 0, result.stderr
+    assert "already holds this build" in result.stdout and commits[0] in result.stdout
+
+    # the same data rebuilt later (the card's build time differs) is still the same build
+    rebuilt = shutil.copytree(dataset_dir, tmp_path / "rebuilt")
+    readme = rebuilt / "README.md"
+    readme.write_text(readme.read_text().replace("**Built:**", "**Built:** (again)"))
+    assert run_push(client_env, "dataset", rebuilt, DATASET_REPO).returncode == 0
+    assert hub.history("dataset", DATASET_REPO) == commits and hub.counters.get("lfs_put", 0) == puts
+    assert hub.tags("dataset", DATASET_REPO) == {"v1.0": commits[0]}
+
+
+def test_run_push_helpers_use_the_config(hub, client_env, dataset_dir):
+    """What `inversecoder run CONFIG --push` calls: the config's repo ids, the token checked first."""
+    recipe = dataset_dir.parent.parent / "r.yaml"
+    out = run_client(client_env, f"""
+        import json
+        from inversecoder.config import load_config
+        from inversecoder.hub_cards.push import check_push_config, push_run_dataset, push_run_model
+        config = load_config("{recipe}", output_dir="{dataset_dir.parent}")
+        token = check_push_config(config)
+        result = push_run_dataset(config, token, log=lambda line: None)
+        print(json.dumps({{"commit": result.commit_sha, "tag": result.tag, "model": push_run_model(config, token)}}))
+    """)
+    assert out == {"commit": hub.tags("dataset", DATASET_REPO)["v1.0"], "tag": "v1.0", "model": None}
+
+
+def test_a_published_tag_is_never_moved(hub, client_env, tiny_model_dir, tmp_path):
+    other = build(tiny_model_dir, tmp_path, seed=2)  # another build, same version v1.0
+    commits, tags = hub.history("dataset", DATASET_REPO), hub.tags("dataset", DATASET_REPO)
+    result = run_push(client_env, "dataset", other, DATASET_REPO)
+    assert result.returncode == 2
+    assert "tag v1.0" in result.stderr and "never moved" in result.stderr and "Traceback" not in result.stderr
+    result = run_push(client_env, "dataset", other, DATASET_REPO, "--tag", "v2.0")
+    assert result.returncode == 2 and "rebuild with dataset.version=v2.0" in result.stderr
+    assert hub.history("dataset", DATASET_REPO) == commits and hub.tags("dataset", DATASET_REPO) == tags
+    assert not (other / HUB_RECORD).exists()
+
+
+@pytest.mark.parametrize("fault, status", [("lfs_put", 507), ("commit", 500), ("commit", None)],
+                         ids=["lfs-upload-fails", "commit-fails", "commit-connection-dropped"])
+def test_a_failed_upload_leaves_no_tag_and_a_rerun_finishes(hub, client_env, dataset_dir, tmp_path, fault, status):
+    folder = shutil.copytree(dataset_dir, tmp_path / "ds", ignore=shutil.ignore_patterns(HUB_RECORD))
+    repo = f"{ORG}/flaky-{fault}-{status}"
+    hub.fail(fault, times=1, status=status)
+    result = run_push(client_env, "dataset", folder, repo)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "failed during the upload" in result.stderr and "no tag was created" in result.stderr
+    assert len(hub.history("dataset", repo)) == 1 and hub.tags("dataset", repo) == {}
+    assert not (folder / HUB_RECORD).exists()
+
+    puts = hub.counters.get("lfs_put", 0)
+    result = run_push(client_env, "dataset", folder, repo)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = hub.history("dataset", repo)
+    assert len(history) == 2 and hub.tags("dataset", repo) == {"v1.0": history[0]}
+    if fault == "commit":  # the LFS files reached the server the first time: not sent again
+        assert hub.counters.get("lfs_put", 0) == puts
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+EVAL_RESULTS = {
+    "benchmarks": {
+        name: {"dataset": dataset, "version": version, "hash": "0" * 32, "n_tasks": n, "limit": None,
+               "pass@1": {"base": base, "plus": plus}}
+        for name, dataset, version, n, base, plus in (
+            ("humaneval", "HumanEval+", "v0.1.10", 164, 0.5, 0.4625), ("mbpp", "MBPP+", "v0.2.0", 378, 0.625, 0.5))
+    },
+    "settings": {"decoding": {"max_new_tokens": 512}, "backend": {"backend": "transformers", "revision": "local"}},
+}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, dataset_dir, tmp_path_factory) -> Path:
+    """The tiny model with a card rendered the way `write_model_card` does after a dataset push."""
+    folder = shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("model") / "model")
+    info = json.loads((dataset_dir / "build_info.json").read_text())
+    card = render_model_card(
+        model_name="tiny-coder", base_model=str(tiny_model_dir), base_revision=None, license="apache-2.0", datasets=[],
+        eval_results=EVAL_RESULTS, dataset_hub=read_hub_record(dataset_dir), repo_id="<org>/tiny-coder",
+        dataset={"path": str(dataset_dir), "version": info["version"], "fingerprint": info["fingerprint"]},
+        generator=info["generator"], source=str(SAMPLE), chat_format="@@ Instruction\n{instruction}",
+        train={"mode": "two-stage"}, stages=[], seed=1, versions={"inversecoder": "0.1.0"},
+    )
+    card.save(folder / "README.md")
+    return folder
+
+
+def test_model_push_round_trips_with_its_lineage_and_eval_results(hub, client_env, dataset_dir, model_dir):
+    dataset_commit = read_hub_record(dataset_dir)["commit"]
+    result = run_push(client_env, "model", model_dir, MODEL_REPO, "--tag", "v1.0", "--private")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = hub.history("model", MODEL_REPO)
+    assert len(history) == 2 and hub.tags("model", MODEL_REPO) == {"v1.0": history[0]}
+    assert hub.repo("model", MODEL_REPO)["private"]
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # private: invisible without a token
+        urllib.request.urlopen(f"{hub.url}/api/models/{MODEL_REPO}", timeout=10)
+
+    out = run_client(client_env, f"""
+        import json, hashlib, pathlib
+        from huggingface_hub import ModelCard, snapshot_download
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        model = AutoModelForCausalLM.from_pretrained("{MODEL_REPO}")
+        tokenizer = AutoTokenizer.from_pretrained("{MODEL_REPO}", revision="v1.0")
+        card = ModelCard.load("{MODEL_REPO}")
+        folder = pathlib.Path(snapshot_download("{MODEL_REPO}", revision="v1.0"))
+        print(json.dumps({{
+            "model": type(model).__name__, "chat": tokenizer.apply_chat_template(
+                [{{"role": "user", "content": "Sort a list."}}], tokenize=False, add_generation_prompt=True),
+            "datasets": card.data.datasets, "text": card.text,
+            "results": {{f"{{r.dataset_name}}/{{r.metric_type}}": r.metric_value for r in card.data.eval_results}},
+            "files": {{str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                      for p in folder.rglob("*") if p.is_file()}},
+        }}))
+    """)
+    assert out["model"] == "LlamaForCausalLM" and "Sort a list." in out["chat"]
+    assert out["datasets"] == [DATASET_REPO]  # lineage: repo id in the metadata ...
+    assert f"`{DATASET_REPO}`" in out["text"] and dataset_commit in out["text"]  # ... and the commit in the body
+    assert f'revision="{dataset_commit}"' in out["text"]
+    assert out["results"] == {"HumanEval/pass@1": 50.0, "HumanEval+/pass@1": 46.2, "MBPP/pass@1": 62.5, "MBPP+/pass@1": 50.0}
+    assert f'AutoModelForCausalLM.from_pretrained("{MODEL_REPO}")' in out["text"]
+    for name in ("model.safetensors", "tokenizer.json", "config.json", "chat_template.jinja"):
+        assert out["files"][name] == hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
+    assert HUB_RECORD not in out["files"]
+
+
+def test_model_repush_without_changes_makes_no_commit(hub, client_env, model_dir):
+    commits = hub.history("model", MODEL_REPO)
+    result = run_push(client_env, "model", model_dir, MODEL_REPO)
+    assert result.returncode == 0 and "no new commit" in result.stdout, result.stderr
+    result = run_push(client_env, "model", model_dir, MODEL_REPO, "--tag", "v1.0", "--private")
+    assert result.returncode == 0 and "already holds this build" in result.stdout, result.stderr
+    assert hub.history("model", MODEL_REPO) == commits
+
+    (model_dir / "README.md").write_text((model_dir / "README.md").read_text() + "\nOne more line.\n")
+    result = run_push(client_env, "model", model_dir, MODEL_REPO, "--tag", "v1.0")
+    assert result.returncode == 2 and "never moved" in result.stderr
+    assert hub.history("model", MODEL_REPO) == commits
+
+
+def test_private_push_to_an_existing_public_repo_is_refused(hub, client_env, dataset_dir):
+    result = run_push(client_env, "dataset", dataset_dir, DATASET_REPO, "--private")
+    assert result.returncode == 2 and "is public" in result.stderr
+
+
+# -- the token never leaks -------------------------------------------------------------------------
+
+def test_the_token_is_never_printed_or_written(hub, dataset_dir, model_dir, client_env):
+    assert OUTPUTS and not any(TOKEN in text for text in OUTPUTS)
+    places = [hub.root, dataset_dir, model_dir, Path(client_env["HF_HOME"])]
+    leaks = [str(path) for place in places for path in Path(place).rglob("*")
+             if path.is_file() and TOKEN.encode() in path.read_bytes()]
+    assert leaks == []
