@@ -210,8 +210,9 @@ def run_steps(
     """Run the selected steps in order, skipping the ones already done with the same fingerprint; with a
     Hub token, publish the dataset right after it is built (the model card then pins its commit) and the
     model after the report."""
-    save_config(config, config.output / "run_config.yaml")
+    resolved(config)  # a run with no model at all fails here, before any work
     selected = _selected(start, until)
+    save_config(config, config.output / "run_config.yaml")
     status = step_status(config)
     prints = fingerprints(config)
     for step in STEPS:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["build-dataset", "train", "evaluate", "run", "show-config", "make-tiny-model"]
+COMMANDS = ["build-dataset", "train", "evaluate", "run", "show-config", "make-tiny-model", "push"]
 
 
 def cli(*args, cwd=None):
@@ -27,6 +27,9 @@ def test_every_subcommand_has_help(command):
         (["build-dataset", "configs/demo.yaml", "generator.backend=vllm"], "generator.backend must be 'transformers' or 'tgi'"),
         (["build-dataset", "configs/demo.yaml", "source.response_column=answer"], "source has no column 'answer'"),
         (["train", "configs/demo.yaml", "--output-dir", "/nonexistent/run"], "no dataset at /nonexistent/run/dataset"),
+        (["run", "configs/demo.yaml", "--from", "nope", "--output-dir", "/tmp/never"], "unknown step 'nope'"),
+        (["run", "configs/demo.yaml", "--from", "evaluate", "--until", "dataset", "--output-dir", "/tmp/never"], "--from evaluate comes after --until dataset"),
+        (["run", "configs/demo.yaml", "generator.model=null", "train.base_model=null"], "set generator.model"),
     ],
 )
 def test_configuration_errors_are_one_line_with_exit_2(args, message, tmp_path):

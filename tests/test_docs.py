@@ -20,4 +20,4 @@ def test_readme_starts_with_the_two_commands_and_documents_every_field():
 @pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(recipe):
     config = load_config(recipe)
-    assert config.generator.model and config.output_dir.startswith("outputs/")
+    assert (config.generator.model or config.train.base_model) and config.output_dir.startswith("outputs/")
