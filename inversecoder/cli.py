@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sub.add_parser("push", help="publish a dataset or model folder to the Hugging Face Hub",
                                  description="One commit to ORG/NAME (created if missing), tagged; the token comes from "
                                              "HF_TOKEN or `hf auth login` and is checked before anything is sent."))
+    _config_command(sub, "check-endpoints", "health and /info of every TGI endpoint in the config",
+                    "Print each endpoint's health and /info (model id and sha, token limits, max_top_n_tokens, "
+                    "max_best_of, max_concurrent_requests, version).")
     show = _config_command(sub, "show-config", "print the resolved configuration", "Print the config after defaults and overrides.")
     show.set_defaults(resolved_only=True)
     tiny = sub.add_parser("make-tiny-model", help="build the tiny offline model used by the demo and tests",
@@ -95,6 +98,15 @@ def _dispatch(args: argparse.Namespace) -> None:
         run_command(args)
         return
     config = _load(args)
+    if args.command == "check-endpoints":
+        from inversecoder.builders.backends.tgi import check_endpoints, format_endpoint_report
+
+        rows = check_endpoints(config.generator)
+        print(format_endpoint_report(rows))
+        down = [row["url"] for row in rows if not row.get("healthy")]
+        if down:
+            raise UserError(f"{len(down)} of {len(rows)} endpoints unreachable or unhealthy: {', '.join(down)}")
+        return
     if args.command == "show-config":
         import yaml
 

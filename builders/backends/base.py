@@ -115,7 +115,12 @@ def make_backend(config: "GeneratorConfig", model: str | None = None, revision: 
             max_context=config.max_context,
         )
     if config.backend == "tgi":
-        raise ConfigError("generator.backend 'tgi' is not available yet in this version; use 'transformers'")
+        if model != config.model:
+            # The endpoints serve generator.model; another model (e.g. the trained one being evaluated) runs embedded.
+            return make_backend(dataclasses.replace(config, backend="transformers"), model, revision)
+        from inversecoder.builders.backends.tgi import TGIBackend
+
+        return TGIBackend.from_config(config)
     raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{config.backend}'")
 
 

@@ -1,0 +1,1137 @@
+"""The `tgi` backend: text-generation-inference servers, several at once, exact scores, faults survived.
+
+How it works, and why:
+- The protocol is synchronous, so each call runs one event loop. Inside, every item is a task and
+  every HTTP request an attempt: it takes a free slot on the least-loaded healthy endpoint, runs under
+  a deadline, and on a fault backs off (capped exponential, jittered; Retry-After honoured) and tries
+  again, preferably elsewhere. An item that still fails comes back with `retryable=True`, so
+  `CachedModel` does not store it and the next run asks again; nothing is dropped silently.
+- A prompt the servers can never take (longer than `max_input_tokens`) is counted locally and
+  rejected without a request (no storm of 422s); that answer is final, so it is cached.
+- `/info` of every endpoint is read first: endpoints serving different models or revisions are
+  refused (the cache keys and the dataset card name one model). Their limits bound what is sent.
+- Health checks take a dead, failing or slow endpoint out of the rotation and bring it back once
+  `/health` answers again and `/info` still names the same model.
+- The Yes/No score is exact: the logprobs of every Yes/No variant at the first response position,
+  read from `top_n_tokens` when they are there, else from the prefill logprob of that token appended
+  to the prompt (`decoder_input_details`): the same distribution the embedded backend reads.
+- `HF_HUB_OFFLINE=1` makes huggingface_hub's own HTTP client refuse every URL, 127.0.0.1 included (the
+  check sits in the request hook of its default async client factory, `utils/_http.py`). The documented
+  way around it is `set_async_client_factory`: inside this backend's calls only (a ContextVar), the
+  factory hands `AsyncInferenceClient` a client that reaches the configured endpoints and still
+  applies huggingface_hub's hook, offline block included, to any other URL. Elsewhere the process
+  keeps huggingface_hub's usual client, so the Hub stays blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import email.utils
+import logging
+import math
+import random
+import re
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx2
+
+from inversecoder.builders.backends.base import (
+    BackendInfo,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    YesNoScore,
+)
+from inversecoder.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from huggingface_hub import AsyncInferenceClient
+
+    from inversecoder.config import GeneratorConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: TGI's own default for `--max-top-n-tokens`; `/info` does not report the server's value.
+TGI_DEFAULT_MAX_TOP_N_TOKENS = 5
+#: 5xx answers in a row that take an endpoint out of the rotation (a refused connection or a timeout
+#: takes it out at once; an isolated 500 or a dropped connection does not).
+STRIKES_OUT = 3
+_INPUT_TOO_LONG = re.compile(r"`inputs` (must have less than|tokens \+ `max_new_tokens` must be)")
+_TOP_N_LIMIT = re.compile(r"`top_n_tokens` must be >= 0 and <= (\d+)")
+
+
+# -- HTTP: a lean keep-alive transport, reachable under HF_HUB_OFFLINE ---------------------------------
+class _Http11Transport(httpx2.AsyncBaseTransport):
+    """Plain-http HTTP/1.1 with keep-alive, for the TGI endpoints (https goes to httpx2's own transport).
+
+    httpcore's pool costs milliseconds of CPU per request at 64+ requests in flight (it scans every
+    connection on each request and writes headers and body separately): with short scoring requests
+    one client process would saturate before a few TGI servers do. This writes a request in one call
+    and reads the answer with asyncio streams, ~4x less CPU (benchmarks/tgi_client.py).
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._fallback: httpx2.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        if url.scheme != "http":
+            if self._fallback is None:
+                self._fallback = httpx2.AsyncHTTPTransport()
+            return await self._fallback.handle_async_request(request)
+        timeouts = request.extensions.get("timeout") or {}
+        key = (url.host, url.port or 80)
+        try:
+            body = request.content
+        except httpx2.RequestNotRead:
+            body = await request.aread()
+        payload = _serialize(request, body)
+        idle = self._idle.get(key)
+        while idle:  # a keep-alive connection the server has not closed meanwhile
+            connection = idle.pop()
+            if not connection[0].at_eof() and not connection[1].is_closing():
+                try:
+                    return await self._exchange(connection, key, payload, request, timeouts)
+                except _StaleConnection:
+                    # Closed before any answer (an idle timeout, a restart, a dropped request): /generate
+                    # is a pure function of its body, so sending it again on a fresh connection is safe.
+                    continue
+            connection[1].close()
+        try:
+            reader, writer = await _deadline(asyncio.open_connection(*key), timeouts.get("connect"), httpx2.ConnectTimeout, request)
+        except OSError as error:
+            raise httpx2.ConnectError(str(error), request=request) from None
+        try:
+            return await self._exchange((reader, writer), key, payload, request, timeouts)
+        except _StaleConnection:
+            raise httpx2.RemoteProtocolError("server disconnected without sending a response", request=request) from None
+
+    async def _exchange(self, connection, key, payload: bytes, request: httpx2.Request, timeouts) -> httpx2.Response:
+        reader, writer = connection
+        received = False
+        try:
+            writer.write(payload)
+            await writer.drain()
+            head = await _deadline(reader.readuntil(b"\r\n\r\n"), timeouts.get("read"), httpx2.ReadTimeout, request)
+            received = True
+            status, headers, keep_alive, length, chunked = _parse_head(head)
+            if request.method == "HEAD" or status in (204, 304) or status < 200:
+                content = b""
+            elif chunked:
+                content = await _deadline(_read_chunked(reader), timeouts.get("read"), httpx2.ReadTimeout, request)
+            elif length is not None:
+                content = await _deadline(reader.readexactly(length), timeouts.get("read"), httpx2.ReadTimeout, request)
+            else:
+                content, keep_alive = await _deadline(reader.read(), timeouts.get("read"), httpx2.ReadTimeout, request), False
+        except BaseException as error:
+            writer.close()  # never reuse a connection with an answer in flight
+            if isinstance(error, asyncio.IncompleteReadError) and not error.partial and not received:
+                raise _StaleConnection from None
+            if isinstance(error, (ConnectionResetError, BrokenPipeError)) and not received:
+                raise _StaleConnection from None
+            if isinstance(error, (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError)):
+                raise httpx2.RemoteProtocolError(f"malformed or truncated response: {type(error).__name__}", request=request) from None
+            if isinstance(error, OSError):
+                raise httpx2.ReadError(f"connection lost: {error}", request=request) from None
+            raise
+        if keep_alive:
+            self._idle.setdefault(key, []).append(connection)
+        else:
+            writer.close()
+        return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content), request=request)
+
+    async def aclose(self) -> None:
+        for connections in self._idle.values():
+            for _reader, writer in connections:
+                writer.close()
+        self._idle.clear()
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
+
+class _StaleConnection(Exception):
+    """A reused keep-alive connection was already closed by the server: the request never arrived."""
+
+
+def _serialize(request: httpx2.Request, body: bytes) -> bytes:
+    lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)]
+    lines.extend(name + b": " + value + b"\r\n" for name, value in request.headers.raw)
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
+
+
+def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool, int | None, bool]:
+    lines = head[:-4].split(b"\r\n")
+    version, status = lines[0].split(b" ", 2)[:2]
+    keep_alive = version == b"HTTP/1.1"
+    headers, length, chunked = [], None, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip(), value.strip()
+        headers.append((name, value))
+        lower = name.lower()
+        if lower == b"content-length":
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif lower == b"connection":
+            keep_alive = b"close" not in value.lower() and (keep_alive or b"keep-alive" in value.lower())
+    return int(status), headers, keep_alive, length, chunked
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
+                pass
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+async def _deadline(awaitable: Awaitable[T], seconds: float | None, error: type[httpx2.TimeoutException], request) -> T:
+    if seconds is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise error(f"no answer within {seconds:g}s", request=request) from None
+
+
+#: The origins (scheme://host:port) the current backend call may reach; None outside backend calls.
+_ENDPOINT_ORIGINS: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("inversecoder_tgi_origins", default=None)
+_factory_lock = threading.Lock()
+_factory_installed = False
+
+
+def _origin(url: str | httpx2.URL) -> str:
+    parts = urlsplit(str(url))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+def endpoint_http_client(origins: frozenset[str]) -> httpx2.AsyncClient:
+    """An httpx2 client for the TGI endpoints (the lean transport); under HF_HUB_OFFLINE it refuses,
+    as huggingface_hub's own client does, every URL that is not one of `origins`."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    async def hook(request: httpx2.Request) -> None:
+        if _origin(request.url) not in origins and constants.is_offline_mode():
+            raise OfflineModeIsEnabled(f"Cannot reach {request.url}: offline mode is enabled (HF_HUB_OFFLINE) "
+                                       "and it is not a configured TGI endpoint")
+
+    return httpx2.AsyncClient(transport=_Http11Transport(), event_hooks={"request": [hook]}, timeout=None)
+
+
+def _install_client_factory() -> None:
+    """Once per process: huggingface_hub's async sessions created inside a backend call (the
+    ContextVar is set) are endpoint clients; anywhere else, whatever factory was there before."""
+    global _factory_installed
+    with _factory_lock:
+        if _factory_installed:
+            return
+        from huggingface_hub.utils import _http as hf_http
+        from huggingface_hub.utils import set_async_client_factory
+
+        previous = getattr(hf_http, "_GLOBAL_ASYNC_CLIENT_FACTORY", hf_http.default_async_client_factory)
+
+        def factory() -> httpx2.AsyncClient:
+            origins = _ENDPOINT_ORIGINS.get()
+            return previous() if origins is None else endpoint_http_client(origins)
+
+        set_async_client_factory(factory)
+        _factory_installed = True
+
+
+class _LoopRunner:
+    """One event loop per backend, run to completion by each protocol call (the protocol is synchronous).
+
+    The loop sleeps between calls but is not thrown away, so the keep-alive connections and clients
+    survive from one planned batch to the next: reconnecting 128 sockets per batch cost ~15% of the
+    client's CPU in benchmarks/tgi_client.py."""
+
+    def __init__(self, token: str | None):
+        self.loop = asyncio.new_event_loop()
+        self.token = token
+        self.client: "AsyncInferenceClient | None" = None  # created inside the loop, on first use
+        self.http: httpx2.AsyncClient | None = None
+        self._lock = threading.Lock()
+
+    def run(self, make: Callable[[], Awaitable[T]]) -> T:
+        with self._lock:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return self.loop.run_until_complete(make())
+            # Called from inside a running loop (a notebook): drive ours from a helper thread.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                return pool.submit(lambda: self.loop.run_until_complete(make())).result()
+
+    def close(self) -> None:
+        """Close the clients (their connections) and the loop; safe to call twice, or at exit."""
+        if self.loop.is_closed():
+            return
+
+        async def shut() -> None:
+            if self.client is not None:
+                await self.client.close()
+            if self.http is not None:
+                await self.http.aclose()
+            await self.loop.shutdown_default_executor()
+
+        with contextlib.suppress(RuntimeError):  # e.g. garbage-collected while another loop runs here
+            self.loop.run_until_complete(shut())
+        self.loop.close()
+
+
+# -- endpoints -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EndpointInfo:
+    """The fields of TGI's `/info` this backend relies on (`raw` keeps the whole answer)."""
+
+    model_id: str
+    model_sha: str | None
+    version: str
+    sha: str | None
+    max_input_tokens: int
+    max_total_tokens: int
+    max_best_of: int | None
+    max_stop_sequences: int
+    max_concurrent_requests: int
+    max_top_n_tokens: int | None  # not in TGI 3.x's /info; read when a server reports it
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "EndpointInfo":
+        try:
+            return cls(
+                model_id=str(data["model_id"]),
+                model_sha=data.get("model_sha"),
+                version=str(data.get("version", "unknown")),
+                sha=data.get("sha"),
+                # TGI < 2 called it max_input_length
+                max_input_tokens=int(data.get("max_input_tokens", data.get("max_input_length"))),
+                max_total_tokens=int(data["max_total_tokens"]),
+                max_best_of=data.get("max_best_of"),
+                max_stop_sequences=int(data.get("max_stop_sequences", 4)),
+                max_concurrent_requests=int(data.get("max_concurrent_requests", 128)),
+                max_top_n_tokens=data.get("max_top_n_tokens"),
+                raw=dict(data),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"/info is not TGI's: {type(error).__name__} {error}") from None
+
+    @property
+    def identity(self) -> tuple[str, str | None]:
+        return (self.model_id, self.model_sha)
+
+
+@dataclass
+class _Endpoint:
+    """One server and what this process knows about it (kept across calls)."""
+
+    url: str
+    limit: int
+    info: EndpointInfo | None = None
+    up: bool = False
+    refused: str | None = None  # why it may never join (serves another model)
+    in_flight: int = 0
+    strikes: int = 0
+    requests: int = 0
+    errors: int = 0
+    went_down: int = 0
+    came_back: int = 0
+    last_error: str = ""
+
+
+class _Router:
+    """Hands out request slots: the least-loaded healthy endpoint with room, FIFO for waiters."""
+
+    def __init__(self, endpoints: list[_Endpoint]):
+        self.endpoints = endpoints
+        self._waiters: deque[asyncio.Future] = deque()
+
+    def _pick(self, avoid: _Endpoint | None) -> _Endpoint | None:
+        best, best_key = None, None
+        for endpoint in self.endpoints:
+            if endpoint.up and endpoint.in_flight < endpoint.limit:
+                key = (endpoint is avoid, endpoint.in_flight / endpoint.limit)
+                if best is None or key < best_key:
+                    best, best_key = endpoint, key
+        return best
+
+    async def acquire(self, avoid: _Endpoint | None, timeout: float) -> _Endpoint | None:
+        """A slot (the endpoint, its in-flight count taken), or None when none frees up in `timeout` s."""
+        if not self._waiters:
+            endpoint = self._pick(avoid)
+            if endpoint is not None:
+                endpoint.in_flight += 1
+                return endpoint
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return waiter.result()  # handed over just as the wait ended
+            waiter.cancel()
+            return None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())
+            waiter.cancel()
+            raise
+
+    def release(self, endpoint: _Endpoint) -> None:
+        endpoint.in_flight -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        """Give free slots to queued waiters (after a release, or an endpoint coming back)."""
+        while self._waiters:
+            endpoint = self._pick(None)
+            if endpoint is None:
+                return
+            waiter = self._waiters.popleft()
+            if waiter.done():
+                continue
+            endpoint.in_flight += 1
+            waiter.set_result(endpoint)
+
+
+# -- failures --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Verdict:
+    """What a failed attempt means: retry now? is the answer final (cacheable)? what of the endpoint?"""
+
+    message: str
+    retry: bool
+    final: bool = False  # the servers will never accept this item: a rejected (cached) result
+    retry_after: float | None = None
+    endpoint: str = "strike"  # ok | strike (out after STRIKES_OUT in a row) | down (out now)
+
+
+class _ItemError(Exception):
+    """An item that cannot be completed in this run (`final`: in no run)."""
+
+    def __init__(self, message: str, final: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.final = final
+
+
+def _http_response(error: BaseException) -> httpx2.Response | None:
+    seen = 0
+    while error is not None and seen < 5:
+        response = getattr(error, "response", None)
+        if isinstance(response, httpx2.Response):
+            return response
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return None
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))  # delay-seconds (also accepts "0.5")
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())  # an HTTP-date
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(error: BaseException) -> _Verdict:
+    """TGI's status codes and transport failures, mapped to what to do next."""
+    response = _http_response(error)
+    if response is not None:
+        status = response.status_code
+        try:
+            body = response.json()
+            detail = f"{body.get('error_type', 'error')}: {body.get('error', '')}"
+        except Exception:
+            detail = response.text[:200]
+        message = f"HTTP {status} {detail}"
+        if status == 429:  # overloaded: alive, just busy
+            return _Verdict(message, retry=True, retry_after=_retry_after(response), endpoint="ok")
+        if status == 422:  # validation: repeating the same request cannot help
+            return _Verdict(message, retry=False, final=bool(_INPUT_TOO_LONG.search(detail)), endpoint="ok")
+        if status >= 500 or status in (408, 424):
+            return _Verdict(message, retry=True, retry_after=_retry_after(response))
+        return _Verdict(message, retry=False, endpoint="ok")  # 400/401/404...: the next run may succeed
+    if isinstance(error, (httpx2.ConnectError, httpx2.ConnectTimeout)):
+        return _Verdict(f"cannot connect ({error})", retry=True, endpoint="down")
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError, httpx2.TimeoutException)):
+        return _Verdict(f"timed out ({type(error).__name__})", retry=True, endpoint="down")
+    if isinstance(error, (httpx2.TransportError, OSError)):
+        return _Verdict(f"connection failed ({type(error).__name__}: {error})", retry=True)
+    return _Verdict(f"{type(error).__name__}: {str(error)[:200]}", retry=True)
+
+
+# -- the backend -----------------------------------------------------------------------------------
+@dataclass
+class _Call:
+    """The state of one protocol call: its clients, slots, progress bar."""
+
+    client: "AsyncInferenceClient"
+    http: httpx2.AsyncClient  # for /tokenize, which AsyncInferenceClient does not wrap
+    router: _Router
+    bar: Any
+    started: float
+    tokens: tuple[int, int] = (0, 0)  # the totals' prompt and generated tokens when the call started
+    shown: float = 0.0
+
+
+class TGIBackend:
+    """Several TGI endpoints serving one model, behind the backend protocol."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        model: str | None = None,
+        revision: str | None = None,
+        *,
+        concurrency: int = 64,
+        request_timeout: float = 600.0,
+        max_retries: int = 5,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 60.0,
+        health_interval: float = 10.0,
+        health_timeout: float = 10.0,
+        top_n_tokens: int = TGI_DEFAULT_MAX_TOP_N_TOKENS,
+        requests_per_batch: int | None = None,
+        tokenizer: Any = None,
+        progress: bool = True,
+    ):
+        urls = [_normalize_url(url) for url in endpoints]
+        if not urls:
+            raise ConfigError("generator.endpoints is empty: backend 'tgi' needs at least one URL, e.g. [http://h1:8080]")
+        if len(set(urls)) != len(urls):
+            raise ConfigError(f"generator.endpoints lists an endpoint twice: {urls}")
+        for name, value, least in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0), ("top_n_tokens", top_n_tokens, 0)):
+            if value < least:
+                raise ConfigError(f"generator.{name} must be >= {least}, got {value}")
+        for name, value in (("request_timeout", request_timeout), ("health_interval", health_interval), ("health_timeout", health_timeout)):
+            if not value > 0:
+                raise ConfigError(f"generator.{name} must be > 0 seconds, got {value}")
+        if requests_per_batch is not None and requests_per_batch < 1:
+            raise ConfigError(f"generator.requests_per_batch must be >= 1 (or null), got {requests_per_batch}")
+        self.endpoints = [_Endpoint(url, concurrency) for url in urls]
+        self.configured_model = model
+        self.concurrency = concurrency
+        self.request_timeout = request_timeout
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
+        self.requests_per_batch = requests_per_batch
+        self.progress = progress
+        self.totals = {
+            "requests": 0, "retries": 0, "failed_items": 0, "rejected_items": 0,
+            "prompt_tokens": 0, "generated_tokens": 0, "logprob_requests": 0,
+        }
+        self._origins = frozenset(_origin(url) for url in urls)
+        self._jitter = random.Random()
+        self._answers: dict[str, list[int]] | None = None
+        self._answer_text: dict[int, str] = {}
+        self._runner = _LoopRunner(_hf_token())
+        self._finalizer = weakref.finalize(self, self._runner.close)
+
+        self.reference = self._runner.run(self._discover)
+        self._check_configured_model(model, revision)
+        self.model_id = self.reference.model_id
+        self.revision = self.reference.model_sha or _local_revision(model) or revision or "unknown"
+        self.max_input_tokens = min(e.info.max_input_tokens for e in self.endpoints if e.info)
+        self.max_total_tokens = min(e.info.max_total_tokens for e in self.endpoints if e.info)
+        self.max_stop_sequences = min(e.info.max_stop_sequences for e in self.endpoints if e.info)
+        reported = [e.info.max_top_n_tokens for e in self.endpoints if e.info and e.info.max_top_n_tokens is not None]
+        self.top_n_tokens = min([top_n_tokens, *reported])
+        self._tokenizer = tokenizer if tokenizer is not None else _local_tokenizer(model, self.model_id, self.reference.model_sha)
+
+    @classmethod
+    def from_config(cls, config: "GeneratorConfig", progress: bool = True) -> "TGIBackend":
+        return cls(
+            config.endpoints, config.model, config.revision,
+            concurrency=config.concurrency, request_timeout=config.request_timeout, max_retries=config.max_retries,
+            retry_backoff=config.retry_backoff, retry_backoff_max=config.retry_backoff_max,
+            health_interval=config.health_interval, health_timeout=config.health_timeout,
+            top_n_tokens=config.top_n_tokens, requests_per_batch=config.requests_per_batch, progress=progress,
+        )
+
+    # -- protocol -------------------------------------------------------------------------------
+    def info(self) -> BackendInfo:
+        infos = [e.info for e in self.endpoints if e.info]
+        return BackendInfo(
+            backend="tgi",
+            model=self.model_id,
+            revision=self.revision,
+            max_context=self.max_total_tokens,
+            details={
+                "endpoints": [e.url for e in self.endpoints],
+                "model_sha": self.reference.model_sha,
+                "tgi_version": ", ".join(sorted({i.version for i in infos})),
+                "tgi_sha": ", ".join(sorted({i.sha or "unknown" for i in infos})),
+                "max_input_tokens": self.max_input_tokens,
+                "max_total_tokens": self.max_total_tokens,
+                "top_n_tokens": self.top_n_tokens,
+                "totals": dict(self.totals),
+            },
+        )
+
+    def plan_batches(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
+        """Consecutive chunks, each one cache transaction: by default 8 x the slots of all endpoints, so
+        every endpoint stays full for most of a chunk (TGI batches what is in flight on its own)."""
+        size = self.requests_per_batch or 8 * sum(e.limit for e in self.endpoints if not e.refused)
+        return [list(range(start, min(start + size, len(prompts)))) for start in range(0, len(prompts), size)]
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
+        async def run(call: _Call) -> list[Completion]:
+            tokens = await self._count(call, [r.prompt for r in requests])
+            return await asyncio.gather(*(self._generate_one(call, r, n, params) for r, n in zip(requests, tokens)))
+
+        return self._runner.run(lambda: self._in_session(run, len(requests), "generate"))
+
+    def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
+        async def run(call: _Call) -> list[YesNoScore]:
+            await self._resolve_answers(call)
+            tokens = await self._count(call, list(prompts))
+            return await asyncio.gather(*(self._score_one(call, p, n) for p, n in zip(prompts, tokens)))
+
+        return self._runner.run(lambda: self._in_session(run, len(prompts), "score"))
+
+    def answer_token_ids(self) -> dict[str, list[int]]:
+        """The token ids whose logprobs make the Yes/No score (the embedded backend's, when the tokenizer is local)."""
+        if self._answers is None:
+            self._runner.run(lambda: self._in_session(self._resolve_answers, 0, "answers"))
+        return self._answers  # type: ignore[return-value]
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per endpoint: requests, errors, times out of / back in the rotation, state, last error."""
+        return [
+            {"url": e.url, "up": e.up, "refused": e.refused, "requests": e.requests, "errors": e.errors,
+             "went_down": e.went_down, "came_back": e.came_back, "last_error": e.last_error}
+            for e in self.endpoints
+        ]
+
+    # -- one item -------------------------------------------------------------------------------
+    async def _generate_one(self, call: _Call, request: GenerationRequest, ids, params: SamplingParams) -> Completion:
+        if isinstance(ids, _ItemError):
+            return self._done(call, Completion(None, "error", error=ids.message, retryable=not ids.final))
+        n = len(ids)
+        reason = self._too_long(n, params.max_new_tokens)
+        if reason:
+            return self._done(call, Completion(None, "error", n, 0, error=reason))
+        stop = [s for s in params.stop if s]
+        options: dict[str, Any] = {"details": True, "max_new_tokens": params.max_new_tokens}
+        if stop:
+            options["stop"] = stop[: self.max_stop_sequences]  # any others are cut below, as the embedded backend does
+        if params.repetition_penalty != 1.0:
+            options["repetition_penalty"] = params.repetition_penalty
+        if params.temperature > 0:
+            options.update(do_sample=True, temperature=params.temperature, seed=_server_seed(request.seed))
+            if params.top_p < 1.0:
+                options["top_p"] = params.top_p
+        else:
+            options["do_sample"] = False
+
+        async def send(client: "AsyncInferenceClient", url: str) -> tuple[str, str, int]:
+            output = await client.text_generation(request.prompt, model=url + "/generate", **options)
+            return output.generated_text, str(output.details.finish_reason), int(output.details.generated_tokens)
+
+        try:
+            text, reason, count = await self._request(call, send)
+        except _ItemError as error:
+            return self._done(call, Completion(None, "error", n, 0, error=error.message, retryable=not error.final))
+        finish = {"eos_token": "eos", "stop_sequence": "stop"}.get(reason, "length")
+        cut = min((text.find(s) for s in stop if s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        self.totals["prompt_tokens"] += n
+        self.totals["generated_tokens"] += count
+        # The embedded backend does not count the eos token.
+        return self._done(call, Completion(text, finish, n, count - (reason == "eos_token")))
+
+    async def _score_one(self, call: _Call, prompt: str, ids) -> YesNoScore:
+        if isinstance(ids, _ItemError):
+            return self._done(call, YesNoScore(None, error=ids.message, retryable=not ids.final))
+        n = len(ids)
+        reason = self._too_long(n, 1)
+        if reason:
+            return self._done(call, YesNoScore(None, None, n, error=reason))
+        try:
+            logprobs = await self._first_token_logprobs(call, prompt)
+            answers = self._answers or {}
+            missing = [i for i in answers["yes"] + answers["no"] if i not in logprobs]
+            if missing:
+                if self._too_long(n + 1, 1):
+                    raise _ItemError(f"prompt has {n} tokens: no room to read the exact logprob of an answer token "
+                                     f"outside the top {self.top_n_tokens} (max_input_tokens {self.max_input_tokens})", final=True)
+                found = await asyncio.gather(*(self._appended_logprob(call, prompt, ids, i) for i in missing), return_exceptions=True)
+                for token_id, value in zip(missing, found):
+                    if isinstance(value, BaseException):
+                        raise value
+                    logprobs[token_id] = value
+        except _ItemError as error:
+            return self._done(call, YesNoScore(None, None, n, error=error.message, retryable=not error.final))
+        log_yes = _logsumexp([logprobs[i] for i in answers["yes"]])
+        log_no = _logsumexp([logprobs[i] for i in answers["no"]])
+        score = _sigmoid(log_yes - log_no)
+        mass = math.exp(_logsumexp([log_yes, log_no]))
+        self.totals["prompt_tokens"] += n
+        return self._done(call, YesNoScore(score, mass, n))
+
+    async def _first_token_logprobs(self, call: _Call, prompt: str) -> dict[int, float]:
+        """Logprobs at the first response position: the greedy token's and the top `top_n_tokens`."""
+        while True:
+            sent = self.top_n_tokens
+
+            async def send(client: "AsyncInferenceClient", url: str) -> dict[int, float]:
+                nonlocal sent
+                sent = self.top_n_tokens  # read at send time: a limit adopted meanwhile applies at once
+                options: dict[str, Any] = {"details": True, "max_new_tokens": 1, "do_sample": False}
+                if sent > 0:
+                    options["top_n_tokens"] = sent
+                details = (await client.text_generation(prompt, model=url + "/generate", **options)).details
+                tokens = [*details.tokens[:1], *(details.top_tokens or [[]])[0]]
+                return {int(_get(t, "id")): float(_get(t, "logprob")) for t in tokens}
+
+            try:
+                return await self._request(call, send)
+            except _ItemError as error:
+                limit = _TOP_N_LIMIT.search(error.message)
+                if limit is None or int(limit.group(1)) >= sent:
+                    raise
+                # The servers' --max-top-n-tokens is below the configured value (TGI's /info does not
+                # say): adopt it and ask again; each round lowers it, so this ends.
+                if int(limit.group(1)) < self.top_n_tokens:
+                    self.top_n_tokens = int(limit.group(1))
+                    log.warning("TGI endpoints accept top_n_tokens <= %d; using that", self.top_n_tokens)
+
+    async def _appended_logprob(self, call: _Call, prompt: str, ids: list[int], token_id: int) -> float:
+        """log P(token | prompt): the prefill logprob of `token` appended to the prompt."""
+        text = self._appended_text(prompt, ids, token_id)
+        self.totals["logprob_requests"] += 1
+
+        async def send(client: "AsyncInferenceClient", url: str) -> tuple[list[int], float | None]:
+            output = await client.text_generation(prompt + text, model=url + "/generate", details=True,
+                                                  decoder_input_details=True, max_new_tokens=1, do_sample=False)
+            prefill = output.details.prefill
+            return [int(_get(t, "id")) for t in prefill], _get(prefill[-1], "logprob")
+
+        prefill_ids, logprob = await self._request(call, send)
+        if prefill_ids != list(ids) + [token_id] or logprob is None:
+            raise _ItemError(f"the prompt followed by {text!r} does not tokenize as the prompt plus token {token_id}: "
+                             "its exact logprob cannot be read", final=True)
+        return float(logprob)
+
+    def _appended_text(self, prompt: str, ids: list[int], token_id: int) -> str:
+        """The text that, appended to the prompt, adds exactly `token_id` (checked locally when possible)."""
+        base = self._answer_text[token_id]
+        if self._tokenizer is None:
+            return base
+        for text in dict.fromkeys([base, " " + base.lstrip(), base.strip()]):
+            if _encode(self._tokenizer, prompt + text) == list(ids) + [token_id]:
+                return text
+        return base  # the server's prefill is checked anyway
+
+    def _too_long(self, n: int, new_tokens: int) -> str | None:
+        if n > self.max_input_tokens:
+            return f"prompt has {n} tokens; the endpoints accept at most {self.max_input_tokens} input tokens"
+        if n + new_tokens > self.max_total_tokens:
+            return (f"prompt has {n} tokens; with max_new_tokens={new_tokens} it exceeds the endpoints' "
+                    f"max_total_tokens ({self.max_total_tokens})")
+        return None
+
+    def _done(self, call: _Call, result: T) -> T:
+        error = getattr(result, "error", None)
+        if error is not None:
+            self.totals["failed_items" if result.retryable else "rejected_items"] += 1
+        call.bar.update(1)
+        now = time.monotonic()
+        if now - call.shown > 0.5 and not call.bar.disable:
+            call.shown = now
+            elapsed = max(now - call.started, 1e-9)
+            call.bar.set_postfix(
+                tok_in_s=f"{(self.totals['prompt_tokens'] - call.tokens[0]) / elapsed:.0f}",
+                tok_out_s=f"{(self.totals['generated_tokens'] - call.tokens[1]) / elapsed:.0f}", retries=self.totals["retries"],
+                failed=self.totals["failed_items"], up=f"{sum(e.up for e in self.endpoints)}/{len(self.endpoints)}",
+                refresh=False,
+            )
+        return result
+
+    # -- one request: route, deadline, retry ----------------------------------------------------
+    async def _request(self, call: _Call, send: Callable[["AsyncInferenceClient", str], Awaitable[T]]) -> T:
+        """One HTTP request, routed and retried; raises _ItemError once it cannot succeed in this run."""
+        avoid: _Endpoint | None = None
+        last = "no endpoint was tried"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.totals["retries"] += 1
+                await asyncio.sleep(delay)
+            endpoint = await call.router.acquire(avoid, self.request_timeout)
+            if endpoint is None:
+                last = f"no healthy endpoint had room within {self.request_timeout:g}s"
+                delay = self._backoff(attempt + 1, None)
+                continue
+            self.totals["requests"] += 1
+            endpoint.requests += 1
+            try:
+                result = await asyncio.wait_for(send(call.client, endpoint.url), self.request_timeout)
+            except asyncio.CancelledError:
+                call.router.release(endpoint)
+                raise
+            except Exception as error:
+                verdict = classify(error)
+                endpoint.errors += 1
+                endpoint.last_error = verdict.message
+                call.router.release(endpoint)
+                self._judge(call, endpoint, verdict)
+                last = f"{endpoint.url}: {verdict.message}"
+                if not verdict.retry:
+                    raise _ItemError(last, final=verdict.final) from None
+                avoid = endpoint
+                delay = self._backoff(attempt + 1, verdict.retry_after)
+                continue
+            endpoint.strikes = 0
+            call.router.release(endpoint)
+            return result
+        raise _ItemError(f"failed after {self.max_retries + 1} attempts; last error: {last}")
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** (attempt - 1)) * self._jitter.uniform(0.5, 1.0)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.request_timeout))
+        return delay
+
+    def _judge(self, call: _Call, endpoint: _Endpoint, verdict: _Verdict) -> None:
+        if verdict.endpoint == "ok":
+            return
+        endpoint.strikes += 1
+        if verdict.endpoint == "down" or endpoint.strikes >= STRIKES_OUT:
+            self._set_up(call, endpoint, False, verdict.message)
+
+    def _set_up(self, call: _Call, endpoint: _Endpoint, up: bool, reason: str = "") -> None:
+        if endpoint.up == up:
+            return
+        endpoint.up = up
+        if up:
+            endpoint.came_back += 1
+            endpoint.strikes = 0
+            log.warning("TGI endpoint %s is back in the rotation", endpoint.url)
+            call.router.wake()
+        else:
+            endpoint.went_down += 1
+            log.warning("TGI endpoint %s leaves the rotation: %s", endpoint.url, reason)
+
+    # -- health -----------------------------------------------------------------------------------
+    async def _health_loop(self, call: _Call) -> None:
+        while True:
+            await asyncio.gather(*(self._check(call, e) for e in self.endpoints if not e.refused))
+            await asyncio.sleep(self.health_interval)
+
+    async def _check(self, call: _Call, endpoint: _Endpoint) -> None:
+        """/health within `health_timeout` (and, for a returning endpoint, the same /info) or out."""
+        try:
+            healthy = await asyncio.wait_for(call.client.health_check(endpoint.url), self.health_timeout)
+            reason = "" if healthy else "/health did not answer 200"
+            if healthy and not endpoint.up:
+                info = await self._read_info(call, endpoint)
+                if info.identity != self.reference.identity:
+                    endpoint.refused = (f"serves {info.model_id}@{info.model_sha}, not "
+                                        f"{self.reference.model_id}@{self.reference.model_sha}")
+                    log.warning("TGI endpoint %s is refused: it %s", endpoint.url, endpoint.refused)
+                    healthy, reason = False, endpoint.refused
+                else:
+                    endpoint.info = info
+                    endpoint.limit = min(self.concurrency, info.max_concurrent_requests or self.concurrency)
+        except Exception as error:
+            healthy, reason = False, classify(error).message
+        self._set_up(call, endpoint, healthy, reason)
+
+    async def _read_info(self, call: _Call, endpoint: _Endpoint) -> EndpointInfo:
+        data = await asyncio.wait_for(call.client.get_endpoint_info(model=endpoint.url), self.health_timeout)
+        return EndpointInfo.from_json(data)
+
+    async def _discover(self) -> EndpointInfo:
+        """Read /info from every endpoint; refuse a mixed fleet; admit the ones that answered."""
+
+        async def read_all(call: _Call):
+            return await asyncio.gather(*(self._read_info(call, e) for e in self.endpoints), return_exceptions=True)
+
+        answers = await self._in_session(read_all, 0, "info", health=False)
+        reachable = [(e, a) for e, a in zip(self.endpoints, answers) if isinstance(a, EndpointInfo)]
+        if not reachable:
+            reasons = "; ".join(f"{e.url}: {classify(a).message if isinstance(a, Exception) else a}" for e, a in zip(self.endpoints, answers))
+            raise ConfigError(f"no TGI endpoint answered /info ({reasons})")
+        identities = {a.identity for _, a in reachable}
+        if len(identities) > 1:
+            served = ", ".join(f"{e.url} serves {a.model_id}@{a.model_sha or 'no sha'}" for e, a in reachable)
+            raise ConfigError(f"the TGI endpoints serve different models or revisions: {served}")
+        for endpoint, answer in zip(self.endpoints, answers):
+            if isinstance(answer, EndpointInfo):
+                endpoint.info, endpoint.up = answer, True
+                endpoint.limit = min(self.concurrency, answer.max_concurrent_requests or self.concurrency)
+            else:
+                endpoint.last_error = classify(answer).message
+                log.warning("TGI endpoint %s did not answer /info (%s): it joins when /health passes", endpoint.url, endpoint.last_error)
+        return reachable[0][1]
+
+    def _check_configured_model(self, model: str | None, revision: str | None) -> None:
+        served = self.reference
+        if model and not Path(model).expanduser().is_dir() and model != served.model_id:
+            raise ConfigError(f"generator.model is '{model}' but the TGI endpoints serve '{served.model_id}'")
+        if revision and served.model_sha and revision != served.model_sha:
+            raise ConfigError(f"generator.revision is '{revision}' but the TGI endpoints serve revision {served.model_sha}")
+
+    # -- sessions, tokens -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connections and the event loop (also done when the backend is garbage-collected)."""
+        self._finalizer()
+
+    async def _in_session(self, work: Callable[[_Call], Awaitable[T]], total: int, desc: str, health: bool = True) -> T:
+        """Run `work` with the clients (reachable under HF_HUB_OFFLINE), health checks and a progress bar."""
+        from huggingface_hub import AsyncInferenceClient
+        from tqdm.auto import tqdm
+
+        _install_client_factory()
+        _ENDPOINT_ORIGINS.set(self._origins)  # the client's httpx2 session is made in this context
+        runner = self._runner
+        if runner.client is None:
+            runner.client = AsyncInferenceClient(provider="hf-inference", token=runner.token)
+            runner.http = endpoint_http_client(self._origins)
+        client, http = runner.client, runner.http
+        # Shown on a terminal (under CachedModel's bar, which has the overall ETA); a log file gets none.
+        bar = tqdm(total=total, desc=f"tgi {desc}", unit="item", leave=False, dynamic_ncols=True,
+                   disable=True if not self.progress or total == 0 else None)
+        call = _Call(client, http, _Router(self.endpoints), bar, time.monotonic(),
+                     (self.totals["prompt_tokens"], self.totals["generated_tokens"]))
+        checks = asyncio.create_task(self._health_loop(call)) if health else None
+        try:
+            return await work(call)
+        finally:
+            if checks is not None:
+                checks.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checks
+            bar.close()
+
+    async def _count(self, call: _Call, prompts: list[str]) -> list:
+        """Token ids of each prompt as the servers count them: the local tokenizer, else /tokenize."""
+        if not prompts:
+            return []
+        if self._tokenizer is not None:
+            return [list(ids) for ids in self._tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+        found = await asyncio.gather(*(self._tokenize(call, p) for p in prompts), return_exceptions=True)
+        return [[t["id"] for t in f] if isinstance(f, list) else f if isinstance(f, _ItemError) else _ItemError(str(f)) for f in found]
+
+    async def _tokenize(self, call: _Call, text: str) -> list[dict[str, Any]]:
+        async def send(_client, url: str):
+            response = await call.http.post(url + "/tokenize", json={"inputs": text})
+            response.raise_for_status()
+            return response.json()
+
+        return await self._request(call, send)
+
+    async def _resolve_answers(self, call: _Call) -> None:
+        if self._answers is not None:
+            return
+        from inversecoder.builders.backends.transformers_backend import resolve_answer_token_ids
+
+        if self._tokenizer is not None:
+            answers = {"yes": resolve_answer_token_ids(self._tokenizer, "Yes"), "no": resolve_answer_token_ids(self._tokenizer, "No")}
+            texts = {i: self._tokenizer.decode([i]) for ids in answers.values() for i in ids}
+        else:  # no local tokenizer: the ids of "Yes" and " Yes" alone, as the servers tokenize them
+            answers, texts = {}, {}
+            for word in ("Yes", "No"):
+                ids = []
+                for variant in (word, " " + word):
+                    try:
+                        pieces = [t for t in await self._tokenize(call, variant) if t["start"] < t["stop"]]
+                    except _ItemError as error:
+                        raise UserError(f"cannot tokenize {variant!r} on the TGI endpoints: {error.message}") from None
+                    if len(pieces) == 1 and pieces[0]["id"] not in ids:
+                        ids.append(pieces[0]["id"])
+                        texts[pieces[0]["id"]] = variant
+                if not ids:
+                    raise UserError(f"the served model has no single token for {word!r}: the Yes/No score would be meaningless")
+                answers[word.lower()] = sorted(ids)
+        self._answer_text = texts
+        self._answers = answers
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _normalize_url(url: str) -> str:
+    url = str(url).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"generator.endpoints: '{url}' is not an http(s)://host:port URL")
+    return url
+
+
+def _server_seed(seed: int) -> int:
+    """TGI's schema wants a positive seed: shift by one (a bijection, so seeds stay distinct)."""
+    return seed % (2**63 - 1) + 1
+
+
+def _get(obj: Any, name: str) -> Any:
+    """huggingface_hub parses tokens/prefill into dataclasses but leaves top_tokens as plain dicts."""
+    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _hf_token() -> str | None:
+    """The user's Hub token, read once (Inference Endpoints need it; a local TGI ignores it)."""
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def _local_revision(model: str | None) -> str | None:
+    """Servers started from a local folder report no sha: a content hash of the same folder stands in."""
+    if model and Path(model).expanduser().is_dir():
+        from inversecoder.builders.backends.transformers_backend import local_revision
+
+        return local_revision(Path(model).expanduser())
+    return None
+
+
+def _local_tokenizer(model: str | None, model_id: str, sha: str | None) -> Any:
+    """The served model's tokenizer if it is here (a local folder or the Hub cache); None: use /tokenize."""
+    from transformers import AutoTokenizer
+
+    folder = Path(model).expanduser() if model else None
+    try:
+        if folder is not None and folder.is_dir():
+            return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(model_id, revision=sha)
+    except Exception as error:  # not available here: the servers count tokens for us
+        log.info("no local tokenizer for %s (%s): counting tokens with the endpoints' /tokenize", model_id, type(error).__name__)
+        return None
+
+
+# -- check-endpoints -------------------------------------------------------------------------------
+REPORT_FIELDS = ("model_id", "model_sha", "max_input_tokens", "max_total_tokens", "max_top_n_tokens", "max_best_of",
+                 "max_stop_sequences", "max_concurrent_requests", "version", "sha")
+
+
+def check_endpoints(config: "GeneratorConfig", timeout: float | None = None) -> list[dict[str, Any]]:
+    """Per configured endpoint: health (and how long it took) plus the /info fields that matter here.
+    `max_top_n_tokens` is probed (one 1-token request) because TGI's /info does not report it."""
+    urls = [_normalize_url(url) for url in config.endpoints]
+    if not urls:
+        raise ConfigError("generator.endpoints is empty: nothing to check")
+    timeout = timeout or config.health_timeout
+    origins = frozenset(_origin(url) for url in urls)
+
+    async def one(client: "AsyncInferenceClient", url: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"url": url}
+        started = time.monotonic()
+        try:
+            row["healthy"] = await asyncio.wait_for(client.health_check(url), timeout)
+            row["health_ms"] = round((time.monotonic() - started) * 1000)
+        except Exception as error:
+            row.update(healthy=False, error=classify(error).message)
+            return row
+        try:
+            info = EndpointInfo.from_json(await asyncio.wait_for(client.get_endpoint_info(model=url), timeout))
+        except Exception as error:
+            row["error"] = classify(error).message if not isinstance(error, ValueError) else str(error)
+            return row
+        row.update({name: info.raw.get(name) for name in REPORT_FIELDS})
+        row["max_input_tokens"] = info.max_input_tokens
+        if info.max_top_n_tokens is None:
+            row["max_top_n_tokens"] = await _probe_top_n(client, url, config.top_n_tokens, timeout)
+        return row
+
+    async def run() -> list[dict[str, Any]]:
+        from huggingface_hub import AsyncInferenceClient
+
+        _install_client_factory()
+        _ENDPOINT_ORIGINS.set(origins)
+        async with AsyncInferenceClient(provider="hf-inference", token=_hf_token()) as client:
+            rows = await asyncio.gather(*(one(client, url) for url in urls))
+        identities = {(r.get("model_id"), r.get("model_sha")) for r in rows if r.get("model_id")}
+        for row in rows:
+            row["consistent"] = len(identities) <= 1 if row.get("model_id") else None
+        return list(rows)
+
+    runner = _LoopRunner(None)
+    try:
+        return runner.run(run)
+    finally:
+        runner.close()
+
+
+async def _probe_top_n(client: "AsyncInferenceClient", url: str, wanted: int, timeout: float) -> str:
+    """'>= N' when a request with top_n_tokens=N passes; the server's limit when it says so; else '?'."""
+    try:
+        await asyncio.wait_for(client.text_generation("Yes", model=url + "/generate", details=True, max_new_tokens=1,
+                                                      top_n_tokens=max(wanted, 1)), timeout)
+        return f">= {max(wanted, 1)}"
+    except Exception as error:
+        limit = _TOP_N_LIMIT.search(classify(error).message)
+        return limit.group(1) if limit else "?"
+
+
+def format_endpoint_report(rows: list[dict[str, Any]]) -> str:
+    """A table (one row per endpoint) and a verdict line for `inversecoder check-endpoints`."""
+    columns = ["url", "health", *REPORT_FIELDS]
+    table = []
+    for row in rows:
+        health = (f"ok ({row['health_ms']} ms)" if row.get("healthy") else
+                  f"DOWN: {row['error']}" if "health_ms" not in row else f"unhealthy ({row['health_ms']} ms)")
+        cells = {"url": row["url"], "health": health}
+        for name in REPORT_FIELDS:
+            value = row.get(name)
+            cells[name] = "-" if value is None else str(value)
+        if row.get("error") and "health_ms" in row:
+            cells["model_id"] = f"no /info: {row['error']}"
+        table.append([cells[c] for c in columns])
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+    identities = sorted({f"{r['model_id']}@{r.get('model_sha') or 'no sha'}" for r in rows if r.get("model_id")})
+    healthy = sum(bool(r.get("healthy")) and bool(r.get("model_id")) for r in rows)
+    if len(identities) > 1:
+        lines.append(f"REFUSED: the endpoints serve different models or revisions: {', '.join(identities)}")
+    elif identities:
+        lines.append(f"{healthy}/{len(rows)} endpoints healthy, serving {identities[0]}")
+    else:
+        lines.append(f"0/{len(rows)} endpoints reachable")
+    return "\n".join(lines)

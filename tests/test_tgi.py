@@ -1,0 +1,380 @@
+"""The `tgi` backend against TGI-protocol test servers that serve the real tiny model (tests/tgi_server.py).
+
+Every test uses real components: real HTTP on 127.0.0.1, real server processes (killed with SIGKILL),
+`huggingface_hub.AsyncInferenceClient`, the embedded backend as the reference for scores, and the
+OpenAPI document for the shape of every body both ways. HF_HUB_OFFLINE=1 (conftest) stays set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import yaml
+
+from inversecoder.builders import prompts
+from inversecoder.builders.backends.base import CachedModel, GenerationRequest, SamplingParams
+from inversecoder.builders.backends.tgi import TGIBackend, check_endpoints, endpoint_http_client, format_endpoint_report
+from inversecoder.builders.cache import ResultCache
+from inversecoder.builders.stages import candidate_seed
+from inversecoder.config import GeneratorConfig
+from inversecoder.errors import ConfigError
+
+from conftest import SAMPLE
+from tgi_server import SPEC, OpenAPISchemas, TGIServers, http_json
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Fast retries and health checks, so faults are survived in seconds.
+FAST = dict(concurrency=3, request_timeout=20.0, max_retries=5, retry_backoff=0.02, retry_backoff_max=0.2,
+            health_interval=0.2, health_timeout=2.0, progress=False)
+SNIPPETS = [f"```python\ndef f{i}(x):\n    return x * {i} + {i % 3}\n```" for i in range(16)]
+GENERATE = [GenerationRequest(prompts.summarize_prompt(code, "Write a python"), candidate_seed(7, f"row{i}", 0))
+            for i, code in enumerate(SNIPPETS)]
+SAMPLED = SamplingParams(temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_new_tokens=8, stop=("```",))
+SCORE = [prompts.score_prompt(f"Write a function that returns x times {i}.", code) for i, code in enumerate(SNIPPETS[:8])]
+
+
+@pytest.fixture(scope="module")
+def pool(request):
+    with TGIServers() as servers:  # imports torch while the tiny model is built
+        servers.load(request.getfixturevalue("tiny_model_dir"))
+        yield servers
+
+
+@pytest.fixture
+def servers(pool):
+    """The server pool, emptied after each test; no body seen or sent may break TGI's OpenAPI schemas."""
+    yield pool
+    violations = []
+    for server in pool.servers:
+        try:
+            violations += server.stats()["violations"]
+        except OSError:
+            pass  # a killed server
+    pool.stop_all()
+    assert violations == []
+
+
+@pytest.fixture(scope="module")
+def schemas():
+    loaded = OpenAPISchemas.load(SPEC)
+    if loaded is None:
+        pytest.skip(f"TGI's OpenAPI document not found at {SPEC} (the project's ../shared/tgi/openapi.json)")
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def embedded(tiny_model_dir):
+    from inversecoder.builders.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference(pool, tiny_model_dir):
+    """Fault-free results from two endpoints: what every faulty run must reproduce exactly."""
+    a, b = pool.start(), pool.start()
+    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
+    results = backend.generate(GENERATE, SAMPLED), backend.score_yes_no(SCORE)
+    a.kill(), b.kill()
+    pool.servers.clear()
+    assert all(c.error is None for c in results[0]) and all(s.error is None for s in results[1])
+    return results
+
+
+def kill_and_restart_when(server, served: int, pause: float = 0.5) -> threading.Thread:
+    """SIGKILL `server` once it has generated `served` answers, start it again `pause` s later."""
+
+    def run():
+        deadline = time.monotonic() + 60
+        while server.stats()["counts"].get("generated", 0) < served and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.kill()
+        time.sleep(pause)
+        server.restart()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+# -- the double is faithful ----------------------------------------------------------------------
+def test_openapi_validator_catches_malformed_bodies(schemas):
+    good = {"generated_text": "x", "details": {"finish_reason": "length", "generated_tokens": 1, "seed": None, "prefill": [],
+                                               "tokens": [{"id": 1, "text": "x", "logprob": -0.5, "special": False}]}}
+    assert schemas.errors(good, "GenerateResponse") == []
+    assert schemas.errors({"details": None}, "GenerateResponse") == ["GenerateResponse: missing required field 'generated_text'"]
+    bad = {**good, "details": {**good["details"], "finish_reason": "done", "tokens": [{"id": "1", "text": "x", "logprob": None, "special": False}]}}
+    problems = schemas.errors(bad, "GenerateResponse")
+    assert any("finish_reason" in p and "not one of" in p for p in problems)
+    assert any("tokens[0].id: expected integer" in p for p in problems)
+    assert schemas.errors({"error": "x"}, "ErrorResponse") == ["ErrorResponse: missing required field 'error_type'"]
+    request = {"inputs": "x", "parameters": {"stop": ["a"] * 5, "top_n_tokens": 0, "temperature": None, "seed": 2**63}}
+    problems = schemas.errors(request, "GenerateRequest")
+    assert len(problems) == 3 and any("maxItems" in p or "at most 4" in p for p in problems)
+    assert any("top_n_tokens: 0 violates exclusiveMinimum" in p for p in problems)
+
+
+def test_the_double_answers_as_tgis_openapi_document_says(servers, schemas):
+    server = servers.start(faults={"fail_first": 1, "statuses": [429], "retry_after": 1})
+    status, _, info = http_json(server.url + "/info")
+    assert status == 200 and schemas.errors(info, "Info") == []
+    assert http_json(server.url + "/health")[0] == 200
+    body = {"inputs": SCORE[0], "parameters": {"details": True, "decoder_input_details": True, "top_n_tokens": 3,
+                                              "do_sample": True, "temperature": 0.7, "seed": 5, "max_new_tokens": 3}}
+    status, headers, error = http_json(server.url + "/generate", body)
+    assert (status, headers["Retry-After"], error["error_type"]) == (429, "1", "overloaded")
+    server.set_faults(fail_first=0)
+    status, _, answer = http_json(server.url + "/generate", body)
+    assert status == 200 and schemas.errors(answer, "GenerateResponse") == []
+    details = answer["details"]
+    assert details["seed"] == 5 and len(details["tokens"]) == len(details["top_tokens"]) == details["generated_tokens"]
+    assert details["prefill"][0]["logprob"] is None and all(t["logprob"] < 0 for t in details["prefill"][1:])
+    assert http_json(server.url + "/generate", body)[2] == answer  # same seed, same answer
+    status, _, tokens = http_json(server.url + "/tokenize", {"inputs": "Yes No"})
+    assert status == 200 and schemas.errors(tokens, "TokenizeResponse") == [] and "".join(t["text"] for t in tokens) == "Yes No"
+    body["parameters"]["top_n_tokens"] = 9
+    status, _, error = http_json(server.url + "/generate", body)
+    assert status == 422 and error["error_type"] == "validation" and "<= 5" in error["error"]
+
+
+# -- exact scores, reproducible generation -------------------------------------------------------
+def answer_ranks(embedded, prompt: str) -> dict[int, int]:
+    """Rank (0 = most likely) of every Yes/No token at the first response position, by the embedded model."""
+    import torch
+
+    model = embedded._load()
+    ids = torch.tensor([embedded.tokenizer.encode(prompt)])
+    with torch.inference_mode():
+        order = model(input_ids=ids).logits[0, -1].argsort(descending=True).tolist()
+    answers = embedded.answer_token_ids()
+    return {i: order.index(i) for i in answers["yes"] + answers["no"]}
+
+
+@pytest.mark.parametrize("where", ["outside top_n", "one inside top_n", "all inside top_n"])
+def test_scores_equal_the_embedded_backend(servers, embedded, tiny_model_dir, where):
+    ranks = answer_ranks(embedded, SCORE[0])
+    top_n = {"outside top_n": 1, "one inside top_n": min(ranks.values()) + 1, "all inside top_n": len(embedded.tokenizer)}[where]
+    if where == "outside top_n":
+        assert min(ranks.values()) >= 1  # the tiny model never prefers Yes/No: every answer token is outside
+    server = servers.start(max_top_n_tokens=len(embedded.tokenizer))
+    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "top_n_tokens": top_n})
+    got = backend.score_yes_no({"outside top_n": SCORE, "one inside top_n": SCORE[:1], "all inside top_n": SCORE[:3]}[where])
+    want = embedded.score_yes_no(SCORE[: len(got)])
+    for g, w in zip(got, want):
+        assert g.error is None and g.prompt_tokens == w.prompt_tokens
+        assert g.score == pytest.approx(w.score, abs=1e-4) and g.yes_no_mass == pytest.approx(w.yes_no_mass, rel=1e-3)
+    answers = len(ranks)
+    extra = {"outside top_n": answers * len(got), "one inside top_n": answers - 1, "all inside top_n": 0}[where]
+    assert backend.totals["logprob_requests"] == extra
+    assert backend.answer_token_ids() == embedded.answer_token_ids()
+
+
+def test_a_lower_top_n_limit_on_the_servers_is_adopted_not_stormed(servers, tiny_model_dir, reference):
+    server = servers.start(max_top_n_tokens=2)  # /info does not report it, as in TGI 3.x
+    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 1})
+    assert backend.score_yes_no(SCORE) == reference[1] and backend.top_n_tokens == 2
+    assert server.stats()["counts"]["status 422"] == 1
+
+
+def test_sampling_is_reproducible_per_seed_and_greedy_matches_embedded(servers, embedded, tiny_model_dir, reference):
+    a, b = servers.start(), servers.start()
+    alone = TGIBackend([a.url], str(tiny_model_dir), **{**FAST, "concurrency": 1})
+    assert alone.generate(GENERATE, SAMPLED) == reference[0]  # one slot or six: the same completions
+    both = TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
+    reseeded = [GenerationRequest(r.prompt, r.seed + 1) for r in GENERATE]
+    assert sum(x.text != y.text for x, y in zip(both.generate(reseeded, SAMPLED), reference[0])) >= len(GENERATE) // 2
+    greedy = SamplingParams(repetition_penalty=1.1, max_new_tokens=10, stop=("(",))
+    got, want = both.generate(GENERATE[:6], greedy), embedded.generate(GENERATE[:6], greedy)
+    assert [(c.text, c.finish_reason, c.generated_tokens) for c in got] == [(c.text, c.finish_reason, c.generated_tokens) for c in want]
+    info = both.info()
+    assert (info.backend, info.model, info.details["tgi_version"]) == ("tgi", str(tiny_model_dir), "3.3.6-dev0")
+    assert info.revision == embedded.revision  # a local model: the same content hash
+    assert info.details["totals"]["generated_tokens"] > 0
+
+
+# -- faults --------------------------------------------------------------------------------------
+def test_an_endpoint_killed_mid_run_and_restarted(servers, tiny_model_dir, reference):
+    a, b = servers.start(), servers.start()
+    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})
+    killer = kill_and_restart_when(a, served=3)
+    assert backend.generate(GENERATE, SAMPLED) == reference[0]
+    killer.join(timeout=30)
+    assert backend.score_yes_no(SCORE) == reference[1]
+    stats = {s["url"]: s for s in backend.endpoint_stats()}
+    assert stats[a.url]["went_down"] >= 1 and stats[a.url]["came_back"] >= 1 and stats[a.url]["up"]
+    assert a.stats()["counts"].get("generated", 0) > 0  # the restarted process served again
+    assert backend.totals["failed_items"] == 0
+
+
+def test_twenty_percent_errors_and_dropped_connections(servers, tiny_model_dir, reference):
+    faults = {"error_rate": 0.2, "statuses": [500, 503, 429, 424], "retry_after": 0, "drop_rate": 0.05, "seed": 1}
+    a, b = servers.start(faults=faults), servers.start(faults={**faults, "seed": 2})
+    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
+    assert backend.generate(GENERATE, SAMPLED) == reference[0]
+    assert backend.score_yes_no(SCORE) == reference[1]
+    injected = sum(s.stats()["counts"].get("injected", 0) for s in (a, b))
+    assert injected > 5 and backend.totals["retries"] >= injected and backend.totals["failed_items"] == 0
+
+
+def test_retry_after_is_honoured(servers, tiny_model_dir, reference):
+    server = servers.start(faults={"fail_first": 1, "statuses": [429], "retry_after": 1})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **FAST)
+    started = time.monotonic()
+    assert backend.generate(GENERATE[:3], SAMPLED) == reference[0][:3]
+    assert time.monotonic() - started >= 1.0 and backend.totals["retries"] == 3
+
+
+def test_a_failing_endpoint_records_failures_and_the_next_run_completes_them(servers, tiny_model_dir, reference, tmp_path):
+    server = servers.start(faults={"error_rate": 1.0, "statuses": [500]})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "max_retries": 2})
+    cache = ResultCache(tmp_path / "calls.sqlite")
+    model = CachedModel(backend, cache, progress=False)
+    failed = model.generate(GENERATE, SAMPLED)
+    assert all(c.error and c.retryable and "HTTP 500" in c.error and "3 attempts" in c.error for c in failed)
+    assert len(cache) == 0 and backend.totals["failed_items"] == len(GENERATE)
+    server.set_faults(error_rate=0.0)
+    assert model.generate(GENERATE, SAMPLED) == reference[0]
+    assert len(cache) == len(GENERATE)
+
+
+def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir):
+    a, b = servers.start(model_sha="a" * 40), servers.start(model_sha="b" * 40)
+    with pytest.raises(ConfigError, match="different models or revisions"):
+        TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
+    c = servers.start(model_id="org/other-model", model_sha="a" * 40)
+    with pytest.raises(ConfigError, match="different models"):
+        TGIBackend([a.url, c.url], str(tiny_model_dir), **FAST)
+    with pytest.raises(ConfigError, match="generator.model is 'org/tiny' but the TGI endpoints serve 'org/other-model'"):
+        TGIBackend([c.url], "org/tiny", **FAST)
+    with pytest.raises(ConfigError, match="generator.revision"):
+        TGIBackend([a.url], str(tiny_model_dir), "c" * 40, **FAST)
+    assert TGIBackend([a.url], str(tiny_model_dir), "a" * 40, **FAST).info().revision == "a" * 40
+
+
+def test_overlong_prompts_are_rejected_without_a_request(servers, tiny_model_dir, tmp_path):
+    server = servers.start(max_input_tokens=40, max_total_tokens=60)
+    backend = TGIBackend([server.url], str(tiny_model_dir), **FAST)
+    count = lambda text: len(backend._tokenizer(text)["input_ids"])  # noqa: E731
+    words = " ".join(["word"] * 100)
+    medium = next(t for t in (" ".join(["word"] * k) for k in range(5, 100)) if count(t) > 31)  # fits 40, not 40 + 30 > 60
+    assert count(words) > 40 and 31 < count(medium) <= 40 and count("def f(x):") + 30 <= 60
+    requests = [GenerationRequest("def f(x):", 1), GenerationRequest(words, 2), GenerationRequest(medium, 3)]
+    model = CachedModel(backend, ResultCache(tmp_path / "calls.sqlite"), progress=False)
+    results = model.generate(requests, SamplingParams(max_new_tokens=30))
+    assert results[0].error is None
+    assert "accept at most 40 input tokens" in results[1].error and not results[1].retryable
+    assert "max_total_tokens (60)" in results[2].error and not results[2].retryable
+    scores = backend.score_yes_no([words])
+    assert scores[0].score is None and "at most 40" in scores[0].error and not scores[0].retryable
+    counts = server.stats()["counts"]
+    assert counts["POST /generate"] == 1 and "status 422" not in counts
+    assert model.generate(requests, SamplingParams(max_new_tokens=30)) == results and model.computed == 3  # rejections are cached
+
+
+def test_dead_and_slow_endpoints_leave_the_rotation_and_return(servers, tiny_model_dir, reference):
+    with pytest.raises(ConfigError, match="no TGI endpoint answered /info"):
+        TGIBackend(["http://127.0.0.1:9"], str(tiny_model_dir), **FAST)
+    slow, fast = servers.start(faults={"latency": 1.0}), servers.start()
+    backend = TGIBackend([slow.url, fast.url], str(tiny_model_dir), **{**FAST, "health_timeout": 0.3})
+    assert [s["up"] for s in backend.endpoint_stats()] == [False, True]
+    assert backend.generate(GENERATE[:4], SAMPLED) == reference[0][:4]
+    slow.set_faults(latency=0.0)
+    assert backend.generate(GENERATE[4:8], SAMPLED) == reference[0][4:8]
+    stats = backend.endpoint_stats()
+    assert stats[0]["up"] and stats[0]["came_back"] == 1
+
+
+def test_check_endpoints_reports_health_info_and_limits(servers, tiny_model_dir):
+    a, b = servers.start(), servers.start(max_top_n_tokens=3)
+    config = GeneratorConfig(backend="tgi", model=str(tiny_model_dir), endpoints=[a.url, b.url, "http://127.0.0.1:9"], health_timeout=2.0)
+    rows = check_endpoints(config)
+    assert [r["healthy"] for r in rows] == [True, True, False]
+    assert rows[0]["model_id"] == str(tiny_model_dir) and rows[0]["max_input_tokens"] == 3000 and rows[0]["version"] == "3.3.6-dev0"
+    assert (rows[0]["max_top_n_tokens"], rows[1]["max_top_n_tokens"]) == (">= 5", "3")
+    report = format_endpoint_report(rows)
+    assert "DOWN: cannot connect" in report and f"2/3 endpoints healthy, serving {tiny_model_dir}@no sha" in report
+    c = servers.start(model_sha="f" * 40)
+    assert "REFUSED" in format_endpoint_report(check_endpoints(GeneratorConfig(backend="tgi", endpoints=[a.url, c.url])))
+
+
+def test_without_a_local_tokenizer_the_servers_count_tokens(servers, embedded):
+    server = servers.start(model_id="org/tiny-remote", max_input_tokens=200, max_total_tokens=220)
+    backend = TGIBackend([server.url], "org/tiny-remote", **FAST)  # not a folder, not in the Hub cache
+    assert backend._tokenizer is None and backend.revision == "unknown"
+    got = backend.score_yes_no(SCORE[:3] + [" ".join(["word"] * 250)])
+    want = embedded.score_yes_no(SCORE[:3])
+    assert [g.score for g in got[:3]] == pytest.approx([w.score for w in want], abs=1e-4)
+    assert all(g.error is None for g in got[:3]), got
+    assert "at most 200 input tokens" in got[3].error and not got[3].retryable
+    assert backend.answer_token_ids() == embedded.answer_token_ids()
+
+
+def test_hf_hub_offline_still_blocks_everything_but_the_endpoints(servers):
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from huggingface_hub.utils import get_async_session
+
+    server = servers.start()
+    assert constants.is_offline_mode()
+
+    async def probe():
+        async with endpoint_http_client(frozenset({server.url})) as client:
+            assert (await client.get(server.url + "/health")).status_code == 200
+            with pytest.raises(OfflineModeIsEnabled):
+                await client.get("http://127.0.0.1:9/elsewhere")
+        async with get_async_session() as default:  # outside a backend call: huggingface_hub's own client
+            with pytest.raises(OfflineModeIsEnabled):
+                await default.get(server.url + "/health")
+
+    asyncio.run(probe())
+
+
+# -- the whole build -----------------------------------------------------------------------------
+def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny_model_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from inversecoder.builders.pipeline import build_dataset
+    from inversecoder.config import load_config
+
+    a, b = servers.start(), servers.start()
+    generator = {"backend": "tgi", "model": str(tiny_model_dir), "endpoints": [a.url, b.url],
+                 **{k: v for k, v in FAST.items() if k != "progress"}, "concurrency": 2}
+    recipe = {"seed": 5, "source": {"path": str(SAMPLE), "limit": 10}, "generator": generator,
+              "summarize": {"num_samples": 2, "max_new_tokens": 8}, "decontaminate": {"enabled": False}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+
+    def build(name):
+        result = build_dataset(load_config(tmp_path / "r.yaml", output_dir=str(tmp_path / name)), log=lambda _: None, progress=False)
+        return {folder.name: pq.read_table(next(folder.glob("*.parquet"))).to_pylist()
+                for folder in sorted(result.dataset_dir.iterdir()) if folder.is_dir() and folder.name != "assets"}
+
+    clean = build("clean")
+    assert len(clean["data"]) >= 5 and len(clean["candidates"]) == 2 * len(clean["data"])
+    assert all(c["score"] is not None for c in clean["candidates"])
+    for server, seed in ((a, 1), (b, 2)):
+        server.set_faults(error_rate=0.2, statuses=[500, 503, 429], retry_after=0, seed=seed)
+    killer = kill_and_restart_when(a, served=4)
+    faulty = build("faulty")
+    killer.join(timeout=30)
+    assert faulty == clean
+    card = (tmp_path / "faulty" / "dataset" / "README.md").read_text()
+    assert "tgi backend" in card
+
+
+def test_check_endpoints_command_prints_the_report_and_fails_on_a_dead_endpoint(servers, tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    a = servers.start()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"generator: {{backend: tgi, model: {tiny_model_dir}, endpoints: [{a.url}], health_timeout: 2.0}}\n")
+    command = [sys.executable, "-m", "inversecoder.cli", "check-endpoints", str(recipe)]
+    healthy = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert healthy.returncode == 0, healthy.stderr
+    assert a.url in healthy.stdout and "1/1 endpoints healthy" in healthy.stdout
+    broken = subprocess.run(command + ["generator.endpoints=[" + a.url + ", http://127.0.0.1:9]"], capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 2 and "1 of 2 endpoints unreachable or unhealthy: http://127.0.0.1:9" in broken.stderr
