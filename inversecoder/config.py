@@ -212,6 +212,14 @@ class TrainConfig:
     """Checkpoint every N optimizer steps (training resumes from the last one)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory on big models."""
+    packing: str = "auto"
+    """`auto` (on with a GPU, off on CPU), `true` or `false`: padding-free best-fit packing with per-document masks."""
+    attn_implementation: str = "auto"
+    """`auto` (GPU: flash_attention_2 if installed, else flex_attention when packing; CPU: sdpa) or a transformers name."""
+    kernels: str = "auto"
+    """`auto` (Liger kernels on a GPU when liger-kernel is installed), `liger` or `none`."""
+    torch_compile: str = "auto"
+    """`auto` (off: not yet measured to pay under packing's varying shapes), `true` or `false`."""
     sft_args: dict[str, Any] = field(default_factory=dict)
     """Any other `trl.SFTConfig` field, passed through as is."""
 

@@ -30,6 +30,7 @@ import trl
 from inversecoder.builders import prompts
 from inversecoder.config import RunConfig, TrainConfig
 from inversecoder.errors import ConfigError
+from inversecoder.trainers import speed
 
 if TYPE_CHECKING:
     import datasets
@@ -43,6 +44,7 @@ RESERVED_SFT_ARGS = ("output_dir", "stage")
 """Set by the recipe per stage: overriding them would break the resumable stage layout."""
 _NOT_IN_FINGERPRINT = (
     "enabled", "logging_steps", "save_steps", "bf16", "gradient_checkpointing", "per_device_batch_size",
+    "attn_implementation", "kernels", "torch_compile",
 )
 """Knobs that change speed, memory or bookkeeping but not what is learned: a resume may change them."""
 
@@ -56,12 +58,25 @@ class InverseCoderSFTConfig(trl.SFTConfig):
         metadata={"help": "Sequences per optimizer step; sets gradient_accumulation_steps (None: leave it)."},
     )
     stage: str = field(default="", metadata={"help": "Name of the training stage (stage1, stage2, mix)."})
+    documents_per_row: float | None = field(
+        default=None,
+        metadata={"help": "With packing: estimated documents per packed row; global_batch_size then counts "
+                          "documents, and the rows per micro-batch and the accumulation are derived from it."},
+    )
+    speed_plan: dict | None = field(
+        default=None, metadata={"help": "The packing/attention/kernels/compile choice and its reasons (a record)."}
+    )
 
     def __post_init__(self) -> None:
         if self.global_batch_size is not None:
-            self.gradient_accumulation_steps = gradient_accumulation_for(
-                self.global_batch_size, self.per_device_train_batch_size, world_size()
-            )
+            if self.packing and self.documents_per_row:
+                self.per_device_train_batch_size, self.gradient_accumulation_steps = speed.packed_batch(
+                    self.global_batch_size, self.per_device_train_batch_size, world_size(), self.documents_per_row
+                )
+            else:
+                self.gradient_accumulation_steps = gradient_accumulation_for(
+                    self.global_batch_size, self.per_device_train_batch_size, world_size()
+                )
         super().__post_init__()
 
 
@@ -120,8 +135,14 @@ def _checked_sft_args(sft_args: dict[str, Any]) -> dict[str, Any]:
     return dict(sft_args)
 
 
-def sft_config_for(train: TrainConfig, output_dir: Path, epochs: float, seed: int, stage: str) -> InverseCoderSFTConfig:
-    """The paper's hyper-parameters as an SFTConfig; `train.sft_args` is applied last and wins."""
+def sft_config_for(
+    train: TrainConfig, output_dir: Path, epochs: float, seed: int, stage: str, lengths: list[int] | None = None,
+) -> InverseCoderSFTConfig:
+    """The paper's hyper-parameters as an SFTConfig; `train.sft_args` is applied last and wins.
+
+    Packing, attention kernel, Liger kernels and compile follow the hardware (`speed.choose`). With packing,
+    `lengths` (tokens per document) lets the global batch keep counting documents rather than packed rows."""
+    plan = speed.choose(train)
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
         stage=stage,
@@ -138,15 +159,21 @@ def sft_config_for(train: TrainConfig, output_dir: Path, epochs: float, seed: in
         save_steps=train.save_steps,
         save_total_limit=2,
         seed=seed,
-        packing=False,
         completion_only_loss=True,
         report_to="none",
         bf16=_bf16(train.bf16),
         # TRL defaults to bf16 and then refuses to run without a GPU unless told it is a CPU run.
         use_cpu=not _has_accelerator(),
     )
+    kwargs.update(speed.sft_kwargs(plan), speed_plan=plan.as_dict())
     names = {f.name for f in dataclasses.fields(InverseCoderSFTConfig)}
     overrides = _checked_sft_args(train.sft_args)
+    if isinstance(overrides.get("model_init_kwargs"), dict):  # merged: a dtype override keeps the attention choice
+        overrides["model_init_kwargs"] = {**kwargs["model_init_kwargs"], **overrides["model_init_kwargs"]}
+    packing = overrides.get("packing", kwargs["packing"])
+    if packing and lengths is not None and overrides.get("packing_strategy", speed.PACKING_STRATEGY) != "wrapped":
+        max_length = overrides.get("max_length", kwargs["max_length"])
+        kwargs["documents_per_row"] = speed.documents_per_row(lengths, max_length)
     # transformers 5.24 renamed gradient_checkpointing to activation_checkpointing; the old name only counts
     # when the new one is unset, and TRL's default for the old one (True) always warns. Set the new name.
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
@@ -397,9 +424,12 @@ def _run_stage(
     checkpoint = _last_checkpoint(stage.folder)
     if checkpoint:
         print(f"{stage.name}: resuming from {checkpoint}")
+    speed.reset_peak_memory()
     trainer.train(resume_from_checkpoint=checkpoint)
+    peak = speed.peak_memory()
+    trainer.state.log_history.append({**peak, "step": trainer.state.global_step})
     record.update(
-        sft_args=_public(args.to_dict()), global_step=trainer.state.global_step,
+        sft_args=_public(args.to_dict()), global_step=trainer.state.global_step, **peak,
         log_history=trainer.state.log_history,
     )
     _save_final(trainer, stage.final, record)
@@ -446,6 +476,14 @@ def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir:
     stages, sizes = _plan(config, dataset_dir, work_dir)
     # Every stage's settings are checked before the first one trains for hours.
     stage_args = [sft_config_for(config.train, s.folder, s.epochs, config.seed, s.name) for s in stages]
+    if any(args.packing for args in stage_args):
+        # Packed rows hold several documents: the global batch keeps counting documents (see speed.py).
+        tokenizer = _load_tokenizer(*base)
+        stage_args = [
+            sft_config_for(config.train, s.folder, s.epochs, config.seed, s.name,
+                           lengths=speed.document_lengths(tokenizer, s.rows)) if args.packing else args
+            for s, args in zip(stages, stage_args)
+        ]
     start, revision = base
     records: list[dict[str, Any]] = []
     previous = ""
