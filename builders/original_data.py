@@ -24,7 +24,8 @@ from inversecoder.config import RunConfig
 def build_original_data(config: RunConfig, target: Path, log=print) -> Path:
     """Write `target` (Hub layout, config `original`); rewritten atomically on every call (cheap)."""
     source = load_source(config.source)
-    _, clean, _, report, _ = _decontaminate(config, [], source.rows, log)
+    _, clean, _, _, _ = _decontaminate(config, [], source.rows, log)
+    removed = len(source.rows) - len(clean)
     rows = [{"instruction": r.instruction, "response": r.response, "row_id": r.row_id, "source_index": r.source_index}
             for r in clean]
     table = pa.Table.from_pylist(rows, schema=SCHEMAS["original"])
@@ -36,10 +37,10 @@ def build_original_data(config: RunConfig, target: Path, log=print) -> Path:
         "---\n" + DatasetCardData(license=config.dataset.license, configs=hub_configs(["original"]),
                                   dataset_info=dataset_infos({"original": table})).to_yaml() + "\n---\n\n"
         f"# Training data of the generator M\n\n{len(rows)} pairs of `{config.source.path}` that are usable and "
-        f"clean ({len(report)} removed by decontamination): the base model is fine-tuned on them to make M.\n"
+        f"clean ({removed} removed by decontamination): the base model is fine-tuned on them to make M.\n"
     )
     card.save(partial / "README.md")
-    info = {"source": config.source.path, "rows": len(rows), "decontaminated": len(report),
+    info = {"source": config.source.path, "rows": len(rows), "decontaminated": removed,
             "fingerprint": content_fingerprint({"original": rows})}
     (partial / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)

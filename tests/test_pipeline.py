@@ -99,7 +99,7 @@ def test_card_has_metadata_counts_parameters_and_histogram(built):
     config, result = built
     card = DatasetCard.load(result.dataset_dir / "README.md")
     names = [c["config_name"] for c in card.data.configs]
-    assert names == ["default", "candidates", "rejected", "original"]
+    assert names == ["default", "candidates", "rejected", "original", "contamination"]
     assert card.data.license == "apache-2.0" and card.data.size_categories == ["n<1K"]
     sizes = {info["config_name"]: info["splits"][0]["num_examples"] for info in card.data.dataset_info}
     assert sizes["default"] == result.counts["final pairs (default config)"]

@@ -1,0 +1,113 @@
+"""Decontamination quality: precision and recall of each layer, and of all of them together, on the
+labelled set `data/decontamination_calibration.jsonl` (written for this project: HumanEval+/MBPP+
+problems paraphrased by hand, some with their canonical solution renamed and reformatted, as positives;
+problems on the same topics that are no benchmark task as negatives), plus threshold sweeps for the
+two calibrated layers (semantic, code) and the share of the bundled demo sample (written for this
+project, no benchmark task but one deliberate HumanEval/0 copy) that each layer would flag.
+
+A positive counts as found when its row is flagged (it would be removed); "right task" says how many
+were flagged with the benchmark task they paraphrase. The defaults of `decontaminate.*` are chosen
+here: the lowest thresholds that flag no negative, for recall.
+
+    python benchmarks/decontamination_quality.py                      # ~1 minute on a 2-core CPU
+    python benchmarks/decontamination_quality.py --benchmarks-dir DIR decontaminate.semantic_threshold=0.8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from inversecoder.builders.decontaminate import LAYERS, Decontaminator, code_of, load_tasks
+from inversecoder.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+LABELLED = REPO / "data" / "decontamination_calibration.jsonl"
+SAMPLE = REPO / "data" / "evol_instruct_sample.jsonl"
+KNOWN_COPY = "has_close_elements"  # the sample's one deliberate benchmark copy (HumanEval/0)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def metrics(flagged: list[bool], right_task: list[bool], labels: list[bool]) -> dict:
+    tp = sum(f and l for f, l in zip(flagged, labels))
+    fp = sum(f and not l for f, l in zip(flagged, labels))
+    positives = sum(labels)
+    return {"tp": tp, "fp": fp, "positives": positives, "negatives": len(labels) - positives,
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / positives if positives else 0.0,
+            "right_task": sum(r for r, l in zip(right_task, labels) if l)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmarks-dir", default=str(REPO.parent / "shared" / "benchmarks"))
+    parser.add_argument("overrides", nargs="*", help="decontaminate.FIELD=VALUE overrides of the defaults")
+    args = parser.parse_args()
+    config = load_config(None, args.overrides).decontaminate
+    config.semantic = True  # measured whatever the default
+    cache = Path("/tmp/inversecoder-bench-cache")
+    tasks, versions = load_tasks(config.benchmarks, args.benchmarks_dir, cache)
+    checker = Decontaminator(config, None, cache, tasks=tasks, versions=versions)
+    task_index = {task.task_id: i for i, task in enumerate(tasks)}
+
+    rows = read_jsonl(LABELLED)
+    labels = [row["label"] == "contaminated" for row in rows]
+    pairs = [(row["instruction"], row["response"]) for row in rows]
+    per_layer = checker.layer_matches(pairs)
+    print(f"labelled set: {sum(labels)} positives ({sum(r['task_id'].startswith('HumanEval') for r in rows if r['task_id'])} "
+          f"HumanEval+, {sum(r['task_id'].startswith('Mbpp') for r in rows if r['task_id'])} MBPP+; "
+          f"{sum(bool(r['response']) for r in rows if r['task_id'])} with code), {len(labels) - sum(labels)} negatives "
+          f"({sum(bool(r['response']) for r in rows if not r['task_id'])} with code); {len(tasks)} tasks")
+    print(f"thresholds: semantic {config.semantic_threshold}, code {config.code_threshold} "
+          f"(solutions >= {config.code_min_tokens} tokens), ngram {config.ngram}, substring >= {config.min_substring_words} words\n")
+    print(f"{'layer':<10} {'precision':>9} {'recall':>7} {'found':>9} {'right task':>10} {'negatives flagged':>18}")
+
+    def report(name: str, layer_names: tuple[str, ...]) -> None:
+        flagged, right = [], []
+        for row, layers in zip(rows, per_layer):
+            hit = {i for layer in layer_names for i in layers[layer]}
+            flagged.append(bool(hit))
+            right.append(row["task_id"] is not None and task_index[row["task_id"]] in hit)
+        m = metrics(flagged, right, labels)
+        print(f"{name:<10} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['tp']:>4}/{m['positives']:<4} {m['right_task']:>10} "
+              f"{m['fp']:>9}/{m['negatives']}")
+
+    for layer in LAYERS:
+        report(layer, (layer,))
+    report("combined", LAYERS)
+
+    # Sweeps: positives score against their own task, negatives their best task.
+    similarity = checker.semantic_scores([row["instruction"] for row in rows])
+    code = np.stack([checker.code_scores(code_of(row["response"])) if row["response"] else np.zeros(len(tasks)) for row in rows])
+    for name, scores, grid, subset in (
+        ("semantic", similarity, [0.70, 0.75, 0.78, 0.80, 0.82, 0.83, 0.85, 0.88, 0.90], [True] * len(rows)),
+        ("code", code, [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0], [bool(row["response"]) for row in rows]),
+    ):
+        own = [scores[i, task_index[r["task_id"]]] for i, r in enumerate(rows) if labels[i] and subset[i]]
+        worst = [scores[i].max() for i, r in enumerate(rows) if not labels[i] and subset[i]]
+        print(f"\n{name} sweep ({len(own)} positives, {len(worst)} negatives; highest negative {max(worst):.3f}, "
+              f"positives' median {np.median(own):.3f}):")
+        print("  threshold " + " ".join(f"{t:>6.2f}" for t in grid))
+        print("  recall    " + " ".join(f"{np.mean(np.array(own) >= t):>6.3f}" for t in grid))
+        print("  neg. flag " + " ".join(f"{int(np.sum(np.array(worst) >= t)):>6d}" for t in grid))
+
+    sample = [r for r in read_jsonl(SAMPLE) if isinstance(r.get("instruction"), str) and isinstance(r.get("response"), str)]
+    clean = [r for r in sample if KNOWN_COPY not in r["instruction"]]
+    sample_layers = checker.layer_matches([(r["instruction"], r["response"]) for r in clean])
+    counts = {layer: sum(bool(l[layer]) for l in sample_layers) for layer in LAYERS}
+    flagged = sum(any(l.values()) for l in sample_layers)
+    print(f"\ndemo sample ({len(clean)} rows without the deliberate copy): flagged {flagged} "
+          f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    for row, layers in zip(clean, sample_layers):
+        for layer in LAYERS:
+            for match in layers[layer].values():
+                print(f"  {layer} {match.task_id} {match.score:.3f}: {row['instruction'][:90]!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Decontamination and deduplication speed on a synthetic corpus the size of Magicoder-Evol-Instruct-110K.
+
+The corpus is generated here (seeded): instructions of 15-250 words and fenced Python responses of
+5-60 lines, drawn from programming vocabulary and code templates, so that lengths and token mixes are
+those of an instruction corpus; a few rows embed real benchmark text so that every layer has matches
+to report. Each layer runs alone over the rows against all HumanEval+ and MBPP+ tasks and prints rows/s;
+the semantic layer (all-MiniLM-L6-v2 on the CPU, the expensive one) embeds `--semantic-rows` rows and
+its 110K time is projected from them. Deduplication (MinHash LSH, instructions and code) runs on all rows.
+
+    python benchmarks/decontamination_speed.py                       # 110K rows; ~12 minutes on a 2-core CPU
+    python benchmarks/decontamination_speed.py --rows 20000 --semantic-rows 500   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+
+from inversecoder.builders.decontaminate import Decontaminator, load_tasks
+from inversecoder.builders.dedup import code_units, instruction_units, scan
+from inversecoder.config import DecontaminateConfig, DedupConfig
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ("write a function that returns the list of numbers string array integer sorted given input output value "
+         "element index key dictionary count sum maximum minimum first last each every python class method "
+         "program implement create check whether valid character word sentence file data table user request "
+         "error handle exception loop recursion algorithm efficient complexity time space matrix row column "
+         "node tree graph path edge weight prime even odd digit binary number divisible average median mode").split()
+TEMPLATES = [
+    "def {f}({a}, {b}):\n    {c} = []\n    for {i} in range(len({a})):\n        if {a}[{i}] % {b} == 0:\n            {c}.append({a}[{i}])\n    return {c}\n",
+    "def {f}({a}):\n    {c} = {{}}\n    for {i} in {a}:\n        {c}[{i}] = {c}.get({i}, 0) + 1\n    return sorted({c}.items(), key=lambda kv: -kv[1])\n",
+    "class {F}:\n    def __init__(self, {a}):\n        self.{a} = {a}\n\n    def {f}(self, {b}):\n        return [x for x in self.{a} if x != {b}]\n",
+    "import re\n\ndef {f}({a}: str) -> list:\n    # split on anything that is not a word character\n    return [w.lower() for w in re.split(r'\\W+', {a}) if w]\n",
+    "def {f}({a}, {b}=0):\n    if not {a}:\n        return {b}\n    {c} = {a}[0]\n    for {i} in {a}[1:]:\n        {c} = max({c}, {i})\n    return {c} + {b}\n",
+    "try:\n    with open({a}) as {c}:\n        {b} = {c}.read().splitlines()\nexcept FileNotFoundError:\n    {b} = []\nprint(len({b}))\n",
+]
+NAMES = "data items values nums text result acc total xs ys node edge key val limit size count".split()
+
+
+def synthetic_corpus(rows: int, tasks, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    corpus = []
+    for n in range(rows):
+        instruction = " ".join(rng.choice(WORDS) for _ in range(int(rng.lognormvariate(3.9, 0.6)) % 250 + 15))
+        blocks = []
+        for _ in range(rng.randint(1, 6)):
+            names = rng.sample(NAMES, 5)
+            blocks.append(rng.choice(TEMPLATES).format(f=f"func_{rng.randint(0, 999)}", F=f"Cls{rng.randint(0, 99)}",
+                                                       a=names[0], b=names[1], c=names[2], i=names[3]))
+        if n % 1000 == 7:  # a contaminated row now and then: a benchmark statement inside the instruction
+            instruction += " " + rng.choice(tasks).description
+        corpus.append((instruction, "Here is the code:\n```python\n" + "\n".join(blocks) + "```\nIt runs in linear time."))
+    return corpus
+
+
+def timed(label: str, rows: int, work) -> float:
+    started = time.perf_counter()
+    found = work()
+    seconds = time.perf_counter() - started
+    print(f"{label:<34} {rows:>7} rows {seconds:>8.1f} s {rows / seconds:>9.0f} rows/s   ({found} rows matched)")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=110_000)
+    parser.add_argument("--semantic-rows", type=int, default=2_000)
+    parser.add_argument("--benchmarks-dir", default=str(REPO.parent / "shared" / "benchmarks"))
+    args = parser.parse_args()
+
+    config = DecontaminateConfig()
+    tasks, versions = load_tasks(config.benchmarks, args.benchmarks_dir, Path("/tmp/inversecoder-bench-cache"))
+    started = time.perf_counter()
+    checker = Decontaminator(config, None, Path("."), tasks=tasks, versions=versions)
+    print(f"setup: {len(tasks)} tasks indexed, embedding model loaded and tasks embedded in "
+          f"{time.perf_counter() - started:.1f} s (device {checker.embedder.device})")
+    corpus = synthetic_corpus(args.rows, tasks)
+    words = sum(len(i.split()) for i, _ in corpus) / len(corpus)
+    print(f"corpus: {len(corpus)} synthetic rows, {words:.0f} instruction words and "
+          f"{sum(len(r) for _, r in corpus) / len(corpus):.0f} response characters on average\n")
+
+    texts = [instruction + "\n" + response for instruction, response in corpus]
+    total = {}
+    total["substring"] = timed("substring", len(corpus), lambda: sum(bool(checker._substring(t)) for t in texts))
+    total["ngram"] = timed(f"ngram ({config.ngram}-gram)", len(corpus), lambda: sum(bool(checker._ngram(t)) for t in texts))
+    total["code"] = timed("code (shingle containment)", len(corpus), lambda: sum(bool(checker._code(r)) for _, r in corpus))
+    sample = [instruction for instruction, _ in corpus[: args.semantic_rows]]
+    threshold = config.semantic_threshold
+    seconds = timed(f"semantic (MiniLM, {config.semantic_max_tokens} tokens)", len(sample),
+                    lambda: int((checker.semantic_scores(sample).max(axis=1) >= threshold).sum()))
+    total["semantic"] = seconds * len(corpus) / len(sample)
+    dedup = DedupConfig()
+    total["dedup"] = timed("dedup: instructions + code", len(corpus), lambda: int(
+        (scan([instruction_units(i) for i, _ in corpus], dedup).best_jaccard >= 0.6).sum()
+        + (scan([code_units(r) for _, r in corpus], dedup, code=True).best_jaccard >= 0.6).sum()))
+
+    lexical = total["substring"] + total["ngram"] + total["code"]
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes slow every rate)")
+    print(f"for {len(corpus)} rows on this machine: substring + ngram + code {lexical / 60:.1f} min, "
+          f"semantic {total['semantic'] / 60:.1f} min (projected from {len(sample)} rows), dedup {total['dedup'] / 60:.1f} min; "
+          f"all {sum(total.values()) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
