@@ -46,7 +46,10 @@ def tables(dataset_dir: Path) -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def built(tiny_model_dir, benchmarks_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("build")
-    recipe = write_recipe(out / "r.yaml", tiny_model_dir, benchmarks_dir, source={"limit": None}, summarize={"num_samples": 2})
+    # The semantic layer is tested in test_decontaminate.py and end to end in test_run.py; here it would
+    # only add minutes of CPU embedding.
+    recipe = write_recipe(out / "r.yaml", tiny_model_dir, benchmarks_dir, source={"limit": None}, summarize={"num_samples": 2},
+                          decontaminate={"semantic": False})
     config = load_config(recipe, output_dir=str(out / "run"))
     result = build_dataset(config, progress=False)
     return config, result
