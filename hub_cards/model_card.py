@@ -24,7 +24,12 @@ def eval_results_from(results: dict[str, Any]) -> list[EvalResult]:
     """`EvalResult`s (pass@1, base and plus) for every benchmark in an `eval_results.json`."""
     entries = []
     for name, bench in results.get("benchmarks", {}).items():
-        suffix = f" (first {bench['limit']} tasks)" if bench.get("limit") else ""
+        if bench.get("limit"):
+            suffix = f" (first {bench['limit']} tasks)"
+        elif bench.get("subset"):  # e.g. samples scored from a file that covers only some tasks
+            suffix = f" ({bench['n_tasks']}-task subset)"
+        else:
+            suffix = ""
         for (dataset_type, dataset_name), key in zip(_DATASETS[name], ("base", "plus")):
             entries.append(
                 EvalResult(
@@ -64,7 +69,7 @@ def render_model_card(
     for bench in (eval_results or {}).get("benchmarks", {}).values():
         rows.append({
             "dataset": bench["dataset"], "version": bench.get("version", ""), "hash": bench.get("hash", ""),
-            "n_tasks": bench["n_tasks"], "limit": bench.get("limit"),
+            "n_tasks": bench["n_tasks"], "limit": bench.get("limit") or (bench["n_tasks"] if bench.get("subset") else None),
             "base": 100 * bench["pass@1"]["base"], "plus": 100 * bench["pass@1"]["plus"],
         })
     settings = (eval_results or {}).get("settings", {})

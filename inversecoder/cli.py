@@ -40,8 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUTPUT/.cache: an interrupted build resumes, a finished one reruns for free.")
     _config_command(sub, "train", "two-stage SFT (generated pairs, then original pairs) with TRL",
                     "Fine-tune the base model on OUTPUT/dataset into OUTPUT/model; resumes from the last checkpoint.")
-    evaluate = _config_command(sub, "evaluate", "EvalPlus HumanEval+ / MBPP+, greedy pass@1",
-                               "Evaluate OUTPUT/model (or evaluate.model) with EvalPlus into OUTPUT/eval.")
+    evaluate = sub.add_parser("evaluate", help="EvalPlus HumanEval+ / MBPP+, greedy pass@1",
+                              description="Evaluate OUTPUT/model (or evaluate.model) with EvalPlus into OUTPUT/eval; or, "
+                                          "with --samples, score pre-generated samples in EvalPlus's format.")
+    evaluate.add_argument("config", nargs="?", help="YAML recipe (optional with --samples)")
+    evaluate.add_argument("overrides", nargs="*", metavar="section.field=value", help=OVERRIDES_HELP)
+    evaluate.add_argument("--output-dir", help="where artifacts go (overrides output_dir)")
+    evaluate.add_argument("--samples", help="a .jsonl of {task_id, solution|completion}: score it instead of generating")
+    evaluate.add_argument("--benchmark", choices=["humaneval", "mbpp"], help="the benchmark of --samples")
     evaluate.add_argument("--limit", type=int, help="only the first N tasks of each benchmark (evaluate.limit)")
     evaluate.add_argument("--model", help="model to evaluate (evaluate.model)")
     run = _config_command(sub, "run", "the whole loop: [generator], build-dataset, train, evaluate, report",
@@ -85,6 +91,31 @@ def _load(args: argparse.Namespace):
     return load_config(args.config, overrides, output_dir=args.output_dir)
 
 
+def _score_samples(args: argparse.Namespace) -> None:
+    """`evaluate --samples FILE --benchmark NAME`: EvalPlus-format samples, scored in our sandbox."""
+    from pathlib import Path
+
+    from inversecoder.config import load_config
+    from inversecoder.eval.harness import score_samples_file
+
+    if not args.benchmark:
+        raise UserError("--samples needs --benchmark humaneval|mbpp")
+    samples = Path(args.samples)
+    if not samples.is_file():
+        raise UserError(f"samples file not found: {samples}")
+    config = load_config(args.config, list(args.overrides), output_dir=args.output_dir)
+    output = Path(args.output_dir) if args.output_dir else samples.parent / f"{samples.stem}-eval"
+    results = score_samples_file(
+        samples, args.benchmark, config.benchmarks_dir, config.output / ".cache" / "benchmarks", output,
+        config.evaluate.parallel, min_time_limit=config.evaluate.min_time_limit,
+        gt_time_limit_factor=config.evaluate.gt_time_limit_factor, fix_humaneval_32=config.evaluate.fix_humaneval_32,
+        isolation=config.evaluate.sandbox, require_isolation=config.evaluate.require_isolation,
+    )
+    bench = results["benchmarks"][args.benchmark]
+    print(f"{bench['dataset']}: pass@1 base {bench['pass@1']['base']:.3f}, plus {bench['pass@1']['plus']:.3f} "
+          f"({bench['n_tasks']} tasks); results in {output / 'eval_results.json'}")
+
+
 def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "make-tiny-model":
         from inversecoder.tiny_model import make_tiny_model
@@ -97,6 +128,13 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         run_command(args)
         return
+    if args.command == "evaluate" and args.config and _OVERRIDE.match(args.config):
+        args.overrides, args.config = [args.config, *args.overrides], None  # `evaluate --samples F key=value`
+    if args.command == "evaluate" and args.samples:
+        _score_samples(args)
+        return
+    if args.command == "evaluate" and not args.config:
+        raise UserError("evaluate needs a CONFIG (or --samples FILE --benchmark NAME)")
     config = _load(args)
     if args.command == "check-endpoints":
         from inversecoder.builders.backends.tgi import check_endpoints, format_endpoint_report

@@ -244,6 +244,19 @@ class EvalConfig:
     """Minimum seconds a program may run per test input (evalplus's setting)."""
     gt_time_limit_factor: float = 4.0
     """Time limit = this x the canonical solution's time (evalplus's setting)."""
+    n_samples: int = 1
+    """Solutions per task; more than 1 needs temperature > 0 and adds pass@10/@100 when n allows."""
+    temperature: float = 0.0
+    """0 means greedy (the paper's pass@1)."""
+    top_p: float = 1.0
+    """Nucleus threshold when sampling."""
+    sandbox: str = "auto"
+    """Isolation of programs under test: `auto` (the strongest the kernel allows), `namespaces+uid`,
+    `namespaces`, `uid` or `rlimits` (see the README's sandbox section)."""
+    require_isolation: bool = False
+    """Refuse to run programs where no network isolation is available."""
+    fix_humaneval_32: bool = True
+    """Fix evalplus 0.3.1's HumanEval/32 checker (every solution fails it); false reproduces evalplus exactly."""
     compare_generator: bool = True
     """`run` also evaluates the generator M with the same harness and puts the comparison in the card."""
     compare_base: bool = False

@@ -104,7 +104,7 @@ def _evaluate_into(config: RunConfig, model: str, output: Path) -> dict[str, Any
     if not Path(model).exists() and not (model.count("/") == 1 and not model.startswith((".", "/"))):
         raise UserError(f"no model at {model}: train it first or set evaluate.model")
     cached = open_model(config, model=model)
-    return evaluate_model(cached, config.evaluate, config.benchmarks_dir, cache_dir(config) / "benchmarks", output)
+    return evaluate_model(cached, config.evaluate, config.benchmarks_dir, cache_dir(config) / "benchmarks", output, seed=config.seed)
 
 
 def _evaluate(config: RunConfig) -> dict[str, Any]:

@@ -48,3 +48,22 @@ def test_show_config_applies_overrides_and_output_dir():
     result = cli("show-config", "configs/demo.yaml", "summarize.num_samples=3", "--output-dir", "elsewhere", cwd=REPO)
     assert result.returncode == 0
     assert "num_samples: 3" in result.stdout and "output_dir: elsewhere" in result.stdout
+
+
+def test_evaluate_scores_an_evalplus_samples_file(benchmarks_dir, tmp_path):
+    import gzip
+    import json
+
+    problems = [json.loads(line) for line in gzip.open(benchmarks_dir / "HumanEvalPlus-v0.1.10.jsonl.gz", "rt")][:3]
+    samples = tmp_path / "samples.jsonl"
+    rows = [{"task_id": p["task_id"], "solution": p["prompt"] + p["canonical_solution"]} for p in problems[:2]]
+    rows.append({"task_id": problems[2]["task_id"], "completion": "    return None\n"})  # evalplus's other format
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = cli("evaluate", "--samples", str(samples), "--benchmark", "humaneval", f"benchmarks_dir={benchmarks_dir}",
+                 "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pass@1 base 0.667" in result.stdout
+    saved = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert saved["benchmarks"]["humaneval"]["subset"] is True
+    missing = cli("evaluate", "--samples", str(samples))
+    assert missing.returncode == 2 and "--samples needs --benchmark" in missing.stderr
