@@ -116,7 +116,6 @@ def main() -> None:
         theirs = verdicts(theirs_results, "eval")
         ours = verdicts(folder / "ours" / f"{args.benchmark}_raw_results.json", "eval")
 
-    differ = sorted({mine[0] for mine, upstream in zip(ours, theirs) if mine != upstream})
     tasks = {task_id for task_id, _, _ in theirs}
     print(f"\n{args.benchmark}: {len(tasks)} tasks, {n_samples} samples, {n_inputs} test inputs, "
           f"{args.parallel} workers, {os.cpu_count()} CPUs")

@@ -7,7 +7,6 @@ An unusable configuration (missing file, unknown column, no rows) is a `ConfigEr
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from inversecoder.builders.rows import Rejected, short_hash
 from inversecoder.config import SourceConfig
 from inversecoder.errors import ConfigError
+from inversecoder.files import file_sha256
 
 STAGE = "source"
 
@@ -42,14 +42,6 @@ class _BadRecord:
     def __init__(self, reason: str, detail: str = ""):
         self.reason = reason
         self.detail = detail
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_jsonl(path: Path) -> Iterator[Any]:
@@ -110,7 +102,7 @@ def _read_dataset(config: SourceConfig) -> Iterator[Any]:
 def _records(config: SourceConfig) -> tuple[Iterator[Any], dict[str, Any]]:
     path = Path(config.path).expanduser()
     if path.is_file():
-        info = {"path": str(config.path), "kind": "file", "sha256": _file_sha256(path)}
+        info = {"path": str(config.path), "kind": "file", "sha256": file_sha256(path)}
         name = path.name.lower()
         if name.endswith(".jsonl"):
             return _read_jsonl(path), info

@@ -52,6 +52,7 @@ from inversecoder.eval import checker
 from inversecoder.eval.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchmark
 from inversecoder.eval.sandbox import Limits, Sandbox
 from inversecoder.errors import ConfigError, UserError
+from inversecoder.files import file_sha256
 
 if TYPE_CHECKING:
     from inversecoder.config import EvalConfig
@@ -620,14 +621,6 @@ def read_samples(path: Path, benchmark: Benchmark) -> list[dict[str, Any]]:
     return samples
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def score_samples_file(
     samples_path: Path,
     benchmark: str,
@@ -664,7 +657,7 @@ def score_samples_file(
     results = {
         "benchmarks": {benchmark: summary},
         "settings": {
-            "samples": {"path": str(samples_path.resolve()), "sha256": _sha256(samples_path), "n_samples": len(samples)},
+            "samples": {"path": str(samples_path.resolve()), "sha256": file_sha256(samples_path), "n_samples": len(samples)},
             "decoding": None,  # not known: the samples were generated elsewhere
             "checker": {"min_time_limit": min_time_limit, "gt_time_limit_factor": gt_time_limit_factor,
                         "fixes": checked["checker"]["fixes"]},

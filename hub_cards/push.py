@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inversecoder.errors import UserError
+from inversecoder.files import file_sha256
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -203,14 +204,6 @@ def _git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _remote_files(api: HfApi, repo_id: str, repo_type: str, revision: str) -> dict[str, Any]:
     from huggingface_hub.hf_api import RepoFile
 
@@ -227,7 +220,7 @@ def _same_files(api: HfApi, repo_id: str, repo_type: str, revision: str, content
         content = contents[path]
         data = content if isinstance(content, bytes) else None
         if entry.lfs is not None:
-            local = hashlib.sha256(data).hexdigest() if data is not None else _sha256(content)
+            local = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(content)
             if local != entry.lfs.sha256:
                 return False
         elif _git_blob_oid(data if data is not None else content.read_bytes()) != entry.blob_id:

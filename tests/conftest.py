@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,3 +45,43 @@ def _evalplus_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "evalplus-cache"
     monkeypatch.setattr(evalplus_utils, "CACHE_DIR", str(cache))
     monkeypatch.setattr(evalplus_evaluate, "CACHE_DIR", str(cache))
+
+
+@pytest.fixture
+def canary():
+    """A world-writable directory with a world-writable file, outside /tmp (the sandbox has its own
+    /tmp, so a canary there would be out of its sight): only the sandbox protects them."""
+    base = next((d for d in ("/var/tmp", "/dev/shm") if os.path.isdir(d) and os.access(d, os.W_OK)), None)
+    if base is None:
+        pytest.skip("no writable /var/tmp or /dev/shm for the canary")
+    folder = Path(tempfile.mkdtemp(prefix="inversecoder-canary-", dir=base))
+    (folder / "keep.txt").write_text("precious")
+    folder.chmod(0o777)
+    (folder / "keep.txt").chmod(0o666)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def listener():
+    """A TCP listener on 127.0.0.1 that counts the connections it accepts."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    accepted: list[object] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept())
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    server.close()

@@ -16,13 +16,8 @@ import math
 import os
 import pickle
 import pytest
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
-from pathlib import Path
 
 from inversecoder.builders.backends.base import BackendInfo, CachedModel, Completion
 from inversecoder.builders.cache import ResultCache
@@ -233,45 +228,6 @@ def hostile_solution(benchmark, task_id: str, attack: str, **values) -> str:
         f"{canonical(benchmark, task_id)}\n\n__real = {entry}\n\ndef __attack():\n{body}\n\n"
         f"def {entry}(*args):\n    __attack()\n    return __real(*args)\n"
     )
-
-
-@pytest.fixture
-def canary():
-    """A world-writable directory with a world-writable file, outside /tmp (the sandbox has its own
-    /tmp, so a canary there would be out of its sight): only the sandbox protects them."""
-    base = next((d for d in ("/var/tmp", "/dev/shm") if os.path.isdir(d) and os.access(d, os.W_OK)), None)
-    if base is None:
-        pytest.skip("no writable /var/tmp or /dev/shm for the canary")
-    folder = Path(tempfile.mkdtemp(prefix="inversecoder-canary-", dir=base))
-    (folder / "keep.txt").write_text("precious")
-    folder.chmod(0o777)
-    (folder / "keep.txt").chmod(0o666)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def listener():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.2)
-    accepted: list[object] = []
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept())
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    stop.set()
-    thread.join()
-    server.close()
 
 
 def test_hostile_solutions_fail_harm_nothing_and_the_evaluation_finishes(benchmarks, canary, listener, monkeypatch):

@@ -181,7 +181,7 @@ def test_dataset_push_is_one_tagged_commit_that_load_dataset_pins(hub, client_en
     assert out["candidates"] == len(rows(dataset_dir, "candidates"))
     assert out["configs"][0] == "default" and "candidates" in out["configs"]
     info = json.loads((dataset_dir / "build_info.json").read_text())
-    assert f"**Version:** `v1.0`" in out["text"] and info["fingerprint"] in out["text"]
+    assert "**Version:** `v1.0`" in out["text"] and info["fingerprint"] in out["text"]
     assert f'load_dataset("{DATASET_REPO}", split="train", revision="v1.0")' in out["text"]  # placeholder replaced
     assert "<org>/" not in out["text"]
     for path in ("data/train-00000-of-00001.parquet", "build_info.json", "assets/score_histogram.png"):

@@ -786,6 +786,7 @@ class TGIBackend:
         """One HTTP request, routed and retried; raises _ItemError once it cannot succeed in this run."""
         avoid: _Endpoint | None = None
         last = "no endpoint was tried"
+        delay = 0.0  # set by each failed attempt for the next one
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.totals["retries"] += 1
