@@ -389,6 +389,9 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
         repo_id=f"<org>/{config.dataset.name}-generator",
         dataset={"path": str(generator_dir(config) / "data"), "version": None, "fingerprint": None},
         generator={"model": "(this model)", "revision": "-"},
+        role="generator",
+        related={"Dataset it generated": config.push.dataset_repo_id or str(dataset_dir(config)),
+                 "InverseCoder trained on that dataset": config.push.model_repo_id or str(model_dir(config))},
         source=config.source.path,
         train=train,
         stages=[{"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}

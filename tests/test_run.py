@@ -86,6 +86,10 @@ def test_the_generator_is_compared_with_inversecoder_in_the_card_and_summary(fin
     assert "## Compared with its generator model" in (out / "model" / "README.md").read_text()
     generator_card = ModelCard.load(out / "generator" / "model" / "README.md")
     assert len(generator_card.data.eval_results) == 4
+    assert f"**Dataset it generated:** `{out / 'dataset'}`" in generator_card.text  # the cards link each other
+    assert f"**InverseCoder trained on that dataset:** `{out / 'model'}`" in generator_card.text
+    assert str(out / "generator" / "model") in (out / "model" / "README.md").read_text()
+    assert str(out / "generator" / "model") in (out / "dataset" / "README.md").read_text()
     generator_training = json.loads((out / "generator" / "model" / "training_config.json").read_text())
     assert [stage["stage"] for stage in generator_training["stages"]] == ["original"]
 
