@@ -345,3 +345,34 @@ def test_the_token_is_never_printed_or_written(hub, dataset_dir, model_dir, clie
     leaks = [str(path) for place in places for path in Path(place).rglob("*")
              if path.is_file() and TOKEN.encode() in path.read_bytes()]
     assert leaks == []
+
+
+def test_run_push_publishes_the_dataset_then_the_model_that_pins_it(hub, client_env, tiny_model_dir, tmp_path):
+    """`inversecoder run CONFIG --push` as a user runs it: the dataset is pushed right after it is built,
+    so the model card pushed at the end names it by repo id and commit."""
+    recipe = {
+        "source": {"path": str(SAMPLE), "limit": 8},
+        "generator": {"model": str(tiny_model_dir)},
+        "summarize": {"num_samples": 2, "max_new_tokens": 8},
+        "decontaminate": {"enabled": False},
+        "dataset": {"name": "run-push", "version": "v2.0"},
+        "train": {"global_batch_size": 4, "per_device_batch_size": 4, "warmup_steps": 1, "max_length": 256},
+        "evaluate": {"enabled": False},
+        "push": {"dataset_repo_id": f"{ORG}/run-push-data", "model_repo_id": f"{ORG}/run-push-model", "model_tag": "v2.0"},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = subprocess.run(
+        [sys.executable, "-m", "inversecoder.cli", "run", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "out"), "--push"],
+        env=client_env, capture_output=True, text=True, timeout=600,
+    )
+    OUTPUTS.append(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    dataset_commit = hub.tags("dataset", f"{ORG}/run-push-data")["v2.0"]
+    assert hub.tags("model", f"{ORG}/run-push-model")["v2.0"]
+    card = run_client(client_env, f"""
+        import json
+        from huggingface_hub import ModelCard
+        card = ModelCard.load("{ORG}/run-push-model")
+        print(json.dumps({{"datasets": card.data.datasets, "text": card.text}}))
+    """)
+    assert card["datasets"] == [f"{ORG}/run-push-data"] and dataset_commit in card["text"]
