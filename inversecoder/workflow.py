@@ -236,10 +236,6 @@ def run_steps(
             push_run_model(config, token)
 
 
-def _step_by_name(name: str) -> Step:
-    return next(step for step in STEPS if step.name == name)
-
-
 # -- commands ---------------------------------------------------------------------------------------
 def build(config: RunConfig) -> Path:
     run_steps(config, "dataset", "dataset", force=("dataset",))
