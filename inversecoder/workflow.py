@@ -238,7 +238,8 @@ def run_steps(
 
 # -- commands ---------------------------------------------------------------------------------------
 def build(config: RunConfig) -> Path:
-    run_steps(config, "dataset", "dataset", force=("dataset",))
+    """Build (or refresh) the dataset; when no generator is named, step 0 makes M first (or reuses it)."""
+    run_steps(config, "generator", "dataset", force=("dataset",))
     return dataset_dir(config)
 
 
