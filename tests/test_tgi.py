@@ -8,6 +8,7 @@ OpenAPI document for the shape of every body both ways. HF_HUB_OFFLINE=1 (confte
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -362,7 +363,9 @@ def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny
     killer.join(timeout=30)
     assert faulty == clean
     card = (tmp_path / "faulty" / "dataset" / "README.md").read_text()
-    assert "tgi backend" in card
+    assert "tgi backend" in card and "text-generation-inference 3.3.6-dev0" in card and "on 2 endpoint(s)" in card
+    retries = int(re.search(r"retries (\d+)", card).group(1))
+    assert retries > 0  # the injected faults were retried, and the card says how often
 
 
 def test_check_endpoints_command_prints_the_report_and_fails_on_a_dead_endpoint(servers, tiny_model_dir, tmp_path):
