@@ -21,6 +21,8 @@ import yaml
 
 from inversecoder.errors import ConfigError
 
+BACKENDS = ("transformers", "tgi")
+
 
 @dataclass
 class SourceConfig:
@@ -81,6 +83,11 @@ class GeneratorConfig:
     requests_per_batch: int | None = None
     """TGI: items per cache transaction (default: 8 x the endpoints' total concurrency, so every endpoint stays busy)."""
 
+
+    def __post_init__(self) -> None:
+        # Checked when the config is read, so a typo fails before any work, not at the first model call.
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{self.backend}'")
 
 @dataclass
 class SummarizeConfig:

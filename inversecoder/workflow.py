@@ -76,6 +76,9 @@ def _train_generator(config: RunConfig) -> Path:
     from inversecoder.builders.original_data import build_original_data
     from inversecoder.trainers.recipe import train_model
 
+    from inversecoder.builders.backends.transformers_backend import resolve_model
+
+    resolve_model(config.train.base_model, config.train.base_revision)  # fails before the data work
     folder = generator_dir(config)
     data = build_original_data(config, folder / "data")
     generator_config = copy.deepcopy(config)

@@ -30,11 +30,15 @@ def test_every_subcommand_has_help(command):
         (["run", "configs/demo.yaml", "--from", "nope", "--output-dir", "/tmp/never"], "unknown step 'nope'"),
         (["run", "configs/demo.yaml", "--from", "evaluate", "--until", "dataset", "--output-dir", "/tmp/never"], "--from evaluate comes after --until dataset"),
         (["run", "configs/demo.yaml", "generator.model=null", "train.base_model=null"], "set generator.model"),
+        (["run", "configs/demo.yaml", "train.base_model=nowhere/absent-model", "--output-dir", "/tmp/never"],
+         "cannot get model 'nowhere/absent-model' from the Hub"),
     ],
 )
-def test_configuration_errors_are_one_line_with_exit_2(args, message, tmp_path):
+def test_configuration_errors_are_one_line_with_exit_2(args, message, tiny_model_dir):
     from conftest import REPO
 
+    if args[0] == "build-dataset":  # a generator that exists, so only the error under test can fail the build
+        args = [*args, f"generator.model={tiny_model_dir}"]
     result = cli(*args, cwd=REPO)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

@@ -277,6 +277,14 @@ def _plan(config: RunConfig, dataset_dir: Path, work_dir: Path) -> tuple[list[St
     return [Stage("mix", ["default", "original"], train.generated_epochs, mixture, work_dir / "mix")], sizes
 
 
+def _check_available(model: str, revision: str | None) -> None:
+    """A base model that is neither a local folder nor reachable on the Hub is a one-line ConfigError
+    before any data is loaded (the same resolution the embedded backend uses)."""
+    from inversecoder.builders.backends.transformers_backend import resolve_model
+
+    resolve_model(model, revision)
+
+
 def _base_model(config: RunConfig) -> tuple[str, str | None]:
     """The paper fine-tunes the BASE model; by default the one the generator was made from."""
     train = config.train
@@ -473,6 +481,7 @@ def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir:
     """Fine-tune the base model on the dataset folder (resumably) and write the final model folder."""
     dataset_dir, work_dir, model_dir = Path(dataset_dir), Path(work_dir), Path(model_dir)
     base = _base_model(config)
+    _check_available(*base)
     stages, sizes = _plan(config, dataset_dir, work_dir)
     # Every stage's settings are checked before the first one trains for hours.
     stage_args = [sft_config_for(config.train, s.folder, s.epochs, config.seed, s.name) for s in stages]
