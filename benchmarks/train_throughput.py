@@ -11,8 +11,12 @@ model shape, random weights (throughput does not depend on them). Each variant r
     python benchmarks/train_throughput.py --model-shape deepseek-coder-1.3b --docs 2048   # one GPU
 
 Variants: `stock` = `trl.SFTConfig` defaults (padded batches of 16, sdpa); `recipe` = our automatic choice
-for this machine (`trainers/speed.py`); `recipe+packing` = the recipe with packing forced (on a GPU the
-recipe already packs, so it is skipped there).
+for this machine (`trainers/speed.py`), packed rows holding the same 16 documents per step. A variant may force
+recipe settings after a colon: `recipe:kernels=none`, `recipe:packing=true`, `recipe:compile=true`,
+`recipe:attn=sdpa`, `recipe:pad=N` (pad each packed micro-batch to a multiple of N tokens; the recipe pads to
+rows x max-length under flex attention or compile, see trainers/speed.py), `recipe:rows=8` (8 packed rows per step: the recipe's own micro-batch,
+`train.per_device_batch_size`, instead of 16 documents; the global batch is kept by accumulation in training).
+Default: `stock,recipe` plus `recipe:packing=true` on a CPU (where the recipe does not pack).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 SHAPES = {
     "tiny": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
@@ -46,6 +51,22 @@ def documents(n: int, max_length: int, vocab: int, scale: float = 1.0, seed: int
         ids = rng.integers(3, vocab, size=total).tolist()
         rows.append({"input_ids": ids, "completion_mask": [0] * prompt + [1] * (total - prompt)})
     return rows
+
+
+SETTINGS = {"packing": "packing", "attn": "attn_implementation", "kernels": "kernels", "compile": "torch_compile"}
+EXTRA = {"rows", "pad"}
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`recipe:kernels=none:rows=8` -> ("recipe", {"kernels": "none", "rows": "8"})."""
+    name, *pairs = spec.split(":")
+    if name not in ("stock", "recipe") or (name == "stock" and pairs):
+        raise SystemExit(f"unknown variant {spec!r}: stock, or recipe[:key=value...]")
+    forced = dict(pair.split("=", 1) for pair in pairs)
+    unknown = set(forced) - set(SETTINGS) - EXTRA
+    if unknown:
+        raise SystemExit(f"unknown setting(s) {sorted(unknown)} in {spec!r}: {sorted(SETTINGS)} or {sorted(EXTRA)}")
+    return name, forced
 
 
 def run_variant(opts: argparse.Namespace) -> dict:
@@ -72,20 +93,29 @@ def run_variant(opts: argparse.Namespace) -> dict:
                   max_length=opts.max_length, num_train_epochs=1, seed=0, dataloader_num_workers=0,
                   use_cpu=not gpu, bf16=gpu, completion_only_loss=True)
     attention = "sdpa"
-    if opts.variant == "stock":
+    name, forced = parse_variant(opts.variant)
+    if name == "stock":
         args = trl.SFTConfig(per_device_train_batch_size=opts.batch_size, **common)
     else:
-        plan = speed.choose(TrainConfig(packing="true" if opts.variant == "recipe+packing" else "auto"))
+        plan = speed.choose(TrainConfig(**{SETTINGS[k]: v for k, v in forced.items() if k in SETTINGS}))
         kwargs = speed.sft_kwargs(plan)
         attention = kwargs.pop("model_init_kwargs")["attn_implementation"]
         rows_per_step = opts.batch_size
-        if plan.packing:  # same documents per step as the stock batch
+        if "rows" in forced:
+            rows_per_step = int(forced["rows"])
+        elif plan.packing:  # same documents per step as the stock batch
             lengths = [len(r["input_ids"]) for r in rows]
             rows_per_step, _ = speed.packed_batch(opts.batch_size, opts.batch_size, 1,
                                                   speed.documents_per_row(lengths, opts.max_length))
+        # one shape for every step under compiled kernels, as the recipe does (speed.static_length)
+        pad = int(forced["pad"]) if "pad" in forced else speed.static_length(plan, rows_per_step, opts.max_length)
+        if pad:
+            kwargs["pad_to_multiple_of"] = pad
         args = trl.SFTConfig(per_device_train_batch_size=rows_per_step, **common, **kwargs)
-    # fp32 weights with bf16 autocast on a GPU, as TRL's defaults train a model built from a config
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attention, dtype=torch.float32)
+    # fp32 weights with bf16 autocast on a GPU, as TRL's defaults train a model built from a config;
+    # built on the GPU directly (initializing 1.3B parameters on the CPU takes longer than the run)
+    with torch.device("cuda" if gpu else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attention, dtype=torch.float32)
     params = sum(p.numel() for p in model.parameters())
     embedding = model.get_input_embeddings().weight.numel()
 
@@ -97,6 +127,8 @@ def run_variant(opts: argparse.Namespace) -> dict:
             if gpu:
                 torch.cuda.synchronize()
             marks.append(time.perf_counter())
+            if opts.step_log:
+                print(f"step {len(marks)} at {marks[-1] - start:.1f} s, {tokens[-1][0]} tokens", file=sys.stderr, flush=True)
 
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              callbacks=[Clock()])
@@ -104,7 +136,10 @@ def run_variant(opts: argparse.Namespace) -> dict:
 
     def counting(examples):
         batch = collate(examples)
-        real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
+        if "attention_mask" in batch:
+            real = int(batch["attention_mask"].sum())
+        else:  # padding-free: one row, padded only at its end (pad_to_multiple_of); document ids are >= 3
+            real = int((batch["input_ids"][0] != tokenizer.pad_token_id).nonzero().max()) + 1
         tokens.append((real, int(batch["input_ids"].numel())))
         return batch
 
@@ -142,7 +177,11 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=None, help="steps left out of the rate (CPU 1, GPU 5)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak for MFU (H100/H200: 989)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--variants", default="stock,recipe,recipe+packing")
+    parser.add_argument("--variants", default=None, help="comma-separated (default: stock,recipe, plus "
+                        "recipe:packing=true on a CPU)")
+    parser.add_argument("--variant-timeout", type=float, default=None, help="seconds before a variant is abandoned")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--step-log", action="store_true", help="print each step's time (to see compile vs steady state)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     import torch
@@ -155,31 +194,47 @@ def main() -> None:
     if opts.variant:
         print("RESULT " + json.dumps(run_variant(opts)))
         return
+    variants = (opts.variants or ("stock,recipe" if gpu else "stock,recipe,recipe:packing=true")).split(",")
+    for variant in variants:
+        parse_variant(variant)  # refuse a typo before minutes of training
     results = []
-    for variant in opts.variants.split(","):
-        if variant == "recipe+packing" and gpu:
-            continue  # the GPU recipe already packs
+    for variant in variants:
         cmd = [sys.executable, __file__, "--variant", variant, "--model-shape", opts.model_shape,
                "--docs", str(opts.docs), "--batch-size", str(opts.batch_size), "--max-length", str(opts.max_length),
                "--warmup-steps", str(opts.warmup_steps), "--length-scale", str(opts.length_scale), "--peak-tflops", str(opts.peak_tflops),
-               "--threads", str(opts.threads)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+               "--threads", str(opts.threads)] + (["--step-log"] if opts.step_log else [])
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            child = subprocess.Popen(cmd, stdout=out, stderr=err, text=True,
+                                     env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            try:
+                child.wait(timeout=opts.variant_timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        line = next((x for x in stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            print(f"{variant} failed:\n{done.stderr[-3000:]}")
+            why = f"abandoned after {opts.variant_timeout:.0f} s" if child.returncode == -9 else "failed"
+            print(f"{variant}: {why}; its last output:\n{stderr[-3000:]}", flush=True)
             continue
         results.append(json.loads(line[7:]))
+        print(f"{variant}: {results[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+        if opts.json:
+            Path(opts.json).write_text(json.dumps(results, indent=1))
     if not results:
         sys.exit(1)
     base = next((r for r in results if r["variant"] == "stock"), results[0])
     print(f"model shape {opts.model_shape}, {opts.docs} documents, length scale {opts.length_scale}, "
           f"max length {opts.max_length}, "
           f"{opts.batch_size} documents per step, device {base['device']}")
-    print(f"{'variant':<16}{'attention':<16}{'packing':<9}{'tokens/s':>10}{'ratio':>7}{'padding':>9}{'MFU':>7}"
+    width = max(16, *(len(r["variant"]) + 2 for r in results))
+    print(f"{'variant':<{width}}{'attention':<16}{'packing':<9}{'tokens/s':>10}{'ratio':>7}{'padding':>9}{'MFU':>7}"
           f"{'peak GiB':>10}  {'peak kind':<26}{'loss':>8}")
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        print(f"{r['variant']:<16}{r['attention']:<16}{str(r['packing']):<9}{r['tokens_per_s']:>10.0f}"
+        print(f"{r['variant']:<{width}}{r['attention']:<16}{str(r['packing']):<9}{r['tokens_per_s']:>10.0f}"
               f"{r['tokens_per_s'] / base['tokens_per_s']:>6.2f}x{100 * r['padding_share']:>8.1f}%{mfu:>7}"
               f"{r['peak_memory_gib']:>10.2f}  {r['peak_memory_kind']:<26}{r['final_loss'] or float('nan'):>8.4f}")
 

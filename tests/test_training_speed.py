@@ -37,7 +37,9 @@ def test_auto_choice_by_hardware(monkeypatch):
     assert (cpu.packing, cpu.attn_implementation, cpu.liger, cpu.torch_compile) == (False, "sdpa", False, False)
     gpu = speed.choose(TrainConfig(), device="cuda")
     assert (gpu.packing, gpu.attn_implementation, gpu.liger, gpu.torch_compile) == (True, "flex_attention", False, False)
-    assert set(gpu.reasons) == {"packing", "attention", "kernels", "torch_compile"}
+    assert set(gpu.reasons) == {"packing", "attention", "kernels", "torch_compile", "static_shape"}
+    assert gpu.static_shape and not cpu.static_shape, "flex attention recompiles at every new packed length"
+    assert speed.static_length(gpu, 8, 2048) == 16384 and speed.static_length(cpu, 8, 2048) is None
 
     monkeypatch.setattr(speed, "installed", lambda module: module in ("flash_attn", "liger_kernel"))
     fast = speed.choose(TrainConfig(), device="cuda")
@@ -88,6 +90,10 @@ def test_packed_global_batch_counts_documents(tmp_path):
                                  lengths=[250] * 4096)
     assert args.packing is True and args.packing_strategy == "bfd" and args.documents_per_row == 4.0
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 16)
+    assert args.pad_to_multiple_of is None, "sdpa on a CPU: no compiled kernel, no padding"
+    flex = recipe.sft_config_for(TrainConfig(packing="true", max_length=1024, attn_implementation="flex_attention"),
+                                 tmp_path, 1.0, 0, "stage1", lengths=[250] * 4096)
+    assert flex.pad_to_multiple_of == 8 * 1024, "one shape per step: 8 rows x max_length"
     explicit = recipe.sft_config_for(TrainConfig(packing="true", sft_args={"gradient_accumulation_steps": 3}),
                                      tmp_path, 1.0, 0, "stage1", lengths=[250] * 64)
     assert explicit.gradient_accumulation_steps == 3
@@ -129,6 +135,9 @@ def test_packed_and_unpacked_give_the_same_loss_and_gradients(tiny_model_dir, tm
     assert packed.args.packing and packed.padding_free and not padded.padding_free
     assert len(packed.train_dataset) < len(rows), "several documents share a packed row"
     assert sum(len(r["seq_lengths"]) for r in packed.train_dataset) == len(rows)
+    # Padded to one shape as under flex attention on a GPU: the pads change nothing.
+    fixed = _trainer(tiny_model_dir, tmp_path / "fixed", rows, packing="true", global_batch_size=12,
+                     per_device_batch_size=12, sft_args={"pad_to_multiple_of": 4096})
     assert packed.args.gradient_accumulation_steps == 1
     assert packed.args.per_device_train_batch_size >= len(packed.train_dataset), "one step sees every document"
 
@@ -145,10 +154,14 @@ def test_packed_and_unpacked_give_the_same_loss_and_gradients(tiny_model_dir, tm
     with torch.random.fork_rng():
         padded_loss, padded_items, padded_grads = loss_and_grads(padded)
         packed_loss, packed_items, packed_grads = loss_and_grads(packed)
-    assert packed_items == padded_items, "the same response tokens carry loss"
+        fixed_loss, fixed_items, fixed_grads = loss_and_grads(fixed)
+    assert fixed.data_collator([fixed.train_dataset[0]])["input_ids"].shape[1] == 4096
+    assert packed_items == padded_items == fixed_items, "the same response tokens carry loss"
     assert packed_loss == pytest.approx(padded_loss, abs=1e-4)
+    assert fixed_loss == pytest.approx(padded_loss, abs=1e-4)
     for name, grad in padded_grads.items():
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+        torch.testing.assert_close(fixed_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
 
     # And through the real training loop: one optimizer step over the same 12 documents, same logged loss.
     first = []

@@ -77,6 +77,9 @@ class InverseCoderSFTConfig(trl.SFTConfig):
                 self.gradient_accumulation_steps = gradient_accumulation_for(
                     self.global_batch_size, self.per_device_train_batch_size, world_size()
                 )
+        if self.packing and self.pad_to_multiple_of in (None, "auto"):
+            self.pad_to_multiple_of = speed.static_length(
+                self.speed_plan, self.per_device_train_batch_size, self.max_length) or self.pad_to_multiple_of
         super().__post_init__()
 
 
