@@ -5,7 +5,9 @@ the ideal rate is endpoints x concurrency / latency. The backend runs the way th
 (`plan_batches`, one `generate` call per planned batch) and the script prints the rate it reaches as a
 share of the ideal, and the client's CPU time per request; once with the backend's own HTTP/1.1
 transport and once with httpx2's stock transport, side by side. Target: >= 90% of the ideal with
-2 endpoints x 64 concurrent at 50 ms.
+2 endpoints x 64 concurrent at 50 ms. Then the same with realistic 300-token answers, with and without
+the backend dropping the per-token `details` list that generation never reads (huggingface_hub makes a
+dataclass of every listed token).
 
     python benchmarks/tgi_client.py                                  # 2 x 64 at 50 ms, ~1 minute
     python benchmarks/tgi_client.py --endpoints 4 --concurrency 128 --latency 0.2 --requests 40000
@@ -20,14 +22,24 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 
 MODEL_ID = "benchmark/canned"
-TOKENS = [{"id": 100 + i, "text": f" w{i}", "logprob": -0.5, "special": False} for i in range(8)]
-GENERATED = json.dumps({"generated_text": "".join(t["text"] for t in TOKENS), "details": {
-    "finish_reason": "length", "generated_tokens": len(TOKENS), "seed": 1, "prefill": [], "tokens": TOKENS}}).encode()
+_ANSWERS: dict[int, bytes] = {}
+
+
+def answer(tokens: int) -> bytes:
+    """A `/generate` answer with details for `tokens` generated tokens (what TGI sends for details=True)."""
+    if tokens not in _ANSWERS:
+        listed = [{"id": 100 + i, "text": f" w{i}", "logprob": -0.5, "special": False} for i in range(tokens)]
+        _ANSWERS[tokens] = json.dumps({"generated_text": "".join(t["text"] for t in listed), "details": {
+            "finish_reason": "length", "generated_tokens": tokens, "seed": 1, "prefill": [], "tokens": listed}}).encode()
+    return _ANSWERS[tokens]
+
+
 INFO = json.dumps({"model_id": MODEL_ID, "model_sha": "0" * 40, "max_concurrent_requests": 1024, "max_best_of": 2,
                    "max_stop_sequences": 4, "max_input_tokens": 4096, "max_total_tokens": 8192, "validation_workers": 2,
                    "max_client_batch_size": 4, "router": "text-generation-router", "version": "canned"}).encode()
@@ -49,10 +61,13 @@ class CannedTGI(asyncio.Protocol):
             length = next((int(line.split(":", 1)[1]) for line in head[1:] if line.lower().startswith("content-length:")), 0)
             if len(self.buffer) < end + 4 + length:
                 return
+            body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length:]
             path = head[0].split(" ")[1]
             if path == "/generate":
-                asyncio.get_running_loop().call_later(self.latency, self.reply, GENERATED)
+                tokens = re.search(rb'"max_new_tokens": ?(\d+)', body)
+                reply = answer(int(tokens.group(1)) if tokens else 8)
+                asyncio.get_running_loop().call_later(self.latency, self.reply, reply)
             else:
                 self.reply(INFO if path == "/info" else b"")
 
@@ -76,7 +91,10 @@ class WordCounter:
         return {"input_ids": [[0] * len(t.split()) for t in (texts if isinstance(texts, list) else [texts])]}
 
 
-def measure(urls: list[str], concurrency: int, requests: int, transport: str) -> dict[str, float]:
+def measure(urls: list[str], concurrency: int, requests: int, transport: str, tokens: int) -> dict[str, float]:
+    """Rate and client CPU per request for `requests` generations of `tokens` tokens. `transport`: `lean`
+    (the backend's), `lean, token list kept` (the backend's, parsing every token as huggingface_hub does
+    by default) or `httpx2 stock`."""
     import httpx2
 
     from inversecoder.builders.backends import tgi
@@ -85,9 +103,12 @@ def measure(urls: list[str], concurrency: int, requests: int, transport: str) ->
     lean = tgi._Http11Transport
     if transport == "httpx2 stock":
         tgi._Http11Transport = lambda: httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None))
+    dropping = tgi._without_token_details
+    if transport == "lean, token list kept":
+        tgi._without_token_details = lambda content: content
     try:
         backend = tgi.TGIBackend(urls, MODEL_ID, concurrency=concurrency, tokenizer=WordCounter(), progress=False, health_interval=60)
-        params = SamplingParams(temperature=0.8, max_new_tokens=8)
+        params = SamplingParams(temperature=0.8, max_new_tokens=tokens)
         work = [GenerationRequest(f"Write a function number {i} that adds two numbers.", seed=i) for i in range(requests)]
         backend.generate(work[: len(urls) * concurrency], params)  # warm up: connections, imports
         cpu, wall = time.process_time(), time.perf_counter()
@@ -96,7 +117,7 @@ def measure(urls: list[str], concurrency: int, requests: int, transport: str) ->
             done += sum(c.error is None for c in backend.generate([work[i] for i in batch], params))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
-        tgi._Http11Transport = lean
+        tgi._Http11Transport, tgi._without_token_details = lean, dropping
     assert done == requests, f"{requests - done} requests failed"
     return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
 
@@ -108,6 +129,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds each /generate takes on the server")
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--stock-requests", type=int, default=2500, help="requests for the (slower) stock transport run")
+    parser.add_argument("--tokens", type=int, default=8, help="generated tokens per answer (details list them all)")
+    parser.add_argument("--long-tokens", type=int, default=300, help="answer length of the realistic-answer runs")
+    parser.add_argument("--long-requests", type=int, default=1000, help="requests per realistic-answer run (0: skip)")
     parser.add_argument("--serve", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
@@ -119,20 +143,27 @@ def main() -> None:
     try:
         urls = [f"http://127.0.0.1:{server.stdout.readline().strip()}" for server in servers]
         ideal = args.endpoints * args.concurrency / args.latency
-        rows = [("backend transport", measure(urls, args.concurrency, args.requests, "lean")),
-                ("httpx2 stock", measure(urls, args.concurrency, args.stock_requests, "httpx2 stock"))]
+        runs = [("backend transport", args.requests, args.tokens), ("httpx2 stock", args.stock_requests, args.tokens),
+                ("backend transport", args.long_requests, args.long_tokens),
+                ("lean, token list kept", args.long_requests, args.long_tokens)]
+        rows = [(name, n, tokens, measure(urls, args.concurrency, n, "lean" if name == "backend transport" else name, tokens))
+                for name, n, tokens in runs if n]
     finally:
         for server in servers:
             server.stdin.close()
             server.wait(timeout=10)
     print(f"{args.endpoints} endpoints x {args.concurrency} concurrent, {args.latency * 1000:g} ms per request: "
           f"ideal {ideal:.0f} req/s; {os.cpu_count()} CPU cores here")
-    print(f"{'transport':<18} {'requests':>8} {'seconds':>8} {'req/s':>8} {'share of ideal':>15} {'client CPU/request':>19}")
-    for (name, row), n in zip(rows, (args.requests, args.stock_requests)):
-        print(f"{name:<18} {n:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} {row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us")
-    ours, stock = rows[0][1], rows[1][1]
+    print(f"{'transport':<22} {'tokens':>6} {'requests':>8} {'seconds':>8} {'req/s':>8} {'share of ideal':>15} {'client CPU/request':>19}")
+    for name, n, tokens, row in rows:
+        print(f"{name:<22} {tokens:>6} {n:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} {row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us")
+    ours, stock = rows[0][3], rows[1][3]
     print(f"ratio: {ours['rate'] / ideal:.2f} of ideal (target >= 0.90); {ours['rate'] / stock['rate']:.1f}x the stock transport's rate, "
           f"{stock['cpu_us'] / ours['cpu_us']:.1f}x less CPU per request")
+    if len(rows) == 4:
+        print(f"{args.long_tokens}-token answers: dropping the per-token list saves "
+              f"{(rows[3][3]['cpu_us'] - rows[2][3]['cpu_us']) / 1000:.1f} ms of client CPU per request "
+              f"({rows[3][3]['cpu_us'] / rows[2][3]['cpu_us']:.1f}x)")
 
 
 if __name__ == "__main__":

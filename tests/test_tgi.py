@@ -197,6 +197,24 @@ def test_sampling_is_reproducible_per_seed_and_greedy_matches_embedded(servers, 
     assert info.details["totals"]["generated_tokens"] > 0
 
 
+
+def test_generation_answers_drop_the_token_list_before_huggingface_hub_parses_them():
+    """Generation reads only the finish reason and the count; scoring (which needs tokens) keeps them."""
+    import json
+
+    from inversecoder.builders.backends.tgi import _without_token_details
+
+    answer = {"generated_text": "ab", "details": {"finish_reason": "length", "generated_tokens": 2, "seed": 1,
+                                                   "prefill": [], "tokens": [{"id": 5, "text": "a", "logprob": -0.1,
+                                                                              "special": False}] * 2}}
+    lean = json.loads(_without_token_details(json.dumps(answer).encode()))
+    assert lean["details"]["tokens"] == [] and {k: v for k, v in lean["details"].items() if k != "tokens"} == {
+        k: v for k, v in answer["details"].items() if k != "tokens"}
+    assert json.loads(_without_token_details(json.dumps([answer]).encode()))[0]["details"]["tokens"] == []
+    assert _without_token_details(b"not json") == b"not json"
+    assert json.loads(_without_token_details(b'{"error": "x"}')) == {"error": "x"}
+
+
 # -- faults --------------------------------------------------------------------------------------
 def test_an_endpoint_killed_mid_run_and_restarted(servers, tiny_model_dir, reference):
     a, b = servers.start(), servers.start()
