@@ -215,6 +215,38 @@ def test_generation_answers_drop_the_token_list_before_huggingface_hub_parses_th
     assert json.loads(_without_token_details(b'{"error": "x"}')) == {"error": "x"}
 
 
+def test_the_token_list_is_dropped_on_https_endpoints_too_after_decoding():
+    """https goes through httpx2's own transport (replaced here by one serving a gzip-encoded answer)."""
+    import gzip
+    import json
+
+    import httpx2
+
+    from inversecoder.builders.backends import tgi
+
+    answer = {"generated_text": "a", "details": {"finish_reason": "length", "generated_tokens": 1, "tokens": [{"id": 1}]}}
+    body = gzip.compress(json.dumps(answer).encode())
+
+    class GzipTLS(httpx2.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            return httpx2.Response(200, headers={"content-type": "application/json", "content-encoding": "gzip",
+                                                 "content-length": str(len(body))}, stream=httpx2.ByteStream(body), request=request)
+
+    async def ask(summary_only: bool):
+        transport = tgi._Http11Transport()
+        transport._fallback = GzipTLS()
+        token = tgi._TOKEN_DETAILS.set(not summary_only)
+        try:
+            response = await transport.handle_async_request(httpx2.Request("POST", "https://tgi.example/generate", content=b"{}"))
+            await response.aread()
+            return response.json()
+        finally:
+            tgi._TOKEN_DETAILS.reset(token)
+
+    assert asyncio.run(ask(True))["details"] == {**answer["details"], "tokens": []}
+    assert asyncio.run(ask(False)) == answer, "scoring keeps the tokens"
+
+
 # -- faults --------------------------------------------------------------------------------------
 def test_an_endpoint_killed_mid_run_and_restarted(servers, tiny_model_dir, reference):
     a, b = servers.start(), servers.start()

@@ -92,7 +92,12 @@ class _Http11Transport(httpx2.AsyncBaseTransport):
         if url.scheme != "http":
             if self._fallback is None:
                 self._fallback = httpx2.AsyncHTTPTransport()
-            return await self._fallback.handle_async_request(request)
+            response = await self._fallback.handle_async_request(request)
+            if response.status_code != 200 or _TOKEN_DETAILS.get() or not _is_generate(request):
+                return response
+            content = await response.aread()  # decoded: content-encoding no longer applies
+            await response.aclose()
+            return _summary_response(response.headers.raw, content, request)
         timeouts = request.extensions.get("timeout") or {}
         key = (url.host, url.port or 80)
         try:
@@ -152,8 +157,8 @@ class _Http11Transport(httpx2.AsyncBaseTransport):
             self._idle.setdefault(key, []).append(connection)
         else:
             writer.close()
-        if status == 200 and not _TOKEN_DETAILS.get() and _is_generate(request):
-            content = _without_token_details(content)
+        if status == 200 and not _TOKEN_DETAILS.get() and _is_generate(request) and not _encoded(headers):
+            return _summary_response(headers, content, request)
         return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content), request=request)
 
     async def aclose(self) -> None:
@@ -174,6 +179,17 @@ The transport then drops the list before huggingface_hub parses the answer."""
 
 def _is_generate(request: httpx2.Request) -> bool:
     return request.url.path.endswith("/generate")
+
+
+def _encoded(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the body is compressed (left as it is: httpx2 decodes it)."""
+    return any(name.lower() == b"content-encoding" and value.strip().lower() not in (b"", b"identity") for name, value in headers)
+
+
+def _summary_response(headers: list[tuple[bytes, bytes]], content: bytes, request: httpx2.Request) -> httpx2.Response:
+    """A 200 `/generate` answer without its token list; length and encoding headers no longer apply."""
+    kept = [(name, value) for name, value in headers if name.lower() not in (b"content-length", b"content-encoding")]
+    return httpx2.Response(200, headers=kept, stream=httpx2.ByteStream(_without_token_details(content)), request=request)
 
 
 def _without_token_details(content: bytes) -> bytes:
@@ -323,8 +339,11 @@ class _LoopRunner:
                 await self.http.aclose()
             await self.loop.shutdown_default_executor()
 
-        with contextlib.suppress(RuntimeError):  # e.g. garbage-collected while another loop runs here
-            self.loop.run_until_complete(shut())
+        closing = shut()
+        try:
+            self.loop.run_until_complete(closing)
+        except RuntimeError:  # e.g. garbage-collected while another loop runs here: the connections just drop
+            closing.close()
         self.loop.close()
 
 
