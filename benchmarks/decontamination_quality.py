@@ -82,7 +82,7 @@ def main() -> None:
     report("combined", LAYERS)
 
     # Sweeps: positives score against their own task, negatives their best task.
-    similarity = checker.semantic_scores([row["instruction"] for row in rows])
+    similarity = checker.semantic_scores([row["instruction"] for row in rows], exact=True)
     code = np.stack([checker.code_scores(code_of(row["response"])) if row["response"] else np.zeros(len(tasks)) for row in rows])
     for name, scores, grid, subset in (
         ("semantic", similarity, [0.70, 0.75, 0.78, 0.80, 0.82, 0.83, 0.85, 0.88, 0.90], [True] * len(rows)),

@@ -4,16 +4,22 @@ The corpus is generated here (seeded): instructions of 15-250 words and fenced P
 5-60 lines, drawn from programming vocabulary and code templates, so that lengths and token mixes are
 those of an instruction corpus; a few rows embed real benchmark text so that every layer has matches
 to report. Each layer runs alone over the rows against all HumanEval+ and MBPP+ tasks and prints rows/s;
-the semantic layer (all-MiniLM-L6-v2 on the CPU, the expensive one) embeds `--semantic-rows` rows and
-its 110K time is projected from them. Deduplication (MinHash LSH, instructions and code) runs on all rows.
+the semantic layer (all-MiniLM-L6-v2, the expensive one) embeds `--semantic-rows` rows on each runtime,
+side by side (torch with the old 256-row batches, torch, onnxruntime fp32, the onnxruntime int8 screen with
+its fp32 re-scoring), and its 110K time is projected from them. The synthetic instructions sit far from
+every benchmark task, so the int8 screen sends none of them to the exact model; the bundled sample's
+(programming problems, some close to benchmark tasks) share that it would is printed too.
+Deduplication (MinHash LSH, instructions and code) runs on all rows.
 
-    python benchmarks/decontamination_speed.py                       # 110K rows; ~12 minutes on a 2-core CPU
+    python benchmarks/decontamination_speed.py                       # 110K rows; ~8 minutes on a 2-core CPU
     python benchmarks/decontamination_speed.py --rows 20000 --semantic-rows 500   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import random
 import time
@@ -24,6 +30,7 @@ from inversecoder.builders.dedup import code_units, instruction_units, scan
 from inversecoder.config import DecontaminateConfig, DedupConfig
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "evol_instruct_sample.jsonl"
 WORDS = ("write a function that returns the list of numbers string array integer sorted given input output value "
          "element index key dictionary count sum maximum minimum first last each every python class method "
          "program implement create check whether valid character word sentence file data table user request "
@@ -56,11 +63,16 @@ def synthetic_corpus(rows: int, tasks, seed: int = 0) -> list[tuple[str, str]]:
     return corpus
 
 
+def runtime_spec(text: str) -> tuple[str, int | None]:
+    runtime, _, batch = text.partition(":")
+    return runtime, int(batch) if batch else None
+
+
 def timed(label: str, rows: int, work) -> float:
     started = time.perf_counter()
     found = work()
     seconds = time.perf_counter() - started
-    print(f"{label:<34} {rows:>7} rows {seconds:>8.1f} s {rows / seconds:>9.0f} rows/s   ({found} rows matched)")
+    print(f"{label:<42} {rows:>7} rows {seconds:>8.1f} s {rows / seconds:>9.0f} rows/s   ({found} rows matched)")
     return seconds
 
 
@@ -69,6 +81,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=110_000)
     parser.add_argument("--semantic-rows", type=int, default=2_000)
     parser.add_argument("--benchmarks-dir", default=str(REPO.parent / "shared" / "benchmarks"))
+    parser.add_argument("--runtimes", type=runtime_spec, nargs="+",
+                        default=[("torch", 256), ("torch", None), ("onnxruntime", None), ("onnxruntime-int8", None)],
+                        help="semantic runtimes to time, RUNTIME or RUNTIME:BATCH (default batch: by device)")
     args = parser.parse_args()
 
     config = DecontaminateConfig()
@@ -76,7 +91,7 @@ def main() -> None:
     started = time.perf_counter()
     checker = Decontaminator(config, None, Path("."), tasks=tasks, versions=versions)
     print(f"setup: {len(tasks)} tasks indexed, embedding model loaded and tasks embedded in "
-          f"{time.perf_counter() - started:.1f} s (device {checker.embedder.device})")
+          f"{time.perf_counter() - started:.1f} s (device {checker.embedder.device}, runtime {checker.embedder.runtime})")
     corpus = synthetic_corpus(args.rows, tasks)
     words = sum(len(i.split()) for i, _ in corpus) / len(corpus)
     print(f"corpus: {len(corpus)} synthetic rows, {words:.0f} instruction words and "
@@ -88,10 +103,23 @@ def main() -> None:
     total["ngram"] = timed(f"ngram ({config.ngram}-gram)", len(corpus), lambda: sum(bool(checker._ngram(t)) for t in texts))
     total["code"] = timed("code (shingle containment)", len(corpus), lambda: sum(bool(checker._code(r)) for _, r in corpus))
     sample = [instruction for instruction, _ in corpus[: args.semantic_rows]]
-    threshold = config.semantic_threshold
-    seconds = timed(f"semantic (MiniLM, {config.semantic_max_tokens} tokens)", len(sample),
-                    lambda: int((checker.semantic_scores(sample).max(axis=1) >= threshold).sum()))
-    total["semantic"] = seconds * len(corpus) / len(sample)
+    semantic = {}
+    for runtime, batch in args.runtimes:
+        settings = dataclasses.replace(config, semantic_runtime=runtime, semantic_batch_size=batch)
+        semantic_checker = Decontaminator(settings, None, Path("."), tasks=tasks, versions=versions)
+        label = f"{semantic_checker.embedder.runtime}, batch {semantic_checker.embedder.batch_size}"
+        semantic[label] = timed(f"semantic: {label}", len(sample), lambda: int(
+            (semantic_checker.semantic_scores(sample).max(axis=1) >= config.semantic_threshold).sum()))
+        if semantic_checker.embedder.approximate:
+            print(f"{'':<42} {semantic_checker.rescored} of them re-scored in fp32 (near the threshold)")
+            real = [json.loads(line)["instruction"] for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+            before = semantic_checker.rescored
+            semantic_checker.semantic_scores(real)
+            print(f"{'':<42} the bundled sample: {semantic_checker.rescored - before} of {len(real)} rows would be")
+    fastest = min(semantic, key=semantic.get)
+    baseline = next(iter(semantic))
+    print(f"semantic: {fastest} is {semantic[baseline] / semantic[fastest]:.2f}x {baseline}")
+    total["semantic"] = semantic[fastest] * len(corpus) / len(sample)
     dedup = DedupConfig()
     total["dedup"] = timed("dedup: instructions + code", len(corpus), lambda: int(
         (scan([instruction_units(i) for i, _ in corpus], dedup).best_jaccard >= 0.6).sum()
@@ -100,7 +128,7 @@ def main() -> None:
     lexical = total["substring"] + total["ngram"] + total["code"]
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes slow every rate)")
     print(f"for {len(corpus)} rows on this machine: substring + ngram + code {lexical / 60:.1f} min, "
-          f"semantic {total['semantic'] / 60:.1f} min (projected from {len(sample)} rows), dedup {total['dedup'] / 60:.1f} min; "
+          f"semantic {total['semantic'] / 60:.1f} min ({fastest}; projected from {len(sample)} rows), dedup {total['dedup'] / 60:.1f} min; "
           f"all {sum(total.values()) / 60:.1f} min")
 
 

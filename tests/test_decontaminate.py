@@ -9,13 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inversecoder.builders.decontaminate import (
-    Decontaminator,
-    Embedder,
-    canonical_tokens,
-    load_tasks,
-    summarize_report,
-)
+from inversecoder.builders.decontaminate import Decontaminator, canonical_tokens, load_tasks, summarize_report
+from inversecoder.builders.embeddings import Embedder
 from inversecoder.config import DecontaminateConfig
 from inversecoder.errors import ConfigError
 from inversecoder.eval.benchmarks import load_benchmark
@@ -158,15 +153,46 @@ def test_defaults_flag_no_calibration_negative_and_most_positives(checker):
     assert np.mean(found) >= 0.55  # 0.567 at the defaults
 
 
-def test_embeddings_are_cached_per_batch(checker, tmp_path):
+def test_embeddings_are_cached_per_batch(tmp_path):
     texts = ["first text about lists", "second, longer text about sorting strings", "third"]
-    embedder = Embedder("cpu", 32, 2, tmp_path / "embeddings.sqlite")
-    embedder.tokenizer, embedder.model = checker.embedder.tokenizer, checker.embedder.model
+    embedder = Embedder("cpu", 32, 2, tmp_path / "embeddings.sqlite", runtime="onnxruntime")
     first = embedder.encode(texts)
     assert embedder.computed == 3
     again = embedder.encode(list(reversed(texts)))
     assert embedder.computed == 3 and np.array_equal(again[::-1], first)
     assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+
+
+def test_runtimes_compute_the_same_embeddings(checker):
+    """onnxruntime runs the exported model: torch's numbers; the int8 screen only approximates them, and
+    its `exact` pass is the fp32 model."""
+    texts = [task.description for task in checker.tasks[:40]] + ["Sort a list of words by length, longest first.", "x"]
+    torch_cpu = Embedder("cpu", runtime="torch").encode(texts)
+    assert checker.embedder.runtime == "onnxruntime-int8" and checker.embedder.approximate  # the default on a CPU
+    assert np.abs(checker.embedder.encode(texts, exact=True) - torch_cpu).max() < 1e-5
+    cosine = (checker.embedder.encode(texts) * torch_cpu).sum(axis=1)
+    assert 0.95 < cosine.min() and cosine.max() < 1 - 1e-6  # close, but not the same numbers
+
+
+def test_int8_screen_makes_the_fp32_decisions(checker, tasks):
+    """Every calibration row is flagged with the same tasks and scores as with the exact model alone; rows
+    near the threshold were re-scored exactly, and rows far below it were not."""
+    rows = [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines()]
+    pairs = [(r["instruction"], r["response"]) for r in rows]
+    exact = Decontaminator(DecontaminateConfig(semantic_runtime="onnxruntime"), None, None, tasks=tasks[0], versions=tasks[1])
+    rescored = checker.rescored
+    screened = checker.check_rows(pairs)
+    assert [[(m.task_id, m.layer, m.score) for m in row] for row in screened] == \
+           [[(m.task_id, m.layer, m.score) for m in row] for row in exact.check_rows(pairs)]
+    assert any(m.layer == "semantic" for row in screened for m in row)
+    best = exact.semantic_scores([instruction for instruction, _ in pairs]).max(axis=1)
+    assert 0 < checker.rescored - rescored < len(set(p[0] for p in pairs))
+    assert checker.rescored - rescored >= int((best >= DecontaminateConfig().semantic_threshold).sum())
+
+
+def test_an_unknown_embedding_runtime_is_a_config_error():
+    with pytest.raises(ConfigError, match="semantic_runtime must be one of auto, torch, onnxruntime, onnxruntime-int8"):
+        DecontaminateConfig(semantic_runtime="tensorrt")
 
 
 def test_a_missing_embedding_model_is_a_clear_config_error(monkeypatch, tasks):
