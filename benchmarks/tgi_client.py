@@ -2,15 +2,17 @@
 
 Local canned servers (no model, one process each) answer every `/generate` after a fixed latency, so
 the ideal rate is endpoints x concurrency / latency. The backend runs the way the pipeline runs it
-(`plan_batches`, one `generate` call per planned batch) and the script prints the rate it reaches as a
-share of the ideal, and the client's CPU time per request; once with the backend's own HTTP/1.1
-transport and once with httpx2's stock transport, side by side. Target: >= 90% of the ideal with
+(`plan_batches`, then `generate_batches`: the batches overlap) and the script prints the rate it reaches
+as a share of the ideal, and the client's CPU time per request; side by side with one batch at a time
+(a `generate` call per batch, each batch's slowest requests leaving slots idle) and with httpx2's stock
+transport. Target: >= 90% of the ideal with
 2 endpoints x 64 concurrent at 50 ms. Then the same with realistic 300-token answers, with and without
 the backend dropping the per-token `details` list that generation never reads (huggingface_hub makes a
 dataclass of every listed token).
 
     python benchmarks/tgi_client.py                                  # 2 x 64 at 50 ms, ~1 minute
     python benchmarks/tgi_client.py --endpoints 4 --concurrency 128 --latency 0.2 --requests 40000
+    python benchmarks/tgi_client.py --latency 0.5 --spread 0.8 --requests 3000   # answers of varied length
 
 The client process is single-threaded (one event loop): when its CPU time per request exceeds
 latency / (endpoints x concurrency), the client, not the servers, sets the rate.
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -47,9 +50,12 @@ INFO = json.dumps({"model_id": MODEL_ID, "model_sha": "0" * 40, "max_concurrent_
 
 # -- the canned server (a subprocess: `--serve LATENCY`) -------------------------------------------
 class CannedTGI(asyncio.Protocol):
-    """HTTP/1.1 keep-alive; /generate answers after `latency` seconds, /info and /health at once."""
+    """HTTP/1.1 keep-alive; /generate answers after `latency` seconds (times a factor drawn uniformly in
+    1 +- `spread`: answers of different lengths), /info and /health at once."""
 
     latency = 0.05
+    spread = 0.0
+    draw = random.Random(0)
 
     def connection_made(self, transport):
         self.transport, self.buffer = transport, b""
@@ -67,7 +73,8 @@ class CannedTGI(asyncio.Protocol):
             if path == "/generate":
                 tokens = re.search(rb'"max_new_tokens": ?(\d+)', body)
                 reply = answer(int(tokens.group(1)) if tokens else 8)
-                asyncio.get_running_loop().call_later(self.latency, self.reply, reply)
+                delay = self.latency * (1 + self.spread * (2 * self.draw.random() - 1))
+                asyncio.get_running_loop().call_later(delay, self.reply, reply)
             else:
                 self.reply(INFO if path == "/info" else b"")
 
@@ -76,8 +83,8 @@ class CannedTGI(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
 
 
-async def serve(latency: float) -> None:
-    CannedTGI.latency = latency
+async def serve(latency: float, spread: float) -> None:
+    CannedTGI.latency, CannedTGI.spread = latency, spread
     server = await asyncio.get_running_loop().create_server(CannedTGI, "127.0.0.1", 0, backlog=4096)
     print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
@@ -91,7 +98,7 @@ class WordCounter:
         return {"input_ids": [[0] * len(t.split()) for t in (texts if isinstance(texts, list) else [texts])]}
 
 
-def measure(urls: list[str], concurrency: int, requests: int, transport: str, tokens: int) -> dict[str, float]:
+def measure(urls: list[str], concurrency: int, requests: int, transport: str, tokens: int, overlap: bool = True) -> dict[str, float]:
     """Rate and client CPU per request for `requests` generations of `tokens` tokens. `transport`: `lean`
     (the backend's), `lean, token list kept` (the backend's, parsing every token as huggingface_hub does
     by default) or `httpx2 stock`."""
@@ -113,8 +120,13 @@ def measure(urls: list[str], concurrency: int, requests: int, transport: str, to
         backend.generate(work[: len(urls) * concurrency], params)  # warm up: connections, imports
         cpu, wall = time.process_time(), time.perf_counter()
         done = 0
-        for batch in backend.plan_batches([r.prompt for r in work], params.max_new_tokens):
-            done += sum(c.error is None for c in backend.generate([work[i] for i in batch], params))
+        batches = backend.plan_batches([r.prompt for r in work], params.max_new_tokens)
+        if overlap:  # as the pipeline runs it (CachedModel): the batches overlap
+            for _, results in backend.generate_batches(work, batches, params):
+                done += sum(c.error is None for c in results)
+        else:  # one batch at a time: each batch's slowest requests leave slots idle
+            for batch in batches:
+                done += sum(c.error is None for c in backend.generate([work[i] for i in batch], params))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
         tgi._Http11Transport, tgi._without_token_details = lean, dropping
@@ -132,38 +144,45 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=8, help="generated tokens per answer (details list them all)")
     parser.add_argument("--long-tokens", type=int, default=300, help="answer length of the realistic-answer runs")
     parser.add_argument("--long-requests", type=int, default=1000, help="requests per realistic-answer run (0: skip)")
+    parser.add_argument("--spread", type=float, default=0.0,
+                        help="each answer takes latency x U(1 - spread, 1 + spread): answers of different lengths")
     parser.add_argument("--serve", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        return asyncio.run(serve(args.serve))
+        return asyncio.run(serve(args.serve, args.spread))
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as on an offline cluster: the endpoints must stay reachable
-    servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(args.latency)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-               for _ in range(args.endpoints)]
+    servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(args.latency), "--spread", str(args.spread)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(args.endpoints)]
+    # (label, transport, batches overlapping as CachedModel runs them, requests, answer tokens)
+    runs = [("pipeline (overlapping)", "lean", True, args.requests, args.tokens),
+            ("one batch at a time", "lean", False, args.requests, args.tokens),
+            ("httpx2 stock transport", "httpx2 stock", True, args.stock_requests, args.tokens),
+            ("pipeline (overlapping)", "lean", True, args.long_requests, args.long_tokens),
+            ("token list kept", "lean, token list kept", True, args.long_requests, args.long_tokens)]
     try:
         urls = [f"http://127.0.0.1:{server.stdout.readline().strip()}" for server in servers]
         ideal = args.endpoints * args.concurrency / args.latency
-        runs = [("backend transport", args.requests, args.tokens), ("httpx2 stock", args.stock_requests, args.tokens),
-                ("backend transport", args.long_requests, args.long_tokens),
-                ("lean, token list kept", args.long_requests, args.long_tokens)]
-        rows = [(name, n, tokens, measure(urls, args.concurrency, n, "lean" if name == "backend transport" else name, tokens))
-                for name, n, tokens in runs if n]
+        rows = [(name, n, tokens, measure(urls, args.concurrency, n, transport, tokens, overlap) if n else None)
+                for name, transport, overlap, n, tokens in runs]
     finally:
         for server in servers:
             server.stdin.close()
             server.wait(timeout=10)
-    print(f"{args.endpoints} endpoints x {args.concurrency} concurrent, {args.latency * 1000:g} ms per request: "
-          f"ideal {ideal:.0f} req/s; {os.cpu_count()} CPU cores here")
-    print(f"{'transport':<22} {'tokens':>6} {'requests':>8} {'seconds':>8} {'req/s':>8} {'share of ideal':>15} {'client CPU/request':>19}")
+    print(f"{args.endpoints} endpoints x {args.concurrency} concurrent, {args.latency * 1000:g} ms per request"
+          f"{f' +- {args.spread:.0%}' if args.spread else ''}: ideal {ideal:.0f} req/s; {os.cpu_count()} CPU cores here")
+    print(f"{'client':<24} {'tokens':>6} {'requests':>8} {'seconds':>8} {'req/s':>8} {'share of ideal':>15} {'client CPU/request':>19}")
     for name, n, tokens, row in rows:
-        print(f"{name:<22} {tokens:>6} {n:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} {row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us")
-    ours, stock = rows[0][3], rows[1][3]
-    print(f"ratio: {ours['rate'] / ideal:.2f} of ideal (target >= 0.90); {ours['rate'] / stock['rate']:.1f}x the stock transport's rate, "
-          f"{stock['cpu_us'] / ours['cpu_us']:.1f}x less CPU per request")
-    if len(rows) == 4:
+        if row is not None:
+            print(f"{name:<24} {tokens:>6} {n:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} {row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us")
+    ours, serial, stock, long_ours, long_kept = (row for _, _, _, row in rows)
+    print(f"ratio: {ours['rate'] / ideal:.2f} of ideal (target >= 0.90); {ours['rate'] / serial['rate']:.2f}x one batch at a time; "
+          + (f"{ours['rate'] / stock['rate']:.1f}x the stock transport's rate, {stock['cpu_us'] / ours['cpu_us']:.1f}x less CPU per request"
+             if stock else ""))
+    if long_ours and long_kept:
         print(f"{args.long_tokens}-token answers: dropping the per-token list saves "
-              f"{(rows[3][3]['cpu_us'] - rows[2][3]['cpu_us']) / 1000:.1f} ms of client CPU per request "
-              f"({rows[3][3]['cpu_us'] / rows[2][3]['cpu_us']:.1f}x)")
+              f"{(long_kept['cpu_us'] - long_ours['cpu_us']) / 1000:.1f} ms of client CPU per request "
+              f"({long_kept['cpu_us'] / long_ours['cpu_us']:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -248,6 +248,31 @@ def test_the_token_list_is_dropped_on_https_endpoints_too_after_decoding():
 
 
 # -- faults --------------------------------------------------------------------------------------
+def test_batches_overlap_so_a_slow_item_holds_back_only_its_own_batch(servers, tiny_model_dir, reference):
+    """What CachedModel runs: the next batch's requests take the slots a slow item leaves idle, and each
+    batch comes back whole as soon as it is done, here the later batch first; results are unchanged."""
+    server = servers.start(faults={"slow": {"def f0(": 3.0}})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})
+    batches = [[0, 1], [2, 3, 4, 5]]
+    done = list(backend.generate_batches(GENERATE, batches, SAMPLED))
+    assert [k for k, _ in done] == [1, 0]
+    assert {k: results for k, results in done} == {k: [reference[0][i] for i in batch] for k, batch in enumerate(batches)}
+
+
+def test_leaving_the_batch_stream_early_cancels_its_requests(servers, tiny_model_dir, reference):
+    """A caller that stops reading (its own error, Ctrl-C) gets control back at once, the requests still
+    queued are never sent, and the backend keeps working."""
+    server = servers.start(faults={"latency": 0.3})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})
+    stream = backend.generate_batches(GENERATE, [[i] for i in range(len(GENERATE))], SAMPLED)
+    next(stream)
+    stream.close()
+    sent = server.stats()["counts"].get("POST /generate", 0)
+    time.sleep(1.0)
+    assert sent < len(GENERATE) and server.stats()["counts"].get("POST /generate", 0) == sent
+    assert backend.generate(GENERATE[:3], SAMPLED) == reference[0][:3]
+
+
 def test_an_endpoint_killed_mid_run_and_restarted(servers, tiny_model_dir, reference):
     a, b = servers.start(), servers.start()
     backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})

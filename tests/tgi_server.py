@@ -13,8 +13,8 @@ status codes (422 validation, 424 generation, 429 overloaded, 500 incomplete gen
   scores; a seeded generator per request; stop sequences matched at the end of the text, which TGI
   keeps in `generated_text`), one request at a time, so a result depends only on its request.
 - Faults (`POST /_control`): an error rate over chosen statuses (with Retry-After), the first N
-  attempts of every request failing, added latency, dropped connections (TCP reset), an unhealthy
-  /health. Which attempt fails is a hash of (fault seed, route, body, attempt number): the same
+  attempts of every request failing, added latency (for all requests, or for prompts containing a
+  given text), dropped connections (TCP reset), an unhealthy /health. Which attempt fails is a hash of (fault seed, route, body, attempt number): the same
   requests meet the same faults whatever their order, so outcomes compare with a fault-free run.
 - Every request body and every response body is checked against the OpenAPI schemas when the spec is
   given; `GET /_stats` returns the violations (tests assert there are none) and the request counts.
@@ -280,6 +280,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "drop_rate": 0.0,  # share of attempts whose connection is reset without an answer
     "latency": 0.0,  # seconds added before every answer (/health and /info included)
     "unhealthy": False,  # /health answers 503
+    "slow": {},  # {text: seconds}: a /generate whose inputs contain `text` answers that much later
 }
 
 
@@ -373,6 +374,8 @@ class Handler(BaseHTTPRequestHandler):
         if route not in ("/generate", "/tokenize"):
             return self._send(404, None)
         self._validate(body, "GenerateRequest", f"request {route}")
+        if route == "/generate":
+            time.sleep(sum(seconds for text, seconds in self.state.faults["slow"].items() if text in body.get("inputs", "")))
         fault = self.state.fault_for(route, raw)
         if fault and fault[0] == "drop":
             self.state.count("dropped")

@@ -96,6 +96,10 @@ class Backend(Protocol):
 
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]: ...
 
+    # Optional, for servers that keep many requests in flight (TGI): `generate_batches(requests, batches,
+    # params)` and `score_batches(prompts, batches)` run all batches with no pause between them and yield
+    # (position in `batches`, results) as each completes. CachedModel uses them when present.
+
 
 def make_backend(config: "GeneratorConfig", model: str | None = None, revision: str | None = None) -> Backend:
     """The backend named by `config.backend`, serving `model` (default: `config.model`)."""
@@ -167,7 +171,9 @@ class CachedModel:
         def compute(indices: list[int]) -> list[Completion]:
             return self.backend.generate([requests[i] for i in indices], params)
 
-        return self._run(keys, batches, compute, Completion, desc, unit="gen")
+        overlapping = getattr(self.backend, "generate_batches", None)
+        stream = (lambda todo: overlapping(requests, todo, params)) if overlapping else None
+        return self._run(keys, batches, compute, Completion, desc, unit="gen", stream=stream)
 
     def score_yes_no(self, prompts: Sequence[str], desc: str = "score") -> list[YesNoScore]:
         identity = self._identity()
@@ -177,7 +183,9 @@ class CachedModel:
         def compute(indices: list[int]) -> list[YesNoScore]:
             return self.backend.score_yes_no([prompts[i] for i in indices])
 
-        return self._run(keys, batches, compute, YesNoScore, desc, unit="pair")
+        overlapping = getattr(self.backend, "score_batches", None)
+        stream = (lambda todo: overlapping(prompts, todo)) if overlapping else None
+        return self._run(keys, batches, compute, YesNoScore, desc, unit="pair", stream=stream)
 
     def _compute_splitting(self, compute, batch: list[int], result_type) -> list:
         """Run a batch; out of memory, run its halves. A single item that still does not fit becomes a
@@ -190,7 +198,10 @@ class CachedModel:
             half = len(batch) // 2
             return self._compute_splitting(compute, batch[:half], result_type) + self._compute_splitting(compute, batch[half:], result_type)
 
-    def _run(self, keys, batches, compute, result_type, desc: str, unit: str) -> list:
+    def _run(self, keys, batches, compute, result_type, desc: str, unit: str, stream=None) -> list:
+        """Results for `keys`: from the cache, else computed batch by batch (`compute`), or by a backend
+        that overlaps the batches (`stream(batches)` yields each one's position and results when done);
+        either way each batch is stored in one transaction."""
         stored = self.cache.get_many(keys)
         results: list[Any] = [None] * len(keys)
         for i, key in enumerate(keys):
@@ -201,8 +212,10 @@ class CachedModel:
         todo = [batch for batch in todo if batch]
         total = sum(len(b) for b in todo)
         with tqdm(total=total, desc=desc, unit=unit, disable=not self.progress or total == 0, dynamic_ncols=True) as bar:
-            for batch in todo:
-                outputs = self._compute_splitting(compute, batch, result_type)
+            done = stream(todo) if stream is not None else (
+                (k, self._compute_splitting(compute, batch, result_type)) for k, batch in enumerate(todo))
+            for k, outputs in done:
+                batch = todo[k]
                 fresh = {}
                 for i, output in zip(batch, outputs):
                     results[i] = output

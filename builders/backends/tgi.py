@@ -30,16 +30,18 @@ import concurrent.futures
 import contextlib
 import contextvars
 import email.utils
+import functools
 import json
 import logging
 import math
+import queue
 import random
 import re
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -326,6 +328,37 @@ class _LoopRunner:
             # Called from inside a running loop (a notebook): drive ours from a helper thread.
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 return pool.submit(lambda: self.loop.run_until_complete(make())).result()
+
+    def stream(self, work: Callable[["queue.Queue[T]"], Awaitable[None]]) -> Iterator[T]:
+        """Run `work(out)` on this loop in a helper thread and yield what it puts in `out` while it runs,
+        so the caller handles results (stores them) while requests keep flowing. The work's error is
+        raised here; closing the iterator early (the caller failed, Ctrl-C) cancels the work."""
+        out: "queue.Queue[T]" = queue.Queue()
+        main: list[asyncio.Task] = []
+
+        async def run() -> None:
+            main.append(asyncio.current_task())  # type: ignore[arg-type]
+            await work(out)
+
+        with self._lock, concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tgi-loop") as pool:
+            future = pool.submit(self.loop.run_until_complete, run())
+            try:
+                while True:
+                    try:
+                        found = out.get(timeout=0.1)
+                    except queue.Empty:
+                        if future.done() and out.empty():
+                            future.result()
+                            return
+                        continue
+                    yield found
+            finally:
+                if not future.done():
+                    while not main and not future.done():
+                        time.sleep(0.01)
+                    if main:
+                        self.loop.call_soon_threadsafe(main[0].cancel)
+                    concurrent.futures.wait([future], timeout=60)
 
     def close(self) -> None:
         """Close the clients (their connections) and the loop; safe to call twice, or at exit."""
@@ -653,19 +686,87 @@ class TGIBackend:
         return [list(range(start, min(start + size, len(prompts)))) for start in range(0, len(prompts), size)]
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
-        async def run(call: _Call) -> list[Completion]:
-            tokens = await self._count(call, [r.prompt for r in requests])
-            return await asyncio.gather(*(self._generate_one(call, r, n, params) for r, n in zip(requests, tokens)))
-
-        return self._runner.run(lambda: self._in_session(run, len(requests), "generate"))
+        return dict(self.generate_batches(requests, [list(range(len(requests)))], params))[0]
 
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
-        async def run(call: _Call) -> list[YesNoScore]:
-            await self._resolve_answers(call)
-            tokens = await self._count(call, list(prompts))
-            return await asyncio.gather(*(self._score_one(call, p, n) for p, n in zip(prompts, tokens)))
+        return dict(self.score_batches(prompts, [list(range(len(prompts)))]))[0]
 
-        return self._runner.run(lambda: self._in_session(run, len(prompts), "score"))
+    def generate_batches(self, requests: Sequence[GenerationRequest], batches: Sequence[Sequence[int]],
+                         params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:
+        """`generate` over each batch of request indices, the batches overlapping: requests flow to the
+        endpoints in order without a pause at batch ends, and each batch comes back whole (its position,
+        its results) as soon as its last item is done. A batch-at-a-time caller would leave the slots of a
+        batch's slowest items idle: one latency lost per batch."""
+
+        async def jobs(call: _Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[Completion]]]:
+            chosen = [requests[i] for i in batch]
+            tokens = await self._count(call, [r.prompt for r in chosen])
+            return [functools.partial(self._generate_one, call, r, n, params) for r, n in zip(chosen, tokens)]
+
+        return self._stream(batches, jobs, "generate")
+
+    def score_batches(self, prompts: Sequence[str], batches: Sequence[Sequence[int]]) -> Iterator[tuple[int, list[YesNoScore]]]:
+        """`score_yes_no` over each batch of prompt indices, overlapping as in `generate_batches`."""
+
+        async def jobs(call: _Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[YesNoScore]]]:
+            await self._resolve_answers(call)
+            chosen = [prompts[i] for i in batch]
+            tokens = await self._count(call, chosen)
+            return [functools.partial(self._score_one, call, p, n) for p, n in zip(chosen, tokens)]
+
+        return self._stream(batches, jobs, "score")
+
+    def _stream(self, batches: Sequence[Sequence[int]], jobs: Callable[[_Call, Sequence[int]], Awaitable[list]],
+                desc: str) -> Iterator[tuple[int, list]]:
+        """Start the items of all batches in order, at most 2 x the endpoints' slots at a time (the rest
+        wait here, not on a slot with a deadline), and yield each batch when complete."""
+
+        async def work(out: "queue.Queue[tuple[int, list]]") -> None:
+            async def session(call: _Call) -> None:
+                window = asyncio.Semaphore(2 * max(1, sum(e.limit for e in self.endpoints if not e.refused)))
+                running: set[asyncio.Task] = set()
+                failed: list[BaseException] = []
+
+                async def item(k: int, position: int, job: Callable[[], Awaitable[Any]], results: list, left: list[int]) -> None:
+                    try:
+                        results[position] = await job()
+                    finally:
+                        window.release()
+                    left[0] -= 1
+                    if left[0] == 0:
+                        out.put((k, results))
+
+                def finished(task: asyncio.Task) -> None:
+                    running.discard(task)
+                    if not task.cancelled() and task.exception() is not None:
+                        failed.append(task.exception())
+
+                try:
+                    for k, batch in enumerate(batches):
+                        batch_jobs = await jobs(call, batch)
+                        results: list = [None] * len(batch_jobs)
+                        left = [len(batch_jobs)]
+                        if not batch_jobs:
+                            out.put((k, results))
+                        for position, job in enumerate(batch_jobs):
+                            await window.acquire()
+                            if failed:
+                                raise failed[0]
+                            task = asyncio.create_task(item(k, position, job, results, left))
+                            running.add(task)
+                            task.add_done_callback(finished)
+                    while running and not failed:
+                        await asyncio.wait(set(running), return_when=asyncio.FIRST_EXCEPTION)
+                    if failed:
+                        raise failed[0]
+                finally:
+                    for task in list(running):
+                        task.cancel()
+                    await asyncio.gather(*running, return_exceptions=True)
+
+            await self._in_session(session, sum(len(b) for b in batches), desc)
+
+        return self._runner.stream(work)
 
     def answer_token_ids(self) -> dict[str, list[int]]:
         """The token ids whose logprobs make the Yes/No score (the embedded backend's, when the tokenizer is local)."""
