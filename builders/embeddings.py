@@ -82,15 +82,16 @@ def onnx_file(model_path: Path, version: str, int8: bool, folder: Path | None = 
     """The model as ONNX, exported on first use (and quantized to int8 when asked); files appear whole or
     not at all, so a killed export is simply redone."""
     folder = (folder or export_folder()) / f"all-MiniLM-L6-v2-{version}"
-    fp32 = folder / "model.onnx"
-    if not fp32.is_file():
-        _export(model_path, fp32)
-    if not int8:
-        return fp32
-    quantized = folder / "model-int8.onnx"
-    if not quantized.is_file():
-        _quantize(fp32, quantized)
-    return quantized
+    fp32, quantized = folder / "model.onnx", folder / "model-int8.onnx"
+    try:
+        if not fp32.is_file():
+            _export(model_path, fp32)
+        if int8 and not quantized.is_file():
+            _quantize(fp32, quantized)
+    except OSError as error:
+        raise ConfigError(f"cannot write the embedding model's ONNX export to {folder}: {error}. Point XDG_CACHE_HOME "
+                          "to a writable folder, or set decontaminate.semantic_runtime=torch") from None
+    return quantized if int8 else fp32
 
 
 def _scratch(target: Path) -> Path:
@@ -116,11 +117,14 @@ def _export(model_path: Path, target: Path) -> None:
     example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
     dynamic = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                "last_hidden_state": {0: "batch", 1: "tokens"}}
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python branches, all static here
-        torch.onnx.export(LastHiddenState(model), example, str(scratch), input_names=["input_ids", "attention_mask"],
-                          output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=17, dynamo=False)
-    os.replace(scratch, target)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python branches, all static here
+            torch.onnx.export(LastHiddenState(model), example, str(scratch), input_names=["input_ids", "attention_mask"],
+                              output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=17, dynamo=False)
+        os.replace(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def _quantize(source: Path, target: Path) -> None:
@@ -134,9 +138,10 @@ def _quantize(source: Path, target: Path) -> None:
         # reduce_range: 7-bit weights, so AVX2's u8 x s8 multiply-add cannot saturate (no VNNI here).
         quantize_dynamic(source, scratch, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        os.replace(scratch, target)
     finally:
         root.removeFilter(_not_the_preprocessing_hint)
-    os.replace(scratch, target)
+        scratch.unlink(missing_ok=True)
 
 
 def _not_the_preprocessing_hint(record: logging.LogRecord) -> bool:

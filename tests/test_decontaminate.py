@@ -190,6 +190,15 @@ def test_int8_screen_makes_the_fp32_decisions(checker, tasks):
     assert checker.rescored - rescored >= int((best >= DecontaminateConfig().semantic_threshold).sum())
 
 
+def test_an_unwritable_export_folder_is_a_clear_config_error(tmp_path):
+    from inversecoder.builders.embeddings import model_files, onnx_file
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the export folder would go")
+    with pytest.raises(ConfigError, match="cannot write the embedding model's ONNX export.*semantic_runtime=torch"):
+        onnx_file(*model_files(), int8=True, folder=blocked)
+
+
 def test_an_unknown_embedding_runtime_is_a_config_error():
     with pytest.raises(ConfigError, match="semantic_runtime must be one of auto, torch, onnxruntime, onnxruntime-int8"):
         DecontaminateConfig(semantic_runtime="tensorrt")
