@@ -273,6 +273,32 @@ def test_leaving_the_batch_stream_early_cancels_its_requests(servers, tiny_model
     assert backend.generate(GENERATE[:3], SAMPLED) == reference[0][:3]
 
 
+def test_a_failed_cache_write_stops_the_requests_at_once(servers, tiny_model_dir, tmp_path, reference):
+    """CachedModel closes the stream when storing a batch fails: nothing more is sent, no thread is left
+    running, and the batches stored before the failure are kept."""
+
+    class FullDisk(ResultCache):
+        writes = 0
+
+        def put_many(self, items):
+            FullDisk.writes += 1
+            if FullDisk.writes == 2:
+                raise OSError(28, "No space left on device")
+            super().put_many(items)
+
+    server = servers.start(faults={"latency": 0.2})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 2, "requests_per_batch": 2})
+    cache = FullDisk(tmp_path / "calls.sqlite")
+    with pytest.raises(OSError, match="No space left"):
+        CachedModel(backend, cache, progress=False).generate(GENERATE, SAMPLED)
+    sent = server.stats()["counts"].get("POST /generate", 0)
+    time.sleep(1.0)
+    assert sent < len(GENERATE) and server.stats()["counts"].get("POST /generate", 0) == sent
+    assert not [t for t in threading.enumerate() if t.name.startswith("tgi-loop")]
+    assert len(cache) == 2
+    assert backend.generate(GENERATE[:2], SAMPLED) == reference[0][:2]
+
+
 def test_an_endpoint_killed_mid_run_and_restarted(servers, tiny_model_dir, reference):
     a, b = servers.start(), servers.start()
     backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})

@@ -7,6 +7,7 @@ hash of everything that determines them, batch by batch, so runs resume and reru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -211,9 +212,12 @@ class CachedModel:
         todo = [[i for i in batch if results[i] is None] for batch in batches]
         todo = [batch for batch in todo if batch]
         total = sum(len(b) for b in todo)
-        with tqdm(total=total, desc=desc, unit=unit, disable=not self.progress or total == 0, dynamic_ncols=True) as bar:
-            done = stream(todo) if stream is not None else (
-                (k, self._compute_splitting(compute, batch, result_type)) for k, batch in enumerate(todo))
+        done = stream(todo) if stream is not None else (
+            (k, self._compute_splitting(compute, batch, result_type)) for k, batch in enumerate(todo))
+        # closing(): an error here (a full disk, Ctrl-C during a write) stops the backend's requests at once,
+        # rather than whenever the garbage collector gets to the stream.
+        with tqdm(total=total, desc=desc, unit=unit, disable=not self.progress or total == 0, dynamic_ncols=True) as bar, \
+                contextlib.closing(done):
             for k, outputs in done:
                 batch = todo[k]
                 fresh = {}
