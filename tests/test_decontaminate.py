@@ -199,6 +199,20 @@ def test_an_unwritable_export_folder_is_a_clear_config_error(tmp_path):
         onnx_file(*model_files(), int8=True, folder=blocked)
 
 
+def test_auto_falls_back_to_torch_when_onnxruntime_cannot_be_prepared(monkeypatch, tmp_path):
+    from inversecoder.builders import embeddings
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the export folder would go")
+    monkeypatch.setattr(embeddings, "export_folder", lambda: blocked)
+    with pytest.warns(RuntimeWarning, match="could not run on onnxruntime.*embedding with torch instead"):
+        embedder = Embedder("cpu", runtime="auto")
+    assert embedder.runtime == "torch" and not embedder.approximate
+    assert np.allclose(np.linalg.norm(embedder.encode(["a sentence"]), axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="semantic_runtime=onnxruntime: cannot write"):
+        Embedder("cpu", runtime="onnxruntime")
+
+
 def test_an_unknown_embedding_runtime_is_a_config_error():
     with pytest.raises(ConfigError, match="semantic_runtime must be one of auto, torch, onnxruntime, onnxruntime-int8"):
         DecontaminateConfig(semantic_runtime="tensorrt")
