@@ -267,6 +267,7 @@ def test_leaving_the_batch_stream_early_cancels_its_requests(servers, tiny_model
     stream = backend.generate_batches(GENERATE, [[i] for i in range(len(GENERATE))], SAMPLED)
     next(stream)
     stream.close()
+    time.sleep(0.2)  # requests written just before the cancel reach the server's count
     sent = server.stats()["counts"].get("POST /generate", 0)
     time.sleep(1.0)
     assert sent < len(GENERATE) and server.stats()["counts"].get("POST /generate", 0) == sent
@@ -291,6 +292,7 @@ def test_a_failed_cache_write_stops_the_requests_at_once(servers, tiny_model_dir
     cache = FullDisk(tmp_path / "calls.sqlite")
     with pytest.raises(OSError, match="No space left"):
         CachedModel(backend, cache, progress=False).generate(GENERATE, SAMPLED)
+    time.sleep(0.2)  # requests written just before the cancel reach the server's count
     sent = server.stats()["counts"].get("POST /generate", 0)
     time.sleep(1.0)
     assert sent < len(GENERATE) and server.stats()["counts"].get("POST /generate", 0) == sent
