@@ -348,8 +348,8 @@ class Decontaminator:
         if self.embedder.approximate and len(instructions):
             near = np.flatnonzero(scores.max(axis=1) >= self.config.semantic_threshold - SCREEN_MARGIN)
             if len(near):
-                exact = self.embedder.encode([instructions[i] for i in near], progress=progress, exact=True)
-                scores[near] = exact @ self._exact_task_embeddings.T
+                again = self.embedder.encode([instructions[i] for i in near], progress=progress, exact=True)
+                scores[near] = again @ self._exact_task_embeddings.T
             self.rescored += len(near)
         return scores
 
