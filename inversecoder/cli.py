@@ -144,6 +144,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         down = [row["url"] for row in rows if not row.get("healthy")]
         if down:
             raise UserError(f"{len(down)} of {len(rows)} endpoints unreachable or unhealthy: {', '.join(down)}")
+        if any(row.get("consistent") is False for row in rows):
+            raise UserError("the endpoints serve different models or revisions: a build would refuse them")
         return
     if args.command == "show-config":
         import yaml

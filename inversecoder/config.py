@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -89,6 +90,11 @@ class GeneratorConfig:
         # Checked when the config is read, so a typo fails before any work, not at the first model call.
         if self.backend not in BACKENDS:
             raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{self.backend}'")
+        for url in self.endpoints:
+            if "@" in urlsplit(str(url).strip()).netloc:
+                # The resolved config is saved beside every artifact and endpoints appear in logs and cards.
+                raise ConfigError("generator.endpoints: an endpoint URL carries credentials (user:password@); "
+                                  "they would be written to logs and to the dataset's build files. TGI needs none.")
 
 @dataclass
 class SummarizeConfig:

@@ -11,6 +11,7 @@ import asyncio
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -266,6 +267,8 @@ def test_leaving_the_batch_stream_early_cancels_its_requests(servers, tiny_model
     backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})
     stream = backend.generate_batches(GENERATE, [[i] for i in range(len(GENERATE))], SAMPLED)
     next(stream)
+    with pytest.raises(RuntimeError, match="finish or close that stream first"):  # not a deadlock
+        backend.generate(GENERATE[:1], SAMPLED)
     stream.close()
     time.sleep(0.2)  # requests written just before the cancel reach the server's count
     sent = server.stats()["counts"].get("POST /generate", 0)
@@ -345,7 +348,53 @@ def test_a_failing_endpoint_records_failures_and_the_next_run_completes_them(ser
     assert len(cache) == len(GENERATE)
 
 
-def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir):
+def test_every_endpoint_is_kept_full_and_never_overloaded(servers, tiny_model_dir, reference):
+    # Each server takes 2 requests at once (/info's max_concurrent_requests), below the 3 slots asked for.
+    a, b = servers.start(max_concurrent_requests=2), servers.start(max_concurrent_requests=2, faults={"latency": 0.3})
+    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
+    assert backend.generate(GENERATE, SAMPLED) == reference[0]
+    fast, slow = a.stats()["counts"], b.stats()["counts"]
+    assert fast["max in flight"] == slow["max in flight"] == 2  # full, and never more than the server takes
+    # Least-loaded routing: the endpoint that frees its slots sooner serves more (round robin would split 8/8).
+    assert fast["POST /generate"] > slow["POST /generate"] >= 1
+    assert fast["POST /generate"] + slow["POST /generate"] == len(GENERATE)
+
+
+def test_stop_sequences_beyond_the_servers_limit_are_cut_locally(servers, embedded, tiny_model_dir):
+    server = servers.start(max_stop_sequences=1)
+    backend = TGIBackend([server.url], str(tiny_model_dir), **FAST)
+    greedy = SamplingParams(repetition_penalty=1.1, max_new_tokens=10, stop=("never seen", "nth"))  # the 2nd is cut here
+    got, want = backend.generate(GENERATE[:6], greedy), embedded.generate(GENERATE[:6], greedy)
+    assert [(c.text, c.finish_reason) for c in got] == [(c.text, c.finish_reason) for c in want]
+    assert any(c.finish_reason == "stop" for c in got) and "status 422" not in server.stats()["counts"]
+
+
+def test_the_hub_token_goes_only_to_hugging_face_https_hosts(servers, tiny_model_dir, monkeypatch):
+    from inversecoder.builders.backends.tgi import may_carry_hub_token
+
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)  # what a logged-in user has
+    server = servers.start()
+    backend = TGIBackend([server.url], str(tiny_model_dir), **FAST)
+    assert all(c.error is None for c in backend.generate(GENERATE[:2], SAMPLED) + backend.score_yes_no(SCORE[:2]))
+    check_endpoints(GeneratorConfig(backend="tgi", endpoints=[server.url], health_timeout=2.0))
+    counts = server.stats()["counts"]
+    assert counts["POST /generate"] >= 4 and "with authorization" not in counts  # a self-hosted TGI over http: never
+    assert may_carry_hub_token("https://abc123.us-east-1.aws.endpoints.huggingface.cloud")
+    assert may_carry_hub_token("https://org-space.hf.space/generate")
+    for url in ("http://abc.endpoints.huggingface.cloud", "https://tgi.example.com", "https://huggingface.cloud.evil.com",
+                "http://127.0.0.1:8080", "https://nothuggingface.co"):
+        assert not may_carry_hub_token(url), url
+
+
+def test_endpoint_urls_with_credentials_are_refused():
+    with pytest.raises(ConfigError, match="carries credentials"):
+        GeneratorConfig(backend="tgi", endpoints=["http://user:secret@h1:8080"])
+
+
+def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     a, b = servers.start(model_sha="a" * 40), servers.start(model_sha="b" * 40)
     with pytest.raises(ConfigError, match="different models or revisions"):
         TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
@@ -357,6 +406,14 @@ def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir)
     with pytest.raises(ConfigError, match="generator.revision"):
         TGIBackend([a.url], str(tiny_model_dir), "c" * 40, **FAST)
     assert TGIBackend([a.url], str(tiny_model_dir), "a" * 40, **FAST).info().revision == "a" * 40
+    assert TGIBackend([a.url], str(tiny_model_dir), "aaaaaaa", **FAST).info().revision == "a" * 40  # a short sha
+    # A branch name: resolved through the local Hub cache when it is there, else the served sha counts.
+    assert TGIBackend([a.url], str(tiny_model_dir), "main", **FAST).info().revision == "a" * 40
+    refs = Path(constants.HF_HUB_CACHE) / f"models--{str(tiny_model_dir).replace('/', '--')}" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "release").write_text("c" * 40)
+    with pytest.raises(ConfigError, match=r"generator.revision is 'release' \(c{40}\) but the TGI endpoints serve revision a{40}"):
+        TGIBackend([a.url], str(tiny_model_dir), "release", **FAST)
 
 
 def test_overlong_prompts_are_rejected_without_a_request(servers, tiny_model_dir, tmp_path):
@@ -392,6 +449,18 @@ def test_dead_and_slow_endpoints_leave_the_rotation_and_return(servers, tiny_mod
     assert stats[0]["up"] and stats[0]["came_back"] == 1
 
 
+def test_an_endpoint_joining_with_lower_limits_is_refused(servers, tiny_model_dir, reference):
+    a, b = servers.start(), servers.start()
+    b.kill()
+    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)  # b joins when its /health passes
+    b.settings["max_input_tokens"] = 10
+    b.restart()
+    assert backend.generate(GENERATE[:6], SAMPLED) == reference[0][:6]
+    assert backend.generate(GENERATE[6:8], SAMPLED) == reference[0][6:8]
+    stats = backend.endpoint_stats()[1]
+    assert not stats["up"] and "max_input_tokens 10 < 3000" in stats["refused"] and stats["requests"] == 0
+
+
 def test_check_endpoints_reports_health_info_and_limits(servers, tiny_model_dir):
     a, b = servers.start(), servers.start(max_top_n_tokens=3)
     config = GeneratorConfig(backend="tgi", model=str(tiny_model_dir), endpoints=[a.url, b.url, "http://127.0.0.1:9"], health_timeout=2.0)
@@ -401,8 +470,19 @@ def test_check_endpoints_reports_health_info_and_limits(servers, tiny_model_dir)
     assert (rows[0]["max_top_n_tokens"], rows[1]["max_top_n_tokens"]) == (">= 5", "3")
     report = format_endpoint_report(rows)
     assert "DOWN: cannot connect" in report and f"2/3 endpoints healthy, serving {tiny_model_dir}@no sha" in report
-    c = servers.start(model_sha="f" * 40)
-    assert "REFUSED" in format_endpoint_report(check_endpoints(GeneratorConfig(backend="tgi", endpoints=[a.url, c.url])))
+    assert rows[0]["prefill_logprobs"] == "yes" and "--enable-prefill-logprobs" not in report
+    c = servers.start(model_sha="f" * 40, prefill_logprobs=False)
+    report = format_endpoint_report(check_endpoints(GeneratorConfig(backend="tgi", endpoints=[a.url, c.url])))
+    assert "REFUSED" in report and "no (--enable-prefill-logprobs)" in report and "note: endpoints marked 'no'" in report
+
+
+def test_an_endpoint_without_prompt_logprobs_fails_those_scores_clearly_and_stays_up(servers, tiny_model_dir, reference):
+    server = servers.start(prefill_logprobs=False)  # TGI >= 3.0 launched without --enable-prefill-logprobs
+    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "top_n_tokens": 1})  # Yes/No outside the top 1
+    scores = backend.score_yes_no(SCORE[:4])
+    assert all(s.score is None and s.retryable and "--enable-prefill-logprobs" in s.error for s in scores), scores
+    assert backend.totals["retries"] == 0 and backend.endpoint_stats()[0]["up"]  # not a fault of the server: no retry, no strike
+    assert backend.generate(GENERATE[:2], SAMPLED) == reference[0][:2]  # and it goes on serving
 
 
 def test_without_a_local_tokenizer_the_servers_count_tokens(servers, embedded):
@@ -484,3 +564,6 @@ def test_check_endpoints_command_prints_the_report_and_fails_on_a_dead_endpoint(
     assert a.url in healthy.stdout and "1/1 endpoints healthy" in healthy.stdout
     broken = subprocess.run(command + ["generator.endpoints=[" + a.url + ", http://127.0.0.1:9]"], capture_output=True, text=True, timeout=120)
     assert broken.returncode == 2 and "1 of 2 endpoints unreachable or unhealthy: http://127.0.0.1:9" in broken.stderr
+    other = servers.start(model_sha="f" * 40)
+    refused = subprocess.run(command + ["generator.endpoints=[" + a.url + ", " + other.url + "]"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "REFUSED" in refused.stdout and "different models or revisions" in refused.stderr

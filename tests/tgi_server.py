@@ -217,7 +217,7 @@ class TinyModel:
             out = self.model(input_ids=torch.tensor([ids]), use_cache=True, **{self.cache_kwarg: cache})
             all_logits = out.logits[0].float()
             prefill = []
-            if p.get("decoder_input_details"):
+            if p.get("decoder_input_details") and settings["prefill_logprobs"]:
                 prompt_logprobs = torch.log_softmax(all_logits[:-1], dim=-1)
                 prefill = [self.token(ids[0], None, False)] + [
                     self.token(ids[i], float(prompt_logprobs[i - 1, ids[i]]), False) for i in range(1, n)]
@@ -294,10 +294,23 @@ class ServerState:
     attempts: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
+    in_flight: int = 0
 
     def count(self, key: str) -> None:
         with self.lock:
             self.counts[key] = self.counts.get(key, 0) + 1
+
+    @contextlib.contextmanager
+    def serving(self):
+        """Counts the /generate requests being answered; `max in flight` is the most at once."""
+        with self.lock:
+            self.in_flight += 1
+            self.counts["max in flight"] = max(self.counts.get("max in flight", 0), self.in_flight)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight -= 1
 
     def fault_for(self, route: str, raw: bytes) -> tuple[str, int] | None:
         """('drop', 0) / ('error', status) / None for this attempt: a function of the request and its attempt number."""
@@ -350,6 +363,8 @@ class Handler(BaseHTTPRequestHandler):
                 stats = {"counts": dict(self.state.counts), "violations": list(self.state.violations), "pid": os.getpid()}
             return self._send(200, stats)
         self.state.count(f"GET {route}")
+        if self.headers.get("Authorization"):
+            self.state.count("with authorization")
         time.sleep(self.state.faults["latency"])
         if route == "/health":
             if self.state.faults["unhealthy"]:
@@ -366,6 +381,12 @@ class Handler(BaseHTTPRequestHandler):
             self.state.faults.update(json.loads(raw))
             return self._send(200, {"faults": self.state.faults})
         self.state.count(f"POST {route}")
+        if self.headers.get("Authorization"):
+            self.state.count("with authorization")
+        with self.state.serving():
+            self._answer(route, raw)
+
+    def _answer(self, route: str, raw: bytes) -> None:
         time.sleep(self.state.faults["latency"])
         try:
             body = json.loads(raw)
@@ -453,6 +474,7 @@ def _die_with_parent() -> None:
 DEFAULT_SETTINGS = {
     "model_sha": None, "version": TGI_VERSION, "max_input_tokens": 3000, "max_total_tokens": 4096,
     "max_stop_sequences": 4, "max_concurrent_requests": 128, "max_top_n_tokens": 5, "report_top_n": False,
+    "prefill_logprobs": True,  # TGI >= 3.0 without --enable-prefill-logprobs: False (an empty `prefill`, no error)
 }
 
 

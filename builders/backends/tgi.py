@@ -271,6 +271,19 @@ def _origin(url: str | httpx2.URL) -> str:
     return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
+#: Hosts of Hugging Face's Inference Endpoints and Spaces: TGI there checks the Hub token.
+HUB_TOKEN_HOSTS = ("huggingface.co", ".huggingface.co", ".huggingface.cloud", ".hf.space")
+
+
+def may_carry_hub_token(url: str | httpx2.URL) -> bool:
+    """Whether a request to `url` may carry the user's Hub token: only over https to Hugging Face's own
+    hosts. A self-hosted TGI needs no token, and over plain http it would travel in clear text."""
+    parts = urlsplit(str(url))
+    host = (parts.hostname or "").lower()
+    return parts.scheme == "https" and any(host == suffix or (suffix.startswith(".") and host.endswith(suffix))
+                                           for suffix in HUB_TOKEN_HOSTS)
+
+
 def endpoint_http_client(origins: frozenset[str]) -> httpx2.AsyncClient:
     """An httpx2 client for the TGI endpoints (the lean transport); under HF_HUB_OFFLINE it refuses,
     as huggingface_hub's own client does, every URL that is not one of `origins`."""
@@ -281,6 +294,8 @@ def endpoint_http_client(origins: frozenset[str]) -> httpx2.AsyncClient:
         if _origin(request.url) not in origins and constants.is_offline_mode():
             raise OfflineModeIsEnabled(f"Cannot reach {request.url}: offline mode is enabled (HF_HUB_OFFLINE) "
                                        "and it is not a configured TGI endpoint")
+        if "authorization" in request.headers and not may_carry_hub_token(request.url):
+            del request.headers["authorization"]  # huggingface_hub adds the user's token to every request
 
     return httpx2.AsyncClient(transport=_Http11Transport(), event_hooks={"request": [hook]}, timeout=None)
 
@@ -318,8 +333,11 @@ class _LoopRunner:
         self.client: "AsyncInferenceClient | None" = None  # created inside the loop, on first use
         self.http: httpx2.AsyncClient | None = None
         self._lock = threading.Lock()
+        self._streaming: int | None = None  # the thread holding the lock for an open stream
 
     def run(self, make: Callable[[], Awaitable[T]]) -> T:
+        if self._streaming == threading.get_ident():  # would wait for itself
+            raise RuntimeError("the TGI backend is streaming batches in this thread: finish or close that stream first")
         with self._lock:
             try:
                 asyncio.get_running_loop()
@@ -340,8 +358,23 @@ class _LoopRunner:
             main.append(asyncio.current_task())  # type: ignore[arg-type]
             await work(out)
 
-        with self._lock, concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tgi-loop") as pool:
-            future = pool.submit(self.loop.run_until_complete, run())
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def drive() -> None:
+            try:
+                self.loop.run_until_complete(run())
+                future.set_result(None)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+                future.set_exception(error)
+
+        if self._streaming == threading.get_ident():
+            raise RuntimeError("the TGI backend is streaming batches in this thread: finish or close that stream first")
+        with self._lock:
+            self._streaming = threading.get_ident()
+            # A daemon thread: if the cancelled work ever failed to stop, neither this call nor the
+            # interpreter's exit would wait for it forever.
+            thread = threading.Thread(target=drive, name="tgi-loop", daemon=True)
+            thread.start()
             try:
                 while True:
                     try:
@@ -358,7 +391,10 @@ class _LoopRunner:
                         time.sleep(0.01)
                     if main:
                         self.loop.call_soon_threadsafe(main[0].cancel)
-                    concurrent.futures.wait([future], timeout=60)
+                thread.join(timeout=60)
+                self._streaming = None
+                if thread.is_alive():
+                    log.error("the TGI request loop did not stop within 60 s of being cancelled; abandoning it")
 
     def close(self) -> None:
         """Close the clients (their connections) and the loop; safe to call twice, or at exit."""
@@ -430,7 +466,7 @@ class _Endpoint:
     limit: int
     info: EndpointInfo | None = None
     up: bool = False
-    refused: str | None = None  # why it may never join (serves another model)
+    refused: str | None = None  # why it may not join this run (another model, lower limits)
     in_flight: int = 0
     strikes: int = 0
     requests: int = 0
@@ -505,6 +541,17 @@ class _Verdict:
     final: bool = False  # the servers will never accept this item: a rejected (cached) result
     retry_after: float | None = None
     endpoint: str = "strike"  # ok | strike (out after STRIKES_OUT in a row) | down (out now)
+
+
+class _MisconfiguredEndpoint(Exception):
+    """An answer the endpoint will give to every such request until it is relaunched differently:
+    no retry and no strike (the endpoint works); the item fails for this run and is retried by the next."""
+
+
+NO_PREFILL_LOGPROBS = ("the endpoint returned no prompt logprobs (TGI >= 3.0 computes them only when launched with "
+                       "--enable-prefill-logprobs), so P(Yes)/P(No) of an answer token outside the top n cannot be read "
+                       "exactly: relaunch TGI with --enable-prefill-logprobs, or raise its --max-top-n-tokens and "
+                       "generator.top_n_tokens so that every answer token is inside the top n")
 
 
 class _ItemError(Exception):
@@ -635,6 +682,7 @@ class TGIBackend:
         self._jitter = random.Random()
         self._answers: dict[str, list[int]] | None = None
         self._answer_text: dict[int, str] = {}
+        self._warned_setup = False
         self._runner = _LoopRunner(_hf_token())
         self._finalizer = weakref.finalize(self, self._runner.close)
 
@@ -889,6 +937,8 @@ class TGIBackend:
             output = await client.text_generation(prompt + text, model=url + "/generate", details=True,
                                                   decoder_input_details=True, max_new_tokens=1, do_sample=False)
             prefill = output.details.prefill
+            if not prefill:
+                raise _MisconfiguredEndpoint(NO_PREFILL_LOGPROBS)
             return [int(_get(t, "id")) for t in prefill], _get(prefill[-1], "logprob")
 
         prefill_ids, logprob = await self._request(call, send)
@@ -954,6 +1004,12 @@ class TGIBackend:
             except asyncio.CancelledError:
                 call.router.release(endpoint)
                 raise
+            except _MisconfiguredEndpoint as error:
+                call.router.release(endpoint)
+                if not self._warned_setup:
+                    self._warned_setup = True
+                    log.warning("TGI endpoint %s: %s", endpoint.url, error)
+                raise _ItemError(f"{endpoint.url}: {error}") from None
             except Exception as error:
                 verdict = classify(error)
                 endpoint.errors += 1
@@ -1010,9 +1066,8 @@ class TGIBackend:
             reason = "" if healthy else "/health did not answer 200"
             if healthy and not endpoint.up:
                 info = await self._read_info(call, endpoint)
-                if info.identity != self.reference.identity:
-                    endpoint.refused = (f"serves {info.model_id}@{info.model_sha}, not "
-                                        f"{self.reference.model_id}@{self.reference.model_sha}")
+                endpoint.refused = self._refusal(info) or None
+                if endpoint.refused:
                     log.warning("TGI endpoint %s is refused: it %s", endpoint.url, endpoint.refused)
                     healthy, reason = False, endpoint.refused
                 else:
@@ -1021,6 +1076,17 @@ class TGIBackend:
         except Exception as error:
             healthy, reason = False, classify(error).message
         self._set_up(call, endpoint, healthy, reason)
+
+    def _refusal(self, info: EndpointInfo) -> str:
+        """Why an endpoint joining mid-run cannot serve this run ('' if it can): another model, or lower
+        limits than the prompts were checked against (its 422s would reject items the others accept)."""
+        if info.identity != self.reference.identity:
+            return f"serves {info.model_id}@{info.model_sha}, not {self.reference.model_id}@{self.reference.model_sha}"
+        lower = [f"{name} {mine} < {ours}" for name, mine, ours in (
+            ("max_input_tokens", info.max_input_tokens, self.max_input_tokens),
+            ("max_total_tokens", info.max_total_tokens, self.max_total_tokens),
+            ("max_stop_sequences", info.max_stop_sequences, self.max_stop_sequences)) if mine < ours]
+        return f"has lower limits than the run uses ({', '.join(lower)})" if lower else ""
 
     async def _read_info(self, call: _Call, endpoint: _Endpoint) -> EndpointInfo:
         data = await asyncio.wait_for(call.client.get_endpoint_info(model=endpoint.url), self.health_timeout)
@@ -1054,8 +1120,15 @@ class TGIBackend:
         served = self.reference
         if model and not Path(model).expanduser().is_dir() and model != served.model_id:
             raise ConfigError(f"generator.model is '{model}' but the TGI endpoints serve '{served.model_id}'")
-        if revision and served.model_sha and revision != served.model_sha:
-            raise ConfigError(f"generator.revision is '{revision}' but the TGI endpoints serve revision {served.model_sha}")
+        if not (revision and served.model_sha):
+            return
+        wanted = revision if re.fullmatch(r"[0-9a-f]{7,40}", revision) else _cached_ref(served.model_id, revision)
+        if wanted is None:  # a branch or tag this machine cannot resolve offline: the served sha is what counts
+            log.warning("generator.revision '%s' is not a commit sha and is not in the local Hub cache; the endpoints "
+                        "serve %s at %s, which the dataset card records", revision, served.model_id, served.model_sha)
+        elif not served.model_sha.startswith(wanted):
+            raise ConfigError(f"generator.revision is '{revision}'" + (f" ({wanted})" if wanted != revision else "")
+                              + f" but the TGI endpoints serve revision {served.model_sha}")
 
     # -- sessions, tokens -------------------------------------------------------------------------
     def close(self) -> None:
@@ -1168,10 +1241,21 @@ def _sigmoid(x: float) -> float:
 
 
 def _hf_token() -> str | None:
-    """The user's Hub token, read once (Inference Endpoints need it; a local TGI ignores it)."""
+    """The user's Hub token, read once; sent only where `may_carry_hub_token` allows (Inference Endpoints)."""
     from huggingface_hub import get_token
 
     return get_token()
+
+
+def _cached_ref(model_id: str, ref: str) -> str | None:
+    """The commit a branch or tag points to in the local Hub cache (what `from_pretrained` would load), if known."""
+    from huggingface_hub import constants
+
+    path = Path(constants.HF_HUB_CACHE) / f"models--{model_id.replace('/', '--')}" / "refs" / ref
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (OSError, ValueError):
+        return None
 
 
 def _local_revision(model: str | None) -> str | None:
@@ -1229,6 +1313,7 @@ def check_endpoints(config: "GeneratorConfig", timeout: float | None = None) -> 
         row["max_input_tokens"] = info.max_input_tokens
         if info.max_top_n_tokens is None:
             row["max_top_n_tokens"] = await _probe_top_n(client, url, config.top_n_tokens, timeout)
+        row["prefill_logprobs"] = await _probe_prefill_logprobs(client, url, timeout)
         return row
 
     async def run() -> list[dict[str, Any]]:
@@ -1261,15 +1346,26 @@ async def _probe_top_n(client: "AsyncInferenceClient", url: str, wanted: int, ti
         return limit.group(1) if limit else "?"
 
 
+async def _probe_prefill_logprobs(client: "AsyncInferenceClient", url: str, timeout: float) -> str:
+    """'yes' when the endpoint returns prompt logprobs (exact scores of answer tokens outside the top n
+    need them); TGI >= 3.0 answers an empty list unless launched with --enable-prefill-logprobs."""
+    try:
+        output = await asyncio.wait_for(client.text_generation("Yes No", model=url + "/generate", details=True,
+                                                               decoder_input_details=True, max_new_tokens=1), timeout)
+    except Exception as error:
+        return f"? ({classify(error).message})"
+    return "yes" if output.details.prefill else "no (--enable-prefill-logprobs)"
+
+
 def format_endpoint_report(rows: list[dict[str, Any]]) -> str:
     """A table (one row per endpoint) and a verdict line for `inversecoder check-endpoints`."""
-    columns = ["url", "health", *REPORT_FIELDS]
+    columns = ["url", "health", *REPORT_FIELDS, "prefill_logprobs"]
     table = []
     for row in rows:
         health = (f"ok ({row['health_ms']} ms)" if row.get("healthy") else
                   f"DOWN: {row['error']}" if "health_ms" not in row else f"unhealthy ({row['health_ms']} ms)")
         cells = {"url": row["url"], "health": health}
-        for name in REPORT_FIELDS:
+        for name in (*REPORT_FIELDS, "prefill_logprobs"):
             value = row.get(name)
             cells[name] = "-" if value is None else str(value)
         if row.get("error") and "health_ms" in row:
@@ -1286,4 +1382,7 @@ def format_endpoint_report(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{healthy}/{len(rows)} endpoints healthy, serving {identities[0]}")
     else:
         lines.append(f"0/{len(rows)} endpoints reachable")
+    if any(str(r.get("prefill_logprobs", "")).startswith("no") for r in rows):
+        lines.append("note: endpoints marked 'no' return no prompt logprobs: a score whose Yes/No token is outside "
+                     "the top n fails there; launch TGI with --enable-prefill-logprobs")
     return "\n".join(lines)
