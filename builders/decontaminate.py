@@ -304,10 +304,13 @@ class Decontaminator:
         tokens = _tokens(text)
         normalized = f" {' '.join(tokens)} "
         found: dict[int, Match] = {}
+        tried: set[str] = set()  # each needle is searched once, however often its anchor repeats
         for i in range(len(tokens) - _ANCHOR + 1):
             for needle, index, field in self._anchors.get(tuple(tokens[i : i + _ANCHOR]), ()):
-                if index not in found and f" {needle} " in normalized:
-                    found[index] = Match(self.tasks[index].task_id, "substring", field, 1.0, needle[:200])
+                if index not in found and needle not in tried:
+                    tried.add(needle)
+                    if f" {needle} " in normalized:
+                        found[index] = Match(self.tasks[index].task_id, "substring", field, 1.0, needle[:200])
         return found
 
     def _ngram(self, text: str) -> dict[int, Match]:

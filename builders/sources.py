@@ -118,7 +118,7 @@ def _records(config: SourceConfig) -> tuple[Iterator[Any], dict[str, Any]]:
     return _read_dataset(config), {"path": config.path, "kind": "hub", "revision": config.revision or "main"}
 
 
-def _field(record: dict, column: str, source_index: int) -> tuple[str | None, Rejected | None]:
+def _field(record: dict, column: str, source_index: int, max_chars: int) -> tuple[str | None, Rejected | None]:
     if column not in record:
         return None, Rejected(STAGE, f"missing field '{column}'", source_index)
     value = record[column]
@@ -130,6 +130,14 @@ def _field(record: dict, column: str, source_index: int) -> tuple[str | None, Re
         return None, Rejected(STAGE, f"'{column}' is empty", source_index)
     if "\x00" in value:
         return None, Rejected(STAGE, f"'{column}' contains NUL characters", source_index)
+    if len(value) > max_chars:
+        return None, Rejected(STAGE, f"'{column}' is longer than source.max_chars", source_index,
+                              detail=f"{len(value)} characters > {max_chars}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # a JSON escape of half a surrogate pair: no tokenizer or parquet takes it
+        return None, Rejected(STAGE, f"'{column}' contains a lone surrogate", source_index,
+                              detail=f"{value[error.start]!r} at character {error.start}")
     return value, None
 
 
@@ -137,6 +145,8 @@ def load_source(config: SourceConfig) -> SourceData:
     """Read, validate and id every row (up to `config.limit`)."""
     if config.limit is not None and config.limit < 0:
         raise ConfigError("source.limit must be >= 0")
+    if config.max_chars < 1:
+        raise ConfigError(f"source.max_chars must be >= 1, got {config.max_chars}")
     records, info = _records(config)
     rows: list[SourceRow] = []
     rejected: list[Rejected] = []
@@ -154,9 +164,9 @@ def load_source(config: SourceConfig) -> SourceData:
             rejected.append(Rejected(STAGE, f"record is {type(record).__name__}, not an object", source_index))
             continue
         columns_seen.update(record)
-        instruction, problem = _field(record, config.instruction_column, source_index)
+        instruction, problem = _field(record, config.instruction_column, source_index, config.max_chars)
         if problem is None:
-            response, problem = _field(record, config.response_column, source_index)
+            response, problem = _field(record, config.response_column, source_index, config.max_chars)
         if problem is not None:
             rejected.append(problem)
             continue

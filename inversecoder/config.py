@@ -42,6 +42,9 @@ class SourceConfig:
     """Column holding the response (its first code block is what gets summarized)."""
     limit: int | None = None
     """Use only the first `limit` rows (quick runs)."""
+    max_chars: int = 100_000
+    """Longer instructions or responses are rejected with a reason: a guard against runaway rows
+    (100K characters is beyond any generator's context)."""
 
 
 @dataclass

@@ -133,6 +133,14 @@ def test_every_task_matched_by_a_row_is_reported(lexical):
     assert summary[0]["task_id"] == report[0]["task_id"] and summary[0]["generated"] == 1 and summary[0]["original"] == 1
 
 
+@pytest.mark.timeout(60)
+def test_a_huge_row_repeating_a_common_opening_costs_one_search_per_benchmark_text(lexical):
+    # "Write a function to ..." opens hundreds of MBPP prompts: each is searched once, not once per
+    # repetition (which took ~4 minutes for this 600K-character row).
+    text = "Write a function to find the " * 20_000 + "shared elements from the given two lists."
+    assert {m.task_id for m in lexical.check_rows([(text, "")])[0]} == {"Mbpp/2"}
+
+
 def test_the_calibration_set_is_well_formed(tasks):
     rows = [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines()]
     ids = {t.task_id for t in tasks[0]}

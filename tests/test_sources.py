@@ -31,8 +31,10 @@ def test_bad_rows_become_rejected_records_and_good_rows_get_stable_ids(tmp_path)
         json.dumps(["not", "an", "object"]).encode(),
         json.dumps(GOOD).encode(),  # exact duplicate
         json.dumps({"instruction": "Other", "response": "print(2)", "extra": 1}).encode(),
+        b'{"instruction": "half a pair \\ud800", "response": "print(3)"}',  # valid JSON, not encodable text
+        json.dumps({"instruction": "Huge", "response": "x = 1\n" * 20}).encode(),
     ]
-    data = load_source(SourceConfig(path=str(write_lines(tmp_path / "c.jsonl", lines))))
+    data = load_source(SourceConfig(path=str(write_lines(tmp_path / "c.jsonl", lines)), max_chars=100))
     assert [r.source_index for r in data.rows] == [0, 10]
     reasons = {r.source_index: r.reason for r in data.rejected}
     assert reasons == {
@@ -45,10 +47,13 @@ def test_bad_rows_become_rejected_records_and_good_rows_get_stable_ids(tmp_path)
         7: "'instruction' is empty",
         8: "record is list, not an object",
         9: "exact duplicate",
+        11: "'instruction' contains a lone surrogate",
+        12: "'response' is longer than source.max_chars",
     }
+    assert [r.detail for r in data.rejected if r.source_index in (11, 12)] == ["'\\ud800' at character 12", "120 characters > 100"]
     assert [r for r in data.rejected if r.source_index == 9][0].detail == "same as source row 0"
-    assert data.info["rows_read"] == 11 and len(data.info["sha256"]) == 64
-    again = load_source(SourceConfig(path=str(tmp_path / "c.jsonl")))
+    assert data.info["rows_read"] == 13 and len(data.info["sha256"]) == 64
+    again = load_source(SourceConfig(path=str(tmp_path / "c.jsonl"), max_chars=100))
     assert [r.row_id for r in again.rows] == [r.row_id for r in data.rows]
 
 
