@@ -42,6 +42,10 @@ from inversecoder.builders.embeddings import SCREEN_MARGIN, Embedder
 from inversecoder.config import DecontaminateConfig
 
 LAYERS = ("substring", "ngram", "code", "semantic")  # strongest evidence first
+#: The report's layer of a generated pair removed because its source row matched (the row's own layer is kept
+#: in the report's other columns: field, score, evidence).
+SOURCE_ROW = "source row"
+REPORT_LAYERS = (*LAYERS, SOURCE_ROW)
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\w+")
@@ -403,7 +407,7 @@ def summarize_report(report: list[dict], tasks: list[BenchmarkTask] | None = Non
         entry[row["where"]] += 1
         entry["layers"].add(row["layer"])
         entry["max_score"] = max(entry["max_score"], row["score"])
-    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    rank = {layer: i for i, layer in enumerate(REPORT_LAYERS)}
     rows = [entry | {"layers": ", ".join(sorted(entry["layers"], key=rank.get))} for entry in per_task.values()]
     return sorted(rows, key=lambda e: (-(e["generated"] + e["original"]), _task_order(e["task_id"])))
 

@@ -19,7 +19,7 @@ from inversecoder.builders import stages
 from inversecoder.builders.backends import CachedModel, make_backend
 from inversecoder.builders.cache import ResultCache
 from inversecoder.builders.dataset import write_dataset_folder
-from inversecoder.builders.decontaminate import LAYERS, summarize_report
+from inversecoder.builders.decontaminate import REPORT_LAYERS, SOURCE_ROW, summarize_report
 from inversecoder.builders.rows import Rejected
 from inversecoder.builders.sources import load_source
 from inversecoder.config import RunConfig
@@ -68,11 +68,11 @@ def _layer_counts(report: list[dict]) -> list[dict]:
     strongest: dict[tuple[str, str], str] = {}
     for row in report:
         key = (row["where"], row["row_id"])
-        if key not in strongest or LAYERS.index(row["layer"]) < LAYERS.index(strongest[key]):
+        if key not in strongest or REPORT_LAYERS.index(row["layer"]) < REPORT_LAYERS.index(strongest[key]):
             strongest[key] = row["layer"]
     return [{"layer": layer, "generated": sum(1 for (w, _), l in strongest.items() if l == layer and w == "generated"),
              "original": sum(1 for (w, _), l in strongest.items() if l == layer and w == "original")}
-            for layer in LAYERS]
+            for layer in REPORT_LAYERS]
 
 
 def _decontaminate(config: RunConfig, pairs, source_rows, log, progress: bool = True):
@@ -89,24 +89,35 @@ def _decontaminate(config: RunConfig, pairs, source_rows, log, progress: bool = 
     benchmark_of = {task.task_id: task.benchmark for task in checker.tasks}
     rejected, report = [], []
 
-    def screen(items, where, candidate_id):
-        clean = []
+    def remove(item, where, candidate_id, matches, inherited: bool = False) -> None:
+        best = matches[0]
+        reason = f"its source row had a {best.describe()}" if inherited else best.describe()
+        rejected.append(Rejected(f"decontaminate-{where}", reason, item.source_index, item.row_id, best.text))
+        for match in matches:
+            report.append({"where": where, "row_id": item.row_id, "source_index": item.source_index,
+                           "candidate_id": candidate_id, "task_id": match.task_id,
+                           "benchmark": benchmark_of[match.task_id], "layer": SOURCE_ROW if inherited else match.layer,
+                           "field": match.field, "score": match.score, "evidence": match.text})
+
+    def screen(items, where, candidate_id) -> tuple[list, dict]:
+        clean, flagged = [], {}
         results = checker.check_rows([(item.instruction, item.response) for item in items], progress=progress)
         for item, matches in zip(items, results):
-            if not matches:
+            if matches:
+                flagged[item.row_id] = matches
+                remove(item, where, candidate_id(item), matches)
+            else:
                 clean.append(item)
-                continue
-            best = matches[0]
-            rejected.append(Rejected(f"decontaminate-{where}", best.describe(), item.source_index, item.row_id, best.text))
-            for match in matches:
-                report.append({"where": where, "row_id": item.row_id, "source_index": item.source_index,
-                               "candidate_id": candidate_id(item), "task_id": match.task_id,
-                               "benchmark": benchmark_of[match.task_id], "layer": match.layer, "field": match.field,
-                               "score": match.score, "evidence": match.text})
-        return clean
+        return clean, flagged
 
-    clean_pairs = screen(pairs, "generated", lambda p: p.candidate_id)
-    clean_sources = screen(source_rows, "original", lambda r: None)
+    clean_sources, contaminated_sources = screen(source_rows, "original", lambda r: None)
+    # A pair whose source row matched a benchmark task goes too, whatever its new instruction says: its code
+    # answers that task (a summary of it can paraphrase the task in words no layer catches).
+    inherited = [pair for pair in pairs if pair.row_id in contaminated_sources]
+    for pair in inherited:
+        remove(pair, "generated", pair.candidate_id, contaminated_sources[pair.row_id], inherited=True)
+    clean_pairs, _ = screen([pair for pair in pairs if pair.row_id not in contaminated_sources], "generated",
+                            lambda p: p.candidate_id)
     removed = len(pairs) - len(clean_pairs) + len(source_rows) - len(clean_sources)
     embedded = ""
     if checker.embedder is not None:

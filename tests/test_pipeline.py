@@ -17,6 +17,7 @@ import yaml
 from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
+from inversecoder.builders.decontaminate import LAYERS, SOURCE_ROW
 from inversecoder.builders.pipeline import build_dataset
 from inversecoder.config import load_config
 
@@ -89,13 +90,44 @@ def test_source_rows_link_back_by_id(built):
         assert extract_code(record["response"]).code_block == pair["response"]
 
 
-def test_contaminated_source_rows_are_removed_with_their_task(built):
+def test_contaminated_source_rows_are_removed_with_their_task_and_their_pairs(built):
     _config, result = built
     rejected = load_dataset(str(result.dataset_dir), "rejected", split="train")
     decontaminated = [r for r in rejected if r["stage"].startswith("decontaminate")]
     assert any("HumanEval/0" in r["reason"] for r in decontaminated)  # the sample's has_close_elements row
     original_ids = set(load_dataset(str(result.dataset_dir), "original", split="train")["row_id"])
     assert not original_ids & {r["row_id"] for r in decontaminated if r["stage"] == "decontaminate-original"}
+    # The contamination config: one row per (removed row, task), with the layer, field, score and evidence.
+    report = load_dataset(str(result.dataset_dir), "contamination", split="train").to_list()
+    original = [r for r in report if r["where"] == "original"]
+    assert any(r["task_id"] == "HumanEval/0" and r["benchmark"] == "humaneval" for r in original)
+    assert all(r["layer"] in LAYERS and 0 < r["score"] <= 1 and r["evidence"] and r["candidate_id"] is None for r in original)
+    flagged = {r["row_id"] for r in original}
+    # No published pair comes from a contaminated source row: such pairs go with it, said so in `rejected`.
+    published = set(load_dataset(str(result.dataset_dir), "default", split="train")["row_id"])
+    assert not published & flagged
+    inherited = [r for r in decontaminated if r["stage"] == "decontaminate-generated" and r["reason"].startswith("its source row had a")]
+    assert inherited and {r["row_id"] for r in inherited} <= flagged
+    inherited_report = [r for r in report if r["where"] == "generated" and r["row_id"] in {i["row_id"] for i in inherited}]
+    assert inherited_report and all(r["layer"] == SOURCE_ROW and r["candidate_id"] for r in inherited_report)
+    card = (result.dataset_dir / "README.md").read_text()
+    removed = result.counts["generated pairs removed by decontamination"]
+    assert re.search(rf"{removed} generated and \d+ original pairs were removed", card)
+    assert re.search(rf"\| source row \| {len(inherited)} \| 0 \|", card)
+
+
+def test_card_reports_duplicate_rates_of_the_published_pairs(built):
+    _config, result = built
+    card = (result.dataset_dir / "README.md").read_text()
+    assert "| pairs | field | rows | exact | Jaccard >= 0.6 | Jaccard >= 0.7 | Jaccard >= 0.8 |" in card
+    final = result.counts["final pairs (default config)"]
+    for data, field in (("generated", "instruction"), ("generated", "code"), ("original", "instruction")):
+        row = re.search(rf"\| {data} \| {field} \| (\d+) \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \|", card)
+        assert row, (data, field)
+        rates = [float(x) for x in row.groups()[2:]]
+        assert rates == sorted(rates, reverse=True)  # a lower threshold counts at least as many rows
+        if data == "generated":
+            assert int(row.group(1)) == final
 
 
 def test_card_has_metadata_counts_parameters_and_histogram(built):
