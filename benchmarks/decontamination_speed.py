@@ -8,7 +8,8 @@ the semantic layer (all-MiniLM-L6-v2, the expensive one) embeds `--semantic-rows
 side by side (torch with the old 256-row batches, torch, onnxruntime fp32, the onnxruntime int8 screen with
 its fp32 re-scoring), and its 110K time is projected from them. The synthetic instructions sit far from
 every benchmark task, so the int8 screen sends none of them to the exact model; the bundled sample's
-(programming problems, some close to benchmark tasks) share that it would is printed too.
+(programming problems, some close to benchmark tasks) share that it would is printed too. The model's
+arithmetic per row and this CPU's fp32 matrix-multiply rate bound what any runtime of this model can do.
 Deduplication (MinHash LSH, instructions and code) runs on all rows.
 
     python benchmarks/decontamination_speed.py                       # 110K rows; ~8 minutes on a 2-core CPU
@@ -68,6 +69,32 @@ def runtime_spec(text: str) -> tuple[str, int | None]:
     return runtime, int(batch) if batch else None
 
 
+def gflop_per_row(embedder, texts: list[str]) -> float:
+    """Multiply-adds of the embedding model on these texts (linear layers and attention scores), in GFLOP:
+    with the rate it puts the semantic layer against what this CPU can compute at all."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(embedder.tokenizer.name_or_path)
+    h, layers = config.hidden_size, config.num_hidden_layers
+    lengths = [len(ids) for ids in embedder.tokenizer(texts, truncation=True, max_length=embedder.max_tokens)["input_ids"]]
+    per_token = 2 * layers * (4 * h * h + 2 * h * config.intermediate_size)
+    attention = sum(2 * layers * 2 * n * n * h for n in lengths)
+    return (per_token * sum(lengths) + attention) / len(texts) / 1e9
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 8) -> float:
+    """This CPU's fp32 matrix-multiply rate (torch, all threads): the ceiling of an fp32 transformer."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
 def timed(label: str, rows: int, work) -> float:
     started = time.perf_counter()
     found = work()
@@ -119,6 +146,11 @@ def main() -> None:
     fastest = min(semantic, key=semantic.get)
     baseline = next(iter(semantic))
     print(f"semantic: {fastest} is {semantic[baseline] / semantic[fastest]:.2f}x {baseline}")
+    work = gflop_per_row(checker.embedder, sample)
+    peak = matmul_gflops()
+    print(f"semantic: {work:.2f} GFLOP per row; {fastest} computes {work * len(sample) / semantic[fastest]:.0f} GFLOP/s, "
+          f"{baseline} {work * len(sample) / semantic[baseline]:.0f} GFLOP/s; this CPU multiplies fp32 matrices at {peak:.0f} GFLOP/s, "
+          f"so {len(corpus)} rows take at least {work * len(corpus) / peak / 60:.0f} min of fp32 arithmetic")
     total["semantic"] = semantic[fastest] * len(corpus) / len(sample)
     dedup = DedupConfig()
     total["dedup"] = timed("dedup: instructions + code", len(corpus), lambda: int(

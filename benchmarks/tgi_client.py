@@ -8,7 +8,10 @@ as a share of the ideal, and the client's CPU time per request; side by side wit
 transport. Target: >= 90% of the ideal with
 2 endpoints x 64 concurrent at 50 ms. Then the same with realistic 300-token answers, with and without
 the backend dropping the per-token `details` list that generation never reads (huggingface_hub makes a
-dataclass of every listed token).
+dataclass of every listed token). Two reference rows bound what any backend built on
+`AsyncInferenceClient` can reach here: a bare asyncio HTTP/1.1 client (no huggingface_hub: what these
+servers and this CPU allow) and `AsyncInferenceClient.text_generation` answered in memory (no network
+at all: the client library's own CPU per request).
 
     python benchmarks/tgi_client.py                                  # 2 x 64 at 50 ms, ~1 minute
     python benchmarks/tgi_client.py --endpoints 4 --concurrency 128 --latency 0.2 --requests 40000
@@ -134,6 +137,68 @@ def measure(urls: list[str], concurrency: int, requests: int, transport: str, to
     return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
 
 
+async def _bare_worker(port: int, pending: list[int], done: list[int], tokens: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    while pending:
+        i = pending.pop()
+        body = json.dumps({"inputs": f"Write a function number {i} that adds two numbers.",
+                           "parameters": {"max_new_tokens": tokens, "details": True, "seed": i}}).encode()
+        writer.write(b"POST /generate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head).group(1))
+        json.loads(await reader.readexactly(length))
+        done.append(i)
+    writer.close()
+
+
+def measure_bare(urls: list[str], concurrency: int, requests: int, tokens: int) -> dict[str, float]:
+    """A bare asyncio client (one keep-alive connection per slot, no retries, no huggingface_hub): the
+    rate these servers and this CPU allow."""
+    ports = [int(url.rsplit(":", 1)[1]) for url in urls]
+    pending, done = list(range(requests)), []
+
+    async def run() -> None:
+        await asyncio.gather(*(_bare_worker(port, pending, done, tokens) for port in ports for _ in range(concurrency)))
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    asyncio.run(run())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert len(done) == requests
+    return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
+
+
+def measure_in_memory(requests: int, tokens: int) -> dict[str, float]:
+    """`AsyncInferenceClient.text_generation` with every answer made in memory (httpx2's MockTransport):
+    the CPU huggingface_hub and httpx2 spend per request before any byte reaches a socket. The answer has
+    no token list, as the backend's transport hands it over."""
+    import httpx2
+    from huggingface_hub import AsyncInferenceClient
+    from huggingface_hub.utils import _http as hf_http
+
+    from inversecoder.builders.backends.tgi import _without_token_details
+
+    content = _without_token_details(answer(tokens))
+    previous = hf_http._GLOBAL_ASYNC_CLIENT_FACTORY
+    hf_http.set_async_client_factory(lambda: httpx2.AsyncClient(transport=httpx2.MockTransport(
+        lambda request: httpx2.Response(200, content=content, headers={"content-type": "application/json"}))))
+
+    async def run(n: int) -> None:
+        client = AsyncInferenceClient("http://127.0.0.1:9")
+        for i in range(n):
+            await client.text_generation(f"Write a function number {i} that adds two numbers.", max_new_tokens=tokens,
+                                         details=True, seed=i, temperature=0.8, do_sample=True)
+
+    try:
+        asyncio.run(run(200))  # warm up
+        cpu, wall = time.process_time(), time.perf_counter()
+        asyncio.run(run(requests))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        hf_http.set_async_client_factory(previous)
+    return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", type=int, default=2)
@@ -165,6 +230,8 @@ def main() -> None:
         ideal = args.endpoints * args.concurrency / args.latency
         rows = [(name, n, tokens, measure(urls, args.concurrency, n, transport, tokens, overlap) if n else None)
                 for name, transport, overlap, n, tokens in runs]
+        bare = measure_bare(urls, args.concurrency, args.requests, args.tokens)
+        in_memory = measure_in_memory(min(args.requests, 3000), args.tokens)
     finally:
         for server in servers:
             server.stdin.close()
@@ -175,6 +242,13 @@ def main() -> None:
     for name, n, tokens, row in rows:
         if row is not None:
             print(f"{name:<24} {tokens:>6} {n:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} {row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us")
+    print(f"{'bare asyncio (no hf_hub)':<24} {args.tokens:>6} {args.requests:>8} {bare['seconds']:>8.2f} {bare['rate']:>8.0f} "
+          f"{bare['rate'] / ideal:>14.0%} {bare['cpu_us']:>16.0f} us")
+    print(f"{'hf_hub, in memory':<24} {args.tokens:>6} {min(args.requests, 3000):>8} {in_memory['seconds']:>8.2f} {'':>8} {'':>15} "
+          f"{in_memory['cpu_us']:>16.0f} us")
+    budget = args.latency / (0.9 * args.endpoints * args.concurrency) * 1e6  # seconds of CPU per request at 90% of ideal
+    print(f"one client process reaches 90% of ideal only under {budget:.0f} us of CPU per request; "
+          f"AsyncInferenceClient.text_generation alone takes {in_memory['cpu_us']:.0f} us with no network")
     ours, serial, stock, long_ours, long_kept = (row for _, _, _, row in rows)
     print(f"ratio: {ours['rate'] / ideal:.2f} of ideal (target >= 0.90); {ours['rate'] / serial['rate']:.2f}x one batch at a time; "
           + (f"{ours['rate'] / stock['rate']:.1f}x the stock transport's rate, {stock['cpu_us'] / ours['cpu_us']:.1f}x less CPU per request"

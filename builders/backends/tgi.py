@@ -335,9 +335,12 @@ class _LoopRunner:
         self._lock = threading.Lock()
         self._streaming: int | None = None  # the thread holding the lock for an open stream
 
-    def run(self, make: Callable[[], Awaitable[T]]) -> T:
-        if self._streaming == threading.get_ident():  # would wait for itself
+    def _check_not_streaming_here(self) -> None:
+        if self._streaming == threading.get_ident():  # it would wait for itself
             raise RuntimeError("the TGI backend is streaming batches in this thread: finish or close that stream first")
+
+    def run(self, make: Callable[[], Awaitable[T]]) -> T:
+        self._check_not_streaming_here()
         with self._lock:
             try:
                 asyncio.get_running_loop()
@@ -367,8 +370,7 @@ class _LoopRunner:
             except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
                 future.set_exception(error)
 
-        if self._streaming == threading.get_ident():
-            raise RuntimeError("the TGI backend is streaming batches in this thread: finish or close that stream first")
+        self._check_not_streaming_here()
         with self._lock:
             self._streaming = threading.get_ident()
             # A daemon thread: if the cancelled work ever failed to stop, neither this call nor the
