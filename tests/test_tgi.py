@@ -551,6 +551,28 @@ def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny
     assert retries > 0  # the injected faults were retried, and the card says how often
 
 
+def test_evaluate_runs_the_served_model_on_the_endpoints_and_matches_embedded(servers, tiny_model_dir, benchmarks_dir, tmp_path):
+    from inversecoder.config import load_config
+    from inversecoder.workflow import evaluate
+
+    server = servers.start()
+    results = {}
+    for backend in ("tgi", "transformers"):
+        generator = {"backend": backend, "model": str(tiny_model_dir), "endpoints": [server.url],
+                     **{k: v for k, v in FAST.items() if k != "progress"}}
+        recipe = {"benchmarks_dir": str(benchmarks_dir), "generator": generator,
+                  "evaluate": {"model": str(tiny_model_dir), "limit": 2, "max_new_tokens": 12}}
+        (tmp_path / f"{backend}.yaml").write_text(yaml.safe_dump(recipe))
+        results[backend] = evaluate(load_config(tmp_path / f"{backend}.yaml", output_dir=str(tmp_path / backend)))
+    served = results["tgi"]["settings"]["backend"]
+    assert served["backend"] == "tgi" and served["details"]["tgi_version"] == "3.3.6-dev0"
+    assert server.stats()["counts"]["generated"] == 4  # 2 HumanEval+ and 2 MBPP+ tasks, greedy
+    for name in ("humaneval", "mbpp"):
+        samples = [(tmp_path / backend / "eval" / f"{name}_samples.jsonl").read_text() for backend in ("tgi", "transformers")]
+        assert samples[0] == samples[1]  # greedy: the endpoints write exactly what the embedded model writes
+        assert results["tgi"]["benchmarks"][name]["pass@1"] == results["transformers"]["benchmarks"][name]["pass@1"]
+
+
 def test_check_endpoints_command_prints_the_report_and_fails_on_a_dead_endpoint(servers, tiny_model_dir, tmp_path):
     import subprocess
     import sys
