@@ -335,6 +335,36 @@ def test_retry_after_is_honoured(servers, tiny_model_dir, reference):
     assert time.monotonic() - started >= 1.0 and backend.totals["retries"] == 3
 
 
+def test_retry_after_as_seconds_or_http_date_and_capped_jittered_backoff(tiny_model_dir, servers):
+    import email.utils
+
+    import httpx2
+
+    from inversecoder.builders.backends.tgi import classify
+
+    request = httpx2.Request("POST", "http://127.0.0.1:1/generate")
+    body = {"error": "unhealthy", "error_type": "healthcheck"}
+    in_30s = email.utils.formatdate(time.time() + 30, usegmt=True)
+    for status, header, expected in ((503, "7", 7.0), (503, in_30s, 30.0), (429, "0.5", 0.5), (503, "soon", None)):
+        error = httpx2.HTTPStatusError("x", request=request, response=httpx2.Response(status, json=body, headers={"retry-after": header}, request=request))
+        verdict = classify(error)
+        assert verdict.retry and (verdict.retry_after == pytest.approx(expected, abs=1.5) if expected else verdict.retry_after is None)
+    backend = TGIBackend([servers.start().url], str(tiny_model_dir), **{**FAST, "retry_backoff": 1.0, "retry_backoff_max": 8.0, "request_timeout": 20.0})
+    for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)):  # doubling, capped
+        delays = [backend._backoff(attempt, None) for _ in range(200)]
+        assert ceiling / 2 <= min(delays) < max(delays) <= ceiling  # jittered in [cap/2, cap]
+    assert backend._backoff(1, 12.0) == 12.0 and backend._backoff(1, 600.0) == 20.0  # Retry-After, within the request timeout
+
+
+def test_a_request_past_its_timeout_fails_alone_and_the_rest_complete(servers, tiny_model_dir, reference):
+    server = servers.start(faults={"slow": {"def f3(": 3.0}})  # every attempt of one prompt hangs for 3 s
+    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "request_timeout": 0.5, "max_retries": 1})
+    results = backend.generate(GENERATE[:6], SAMPLED)
+    assert results[3].text is None and results[3].retryable and "timed out" in results[3].error and "2 attempts" in results[3].error
+    assert [r for i, r in enumerate(results) if i != 3] == [r for i, r in enumerate(reference[0][:6]) if i != 3]
+    assert backend.endpoint_stats()[0]["went_down"] >= 1  # a timeout takes the endpoint out until /health passes
+
+
 def test_a_failing_endpoint_records_failures_and_the_next_run_completes_them(servers, tiny_model_dir, reference, tmp_path):
     server = servers.start(faults={"error_rate": 1.0, "statuses": [500]})
     backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "max_retries": 2})
