@@ -89,6 +89,11 @@ class GeneratorConfig:
     """TGI: items per cache transaction (default: 8 x the endpoints' total concurrency, so every endpoint stays busy)."""
 
 
+    #: TGI settings that never change a result (see `RunConfig.result_dict`).
+    TRANSPORT_FIELDS: typing.ClassVar[tuple[str, ...]] = (
+        "endpoints", "concurrency", "request_timeout", "max_retries", "retry_backoff", "retry_backoff_max",
+        "health_interval", "health_timeout", "requests_per_batch")
+
     def __post_init__(self) -> None:
         # Checked when the config is read, so a typo fails before any work, not at the first model call.
         if self.backend not in BACKENDS:
@@ -348,9 +353,18 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def result_dict(self) -> dict[str, Any]:
+        """`to_dict` without the settings that change how a result is fetched, not what it is (which TGI
+        servers, how many requests in flight, timeouts, retries): what fingerprints are made of, so that
+        adding a server to a run does not make its finished steps or its dataset look different."""
+        data = self.to_dict()
+        for name in GeneratorConfig.TRANSPORT_FIELDS:
+            data["generator"].pop(name)
+        return data
+
     def fingerprint(self, *sections: str) -> str:
         """A short hash of the named sections (all but output_dir when none): proves two runs match."""
-        data = self.to_dict()
+        data = self.result_dict()
         data.pop("output_dir")
         if sections:
             data = {name: data[name] for name in sections}

@@ -145,7 +145,7 @@ STEP_NAMES = tuple(step.name for step in STEPS) + ("report",)
 
 
 def _section_values(config: RunConfig, sections: tuple[str, ...]) -> dict[str, Any]:
-    data = config.to_dict()
+    data = config.result_dict()
     values = {name: data[name] for name in sections}
     if "generator" in values and not config.generator.model:
         values["generator"] = dict(values["generator"], model="<trained by step 0>")

@@ -59,3 +59,16 @@ def test_every_field_is_documented_and_fingerprint_tracks_settings():
     b.summarize.temperature = 0.5
     assert a.fingerprint() != b.fingerprint()
     assert a.fingerprint("source") == b.fingerprint("source")
+
+
+def test_how_results_are_fetched_is_not_part_of_any_fingerprint():
+    from inversecoder.workflow import fingerprints
+
+    a = load_config(None, ["generator.backend=tgi", "generator.model=org/m", "generator.endpoints=[http://h1:8080]"])
+    b = load_config(None, ["generator.backend=tgi", "generator.model=org/m", "generator.endpoints=[http://h1:8080, http://h2:8080]",
+                           "generator.concurrency=16", "generator.request_timeout=30", "generator.max_retries=9"])
+    assert a.fingerprint() == b.fingerprint() and fingerprints(a) == fingerprints(b)  # one more server: same build
+    c = load_config(None, ["generator.backend=tgi", "generator.model=org/m", "generator.endpoints=[http://h1:8080]",
+                           "generator.top_n_tokens=2"])
+    assert a.fingerprint() != c.fingerprint() and fingerprints(a)["dataset"] != fingerprints(c)["dataset"]
+    assert "endpoints" in a.to_dict()["generator"]  # still saved beside the artifacts
