@@ -66,8 +66,10 @@ class DuplicateScan:
         return rates
 
 
-def scan(units: Sequence[Sequence[str]], config: DedupConfig, code: bool = False) -> DuplicateScan:
-    """Exact and near duplicates of each row among the rows before it."""
+def scan(units: Sequence[Sequence[str]], config: DedupConfig, code: bool = False,
+         representatives_below: float | None = None) -> DuplicateScan:
+    """Exact and near duplicates of each row among the rows before it; with `representatives_below`, only
+    among the earlier rows that are not themselves near duplicates at that Jaccard (the rows a dedup keeps)."""
     from datasketch import MinHash, MinHashLSH
 
     count = len(units)
@@ -102,6 +104,8 @@ def scan(units: Sequence[Sequence[str]], config: DedupConfig, code: bool = False
         if exact_of[i] >= 0:
             best[i], best_of[i] = 1.0, exact_of[i]
             continue  # an exact copy adds nothing to the index
+        if representatives_below is not None and best[i] >= representatives_below:
+            continue  # removed as a near duplicate: later rows are compared with what is kept
         lsh.insert(i, minhash)
     return DuplicateScan(exact_of, best, best_of)
 
@@ -118,7 +122,7 @@ def deduplicate(pairs: list, config: DedupConfig) -> tuple[list, list[Rejected]]
     """The generated pairs without repeated instructions (see the module docstring), and the rejections."""
     if not config.enabled or not (config.remove_exact or config.near_threshold is not None):
         return pairs, []
-    result = scan([instruction_units(p.instruction) for p in pairs], config)
+    result = scan([instruction_units(p.instruction) for p in pairs], config, representatives_below=config.near_threshold)
     kept, rejected = [], []
     kept_index: set[int] = set()
     for i, pair in enumerate(pairs):

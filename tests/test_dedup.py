@@ -83,6 +83,17 @@ def test_near_duplicate_removal_is_optional():
     assert rejected[0].reason.startswith("near-duplicate instruction (Jaccard")
 
 
+def test_a_near_duplicate_of_a_kept_row_goes_even_when_its_closest_row_was_removed():
+    vocabulary = [f"w{i}" for i in range(200)]
+    a, b, c = (" ".join(vocabulary[start : start + 100]) for start in (0, 10, 20))  # b near a; c nearer b than a
+    pairs = [pair(0, a), pair(1, b), pair(2, c)]
+    found = scan([instruction_units(p.instruction) for p in pairs], DedupConfig())
+    assert found.best_of[2] == 1 and found.best_jaccard[2] > 0.75 and found.best_jaccard[1] > 0.75
+    kept, rejected = deduplicate(pairs, DedupConfig(near_threshold=0.6))  # c is ~0.66 from a, which is kept
+    assert [p.row_id for p in kept] == ["r0"]
+    assert [r.reason.endswith("of pair r0") for r in rejected] == [True, True]
+
+
 def test_scans_are_deterministic():
     rng = random.Random(3)
     rows = [words(rng, 30) for _ in range(50)] * 2
