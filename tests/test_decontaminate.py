@@ -117,6 +117,34 @@ def test_a_renamed_and_reformatted_solution_is_caught_by_the_code_layer(lexical,
     assert (match.task_id, match.layer, match.field) == ("HumanEval/0", "code", "solution") and match.score >= 0.9
 
 
+def test_the_configured_thresholds_and_ngram_size_decide(checker, tasks, benchmarks_dir, tmp_path):
+    import copy
+    import dataclasses
+
+    def with_settings(**changes) -> Decontaminator:
+        return Decontaminator(dataclasses.replace(checker.config, semantic=False, **changes), None, None, tasks=tasks[0],
+                              versions=tasks[1])
+
+    problem = load_benchmark("humaneval", str(benchmarks_dir), tmp_path).problems["HumanEval/10"]
+    nine_words = "Task - " + "; ".join(problem["prompt"].split('"""')[3].split()[:9])
+    assert not with_settings().layer_matches([(nine_words, "")])[0]["ngram"]  # 13-gram: too short
+    eight = with_settings(ngram=8).layer_matches([(nine_words, "")])[0]["ngram"]
+    assert {m.task_id for m in eight.values()} == {"HumanEval/10"}
+    paraphrase = ("Rotate the digits of an integer to the right by a shift amount and return them as a string; if the shift "
+                  "is bigger than the digit count, return the digits reversed.")
+    score = checker.check(paraphrase).score
+    stricter = copy.copy(checker)  # the same embedded tasks, another threshold
+    stricter.config = dataclasses.replace(checker.config, semantic_threshold=round(score + 0.01, 2))
+    assert stricter.check(paraphrase) is None
+    solution = next(t.solution for t in tasks[0] if t.task_id == "HumanEval/0")
+    partial = "\n".join(solution.splitlines()[: len(solution.splitlines()) * 2 // 3])  # two thirds of the solution
+    share = with_settings().code_scores(partial)[next(i for i, t in enumerate(tasks[0]) if t.task_id == "HumanEval/0")]
+    assert 0.3 < share < 1.0
+    below = with_settings(code_threshold=share - 0.05).layer_matches([("", partial)])[0]["code"]
+    assert {m.task_id for m in below.values()} == {"HumanEval/0"}
+    assert with_settings(code_threshold=share + 0.05).layer_matches([("", partial)])[0]["code"] == {}
+
+
 def test_canonical_tokens_ignore_names_annotations_docstrings_and_layout():
     a = 'from typing import List\ndef f(xs: List[int]) -> int:\n    """Doc."""\n    return (sum(xs) + 1)  # total\n'
     b = "def total(values):\n  return sum(values)+1\n"
