@@ -571,9 +571,11 @@ def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny
     assert all(c["score"] is not None for c in clean["candidates"])
     for server, seed in ((a, 1), (b, 2)):
         server.set_faults(error_rate=0.2, statuses=[500, 503, 429], retry_after=0, seed=seed)
+    first_pid = a.pid
     killer = kill_and_restart_when(a, served=4)
     faulty = build("faulty")
     killer.join(timeout=30)
+    assert not killer.is_alive() and a.pid != first_pid  # it was killed (after its 4th answer) and restarted
     assert faulty == clean
     card = (tmp_path / "faulty" / "dataset" / "README.md").read_text()
     assert "tgi backend" in card and "text-generation-inference 3.3.6-dev0" in card and "on 2 endpoint(s)" in card
