@@ -84,7 +84,7 @@ class Match:
 
 
 def _tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
+    return _TOKEN.findall(text.lower().replace('"', "'"))  # 'abc' and "abc" are the same Python string
 
 
 def _words(text: str) -> list[str]:

@@ -60,6 +60,12 @@ def test_a_copied_test_call_is_caught(lexical):
     assert match is not None and (match.task_id, match.layer, match.field) == ("HumanEval/0", "substring", "test")
 
 
+def test_a_copied_test_call_is_caught_whatever_the_quotes(lexical):
+    # HumanEval/86's test writes anti_shuffle('Hi. My name is Mister Robot. How are you?')
+    match = lexical.check('What should anti_shuffle("Hi. My name is Mister Robot. How are you?") print?')
+    assert match is not None and (match.task_id, match.layer, match.field) == ("HumanEval/86", "substring", "test")
+
+
 def test_long_shared_word_sequences_are_caught_by_the_ngram_layer(lexical, benchmarks_dir, tmp_path):
     problem = load_benchmark("humaneval", str(benchmarks_dir), tmp_path).problems["HumanEval/10"]
     statement = problem["prompt"].split('"""')[3]  # make_palindrome's docstring (is_palindrome, a helper, comes first)
