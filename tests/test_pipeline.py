@@ -113,7 +113,7 @@ def test_contaminated_source_rows_are_removed_with_their_task_and_their_pairs(bu
     card = (result.dataset_dir / "README.md").read_text()
     removed = result.counts["generated pairs removed by decontamination"]
     assert re.search(rf"{removed} generated and \d+ original pairs were removed", card)
-    assert re.search(rf"\| source row \| {len(inherited)} \| 0 \|", card)
+    assert re.search(rf"\| source row \| {len(inherited)} \| 0 \|", card) and "`source row`: a generated pair removed" in card
 
 
 def test_card_reports_duplicate_rates_of_the_published_pairs(built):
