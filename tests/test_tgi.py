@@ -479,6 +479,21 @@ def test_dead_and_slow_endpoints_leave_the_rotation_and_return(servers, tiny_mod
     assert stats[0]["up"] and stats[0]["came_back"] == 1
 
 
+def test_an_endpoint_that_turns_slow_mid_run_leaves_the_rotation_and_returns(servers, tiny_model_dir, reference):
+    a, b = servers.start(), servers.start()
+    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **{**FAST, "health_timeout": 0.3})
+    assert backend.generate(GENERATE[:4], SAMPLED) == reference[0][:4]
+    b.set_faults(latency=1.0)  # every answer, /health included, now takes longer than health_timeout
+    assert backend.generate(GENERATE[4:12], SAMPLED) == reference[0][4:12]
+    stats = backend.endpoint_stats()[1]
+    assert stats["went_down"] == 1 and not stats["up"]
+    b.set_faults(latency=0.0)
+    deadline = time.monotonic() + 20
+    while not backend.endpoint_stats()[1]["up"] and time.monotonic() < deadline:  # back at a health check
+        assert backend.generate(GENERATE[12:], SAMPLED) == reference[0][12:]
+    assert backend.endpoint_stats()[1]["came_back"] == 1
+
+
 def test_an_endpoint_joining_with_lower_limits_is_refused(servers, tiny_model_dir, reference):
     a, b = servers.start(), servers.start()
     b.kill()
