@@ -246,7 +246,7 @@ def main() -> None:
           f"{bare['rate'] / ideal:>14.0%} {bare['cpu_us']:>16.0f} us")
     print(f"{'hf_hub, in memory':<24} {args.tokens:>6} {min(args.requests, 3000):>8} {in_memory['seconds']:>8.2f} {'':>8} {'':>15} "
           f"{in_memory['cpu_us']:>16.0f} us")
-    budget = args.latency / (0.9 * args.endpoints * args.concurrency) * 1e6  # seconds of CPU per request at 90% of ideal
+    budget = args.latency / (0.9 * args.endpoints * args.concurrency) * 1e6  # us of CPU per request at 90% of ideal
     print(f"one client process reaches 90% of ideal only under {budget:.0f} us of CPU per request; "
           f"AsyncInferenceClient.text_generation alone takes {in_memory['cpu_us']:.0f} us with no network")
     ours, serial, stock, long_ours, long_kept = (row for _, _, _, row in rows)

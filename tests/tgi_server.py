@@ -302,7 +302,7 @@ class ServerState:
 
     @contextlib.contextmanager
     def serving(self):
-        """Counts the /generate requests being answered; `max in flight` is the most at once."""
+        """Counts the POST requests (/generate, /tokenize) being answered; `max in flight` is the most at once."""
         with self.lock:
             self.in_flight += 1
             self.counts["max in flight"] = max(self.counts.get("max in flight", 0), self.in_flight)
