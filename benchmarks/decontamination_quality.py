@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from inversecoder.builders.decontaminate import LAYERS, Decontaminator, code_of, load_tasks
-from inversecoder.config import load_config
+from inversecoder.core.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 LABELLED = REPO / "data" / "decontamination_calibration.jsonl"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from inversecoder.builders.decontaminate import Decontaminator, load_tasks
 from inversecoder.builders.dedup import code_units, instruction_units, scan
-from inversecoder.config import DecontaminateConfig, DedupConfig
+from inversecoder.core.config import DecontaminateConfig, DedupConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "evol_instruct_sample.jsonl"

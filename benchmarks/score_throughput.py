@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from inversecoder.builders import prompts
-from inversecoder.builders.backends.transformers_backend import TransformersBackend
+from inversecoder.core import prompts
+from inversecoder.core.backends.transformers_backend import TransformersBackend
 from inversecoder.builders.extract import extract_code
 from inversecoder.tiny_model import make_tiny_model
 

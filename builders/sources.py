@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inversecoder.builders.rows import Rejected, short_hash
-from inversecoder.config import SourceConfig
-from inversecoder.errors import ConfigError
-from inversecoder.files import file_sha256
+from inversecoder.core.rows import Rejected, short_hash
+from inversecoder.core.config import SourceConfig
+from inversecoder.core.errors import ConfigError
+from inversecoder.core.files import file_sha256
 
 STAGE = "source"
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from inversecoder.builders import prompts
-from inversecoder.builders.backends import CachedModel, GenerationRequest, SamplingParams
+from inversecoder.core import prompts
+from inversecoder.core.backends import CachedModel, GenerationRequest, SamplingParams
 from inversecoder.builders.extract import extract_code
-from inversecoder.builders.rows import Rejected, short_hash
+from inversecoder.core.rows import Rejected, short_hash
 from inversecoder.builders.sources import SourceRow
-from inversecoder.config import SummarizeConfig
+from inversecoder.core.config import SummarizeConfig
 
 
 @dataclass(frozen=True)

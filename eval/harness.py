@@ -10,7 +10,7 @@ Scoring is evalplus 0.3.1's, step for step: the ground truth is its canonical so
 `unsafe_execute` (output comparison, atol, special oracles), statuses and pass@k are its own
 (`estimate_pass_at_k`: the unbiased estimator; the "+" score needs base and plus tests). What
 differs, and is recorded in eval_results.json:
-- each program runs in `inversecoder.eval.sandbox` (no network, read-only file system, own uid and
+- each program runs in `inversecoder.core.sandbox` (no network, read-only file system, own uid and
   PID namespace, clean environment, resource limits) instead of a bare forked process;
 - HumanEval/32's checker bug is fixed (see `checker.py`): canonical solutions score 164/164, not 163
   (`fix_humaneval_32=False` restores evalplus's behaviour);
@@ -46,16 +46,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inversecoder.builders import prompts
-from inversecoder.builders.backends.base import CachedModel, GenerationRequest, SamplingParams
-from inversecoder.eval import checker
-from inversecoder.eval.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchmark
-from inversecoder.eval.sandbox import Limits, Sandbox
-from inversecoder.errors import ConfigError, UserError
-from inversecoder.files import file_sha256
+from inversecoder.core import prompts
+from inversecoder.core.backends.base import CachedModel, GenerationRequest, SamplingParams
+from inversecoder.core import checker
+from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchmark
+from inversecoder.core.sandbox import Limits, Sandbox
+from inversecoder.core.errors import ConfigError, UserError
+from inversecoder.core.files import file_sha256
 
 if TYPE_CHECKING:
-    from inversecoder.config import EvalConfig
+    from inversecoder.core.config import EvalConfig
 
 FENCE = "```"
 CODE_FENCE = "```python"

@@ -36,13 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inversecoder.errors import UserError
-from inversecoder.files import file_sha256
+from inversecoder.core.errors import UserError
+from inversecoder.core.files import file_sha256
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-    from inversecoder.config import RunConfig
+    from inversecoder.core.config import RunConfig
 
 HUB_RECORD = "hub.json"
 README = "README.md"

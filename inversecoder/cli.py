@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 
 from inversecoder import __version__
-from inversecoder.errors import UserError
+from inversecoder.core.errors import UserError
 
 OVERRIDES_HELP = "override any config field, e.g. source.limit=20 summarize.num_samples=4 generator.model=PATH"
 
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):
-    from inversecoder.config import load_config
+    from inversecoder.core.config import load_config
 
     overrides = list(args.overrides)
     if getattr(args, "limit", None) is not None:
@@ -95,7 +95,7 @@ def _score_samples(args: argparse.Namespace) -> None:
     """`evaluate --samples FILE --benchmark NAME`: EvalPlus-format samples, scored in our sandbox."""
     from pathlib import Path
 
-    from inversecoder.config import load_config
+    from inversecoder.core.config import load_config
     from inversecoder.eval.harness import score_samples_file
 
     if not args.benchmark:
@@ -137,7 +137,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         raise UserError("evaluate needs a CONFIG (or --samples FILE --benchmark NAME)")
     config = _load(args)
     if args.command == "check-endpoints":
-        from inversecoder.builders.backends.tgi import check_endpoints, format_endpoint_report
+        from inversecoder.core.backends.tgi import check_endpoints, format_endpoint_report
 
         rows = check_endpoints(config.generator)
         print(format_endpoint_report(rows))

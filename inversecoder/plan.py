@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inversecoder.config import RunConfig
+from inversecoder.core.config import RunConfig
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _hours(tokens: float, per_gpu_per_s: float, config: RunConfig, scale: float)
 
 def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
     """The steps with their actions, work and time estimates, plus notes on how the figures were made."""
-    from inversecoder.builders import prompts
+    from inversecoder.core import prompts
     from inversecoder.builders.sources import load_source
     from inversecoder.builders.stages import extract
     from inversecoder.workflow import step_status

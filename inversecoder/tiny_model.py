@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inversecoder.builders import prompts
+from inversecoder.core import prompts
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -67,7 +67,7 @@ def make_tiny_model(
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from inversecoder.builders.backends.transformers_backend import resolve_answer_token_ids
+    from inversecoder.core.backends.transformers_backend import resolve_answer_token_ids
 
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)

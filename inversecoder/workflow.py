@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inversecoder.config import RunConfig, save_config
-from inversecoder.errors import UserError
+from inversecoder.core.config import RunConfig, save_config
+from inversecoder.core.errors import UserError
 
 BENCHMARK_LABELS = {"humaneval": "HumanEval", "mbpp": "MBPP"}
 
@@ -76,7 +76,7 @@ def _train_generator(config: RunConfig) -> Path:
     from inversecoder.builders.original_data import build_original_data
     from inversecoder.trainers.recipe import train_model
 
-    from inversecoder.builders.backends.transformers_backend import resolve_model
+    from inversecoder.core.backends.transformers_backend import resolve_model
 
     resolve_model(config.train.base_model, config.train.base_revision)  # fails before the data work
     folder = generator_dir(config)
@@ -334,7 +334,7 @@ def write_report(config: RunConfig) -> None:
 
 def _card_context(config: RunConfig) -> dict[str, Any]:
     from inversecoder.builders.pipeline import package_versions
-    from inversecoder.builders.prompts import magicoder_prompt
+    from inversecoder.core.prompts import magicoder_prompt
 
     return {"chat_format": magicoder_prompt("{instruction}", "{response}<eos>"), "seed": config.seed,
             "versions": package_versions(), "license": config.dataset.license}

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny offline model (built once per session) and the shared benchmark files."""
+"""Shared fixtures: the tiny offline model (built once per session) and the benchmark files the project ships."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from inversecoder.core import data
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-BENCHMARKS_DIR = SHARED / "benchmarks"
-SAMPLE = REPO / "data" / "evol_instruct_sample.jsonl"
+BENCHMARKS_DIR = data.BENCHMARKS_DIR
+SAMPLE = data.DEMO_SAMPLE
 
 # Nothing in the suite may reach the network; the Hub client must not even try.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,8 +32,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
-    if not (BENCHMARKS_DIR / "HumanEvalPlus-v0.1.10.jsonl.gz").is_file():
-        pytest.skip(f"EvalPlus data not found at {BENCHMARKS_DIR} (the project's ../shared/benchmarks)")
+    """The shipped EvalPlus files; a missing one fails the tests that need it (never a skip)."""
+    for name in ("HumanEvalPlus-v0.1.10.jsonl.gz", "MbppPlus-v0.2.0.jsonl.gz"):
+        data.require(BENCHMARKS_DIR / name)
     return BENCHMARKS_DIR
 
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from inversecoder.builders import prompts
-from inversecoder.builders.backends import CachedModel, GenerationRequest, SamplingParams
-from inversecoder.builders.backends.transformers_backend import TransformersBackend, resolve_answer_token_ids
-from inversecoder.builders.cache import ResultCache
-from inversecoder.errors import UserError
+from inversecoder.core import prompts
+from inversecoder.core.backends import CachedModel, GenerationRequest, SamplingParams
+from inversecoder.core.backends.transformers_backend import TransformersBackend, resolve_answer_token_ids
+from inversecoder.core.cache import ResultCache
+from inversecoder.core.errors import UserError
 
 CODE = "```python\ndef add(a, b):\n    return a + b\n```"
 
@@ -123,7 +123,7 @@ def test_cached_model_reruns_for_free_and_keeps_retryable_errors_out(backend, tm
 
         def score_yes_no(self, prompts_):
             Flaky.calls += 1
-            from inversecoder.builders.backends import YesNoScore
+            from inversecoder.core.backends import YesNoScore
 
             return [YesNoScore(None, error="503 from server", retryable=True)]
 
@@ -134,7 +134,7 @@ def test_cached_model_reruns_for_free_and_keeps_retryable_errors_out(backend, tm
 
 
 def test_out_of_memory_batches_are_split_and_a_lone_misfit_is_recorded_not_cached(backend, tmp_path):
-    from inversecoder.builders.backends import YesNoScore
+    from inversecoder.core.backends import YesNoScore
 
     class SmallMemory:
         """Runs out of memory on batches of more than 2 prompts, and always on the prompt 'huge'."""

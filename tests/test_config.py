@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from inversecoder.config import describe_fields, load_config, RunConfig
-from inversecoder.errors import ConfigError
+from inversecoder.core.config import describe_fields, load_config, RunConfig
+from inversecoder.core.errors import ConfigError
 
 
 def test_defaults_are_the_papers():

@@ -11,9 +11,9 @@ import pytest
 
 from inversecoder.builders.decontaminate import Decontaminator, canonical_tokens, load_tasks, summarize_report
 from inversecoder.builders.embeddings import Embedder
-from inversecoder.config import DecontaminateConfig
-from inversecoder.errors import ConfigError
-from inversecoder.eval.benchmarks import load_benchmark
+from inversecoder.core.config import DecontaminateConfig
+from inversecoder.core.errors import ConfigError
+from inversecoder.core.benchmarks import load_benchmark
 
 CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "decontamination_calibration.jsonl"
 

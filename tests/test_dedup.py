@@ -8,7 +8,7 @@ import pytest
 
 from inversecoder.builders.dedup import code_units, deduplicate, duplicate_rates, instruction_units, scan
 from inversecoder.builders.stages import Pair
-from inversecoder.config import DedupConfig
+from inversecoder.core.config import DedupConfig
 
 
 def pair(i: int, instruction: str, response: str = "```python\nx = 1\n```") -> Pair:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from inversecoder.config import describe_fields, load_config
+from inversecoder.core.config import describe_fields, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,13 +19,13 @@ import pytest
 import subprocess
 import sys
 
-from inversecoder.builders.backends.base import BackendInfo, CachedModel, Completion
-from inversecoder.builders.cache import ResultCache
-from inversecoder.config import EvalConfig
-from inversecoder.errors import ConfigError, UserError
-from inversecoder.eval import checker, harness
-from inversecoder.eval.benchmarks import load_benchmark
-from inversecoder.eval.sandbox import NAMESPACE_LEVELS, UID_BASE, UID_LEVELS
+from inversecoder.core.backends.base import BackendInfo, CachedModel, Completion
+from inversecoder.core.cache import ResultCache
+from inversecoder.core.config import EvalConfig
+from inversecoder.core.errors import ConfigError, UserError
+from inversecoder.core import checker, harness
+from inversecoder.core.benchmarks import load_benchmark
+from inversecoder.core.sandbox import NAMESPACE_LEVELS, UID_BASE, UID_LEVELS
 
 SYSTEM = (
     "You are an exceptionally intelligent coding assistant that consistently delivers accurate and "
@@ -524,7 +524,7 @@ def test_generate_n_samples_per_task_with_their_own_seeds(benchmarks, tmp_path):
 def test_evaluate_model_end_to_end(benchmarks_dir, tiny_model_dir, tmp_path, capsys):
     from evalplus.data import load_solutions
 
-    from inversecoder.builders.backends.transformers_backend import TransformersBackend
+    from inversecoder.core.backends.transformers_backend import TransformersBackend
 
     backend = TransformersBackend(str(tiny_model_dir), batch_tokens=8192)
     cache = ResultCache(tmp_path / "cache.sqlite")

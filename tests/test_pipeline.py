@@ -19,7 +19,7 @@ from huggingface_hub import DatasetCard
 
 from inversecoder.builders.decontaminate import LAYERS, SOURCE_ROW
 from inversecoder.builders.pipeline import build_dataset
-from inversecoder.config import load_config
+from inversecoder.core.config import load_config
 
 from conftest import SAMPLE
 

@@ -27,8 +27,8 @@ import pytest
 import yaml
 
 from inversecoder.builders.pipeline import build_dataset
-from inversecoder.config import load_config
-from inversecoder.errors import UserError
+from inversecoder.core.config import load_config
+from inversecoder.core.errors import UserError
 from inversecoder.hub_cards.model_card import render_model_card
 from inversecoder.hub_cards.push import HUB_RECORD, check_push_config, read_hub_record
 
@@ -208,7 +208,7 @@ def test_run_push_helpers_use_the_config(hub, client_env, dataset_dir):
     recipe = dataset_dir.parent.parent / "r.yaml"
     out = run_client(client_env, f"""
         import json
-        from inversecoder.config import load_config
+        from inversecoder.core.config import load_config
         from inversecoder.hub_cards.push import check_push_config, push_run_dataset, push_run_model
         config = load_config("{recipe}", output_dir="{dataset_dir.parent}")
         token = check_push_config(config)

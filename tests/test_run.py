@@ -10,7 +10,7 @@ import yaml
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from inversecoder.builders import prompts
+from inversecoder.core import prompts
 
 from conftest import SAMPLE
 

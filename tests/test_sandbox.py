@@ -5,7 +5,7 @@ model-written code could: evalplus's Python-level guards (`os.kill = None`, ...)
 so what stops them is the sandbox. Each attack is aimed at something this test owns (a canary
 directory, a listener, an environment variable), so a broken sandbox fails the test without harm.
 
-Which attacks a level stops is the module docstring's table in `inversecoder/eval/sandbox.py`; on a
+Which attacks a level stops is the module docstring's table in `inversecoder/core/sandbox.py`; on a
 machine that only offers a weaker level, the attacks that level does not stop are skipped with the
 level in the reason (CI runs as root: `namespaces+uid`, everything runs).
 """
@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 
-from inversecoder.eval.sandbox import NAMESPACE_LEVELS, UID_BASE, UID_LEVELS, Limits, Sandbox, SandboxError
+from inversecoder.core.sandbox import NAMESPACE_LEVELS, UID_BASE, UID_LEVELS, Limits, Sandbox, SandboxError
 
 SECRET = "hf_CANARY_sandbox_test_do_not_leak_0123456789"
 MEMORY = 512 * 1024**2

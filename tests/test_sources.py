@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from inversecoder.builders.sources import load_source
-from inversecoder.config import SourceConfig
-from inversecoder.errors import ConfigError
+from inversecoder.core.config import SourceConfig
+from inversecoder.core.errors import ConfigError
 
 GOOD = {"instruction": "Add two numbers.", "response": "```python\ndef add(a, b):\n    return a + b\n```"}
 

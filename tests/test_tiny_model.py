@@ -6,7 +6,7 @@ import sys
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from inversecoder.builders import prompts
+from inversecoder.core import prompts
 
 
 def digest(path):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from inversecoder.builders import prompts
-from inversecoder.config import RunConfig, TrainConfig
-from inversecoder.errors import ConfigError
+from inversecoder.core import prompts
+from inversecoder.core.config import RunConfig, TrainConfig
+from inversecoder.core.errors import ConfigError
 
 README = """---
 configs:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inversecoder.config import TrainConfig
-from inversecoder.errors import ConfigError
+from inversecoder.core.config import TrainConfig
+from inversecoder.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_DIR = REPO / "trainers" / "accelerate"
@@ -105,7 +105,7 @@ def test_packed_global_batch_counts_documents(tmp_path):
 def _rows(n: int):
     import datasets
 
-    from inversecoder.builders import prompts
+    from inversecoder.core import prompts
 
     return datasets.Dataset.from_list([
         {"prompt": prompts.magicoder_prompt(f"Write a function number {i} that " + "adds and multiplies " * (i % 5)),
@@ -176,8 +176,8 @@ def test_packed_and_unpacked_give_the_same_loss_and_gradients(tiny_model_dir, tm
 def test_packed_two_stage_run_writes_the_model_folder(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer, GenerationConfig
 
-    from inversecoder.builders import prompts
-    from inversecoder.config import RunConfig
+    from inversecoder.core import prompts
+    from inversecoder.core.config import RunConfig
     from inversecoder.trainers import train_model
 
     from test_trainers import generated_rows, original_rows, write_dataset

@@ -1,7 +1,7 @@
 """A text-generation-inference test double: the real tiny model behind TGI's HTTP protocol, faults on demand.
 
 TGI cannot be installed where the tests run, so this serves the routes the `tgi` backend uses, shaped
-as TGI's OpenAPI document says (`../shared/tgi/openapi.json`): `POST /generate` (details, top_n_tokens,
+as TGI's OpenAPI document says (`data/tgi/openapi.json`): `POST /generate` (details, top_n_tokens,
 decoder_input_details, seed, stop, do_sample, temperature, top_p, repetition_penalty, max_new_tokens),
 `GET /info`, `GET /health`, `POST /tokenize`, and TGI's error body `{"error", "error_type"}` with its
 status codes (422 validation, 424 generation, 429 overloaded, 500 incomplete generation, 503).
@@ -47,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "tgi" / "openapi.json"
+SPEC = Path(__file__).resolve().parents[1] / "data" / "tgi" / "openapi.json"  # shipped with the project
 TGI_VERSION = "3.3.6-dev0"  # the version of the OpenAPI document this double follows
 
 #: TGI's error bodies per status (router/src/server.rs and infer/mod.rs).
@@ -73,8 +73,11 @@ class OpenAPISchemas:
         self.schemas: dict[str, Any] = spec["components"]["schemas"]
 
     @classmethod
-    def load(cls, path: str | Path | None = SPEC) -> "OpenAPISchemas | None":
-        return cls(json.loads(Path(path).read_text(encoding="utf-8"))) if path and Path(path).is_file() else None
+    def load(cls, path: str | Path = SPEC) -> "OpenAPISchemas":
+        """The document's schemas; a missing document is an error (the double would check nothing)."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"TGI's OpenAPI document is missing at {path} (the project ships it in data/tgi)")
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def errors(self, value: Any, name: str) -> list[str]:
         found: list[str] = []

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import trl
 
-from inversecoder.builders import prompts
-from inversecoder.config import RunConfig, TrainConfig
-from inversecoder.errors import ConfigError
+from inversecoder.core import prompts
+from inversecoder.core.config import RunConfig, TrainConfig
+from inversecoder.core.errors import ConfigError
 from inversecoder.trainers import speed
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ def _plan(config: RunConfig, dataset_dir: Path, work_dir: Path) -> tuple[list[St
 def _check_available(model: str, revision: str | None) -> None:
     """A base model that is neither a local folder nor reachable on the Hub is a one-line ConfigError
     before any data is loaded (the same resolution the embedded backend uses)."""
-    from inversecoder.builders.backends.transformers_backend import resolve_model
+    from inversecoder.core.backends.transformers_backend import resolve_model
 
     resolve_model(model, revision)
 

@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from inversecoder.errors import ConfigError
+from inversecoder.core.errors import ConfigError
 
 PACKING_STRATEGY = "bfd"
 KERNELS = ("auto", "liger", "none")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from inversecoder.errors import ConfigError
+from inversecoder.core.errors import ConfigError
 
 BACKENDS = ("transformers", "tgi")
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")

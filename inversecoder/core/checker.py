@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from inversecoder.eval.sandbox import Sandbox
+from inversecoder.core.sandbox import Sandbox
 
 DEFAULT_MIN_TIME_LIMIT = 1.0
 DEFAULT_GT_TIME_LIMIT_FACTOR = 4.0

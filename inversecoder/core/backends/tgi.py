@@ -49,19 +49,19 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from inversecoder.builders.backends.base import (
+from inversecoder.core.backends.base import (
     BackendInfo,
     Completion,
     GenerationRequest,
     SamplingParams,
     YesNoScore,
 )
-from inversecoder.errors import ConfigError, UserError
+from inversecoder.core.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     from huggingface_hub import AsyncInferenceClient
 
-    from inversecoder.config import GeneratorConfig
+    from inversecoder.core.config import GeneratorConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -1184,7 +1184,7 @@ class TGIBackend:
     async def _resolve_answers(self, call: _Call) -> None:
         if self._answers is not None:
             return
-        from inversecoder.builders.backends.transformers_backend import resolve_answer_token_ids
+        from inversecoder.core.backends.transformers_backend import resolve_answer_token_ids
 
         if self._tokenizer is not None:
             answers = {"yes": resolve_answer_token_ids(self._tokenizer, "Yes"), "no": resolve_answer_token_ids(self._tokenizer, "No")}
@@ -1263,7 +1263,7 @@ def _cached_ref(model_id: str, ref: str) -> str | None:
 def _local_revision(model: str | None) -> str | None:
     """Servers started from a local folder report no sha: a content hash of the same folder stands in."""
     if model and Path(model).expanduser().is_dir():
-        from inversecoder.builders.backends.transformers_backend import local_revision
+        from inversecoder.core.backends.transformers_backend import local_revision
 
         return local_revision(Path(model).expanduser())
     return None

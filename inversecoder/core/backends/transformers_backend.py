@@ -17,14 +17,14 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from inversecoder.builders.backends.base import (
+from inversecoder.core.backends.base import (
     BackendInfo,
     Completion,
     GenerationRequest,
     SamplingParams,
     YesNoScore,
 )
-from inversecoder.errors import ConfigError, UserError
+from inversecoder.core.errors import ConfigError, UserError
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 

@@ -1,6 +1,6 @@
 """Model backends: one small protocol, an embedded `transformers` implementation, a result cache."""
 
-from inversecoder.builders.backends.base import (
+from inversecoder.core.backends.base import (
     Backend,
     BackendInfo,
     CachedModel,

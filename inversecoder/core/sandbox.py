@@ -715,7 +715,7 @@ def _zygote_environment() -> dict[str, str]:
     return env
 
 
-_ZYGOTE_MAIN = "import json, sys; from inversecoder.eval.sandbox import serve; serve(json.loads(sys.argv[1]))"
+_ZYGOTE_MAIN = "import json, sys; from inversecoder.core.sandbox import serve; serve(json.loads(sys.argv[1]))"
 
 
 class _Worker:

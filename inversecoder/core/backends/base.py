@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
 
-from inversecoder.builders.cache import ResultCache, cache_key
-from inversecoder.errors import ConfigError
+from inversecoder.core.cache import ResultCache, cache_key
+from inversecoder.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from inversecoder.config import GeneratorConfig
+    from inversecoder.core.config import GeneratorConfig
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def make_backend(config: "GeneratorConfig", model: str | None = None, revision: 
     if not model:
         raise ConfigError("generator.model is required: a Hub model id or a local model folder")
     if config.backend == "transformers":
-        from inversecoder.builders.backends.transformers_backend import TransformersBackend
+        from inversecoder.core.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend(
             model,
@@ -123,7 +123,7 @@ def make_backend(config: "GeneratorConfig", model: str | None = None, revision: 
         if model != config.model:
             # The endpoints serve generator.model; another model (e.g. the trained one being evaluated) runs embedded.
             return make_backend(dataclasses.replace(config, backend="transformers"), model, revision)
-        from inversecoder.builders.backends.tgi import TGIBackend
+        from inversecoder.core.backends.tgi import TGIBackend
 
         return TGIBackend.from_config(config)
     raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{config.backend}'")
