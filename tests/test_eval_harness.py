@@ -23,7 +23,8 @@ from inversecoder.core.backends.base import BackendInfo, CachedModel, Completion
 from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import EvalConfig
 from inversecoder.core.errors import ConfigError, UserError
-from inversecoder.core import checker, harness
+from inversecoder.core import checker
+from inversecoder.eval import harness
 from inversecoder.core.benchmarks import load_benchmark
 from inversecoder.core.sandbox import NAMESPACE_LEVELS, UID_BASE, UID_LEVELS
 
