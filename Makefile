@@ -7,7 +7,7 @@ TINY   := outputs/tiny-model
 # The demo and the tests never touch the network (the Hub client included).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint format clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,lint]"
 	@touch $(STAMP)
 
 $(TINY)/config.json: $(STAMP)
@@ -28,6 +28,16 @@ demo: $(STAMP) $(TINY)/config.json
 
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q
+
+# ruff (lint + format check) and mypy, as configured in pyproject.toml; CI runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf outputs
