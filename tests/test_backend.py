@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from inversecoder.core import prompts
-from inversecoder.core.backends import CachedModel, GenerationRequest, SamplingParams
+from inversecoder.core.backends import Backend, CachedModel, GenerationRequest, SamplingParams
 from inversecoder.core.backends.transformers_backend import TransformersBackend, resolve_answer_token_ids
 from inversecoder.core.cache import ResultCache
 from inversecoder.core.errors import UserError
@@ -112,8 +112,11 @@ def test_cached_model_reruns_for_free_and_keeps_retryable_errors_out(backend, tm
     assert second.score_yes_no(texts) == scores
     assert second.computed == 0 and second.reused == 5
 
-    class Flaky:
+    class Flaky(Backend):
         calls = 0
+
+        def generate(self, requests, params):
+            raise NotImplementedError
 
         def info(self):
             return backend.info()
@@ -136,10 +139,13 @@ def test_cached_model_reruns_for_free_and_keeps_retryable_errors_out(backend, tm
 def test_out_of_memory_batches_are_split_and_a_lone_misfit_is_recorded_not_cached(backend, tmp_path):
     from inversecoder.core.backends import YesNoScore
 
-    class SmallMemory:
+    class SmallMemory(Backend):
         """Runs out of memory on batches of more than 2 prompts, and always on the prompt 'huge'."""
 
         sizes: list[int] = []
+
+        def generate(self, requests, params):
+            raise NotImplementedError
 
         def info(self):
             return backend.info()

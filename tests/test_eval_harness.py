@@ -19,7 +19,7 @@ import pytest
 import subprocess
 import sys
 
-from inversecoder.core.backends.base import BackendInfo, CachedModel, Completion
+from inversecoder.core.backends.base import Backend, BackendInfo, CachedModel, Completion
 from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import EvalConfig
 from inversecoder.core.errors import ConfigError, UserError
@@ -459,7 +459,7 @@ def test_mbpp_prompt_is_the_papers(benchmarks):
 
 
 # -- generation -------------------------------------------------------------------------------------
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     """Answers each prompt with a fixed completion (or an error): the protocol, without a model."""
 
     def __init__(self, answers: dict[str, Completion]):

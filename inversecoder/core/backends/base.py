@@ -7,11 +7,12 @@ hash of everything that determines them, batch by batch, so runs resume and reru
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -20,6 +21,8 @@ from inversecoder.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from inversecoder.core.config import GeneratorConfig
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -84,22 +87,67 @@ class BackendInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class Backend(Protocol):
-    """The three operations every backend implements; batches are planned by the backend."""
+def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    """MemoryError, plus torch's OutOfMemoryError (a RuntimeError) when torch is loaded."""
+    import sys
 
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch else None
+    return (MemoryError, oom) if oom else (MemoryError,)
+
+
+def run_halving_on_oom(compute: Callable[[list[int]], list[R]], batch: list[int], failed: Callable[[str], R]) -> list[R]:
+    """Run a batch; out of memory, run its halves. A single item that still does not fit becomes a
+    retryable error (recorded, not cached) instead of ending the run."""
+    try:
+        return compute(batch)
+    except _out_of_memory_errors() as error:
+        if len(batch) == 1:
+            return [failed(f"out of memory: {str(error).splitlines()[0][:200] if str(error) else ''}")]
+        half = len(batch) // 2
+        return run_halving_on_oom(compute, batch[:half], failed) + run_halving_on_oom(compute, batch[half:], failed)
+
+
+class Backend(abc.ABC):
+    """Everything a caller may use of a backend, declared here (callers never probe for methods).
+
+    A backend implements the four abstract operations; in-process backends keep the defaults of the
+    batch streams (one batch after another, a batch that runs out of memory halved), while servers
+    that keep many requests in flight (TGI) override them to overlap batches.
+    """
+
+    @abc.abstractmethod
     def info(self) -> BackendInfo: ...
 
+    @abc.abstractmethod
     def plan_batches(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
         """Group prompt indices into batches; deterministic for the same prompts."""
-        ...
 
+    @abc.abstractmethod
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]: ...
 
+    @abc.abstractmethod
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]: ...
 
-    # Optional, for servers that keep many requests in flight (TGI): `generate_batches(requests, batches,
-    # params)` and `score_batches(prompts, batches)` run all batches with no pause between them and yield
-    # (position in `batches`, results) as each completes. CachedModel uses them when present.
+    def answer_token_ids(self) -> dict[str, list[int]]:
+        """The token ids read as "Yes" and "No" by `score_yes_no` (for the card); empty when unknown."""
+        return {}
+
+    def generate_batches(
+        self, requests: Sequence[GenerationRequest], batches: Sequence[Sequence[int]], params: SamplingParams
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        """Yields (position in `batches`, completions of that batch) as each batch is done."""
+        for k, batch in enumerate(batches):
+            yield k, run_halving_on_oom(
+                lambda b: self.generate([requests[i] for i in b], params), list(batch), Completion.failed)
+
+    def score_batches(self, prompts: Sequence[str], batches: Sequence[Sequence[int]]) -> Iterator[tuple[int, list[YesNoScore]]]:
+        """Yields (position in `batches`, scores of that batch) as each batch is done."""
+        for k, batch in enumerate(batches):
+            yield k, run_halving_on_oom(lambda b: self.score_yes_no([prompts[i] for i in b]), list(batch), YesNoScore.failed)
+
+    def close(self) -> None:
+        """Release connections, threads or memory; the backend is not used afterwards."""
 
 
 def make_backend(config: "GeneratorConfig", model: str | None = None, revision: str | None = None) -> Backend:
@@ -127,15 +175,6 @@ def make_backend(config: "GeneratorConfig", model: str | None = None, revision: 
 
         return TGIBackend.from_config(config)
     raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{config.backend}'")
-
-
-def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
-    """MemoryError, plus torch's OutOfMemoryError (a RuntimeError) when torch is loaded."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", None) if torch else None
-    return (MemoryError, oom) if oom else (MemoryError,)
 
 
 class CachedModel:
@@ -169,40 +208,20 @@ class CachedModel:
         keys = [cache_key(op="generate", prompt=r.prompt, seed=r.seed, params=settings, **identity) for r in requests]
         batches = self.backend.plan_batches([r.prompt for r in requests], params.max_new_tokens)
 
-        def compute(indices: list[int]) -> list[Completion]:
-            return self.backend.generate([requests[i] for i in indices], params)
-
-        overlapping = getattr(self.backend, "generate_batches", None)
-        stream = (lambda todo: overlapping(requests, todo, params)) if overlapping else None
-        return self._run(keys, batches, compute, Completion, desc, unit="gen", stream=stream)
+        return self._run(keys, batches, lambda todo: self.backend.generate_batches(requests, todo, params), Completion,
+                         desc, unit="gen")
 
     def score_yes_no(self, prompts: Sequence[str], desc: str = "score") -> list[YesNoScore]:
         identity = self._identity()
         keys = [cache_key(op="score_yes_no", prompt=p, **identity) for p in prompts]
         batches = self.backend.plan_batches(list(prompts), 1)
 
-        def compute(indices: list[int]) -> list[YesNoScore]:
-            return self.backend.score_yes_no([prompts[i] for i in indices])
+        return self._run(keys, batches, lambda todo: self.backend.score_batches(prompts, todo), YesNoScore, desc,
+                         unit="pair")
 
-        overlapping = getattr(self.backend, "score_batches", None)
-        stream = (lambda todo: overlapping(prompts, todo)) if overlapping else None
-        return self._run(keys, batches, compute, YesNoScore, desc, unit="pair", stream=stream)
-
-    def _compute_splitting(self, compute, batch: list[int], result_type) -> list:
-        """Run a batch; out of memory, run its halves. A single item that still does not fit becomes a
-        retryable error (recorded, not cached) instead of ending the run."""
-        try:
-            return compute(batch)
-        except _out_of_memory_errors() as error:
-            if len(batch) == 1:
-                return [result_type.failed(f"out of memory: {str(error).splitlines()[0][:200] if str(error) else ''}")]
-            half = len(batch) // 2
-            return self._compute_splitting(compute, batch[:half], result_type) + self._compute_splitting(compute, batch[half:], result_type)
-
-    def _run(self, keys, batches, compute, result_type, desc: str, unit: str, stream=None) -> list:
-        """Results for `keys`: from the cache, else computed batch by batch (`compute`), or by a backend
-        that overlaps the batches (`stream(batches)` yields each one's position and results when done);
-        either way each batch is stored in one transaction."""
+    def _run(self, keys, batches, stream, result_type, desc: str, unit: str) -> list:
+        """Results for `keys`: from the cache, else from the backend's batch stream (`stream(batches)` yields
+        each batch's position and results when done); each batch is stored in one transaction."""
         stored = self.cache.get_many(keys)
         results: list[Any] = [None] * len(keys)
         for i, key in enumerate(keys):
@@ -212,8 +231,7 @@ class CachedModel:
         todo = [[i for i in batch if results[i] is None] for batch in batches]
         todo = [batch for batch in todo if batch]
         total = sum(len(b) for b in todo)
-        done = stream(todo) if stream is not None else (
-            (k, self._compute_splitting(compute, batch, result_type)) for k, batch in enumerate(todo))
+        done = stream(todo)
         # closing(): an error here (a full disk, Ctrl-C during a write) stops the backend's requests at once,
         # rather than whenever the garbage collector gets to the stream.
         with tqdm(total=total, desc=desc, unit=unit, disable=not self.progress or total == 0, dynamic_ncols=True) as bar, \

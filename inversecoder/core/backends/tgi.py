@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 import httpx2
 
 from inversecoder.core.backends.base import (
+    Backend,
     BackendInfo,
     Completion,
     GenerationRequest,
@@ -631,7 +632,7 @@ class _Call:
     shown: float = 0.0
 
 
-class TGIBackend:
+class TGIBackend(Backend):
     """Several TGI endpoints serving one model, behind the backend protocol."""
 
     def __init__(

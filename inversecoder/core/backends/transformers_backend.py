@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inversecoder.core.backends.base import (
+    Backend,
     BackendInfo,
     Completion,
     GenerationRequest,
@@ -81,7 +82,7 @@ def resolve_answer_token_ids(tokenizer, word: str) -> list[int]:
     return sorted(ids)
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     """A causal LM loaded with `AutoModelForCausalLM`; weights load on first use (cache hits need none)."""
 
     def __init__(
