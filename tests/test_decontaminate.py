@@ -255,7 +255,7 @@ def test_auto_falls_back_to_torch_when_onnxruntime_cannot_be_prepared(monkeypatc
 
 
 def test_an_unknown_embedding_runtime_is_a_config_error():
-    with pytest.raises(ConfigError, match="semantic_runtime must be one of auto, torch, onnxruntime, onnxruntime-int8"):
+    with pytest.raises(ConfigError, match="semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8"):
         DecontaminateConfig(semantic_runtime="tensorrt")
 
 

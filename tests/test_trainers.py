@@ -370,9 +370,8 @@ def test_empty_stage_is_skipped(tiny_model_dir, tmp_path, capsys):
 def test_config_errors(tiny_model_dir, dataset_dir, tmp_path, changes, message):
     from inversecoder.trainers import train_model
 
-    config = run_config(tiny_model_dir, **changes)
-    with pytest.raises(ConfigError, match=message):
-        train_model(config, dataset_dir, tmp_path / "work", tmp_path / "model")
+    with pytest.raises(ConfigError, match=message):  # most are refused when the config is made, before any work
+        train_model(run_config(tiny_model_dir, **changes), dataset_dir, tmp_path / "work", tmp_path / "model")
     assert not (tmp_path / "model").exists()
 
 
