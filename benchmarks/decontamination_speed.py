@@ -19,7 +19,6 @@ Deduplication (MinHash LSH, instructions and code) runs on all rows.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -132,7 +131,7 @@ def main() -> None:
     sample = [instruction for instruction, _ in corpus[: args.semantic_rows]]
     semantic = {}
     for runtime, batch in args.runtimes:
-        settings = dataclasses.replace(config, semantic_runtime=runtime, semantic_batch_size=batch)
+        settings = config.model_copy(update={"semantic_runtime": runtime, "semantic_batch_size": batch}, deep=True)
         semantic_checker = Decontaminator(settings, None, Path("."), tasks=tasks, versions=versions)
         label = f"{semantic_checker.embedder.runtime}, batch {semantic_checker.embedder.batch_size}"
         semantic[label] = timed(f"semantic: {label}", len(sample), lambda: int(

@@ -13,8 +13,6 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from inversecoder.builders import stages
 from inversecoder.core.backends import CachedModel, make_backend
 from inversecoder.core.cache import ResultCache
@@ -22,7 +20,7 @@ from inversecoder.builders.dataset import write_dataset_folder
 from inversecoder.builders.decontaminate import REPORT_LAYERS, SOURCE_ROW, summarize_report
 from inversecoder.core.rows import Rejected
 from inversecoder.builders.sources import load_source
-from inversecoder.core.config import RunConfig
+from inversecoder.core.config import RunConfig, config_yaml
 
 PACKAGES = ("inversecoder", "torch", "transformers", "datasets", "huggingface_hub", "trl", "evalplus")
 
@@ -236,7 +234,7 @@ def build_dataset(config: RunConfig, log=print, progress: bool = True) -> BuildR
         "dedup": dedup_summary,
     }
     dataset_dir = config.output / "dataset"
-    build_config = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    build_config = config_yaml(config)
     build_info = {
         "name": config.dataset.name, "version": config.dataset.version, "generator": card_context["generator"],
         "source": card_context["source"], "counts": counts, "seed": config.seed,

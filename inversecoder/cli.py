@@ -148,9 +148,9 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise UserError("the endpoints serve different models or revisions: a build would refuse them")
         return
     if args.command == "show-config":
-        import yaml
+        from inversecoder.core.config import config_yaml
 
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        print(config_yaml(config), end="")
         return
     from inversecoder import workflow
 

@@ -12,8 +12,6 @@ cached, training resumes from checkpoints). `--from STEP` / `--until STEP` run a
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -51,7 +49,7 @@ def resolved(config: RunConfig) -> RunConfig:
         return config
     if not (config.train.base_model):
         raise UserError("set generator.model (the model M that writes the data) or train.base_model (M is then trained from it)")
-    config = copy.deepcopy(config)
+    config = config.model_copy(deep=True)
     config.generator.model = str(generator_dir(config) / "model")
     return config
 
@@ -81,7 +79,7 @@ def _train_generator(config: RunConfig) -> Path:
     resolve_model(config.train.base_model, config.train.base_revision)  # fails before the data work
     folder = generator_dir(config)
     data = build_original_data(config, folder / "data")
-    generator_config = copy.deepcopy(config)
+    generator_config = config.model_copy(deep=True)
     generator_config.train.mode = "original"
     return train_model(generator_config, data, folder / "train", folder / "model")
 
@@ -379,7 +377,7 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
 
     folder = generator_dir(config) / "model"
     training = _read_json(folder / "training_config.json") or {}
-    train = dataclasses.replace(config.train, mode="original")
+    train = config.train.model_copy(update={"mode": "original"}, deep=True)
     card = render_model_card(
         model_name=f"{config.dataset.name}-generator",
         base_model=config.train.base_model or "unknown",

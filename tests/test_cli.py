@@ -24,7 +24,7 @@ def test_every_subcommand_has_help(command):
         (["build-dataset", "missing.yaml"], "config file not found: missing.yaml"),
         (["build-dataset", "configs/demo.yaml", "source.lmit=3"], "unknown config field 'source.lmit' (did you mean 'source.limit'?)"),
         (["build-dataset", "configs/demo.yaml", "source.path=nowhere.jsonl"], "source file not found: nowhere.jsonl"),
-        (["build-dataset", "configs/demo.yaml", "generator.backend=vllm"], "generator.backend must be 'transformers' or 'tgi'"),
+        (["build-dataset", "configs/demo.yaml", "generator.backend=vllm"], "generator.backend: must be one of transformers, tgi; got 'vllm'"),
         (["build-dataset", "configs/demo.yaml", "source.response_column=answer"], "source has no column 'answer'"),
         (["train", "configs/demo.yaml", "--output-dir", "/nonexistent/run"], "no dataset at /nonexistent/run/dataset"),
         (["run", "configs/demo.yaml", "--from", "nope", "--output-dir", "/tmp/never"], "unknown step 'nope'"),

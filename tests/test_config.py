@@ -1,9 +1,17 @@
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from inversecoder.core.config import describe_fields, load_config, RunConfig
 from inversecoder.core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+COMPAT = REPO / "tests" / "data" / "compat-f1ce952"
 
 
 def test_defaults_are_the_papers():
@@ -72,3 +80,192 @@ def test_how_results_are_fetched_is_not_part_of_any_fingerprint():
                            "generator.top_n_tokens=2"])
     assert a.fingerprint() != c.fingerprint() and fingerprints(a)["dataset"] != fingerprints(c)["dataset"]
     assert "endpoints" in a.to_dict()["generator"]  # still saved beside the artifacts
+
+
+# -- every value is checked when the config is read ------------------------------------------------
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "inversecoder.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def one_line_error(result) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("inversecoder: error: "), result.stderr
+    return lines[0].removeprefix("inversecoder: error: ")
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_no_candidates_is_refused_by_the_cli(value):
+    # Before: an empty dataset and exit 0.
+    message = one_line_error(cli("show-config", "configs/demo.yaml", f"summarize.num_samples={value}"))
+    assert message == f"summarize.num_samples: must be >= 1, got {value}"
+
+
+def test_sft_args_typo_is_refused_by_the_cli_with_a_suggestion():
+    message = one_line_error(cli("show-config", "configs/demo.yaml", "train.sft_args={hub_tokn: x}"))
+    assert message == "train.sft_args.hub_tokn: not a trl.SFTConfig field (did you mean 'hub_token'?)"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.learning_rate=-0.001", "train.learning_rate: must be > 0.0, got -0.001"),
+        ("train.learning_rate=1e-4", "write it as 1.0e-5"),  # YAML 1.1 reads 1e-4 as text: say so
+        ("evaluate.min_time_limit=-1", "evaluate.min_time_limit: must be > 0.0, got -1"),
+        ("generator.request_timeout=0", "generator.request_timeout: must be > 0.0, got 0"),
+        ("summarize.temperature=-0.5", "summarize.temperature: must be >= 0.0, got -0.5"),
+        ("summarize.top_p=1.5", "summarize.top_p: must be <= 1.0, got 1.5"),
+        ("decontaminate.semantic_threshold=1.2", "decontaminate.semantic_threshold: must be <= 1.0, got 1.2"),
+        ("dedup.thresholds=[0.6, 7]", "dedup.thresholds[1]: must be <= 1.0, got 7"),
+        ("train.global_batch_size=0", "train.global_batch_size: must be >= 1, got 0"),
+        ("generator.concurrency=0", "generator.concurrency: must be >= 1, got 0"),
+        ("summarize.temperature=.nan", "summarize.temperature: expected a finite number, got nan"),
+        # sizes that cannot fit in memory
+        ("generator.max_batch_size=1000000000", "generator.max_batch_size: must be <= 4096, got 1000000000"),
+        ("summarize.num_samples=1000", "summarize.num_samples: must be <= 256, got 1000"),
+        ("summarize.max_new_tokens=2000000", "summarize.max_new_tokens: must be <= 1048576, got 2000000"),
+        # enumerations, with a suggestion when one is close
+        ("train.mode=two-stag", "train.mode: must be one of two-stage, mix, original; got 'two-stag' (did you mean 'two-stage'?)"),
+        ("train.optim=adamw_torh", "train.optim: not a transformers optim name (OptimizerNames); got 'adamw_torh' (did you mean 'adamw_torch'?)"),
+        ("train.lr_scheduler_type=cosin", "(did you mean 'cosine'?)"),
+        ("train.bf16=maybe", "train.bf16: must be one of auto, true, false; got 'maybe'"),
+        ("train.kernels=ligr", "train.kernels: must be one of auto, liger, none; got 'ligr' (did you mean 'liger'?)"),
+        ("evaluate.sandbox=namespace", "evaluate.sandbox: must be one of auto, namespaces+uid, namespaces, uid, rlimits; got 'namespace' (did you mean 'namespaces'?)"),
+        ("evaluate.benchmarks=[humaneval, mbp]", "evaluate.benchmarks[1]: must be one of humaneval, mbpp; got 'mbp' (did you mean 'mbpp'?)"),
+        ("decontaminate.semantic_runtime=onnx", "decontaminate.semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8"),
+        ("generator.dtype=fp16", "generator.dtype: must be one of auto, bfloat16, float16, float32; got 'fp16'"),
+        ("generator.backend=vllm", "generator.backend: must be one of transformers, tgi; got 'vllm'"),
+        # what training or a backend would only have found hours later
+        ("train.sft_args={output_dir: elsewhere}", "train.sft_args.output_dir: set by the recipe"),
+        ("train.attn_implementation=flash", "train.attn_implementation: must be one of auto, eager, sdpa"),
+        ("evaluate.n_samples=10", "evaluate.n_samples: 10 solutions per task need evaluate.temperature > 0"),
+        ("generator.endpoints=[h1:8080]", "generator.endpoints[0]: 'h1:8080' is not an http(s)://host:port URL"),
+        ("generator.endpoints=[http://h1:8080, http://h1:8080/]", "generator.endpoints[1]: 'http://h1:8080/' is listed twice"),
+    ],
+)
+def test_ranges_and_enumerations_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_unknown_sft_args_keys_name_the_closest_field():
+    with pytest.raises(ConfigError, match=re.escape("train.sft_args.learning_rat: not a trl.SFTConfig field (did you mean 'learning_rate'?)")):
+        load_config(None, ["train.sft_args={learning_rat: 0.1}"])
+    assert load_config(None, ["train.sft_args={weight_decay: 0.1}"]).train.sft_args == {"weight_decay": 0.1}
+
+
+def test_the_config_accepts_exactly_the_sft_args_the_recipe_accepts():
+    import dataclasses
+
+    import trl
+
+    from inversecoder.core.config import RECIPE_SFT_ARGS, RESERVED_SFT_ARGS
+    from inversecoder.trainers.recipe import InverseCoderSFTConfig
+
+    ours = {f.name for f in dataclasses.fields(InverseCoderSFTConfig) if f.init}
+    theirs = {f.name for f in dataclasses.fields(trl.SFTConfig) if f.init}
+    assert ours - theirs == set(RECIPE_SFT_ARGS) | {"stage"} and set(RESERVED_SFT_ARGS) <= ours
+
+
+def test_defaults_are_valid_and_transformers_knows_the_default_optimizer_and_schedule():
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    defaults = RunConfig()
+    assert RunConfig.model_validate(defaults.to_dict()) == defaults
+    assert defaults.train.optim in {o.value for o in OptimizerNames}
+    assert defaults.train.lr_scheduler_type in {s.value for s in SchedulerType}
+    for name in RunConfig.model_fields:
+        section = getattr(defaults, name)
+        if hasattr(section, "SECTION"):
+            assert section.SECTION == name  # errors of a section made on its own name it as in the file
+
+
+def test_yaml_booleans_and_numbers_are_read_as_text_where_text_is_expected(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  bf16: true\n  packing: false\n  learning_rate: 1\ndataset:\n  version: 1.0\n")
+    config = load_config(recipe)
+    assert (config.train.bf16, config.train.packing, config.dataset.version) == ("true", "false", "1.0")
+    assert config.train.learning_rate == 1.0 and type(config.to_dict()["train"]["learning_rate"]) is float
+    assert type(config.to_dict()["seed"]) is int
+    with pytest.raises(ConfigError, match=re.escape("train.enabled: expected bool (true or false), got 'yes please'")):
+        load_config(None, ["train.enabled=yes please"])
+
+
+def test_sections_made_in_code_and_assignments_are_checked_too():
+    from inversecoder.core.config import DecontaminateConfig, GeneratorConfig, TrainConfig
+
+    assert DecontaminateConfig(semantic=False).semantic is False
+    assert TrainConfig(packing=True).packing == "true"  # as YAML's `true`
+    with pytest.raises(ConfigError, match=re.escape("unknown config field 'generator.bakend' (did you mean 'generator.backend'?)")):
+        GeneratorConfig(bakend="tgi")
+    config = RunConfig()
+    config.train.mode = "original"
+    with pytest.raises(ConfigError, match=re.escape("train.mode: must be one of two-stage, mix, original; got 'orig' (did you mean 'original'?)")):
+        config.train.mode = "orig"
+    copy = config.model_copy(deep=True)
+    copy.generator.model = "elsewhere"
+    assert config.generator.model is None and copy.train.mode == "original"
+    assert config.layout.dataset == Path("outputs/run/dataset") and config.output == Path("outputs/run")
+
+
+def alias_bomb(levels: int) -> str:
+    """Anchors referencing anchors, each a list of the previous one 10 times: 1 KB that expands 10**levels times."""
+    lines = ["train:", "  sft_args:", "    l1: &l1 [" + ", ".join(["lol"] * 10) + "]"]
+    for level in range(2, levels + 1):
+        lines.append(f"    l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb(5))  # before: accepted, and each saved copy of the config took ~2 MB
+    assert bomb.stat().st_size < 1024
+    with pytest.raises(ConfigError) as caught:
+        load_config(bomb)
+    message = str(caught.value)
+    assert "\n" not in message and "more than 50000 values once its YAML aliases are expanded" in message
+    flow = ", ".join([f"&l1 [{', '.join(['lol'] * 10)}]"] + [f"&l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(2, 6)])
+    with pytest.raises(ConfigError, match="more than 50000 values"):  # the same, as a command-line override
+        load_config(None, [f"decontaminate.allow_list=[{flow}]"])
+    long_list = "[" + ", ".join(["x"] * 10_001) + "]"
+    with pytest.raises(ConfigError, match=re.escape("decontaminate.allow_list: must hold at most 10000 items, got 10001")):
+        load_config(None, ["decontaminate.allow_list=" + long_list])
+
+
+def test_saved_configs_hold_plain_values(tmp_path):
+    from inversecoder.core.config import save_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("decontaminate:\n  benchmarks: &b [humaneval]\nevaluate:\n  benchmarks: *b\n"
+                      "train:\n  bf16: true\n  sft_args: {weight_decay: 0.1}\n")
+    config = load_config(recipe)
+    save_config(config, tmp_path / "saved.yaml")
+    text = (tmp_path / "saved.yaml").read_text()
+    assert "&" not in text and "*" not in text and "!!" not in text  # no anchors, aliases or Python tags
+    assert yaml.safe_load(text) == config.to_dict()
+    assert load_config(tmp_path / "saved.yaml") == config
+
+
+def test_fingerprints_of_existing_output_folders_still_match():
+    """tests/data/compat-f1ce952 was built by the dataclass config: its step fingerprint and its saved
+    config must come out the same, or every user's finished steps would rerun."""
+    from inversecoder.core.config import config_yaml
+    from inversecoder.workflow import fingerprints
+
+    config = load_config(COMPAT / "config.yaml")  # output_dir and paths are plain strings: any cwd
+    assert config.output_dir == "out"
+    recorded = json.loads((COMPAT / "out" / "steps.json").read_text())
+    assert fingerprints(config)["dataset"] == recorded["dataset"] == "a6fdcaad98f7fea3"
+    assert config_yaml(config) == (COMPAT / "out" / "run_config.yaml").read_text()
+    assert config_yaml(config) == (COMPAT / "out" / "dataset" / "build_config.yaml").read_text()
+
+
+def test_fingerprints_of_the_shipped_recipes_are_those_of_the_dataclass_config():
+    # Computed with the dataclass config (487bc64) for the same files and overrides.
+    demo = load_config(REPO / "configs" / "demo.yaml", ["generator.model=/some/path"])
+    assert demo.fingerprint() == "e70f22979ba29e1b"
+    assert RunConfig().fingerprint() == "c5d45692f9f93c93"
+    assert load_config(REPO / "configs" / "paper-cl-7b.yaml").fingerprint() == "ad040eb38446212f"

@@ -125,10 +125,9 @@ def test_a_renamed_and_reformatted_solution_is_caught_by_the_code_layer(lexical,
 
 def test_the_configured_thresholds_and_ngram_size_decide(checker, tasks, benchmarks_dir, tmp_path):
     import copy
-    import dataclasses
 
     def with_settings(**changes) -> Decontaminator:
-        return Decontaminator(dataclasses.replace(checker.config, semantic=False, **changes), None, None, tasks=tasks[0],
+        return Decontaminator(checker.config.model_copy(update={"semantic": False, **changes}), None, None, tasks=tasks[0],
                               versions=tasks[1])
 
     problem = load_benchmark("humaneval", str(benchmarks_dir), tmp_path).problems["HumanEval/10"]
@@ -140,7 +139,7 @@ def test_the_configured_thresholds_and_ngram_size_decide(checker, tasks, benchma
                   "is bigger than the digit count, return the digits reversed.")
     score = checker.check(paraphrase).score
     stricter = copy.copy(checker)  # the same embedded tasks, another threshold
-    stricter.config = dataclasses.replace(checker.config, semantic_threshold=round(score + 0.01, 2))
+    stricter.config = checker.config.model_copy(update={"semantic_threshold": round(score + 0.01, 2)})
     assert stricter.check(paraphrase) is None
     solution = next(t.solution for t in tasks[0] if t.task_id == "HumanEval/0")
     partial = "\n".join(solution.splitlines()[: len(solution.splitlines()) * 2 // 3])  # two thirds of the solution
@@ -256,7 +255,7 @@ def test_auto_falls_back_to_torch_when_onnxruntime_cannot_be_prepared(monkeypatc
 
 
 def test_an_unknown_embedding_runtime_is_a_config_error():
-    with pytest.raises(ConfigError, match="semantic_runtime must be one of auto, torch, onnxruntime, onnxruntime-int8"):
+    with pytest.raises(ConfigError, match="semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8"):
         DecontaminateConfig(semantic_runtime="tensorrt")
 
 

@@ -201,7 +201,6 @@ def test_completed_stages_are_skipped(trained, dataset_dir, monkeypatch, capsys)
 
 
 def test_changed_settings_retrain_instead_of_reusing_stale_stages(trained, dataset_dir, tmp_path, capsys):
-    import dataclasses
     import shutil
 
     from inversecoder.trainers import train_model
@@ -209,7 +208,7 @@ def test_changed_settings_retrain_instead_of_reusing_stale_stages(trained, datas
     config, work_dir, _model_dir = trained
     work_copy = tmp_path / "work"
     shutil.copytree(work_dir, work_copy)
-    changed = dataclasses.replace(config, train=dataclasses.replace(config.train, learning_rate=2e-3))
+    changed = config.model_copy(update={"train": config.train.model_copy(update={"learning_rate": 2e-3})}, deep=True)
     old_plan = read(work_copy / "stage1" / "plan.json")["fingerprint"]
     train_model(changed, dataset_dir, work_copy, tmp_path / "model")
     out = capsys.readouterr().out
@@ -371,9 +370,8 @@ def test_empty_stage_is_skipped(tiny_model_dir, tmp_path, capsys):
 def test_config_errors(tiny_model_dir, dataset_dir, tmp_path, changes, message):
     from inversecoder.trainers import train_model
 
-    config = run_config(tiny_model_dir, **changes)
-    with pytest.raises(ConfigError, match=message):
-        train_model(config, dataset_dir, tmp_path / "work", tmp_path / "model")
+    with pytest.raises(ConfigError, match=message):  # most are refused when the config is made, before any work
+        train_model(run_config(tiny_model_dir, **changes), dataset_dir, tmp_path / "work", tmp_path / "model")
     assert not (tmp_path / "model").exists()
 
 

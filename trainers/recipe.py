@@ -14,7 +14,6 @@ rather than reusing a stale model or resuming from checkpoints of other settings
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import gc
 import hashlib
 import json
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import trl
 
 from inversecoder.core import prompts
-from inversecoder.core.config import RunConfig, TrainConfig
+from inversecoder.core.config import RESERVED_SFT_ARGS, TRAIN_MODES, FieldError, RunConfig, TrainConfig, check_sft_args
 from inversecoder.core.errors import ConfigError
 from inversecoder.trainers import speed
 
@@ -40,8 +39,6 @@ COMPLETE = ".complete"
 """Written last into `<stage>/final`: its presence means the stage's weights are whole."""
 STAGE_INFO = "stage.json"
 PLAN = "plan.json"
-RESERVED_SFT_ARGS = ("output_dir", "stage")
-"""Set by the recipe per stage: overriding them would break the resumable stage layout."""
 _NOT_IN_FINGERPRINT = (
     "enabled", "logging_steps", "save_steps", "bf16", "gradient_checkpointing", "per_device_batch_size",
     "attn_implementation", "kernels", "torch_compile",
@@ -114,27 +111,22 @@ def _has_accelerator() -> bool:
 
 
 def _bf16(setting: str) -> bool:
-    """`auto`: bf16 only where the GPU supports it (the paper trains in bf16 on A100s)."""
+    """`auto`: bf16 only where the GPU supports it (the paper trains in bf16 on A100s); the config allows
+    nothing but auto, true and false."""
     import torch
 
-    value = str(setting).lower()
-    if value == "auto":
+    if setting == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if value in ("true", "false"):
-        return value == "true"
-    raise ConfigError(f"train.bf16 must be auto, true or false, got {setting!r}")
+    return setting == "true"
 
 
 def _checked_sft_args(sft_args: dict[str, Any]) -> dict[str, Any]:
-    """Reject unknown keys by name: a typo must not silently fall back to TRL's default."""
-    names = [f.name for f in dataclasses.fields(InverseCoderSFTConfig) if f.init]
-    for key in sft_args:
-        if key in RESERVED_SFT_ARGS:
-            raise ConfigError(f"train.sft_args.{key} is set by the recipe (one folder per stage): cannot be overridden")
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown train.sft_args key '{key}': not a trl.SFTConfig field{hint}")
+    """Reject unknown keys by name: a typo must not silently fall back to TRL's default. The config already
+    checked them when it was read; this holds for a TrainConfig made with `model_copy(update=...)` too."""
+    try:
+        check_sft_args(sft_args, [f.name for f in dataclasses.fields(InverseCoderSFTConfig) if f.init])
+    except FieldError as error:
+        raise ConfigError(f"train.sft_args.{error.loc[0]}: {error}") from None
     return dict(sft_args)
 
 
@@ -253,16 +245,14 @@ class Stage:
         return self.folder / "final"
 
 
-MODES = ("two-stage", "mix", "original")
+MODES = TRAIN_MODES
 
 
 def _plan(config: RunConfig, dataset_dir: Path, work_dir: Path) -> tuple[list[Stage], dict[str, int]]:
     """Two-stage (the paper), one shuffled mixture (its ablation), or the original pairs alone (how the
     generator M is made from the base model), and the size of each config; data is loaded up front so
     that a missing config fails before hours of training."""
-    train = config.train
-    if train.mode not in MODES:
-        raise ConfigError(f"train.mode must be one of {', '.join(MODES)}; got {train.mode!r}")
+    train = config.train  # its mode is one of MODES: checked when the config was read
     original = load_pairs(dataset_dir, "original")
     if train.mode == "original":
         return [Stage("original", ["original"], train.original_epochs, original, work_dir / "original")], {"original": len(original)}
@@ -301,7 +291,7 @@ def _base_model(config: RunConfig) -> tuple[str, str | None]:
 def _fingerprint(train: TrainConfig, stage: Stage, start: str, revision: str | None, seed: int, previous: str) -> str:
     """What the stage's weights depend on (the previous stage's fingerprint included); logging/saving/precision
     knobs are left out."""
-    settings = {k: v for k, v in dataclasses.asdict(train).items() if k not in _NOT_IN_FINGERPRINT}
+    settings = {k: v for k, v in train.model_dump().items() if k not in _NOT_IN_FINGERPRINT}
     data = {
         "settings": settings, "seed": seed, "stage": stage.name, "configs": stage.configs, "epochs": stage.epochs,
         "start": None if previous else start, "revision": revision, "previous": previous,
@@ -470,7 +460,7 @@ def _export(
     stages = [{k: v for k, v in r.items() if k != "log_history"} for r in records]
     _write_json(partial / "training_config.json", _public({
         "base_model": base[0], "base_revision": base[1], "seed": config.seed,
-        "train": dataclasses.asdict(config.train),
+        "train": config.train.model_dump(),
         "dataset_sizes": sizes,
         "stages": stages,
     }))

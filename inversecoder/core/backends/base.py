@@ -170,7 +170,7 @@ def make_backend(config: "GeneratorConfig", model: str | None = None, revision: 
     if config.backend == "tgi":
         if model != config.model:
             # The endpoints serve generator.model; another model (e.g. the trained one being evaluated) runs embedded.
-            return make_backend(dataclasses.replace(config, backend="transformers"), model, revision)
+            return make_backend(config.model_copy(update={"backend": "transformers"}, deep=True), model, revision)
         from inversecoder.core.backends.tgi import TGIBackend
 
         return TGIBackend.from_config(config)
