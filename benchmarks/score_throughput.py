@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from inversecoder.builders.extract import extract_code
 from inversecoder.core import prompts
 from inversecoder.core.backends.transformers_backend import TransformersBackend
-from inversecoder.builders.extract import extract_code
 from inversecoder.tiny_model import make_tiny_model
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "evol_instruct_sample.jsonl"

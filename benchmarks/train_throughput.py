@@ -234,7 +234,7 @@ def main() -> None:
           f"{'peak GiB':>10}  {'peak kind':<26}{'loss':>8}")
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        print(f"{r['variant']:<{width}}{r['attention']:<16}{str(r['packing']):<9}{r['tokens_per_s']:>10.0f}"
+        print(f"{r['variant']:<{width}}{r['attention']:<16}{r['packing']!s:<9}{r['tokens_per_s']:>10.0f}"
               f"{r['tokens_per_s'] / base['tokens_per_s']:>6.2f}x{100 * r['padding_share']:>8.1f}%{mfu:>7}"
               f"{r['peak_memory_gib']:>10.2f}  {r['peak_memory_kind']:<26}{r['final_loss'] or float('nan'):>8.4f}")
 

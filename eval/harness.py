@@ -46,13 +46,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inversecoder.core import prompts
+from inversecoder.core import checker, prompts
 from inversecoder.core.backends.base import CachedModel, GenerationRequest, SamplingParams
-from inversecoder.core import checker
 from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchmark
-from inversecoder.core.sandbox import Limits, Sandbox
 from inversecoder.core.errors import ConfigError, UserError
 from inversecoder.core.files import file_sha256
+from inversecoder.core.sandbox import Limits, Sandbox
 
 if TYPE_CHECKING:
     from inversecoder.core.config import EvalConfig
@@ -227,7 +226,7 @@ def _load_groundtruth(path: Path, task_ids: set[str]) -> dict[str, Any] | None:
             data = pickle.load(handle)  # our own cache file (or evalplus's, same format)
     except FileNotFoundError:
         return None
-    except Exception:  # truncated by a killed run, written by another version, ...  # noqa: BLE001
+    except Exception:  # truncated by a killed run, written by another version, ...
         return None
     keys = {"base", "plus", "base_time", "plus_time"}
     if not isinstance(data, dict) or not all(isinstance(data.get(t), dict) and keys <= set(data[t]) for t in task_ids):
@@ -520,7 +519,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 # -- the whole step ---------------------------------------------------------------------------------
-def _decoding_from(config: "EvalConfig", **overrides: Any) -> Decoding:
+def _decoding_from(config: EvalConfig, **overrides: Any) -> Decoding:
     """The decoding settings: explicit arguments, else the config's fields (when it has them)."""
     fields = {"n_samples": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0}
     values = {name: overrides[name] if overrides.get(name) is not None else getattr(config, name, default)
@@ -529,7 +528,7 @@ def _decoding_from(config: "EvalConfig", **overrides: Any) -> Decoding:
 
 
 def evaluate_benchmark(
-    model: CachedModel, benchmark: Benchmark, config: "EvalConfig", output_dir: Path,
+    model: CachedModel, benchmark: Benchmark, config: EvalConfig, output_dir: Path,
     sandbox: Sandbox | None = None, decoding: Decoding | None = None,
 ) -> dict[str, Any]:
     """Generate, check and write one benchmark's samples and raw results; returns its summary."""
@@ -548,7 +547,7 @@ def evaluate_benchmark(
 
 
 def evaluate_model(
-    model: CachedModel, config: "EvalConfig", benchmarks_dir: str | None, cache_dir: Path, output_dir: Path,
+    model: CachedModel, config: EvalConfig, benchmarks_dir: str | None, cache_dir: Path, output_dir: Path,
     *, n_samples: int | None = None, temperature: float | None = None, top_p: float | None = None,
     seed: int | None = None, isolation: str | None = None, require_isolation: bool | None = None,
 ) -> dict[str, Any]:

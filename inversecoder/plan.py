@@ -61,9 +61,9 @@ def _hours(tokens: float, per_gpu_per_s: float, config: RunConfig, scale: float)
 
 def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
     """The steps with their actions, work and time estimates, plus notes on how the figures were made."""
-    from inversecoder.core import prompts
     from inversecoder.builders.sources import load_source
     from inversecoder.builders.stages import extract
+    from inversecoder.core import prompts
     from inversecoder.workflow import step_status
 
     status = step_status(config)

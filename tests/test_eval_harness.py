@@ -15,18 +15,19 @@ import json
 import math
 import os
 import pickle
-import pytest
 import subprocess
 import sys
 
+import pytest
+
+from inversecoder.core import checker
 from inversecoder.core.backends.base import BackendInfo, CachedModel, Completion
+from inversecoder.core.benchmarks import load_benchmark
 from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import EvalConfig
 from inversecoder.core.errors import ConfigError, UserError
-from inversecoder.core import checker
-from inversecoder.eval import harness
-from inversecoder.core.benchmarks import load_benchmark
 from inversecoder.core.sandbox import NAMESPACE_LEVELS, UID_BASE, UID_LEVELS
+from inversecoder.eval import harness
 
 SYSTEM = (
     "You are an exceptionally intelligent coding assistant that consistently delivers accurate and "

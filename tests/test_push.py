@@ -25,15 +25,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import SAMPLE
+from hub_server import HubServer, Token
 
 from inversecoder.builders.pipeline import build_dataset
 from inversecoder.core.config import load_config
 from inversecoder.core.errors import UserError
 from inversecoder.hub_cards.model_card import render_model_card
 from inversecoder.hub_cards.push import HUB_RECORD, check_push_config, read_hub_record
-
-from conftest import SAMPLE
-from hub_server import HubServer, Token
 
 TOKEN = "hf_test" + secrets.token_hex(12)  # unique, so that grepping for it finds only leaks
 READ_TOKEN = "hf_read" + secrets.token_hex(12)

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SAMPLE
+from tgi_server import SPEC, OpenAPISchemas, TGIServers, http_json
 
+from inversecoder.builders.stages import candidate_seed
 from inversecoder.core import prompts
 from inversecoder.core.backends.base import CachedModel, GenerationRequest, SamplingParams
 from inversecoder.core.backends.tgi import TGIBackend, check_endpoints, endpoint_http_client, format_endpoint_report
 from inversecoder.core.cache import ResultCache
-from inversecoder.builders.stages import candidate_seed
 from inversecoder.core.config import GeneratorConfig
 from inversecoder.core.errors import ConfigError
-
-from conftest import SAMPLE
-from tgi_server import SPEC, OpenAPISchemas, TGIServers, http_json
 
 pytestmark = pytest.mark.timeout(120)
 

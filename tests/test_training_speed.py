@@ -174,13 +174,12 @@ def test_packed_and_unpacked_give_the_same_loss_and_gradients(tiny_model_dir, tm
 
 
 def test_packed_two_stage_run_writes_the_model_folder(tiny_model_dir, tmp_path):
+    from test_trainers import generated_rows, original_rows, write_dataset
     from transformers import AutoTokenizer, GenerationConfig
 
     from inversecoder.core import prompts
     from inversecoder.core.config import RunConfig
     from inversecoder.trainers import train_model
-
-    from test_trainers import generated_rows, original_rows, write_dataset
 
     dataset_dir = write_dataset(tmp_path / "dataset", generated_rows(16), original_rows(8))
     config = RunConfig(seed=0, train=TrainConfig(

@@ -73,7 +73,7 @@ class OpenAPISchemas:
         self.schemas: dict[str, Any] = spec["components"]["schemas"]
 
     @classmethod
-    def load(cls, path: str | Path = SPEC) -> "OpenAPISchemas":
+    def load(cls, path: str | Path = SPEC) -> OpenAPISchemas:
         """The document's schemas; a missing document is an error (the double would check nothing)."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"TGI's OpenAPI document is missing at {path} (the project ships it in data/tgi)")
@@ -350,7 +350,7 @@ class ServerState:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "DoubleServer"
+    server: DoubleServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -485,7 +485,7 @@ def zygote(openapi: str | None) -> None:
     """Import torch and transformers (while the caller builds the model), load the model on `load`,
     then fork one server process per `start` command."""
     _die_with_parent()
-    import torch  # noqa: F401  (the slow imports, before anyone waits)
+    import torch  # the slow imports, before anyone waits
     import transformers  # noqa: F401
 
     model: TinyModel | None = None
@@ -559,7 +559,7 @@ def http_json(url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, d
 class Server:
     """One running test server (a process); restartable on the same port."""
 
-    pool: "TGIServers"
+    pool: TGIServers
     port: int
     pid: int
     settings: dict[str, Any]
@@ -660,7 +660,7 @@ class TGIServers:
             self._process.kill()
             self._process.wait(timeout=10)
 
-    def __enter__(self) -> "TGIServers":
+    def __enter__(self) -> TGIServers:
         return self
 
     def __exit__(self, *exc: object) -> None:

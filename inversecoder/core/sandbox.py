@@ -364,16 +364,16 @@ def _program(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except BaseException:  # noqa: BLE001 - the program's own failure, reported through its exit code
+    except BaseException:  # the program's own failure, reported through its exit code
         try:
             traceback.print_exc()
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             pass
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 pass
         os._exit(code & 0xFF)
 
@@ -463,7 +463,7 @@ def _guard(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, 
             shutil.rmtree(workdir, ignore_errors=True)
             _CONTROL.pack_into(control, 0, 1, status, int(timed_out), 0)
         code = 0
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         message = f"{type(error).__name__}: {error}".encode()[: _CONTROL_SIZE - _CONTROL.size]
         _CONTROL.pack_into(control, 0, 0, 0, 0, len(message))
         control[_CONTROL.size : _CONTROL.size + len(message)] = message
@@ -489,7 +489,7 @@ def _init(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, c
                 _CONTROL.pack_into(control, 0, 1, status, 0, 0)
                 code = 0
                 break
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         message = f"init: {type(error).__name__}: {error}".encode()[: _CONTROL_SIZE - _CONTROL.size]
         _CONTROL.pack_into(control, 0, 0, 0, 0, len(message))
         control[_CONTROL.size : _CONTROL.size + len(message)] = message
@@ -610,7 +610,7 @@ def _probe_level(level: str, state: _State) -> str | None:
                     verdict = f"uid not dropped: {found['uid']}"
                 else:
                     verdict = ""
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             verdict = f"{type(error).__name__}: {error}"
         finally:
             os.write(writer, verdict.encode()[:4000])
@@ -701,7 +701,7 @@ def serve(spec: dict[str, Any]) -> None:
     while (job := _read_message(protocol_in)) is not None:
         try:
             reply = _run_job(state, job)
-        except Exception as error:  # noqa: BLE001 - report, keep serving
+        except Exception as error:  # report, keep serving
             reply = {"error": f"{type(error).__name__}: {error}", "exit_code": None, "signal": None,
                      "timed_out": False, "wall_seconds": 0.0, "shared": b""}
         _write_message(protocol_out, reply)
@@ -950,7 +950,7 @@ class Sandbox:
     def _remove_scratch(self) -> None:
         shutil.rmtree(self._scratch, ignore_errors=True)
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -54,7 +54,7 @@ class Completion:
     retryable: bool = False
 
     @classmethod
-    def failed(cls, error: str) -> "Completion":
+    def failed(cls, error: str) -> Completion:
         return cls(None, "error", error=error, retryable=True)
 
 
@@ -69,7 +69,7 @@ class YesNoScore:
     retryable: bool = False
 
     @classmethod
-    def failed(cls, error: str) -> "YesNoScore":
+    def failed(cls, error: str) -> YesNoScore:
         return cls(None, error=error, retryable=True)
 
 
@@ -102,7 +102,7 @@ class Backend(Protocol):
     # (position in `batches`, results) as each completes. CachedModel uses them when present.
 
 
-def make_backend(config: "GeneratorConfig", model: str | None = None, revision: str | None = None) -> Backend:
+def make_backend(config: GeneratorConfig, model: str | None = None, revision: str | None = None) -> Backend:
     """The backend named by `config.backend`, serving `model` (default: `config.model`)."""
     model = model or config.model
     if not model:

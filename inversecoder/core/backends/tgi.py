@@ -330,7 +330,7 @@ class _LoopRunner:
     def __init__(self, token: str | None):
         self.loop = asyncio.new_event_loop()
         self.token = token
-        self.client: "AsyncInferenceClient | None" = None  # created inside the loop, on first use
+        self.client: AsyncInferenceClient | None = None  # created inside the loop, on first use
         self.http: httpx2.AsyncClient | None = None
         self._lock = threading.Lock()
         self._streaming: int | None = None  # the thread holding the lock for an open stream
@@ -350,11 +350,11 @@ class _LoopRunner:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 return pool.submit(lambda: self.loop.run_until_complete(make())).result()
 
-    def stream(self, work: Callable[["queue.Queue[T]"], Awaitable[None]]) -> Iterator[T]:
+    def stream(self, work: Callable[[queue.Queue[T]], Awaitable[None]]) -> Iterator[T]:
         """Run `work(out)` on this loop in a helper thread and yield what it puts in `out` while it runs,
         so the caller handles results (stores them) while requests keep flowing. The work's error is
         raised here; closing the iterator early (the caller failed, Ctrl-C) cancels the work."""
-        out: "queue.Queue[T]" = queue.Queue()
+        out: queue.Queue[T] = queue.Queue()
         main: list[asyncio.Task] = []
 
         async def run() -> None:
@@ -367,7 +367,7 @@ class _LoopRunner:
             try:
                 self.loop.run_until_complete(run())
                 future.set_result(None)
-            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            except BaseException as error:  # handed to the caller's thread
                 future.set_exception(error)
 
         self._check_not_streaming_here()
@@ -436,7 +436,7 @@ class EndpointInfo:
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "EndpointInfo":
+    def from_json(cls, data: dict[str, Any]) -> EndpointInfo:
         try:
             return cls(
                 model_id=str(data["model_id"]),
@@ -622,7 +622,7 @@ def classify(error: BaseException) -> _Verdict:
 class _Call:
     """The state of one protocol call: its clients, slots, progress bar."""
 
-    client: "AsyncInferenceClient"
+    client: AsyncInferenceClient
     http: httpx2.AsyncClient  # for /tokenize, which AsyncInferenceClient does not wrap
     router: _Router
     bar: Any
@@ -700,7 +700,7 @@ class TGIBackend:
         self._tokenizer = tokenizer if tokenizer is not None else _local_tokenizer(model, self.model_id, self.reference.model_sha)
 
     @classmethod
-    def from_config(cls, config: "GeneratorConfig", progress: bool = True) -> "TGIBackend":
+    def from_config(cls, config: GeneratorConfig, progress: bool = True) -> TGIBackend:
         return cls(
             config.endpoints, config.model, config.revision,
             concurrency=config.concurrency, request_timeout=config.request_timeout, max_retries=config.max_retries,
@@ -771,7 +771,7 @@ class TGIBackend:
         """Start the items of all batches in order, at most 2 x the endpoints' slots at a time (the rest
         wait here, not on a slot with a deadline), and yield each batch when complete."""
 
-        async def work(out: "queue.Queue[tuple[int, list]]") -> None:
+        async def work(out: queue.Queue[tuple[int, list]]) -> None:
             async def session(call: _Call) -> None:
                 window = asyncio.Semaphore(2 * max(1, sum(e.limit for e in self.endpoints if not e.refused)))
                 running: set[asyncio.Task] = set()
@@ -853,7 +853,7 @@ class TGIBackend:
         else:
             options["do_sample"] = False
 
-        async def send(client: "AsyncInferenceClient", url: str) -> tuple[str, str, int]:
+        async def send(client: AsyncInferenceClient, url: str) -> tuple[str, str, int]:
             summary_only = _TOKEN_DETAILS.set(False)  # finish reason and count: the per-token list is dropped
             try:
                 output = await client.text_generation(request.prompt, model=url + "/generate", **options)
@@ -908,7 +908,7 @@ class TGIBackend:
         while True:
             sent = self.top_n_tokens
 
-            async def send(client: "AsyncInferenceClient", url: str) -> dict[int, float]:
+            async def send(client: AsyncInferenceClient, url: str) -> dict[int, float]:
                 nonlocal sent
                 sent = self.top_n_tokens  # read at send time: a limit adopted meanwhile applies at once
                 options: dict[str, Any] = {"details": True, "max_new_tokens": 1, "do_sample": False}
@@ -935,7 +935,7 @@ class TGIBackend:
         text = self._appended_text(prompt, ids, token_id)
         self.totals["logprob_requests"] += 1
 
-        async def send(client: "AsyncInferenceClient", url: str) -> tuple[list[int], float | None]:
+        async def send(client: AsyncInferenceClient, url: str) -> tuple[list[int], float | None]:
             output = await client.text_generation(prompt + text, model=url + "/generate", details=True,
                                                   decoder_input_details=True, max_new_tokens=1, do_sample=False)
             prefill = output.details.prefill
@@ -985,7 +985,7 @@ class TGIBackend:
         return result
 
     # -- one request: route, deadline, retry ----------------------------------------------------
-    async def _request(self, call: _Call, send: Callable[["AsyncInferenceClient", str], Awaitable[T]]) -> T:
+    async def _request(self, call: _Call, send: Callable[[AsyncInferenceClient, str], Awaitable[T]]) -> T:
         """One HTTP request, routed and retried; raises _ItemError once it cannot succeed in this run."""
         avoid: _Endpoint | None = None
         last = "no endpoint was tried"
@@ -1288,7 +1288,7 @@ REPORT_FIELDS = ("model_id", "model_sha", "max_input_tokens", "max_total_tokens"
                  "max_stop_sequences", "max_concurrent_requests", "version", "sha")
 
 
-def check_endpoints(config: "GeneratorConfig", timeout: float | None = None) -> list[dict[str, Any]]:
+def check_endpoints(config: GeneratorConfig, timeout: float | None = None) -> list[dict[str, Any]]:
     """Per configured endpoint: health (and how long it took) plus the /info fields that matter here.
     `max_top_n_tokens` is probed (one 1-token request) because TGI's /info does not report it."""
     urls = [_normalize_url(url) for url in config.endpoints]
@@ -1297,7 +1297,7 @@ def check_endpoints(config: "GeneratorConfig", timeout: float | None = None) -> 
     timeout = timeout or config.health_timeout
     origins = frozenset(_origin(url) for url in urls)
 
-    async def one(client: "AsyncInferenceClient", url: str) -> dict[str, Any]:
+    async def one(client: AsyncInferenceClient, url: str) -> dict[str, Any]:
         row: dict[str, Any] = {"url": url}
         started = time.monotonic()
         try:
@@ -1337,7 +1337,7 @@ def check_endpoints(config: "GeneratorConfig", timeout: float | None = None) -> 
         runner.close()
 
 
-async def _probe_top_n(client: "AsyncInferenceClient", url: str, wanted: int, timeout: float) -> str:
+async def _probe_top_n(client: AsyncInferenceClient, url: str, wanted: int, timeout: float) -> str:
     """'>= N' when a request with top_n_tokens=N passes; the server's limit when it says so; else '?'."""
     try:
         await asyncio.wait_for(client.text_generation("Yes", model=url + "/generate", details=True, max_new_tokens=1,
@@ -1348,7 +1348,7 @@ async def _probe_top_n(client: "AsyncInferenceClient", url: str, wanted: int, ti
         return limit.group(1) if limit else "?"
 
 
-async def _probe_prefill_logprobs(client: "AsyncInferenceClient", url: str, timeout: float) -> str:
+async def _probe_prefill_logprobs(client: AsyncInferenceClient, url: str, timeout: float) -> str:
     """'yes' when the endpoint returns prompt logprobs (exact scores of answer tokens outside the top n
     need them); TGI >= 3.0 answers an empty list unless launched with --enable-prefill-logprobs."""
     try:
