@@ -131,7 +131,7 @@ def main() -> None:
         settings = dataclasses.replace(config, semantic_runtime=runtime, semantic_batch_size=batch)
         semantic_checker = Decontaminator(settings, None, Path("."), tasks=tasks, versions=versions)
         label = f"{semantic_checker.embedder.runtime}, batch {semantic_checker.embedder.batch_size}"
-        semantic[label] = timed(f"semantic: {label}", len(sample), lambda: int(
+        semantic[label] = timed(f"semantic: {label}", len(sample), lambda semantic_checker=semantic_checker: int(
             (semantic_checker.semantic_scores(sample).max(axis=1) >= config.semantic_threshold).sum()))
         if semantic_checker.embedder.approximate:
             print(f"{'':<42} {semantic_checker.rescored} of them re-scored in fp32 (near the threshold)")

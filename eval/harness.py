@@ -37,7 +37,6 @@ import os
 import pickle
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +49,7 @@ from inversecoder.core import checker, prompts
 from inversecoder.core.backends.base import CachedModel, GenerationRequest, SamplingParams
 from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchmark
 from inversecoder.core.errors import ConfigError, UserError
-from inversecoder.core.files import file_sha256
+from inversecoder.core.files import atomic_path, file_sha256
 from inversecoder.core.sandbox import Limits, Sandbox
 
 if TYPE_CHECKING:
@@ -258,15 +257,8 @@ def expected_outputs(benchmark: Benchmark, task_ids: Iterable[str]) -> dict[str,
                 record_time=True, output_not_none=problem["entry_point"] in not_none,
             )
         expected[task_id] = oracle
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{key}.", suffix=".partial", delete=False)
-    try:
-        with handle:
-            pickle.dump(expected, handle)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as scratch, scratch.open("wb") as handle:  # a unique scratch name: evalplus shares the folder
+        pickle.dump(expected, handle)
     return expected
 
 
@@ -432,7 +424,7 @@ def check_solutions(
     if errors:
         print(f"warning: the sandbox failed {errors} run(s) (scored as timeouts, as evalplus scores a dead run)",
               file=sys.stderr)
-    per_sample = [{"task_id": sample["task_id"], **_outcome(result)} for sample, result in zip(samples, results)]
+    per_sample = [{"task_id": sample["task_id"], **_outcome(result)} for sample, result in zip(samples, results, strict=True)]
     tasks = _task_outcomes(benchmark, per_sample)
     return {
         "tasks": tasks, "samples": per_sample, **pass_at_k(tasks), "eval": evalplus_eval_section(benchmark, results),
@@ -503,7 +495,7 @@ def _write_benchmark_files(output_dir: Path, benchmark: Benchmark, samples: Sequ
                            checked: dict[str, Any], write_samples: bool = True) -> None:
     if write_samples:
         write_jsonl_atomic(output_dir / f"{benchmark.name}_samples.jsonl", samples)
-    raw = [{**sample, **outcome} for sample, outcome in zip(samples, checked["samples"])]
+    raw = [{**sample, **outcome} for sample, outcome in zip(samples, checked["samples"], strict=True)]
     write_json_atomic(output_dir / f"{benchmark.name}_raw_results.json", {
         "hash": benchmark.hash, "groundtruth_hash": checked["groundtruth_hash"],
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),

@@ -186,9 +186,11 @@ def read_hub_record(folder: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    if (folder / "build_info.json").is_file() and "fingerprint" in record:
-        if json.loads((folder / "build_info.json").read_text(encoding="utf-8")).get("fingerprint") != record["fingerprint"]:
-            return None
+    if (
+        (folder / "build_info.json").is_file() and "fingerprint" in record
+        and json.loads((folder / "build_info.json").read_text(encoding="utf-8")).get("fingerprint") != record["fingerprint"]
+    ):
+        return None
     return record
 
 

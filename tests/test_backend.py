@@ -1,5 +1,7 @@
 """The embedded backend against plain `transformers` computations on the real tiny model."""
 
+from typing import ClassVar
+
 import pytest
 import torch
 
@@ -26,7 +28,7 @@ def test_score_is_the_exact_yes_no_softmax_of_the_first_token(backend):
     scores = backend.score_yes_no(texts)
     answers = backend.answer_token_ids()
     model = backend._load()
-    for text, result in zip(texts, scores):
+    for text, result in zip(texts, scores, strict=True):
         ids = torch.tensor([backend.tokenizer.encode(text)])
         with torch.no_grad():
             logits = model(ids).logits[0, -1].double()  # naive: unpadded, all positions, full logits
@@ -53,7 +55,7 @@ def test_greedy_decoding_with_repetition_penalty_matches_transformers_generate(b
     texts = [prompts.summarize_prompt(CODE, "Write a python"), prompts.summarize_prompt("```sql\nSELECT 1;\n```", "Build a sql")]
     ours = backend.generate([GenerationRequest(t) for t in texts], SamplingParams(repetition_penalty=1.1, max_new_tokens=12))
     model = backend._load()
-    for text, completion in zip(texts, ours):
+    for text, completion in zip(texts, ours, strict=True):
         ids = torch.tensor([backend.tokenizer.encode(text)])
         reference = model.generate(ids, max_new_tokens=12, do_sample=False, repetition_penalty=1.1, pad_token_id=backend.pad_id)
         expected = backend.tokenizer.decode(reference[0, ids.shape[1]:], skip_special_tokens=True)
@@ -139,7 +141,7 @@ def test_out_of_memory_batches_are_split_and_a_lone_misfit_is_recorded_not_cache
     class SmallMemory:
         """Runs out of memory on batches of more than 2 prompts, and always on the prompt 'huge'."""
 
-        sizes: list[int] = []
+        sizes: ClassVar[list[int]] = []
 
         def info(self):
             return backend.info()

@@ -137,11 +137,11 @@ def test_the_token_saved_by_hf_auth_login_is_used(client_env, tmp_path):
 
 
 def test_run_push_config_is_checked_before_any_work(tmp_path):
-    with pytest.raises(UserError, match="push.dataset_repo_id and/or push.model_repo_id"):
+    with pytest.raises(UserError, match=r"push.dataset_repo_id and/or push.model_repo_id"):
         check_push_config(load_config(None))
     with pytest.raises(UserError, match="invalid repo id"):
         check_push_config(load_config(None, ["push.dataset_repo_id=no-namespace"]))
-    with pytest.raises(UserError, match="train.enabled is false"):
+    with pytest.raises(UserError, match=r"train.enabled is false"):
         check_push_config(load_config(None, ["push.model_repo_id=org/m", "train.enabled=false"]))
     with pytest.raises(UserError, match="HF_HUB_OFFLINE"):  # this suite is offline: the token check refuses
         check_push_config(load_config(None, ["push.dataset_repo_id=org/d"]))

@@ -8,6 +8,7 @@ OpenAPI document for the shape of every body both ways. HF_HUB_OFFLINE=1 (confte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
@@ -51,10 +52,8 @@ def servers(pool):
     yield pool
     violations = []
     for server in pool.servers:
-        try:
+        with contextlib.suppress(OSError):  # a killed server
             violations += server.stats()["violations"]
-        except OSError:
-            pass  # a killed server
     pool.stop_all()
     assert violations == []
 
@@ -162,7 +161,7 @@ def test_scores_equal_the_embedded_backend(servers, embedded, tiny_model_dir, wh
     backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "top_n_tokens": top_n})
     got = backend.score_yes_no({"outside top_n": SCORE, "one inside top_n": SCORE[:1], "all inside top_n": SCORE[:3]}[where])
     want = embedded.score_yes_no(SCORE[: len(got)])
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g.error is None and g.prompt_tokens == w.prompt_tokens
         assert g.score == pytest.approx(w.score, abs=1e-4) and g.yes_no_mass == pytest.approx(w.yes_no_mass, rel=1e-3)
     answers = len(ranks)
@@ -184,7 +183,7 @@ def test_sampling_is_reproducible_per_seed_and_greedy_matches_embedded(servers, 
     assert alone.generate(GENERATE, SAMPLED) == reference[0]  # one slot or six: the same completions
     both = TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
     reseeded = [GenerationRequest(r.prompt, r.seed + 1) for r in GENERATE]
-    assert sum(x.text != y.text for x, y in zip(both.generate(reseeded, SAMPLED), reference[0])) >= len(GENERATE) // 2
+    assert sum(x.text != y.text for x, y in zip(both.generate(reseeded, SAMPLED), reference[0], strict=True)) >= len(GENERATE) // 2
     greedy = SamplingParams(repetition_penalty=1.1, max_new_tokens=10, stop=("(",))
     got, want = both.generate(GENERATE[:6], greedy), embedded.generate(GENERATE[:6], greedy)
     assert [(c.text, c.finish_reason, c.generated_tokens) for c in got] == [(c.text, c.finish_reason, c.generated_tokens) for c in want]
@@ -427,9 +426,9 @@ def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir,
     c = servers.start(model_id="org/other-model", model_sha="a" * 40)
     with pytest.raises(ConfigError, match="different models"):
         TGIBackend([a.url, c.url], str(tiny_model_dir), **FAST)
-    with pytest.raises(ConfigError, match="generator.model is 'org/tiny' but the TGI endpoints serve 'org/other-model'"):
+    with pytest.raises(ConfigError, match=r"generator.model is 'org/tiny' but the TGI endpoints serve 'org/other-model'"):
         TGIBackend([c.url], "org/tiny", **FAST)
-    with pytest.raises(ConfigError, match="generator.revision"):
+    with pytest.raises(ConfigError, match=r"generator.revision"):
         TGIBackend([a.url], str(tiny_model_dir), "c" * 40, **FAST)
     assert TGIBackend([a.url], str(tiny_model_dir), "a" * 40, **FAST).info().revision == "a" * 40
     assert TGIBackend([a.url], str(tiny_model_dir), "aaaaaaa", **FAST).info().revision == "a" * 40  # a short sha
@@ -445,7 +444,11 @@ def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir,
 def test_overlong_prompts_are_rejected_without_a_request(servers, tiny_model_dir, tmp_path):
     server = servers.start(max_input_tokens=40, max_total_tokens=60)
     backend = TGIBackend([server.url], str(tiny_model_dir), **FAST)
-    count = lambda text: len(backend._tokenizer(text)["input_ids"])  # noqa: E731
+
+    def count(text: str) -> int:
+        assert backend._tokenizer is not None
+        return len(backend._tokenizer(text)["input_ids"])
+
     words = " ".join(["word"] * 100)
     medium = next(t for t in (" ".join(["word"] * k) for k in range(5, 100)) if count(t) > 31)  # fits 40, not 40 + 30 > 60
     assert count(words) > 40 and 31 < count(medium) <= 40 and count("def f(x):") + 30 <= 60
@@ -530,7 +533,7 @@ def test_without_a_local_tokenizer_the_servers_count_tokens(servers, embedded):
     server = servers.start(model_id="org/tiny-remote", max_input_tokens=200, max_total_tokens=220)
     backend = TGIBackend([server.url], "org/tiny-remote", **FAST)  # not a folder, not in the Hub cache
     assert backend._tokenizer is None and backend.revision == "unknown"
-    got = backend.score_yes_no(SCORE[:3] + [" ".join(["word"] * 250)])
+    got = backend.score_yes_no([*SCORE[:3], " ".join(["word"] * 250)])
     want = embedded.score_yes_no(SCORE[:3])
     assert [g.score for g in got[:3]] == pytest.approx([w.score for w in want], abs=1e-4)
     assert all(g.error is None for g in got[:3]), got
@@ -627,8 +630,8 @@ def test_check_endpoints_command_prints_the_report_and_fails_on_a_dead_endpoint(
     healthy = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert healthy.returncode == 0, healthy.stderr
     assert a.url in healthy.stdout and "1/1 endpoints healthy" in healthy.stdout
-    broken = subprocess.run(command + ["generator.endpoints=[" + a.url + ", http://127.0.0.1:9]"], capture_output=True, text=True, timeout=120)
+    broken = subprocess.run([*command, "generator.endpoints=[" + a.url + ", http://127.0.0.1:9]"], capture_output=True, text=True, timeout=120)
     assert broken.returncode == 2 and "1 of 2 endpoints unreachable or unhealthy: http://127.0.0.1:9" in broken.stderr
     other = servers.start(model_sha="f" * 40)
-    refused = subprocess.run(command + ["generator.endpoints=[" + a.url + ", " + other.url + "]"], capture_output=True, text=True, timeout=120)
+    refused = subprocess.run([*command, "generator.endpoints=[" + a.url + ", " + other.url + "]"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "REFUSED" in refused.stdout and "different models or revisions" in refused.stderr

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import queue
@@ -174,7 +175,7 @@ class TinyModel:
 
     def tokenize(self, text: str) -> list[dict[str, Any]]:
         encoded = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-        return [{"id": i, "text": text[a:b], "start": a, "stop": b} for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
+        return [{"id": i, "text": text[a:b], "start": a, "stop": b} for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)]
 
     def generate(self, body: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         """TGI's validation (router/src/validation.rs) and generation for one request."""
@@ -249,7 +250,7 @@ class TinyModel:
                 tokens.append(self.token(token, float(logprobs[token])))
                 if top_n:
                     values, index = torch.topk(logprobs, top_n)
-                    top_tokens.append([self.token(int(i), float(v)) for v, i in zip(values.tolist(), index.tolist())])
+                    top_tokens.append([self.token(int(i), float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)])
                 generated.append(token)
                 seen[token] = True
                 if token in self.eos_ids:
@@ -486,7 +487,7 @@ def zygote(openapi: str | None) -> None:
     then fork one server process per `start` command."""
     _die_with_parent()
     import torch  # the slow imports, before anyone waits
-    import transformers  # noqa: F401
+    importlib.import_module("transformers")
 
     model: TinyModel | None = None
     model_dir = ""

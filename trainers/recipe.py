@@ -229,7 +229,7 @@ def _content_hash(rows: datasets.Dataset) -> str:
     """Hash of the training text, so a regenerated dataset is never mistaken for the one trained on."""
     digest = hashlib.sha256()
     for batch in rows.iter(batch_size=4096):
-        for prompt, completion in zip(batch["prompt"], batch["completion"]):
+        for prompt, completion in zip(batch["prompt"], batch["completion"], strict=True):
             digest.update(len(prompt).to_bytes(8, "little") + prompt.encode())
             digest.update(len(completion).to_bytes(8, "little") + completion.encode())
     return digest.hexdigest()[:16]
@@ -334,10 +334,9 @@ def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str) -> None:
     """A stage folder from other settings or data (complete or not) is outdated: remove it, so the stage
     retrains instead of resuming from, or skipping to, weights that no longer match the config."""
     plan = folder / PLAN
-    if plan.is_file() and _read_json(plan).get("fingerprint") != fingerprint:
-        if _is_main_process():
-            print(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
-            shutil.rmtree(folder)
+    if plan.is_file() and _read_json(plan).get("fingerprint") != fingerprint and _is_main_process():
+        print(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
+        shutil.rmtree(folder)
     _wait_for_everyone()
     if not plan.is_file() and _is_main_process():
         folder.mkdir(parents=True, exist_ok=True)
@@ -494,12 +493,12 @@ def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir:
         stage_args = [
             sft_config_for(config.train, s.folder, s.epochs, config.seed, s.name,
                            lengths=speed.document_lengths(tokenizer, s.rows)) if args.packing else args
-            for s, args in zip(stages, stage_args)
+            for s, args in zip(stages, stage_args, strict=True)
         ]
     start, revision = base
     records: list[dict[str, Any]] = []
     previous = ""
-    for stage, args in zip(stages, stage_args):
+    for stage, args in zip(stages, stage_args, strict=True):
         fingerprint = _fingerprint(config.train, stage, start, revision, config.seed, previous)
         record = _run_stage(args, stage, start, revision, fingerprint)
         records.append(record)

@@ -50,6 +50,7 @@ is always True), never another program's.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
@@ -175,9 +176,12 @@ def _unshare(flags: int) -> None:
     _check(_lib().unshare(flags), f"unshare({flags:#x})")
 
 
+def _encode(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-    _check(_lib().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+    _check(_lib().mount(_encode(source), _encode(target), _encode(fstype), flags, _encode(data)), f"mount {target}")
 
 
 def _make_read_only(path: str, recursive: bool = True) -> None:
@@ -365,16 +369,12 @@ def _program(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except BaseException:  # the program's own failure, reported through its exit code
-        try:
+        with contextlib.suppress(BaseException):
             traceback.print_exc()
-        except BaseException:
-            pass
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(BaseException):
                 stream.flush()
-            except BaseException:
-                pass
         os._exit(code & 0xFF)
 
 
@@ -454,10 +454,8 @@ def _guard(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, 
             if program == 0:
                 _program(state, job, fn, shared, control, outputs, workdir)
             status, timed_out = _wait(program, job["wall"])
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(program, signal.SIGKILL)  # whatever it left in its session
-            except OSError:
-                pass
             if state.level == "uid":
                 _kill_uid(state.uid)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -770,16 +768,12 @@ class _Worker:
         return self._receive(timeout)
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except OSError:
-            pass
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
-            try:
+            with contextlib.suppress(OSError):
                 stream and stream.close()
-            except OSError:
-                pass
 
     def close(self) -> None:
         try:
@@ -873,7 +867,7 @@ class Sandbox:
             else "private temp dir; the rest as the program's uid allows",
             "processes": "own PID namespace and session" if namespaces else "own session",
             "uid": "unprivileged sandbox uid per worker" if level in UID_LEVELS else "the harness user's",
-            "environment": sorted(BASE_ENVIRONMENT) + ["HOME", "TMPDIR"],
+            "environment": [*sorted(BASE_ENVIRONMENT), "HOME", "TMPDIR"],
             "limits": asdict(self.limits),
             "levels_unavailable": self._hello.get("reasons", {}),
             "reexposed_paths": self._hello.get("reexposed", []),

@@ -221,7 +221,7 @@ class CachedModel:
             for k, outputs in done:
                 batch = todo[k]
                 fresh = {}
-                for i, output in zip(batch, outputs):
+                for i, output in zip(batch, outputs, strict=True):
                     results[i] = output
                     self.errors += output.error is not None
                     if not output.retryable:

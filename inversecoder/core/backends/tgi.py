@@ -751,7 +751,7 @@ class TGIBackend:
         async def jobs(call: _Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[Completion]]]:
             chosen = [requests[i] for i in batch]
             tokens = await self._count(call, [r.prompt for r in chosen])
-            return [functools.partial(self._generate_one, call, r, n, params) for r, n in zip(chosen, tokens)]
+            return [functools.partial(self._generate_one, call, r, n, params) for r, n in zip(chosen, tokens, strict=True)]
 
         return self._stream(batches, jobs, "generate")
 
@@ -762,7 +762,7 @@ class TGIBackend:
             await self._resolve_answers(call)
             chosen = [prompts[i] for i in batch]
             tokens = await self._count(call, chosen)
-            return [functools.partial(self._score_one, call, p, n) for p, n in zip(chosen, tokens)]
+            return [functools.partial(self._score_one, call, p, n) for p, n in zip(chosen, tokens, strict=True)]
 
         return self._stream(batches, jobs, "score")
 
@@ -890,7 +890,7 @@ class TGIBackend:
                     raise _ItemError(f"prompt has {n} tokens: no room to read the exact logprob of an answer token "
                                      f"outside the top {self.top_n_tokens} (max_input_tokens {self.max_input_tokens})", final=True)
                 found = await asyncio.gather(*(self._appended_logprob(call, prompt, ids, i) for i in missing), return_exceptions=True)
-                for token_id, value in zip(missing, found):
+                for token_id, value in zip(missing, found, strict=True):
                     if isinstance(value, BaseException):
                         raise value
                     logprobs[token_id] = value
@@ -944,7 +944,7 @@ class TGIBackend:
             return [int(_get(t, "id")) for t in prefill], _get(prefill[-1], "logprob")
 
         prefill_ids, logprob = await self._request(call, send)
-        if prefill_ids != list(ids) + [token_id] or logprob is None:
+        if prefill_ids != [*ids, token_id] or logprob is None:
             raise _ItemError(f"the prompt followed by {text!r} does not tokenize as the prompt plus token {token_id}: "
                              "its exact logprob cannot be read", final=True)
         return float(logprob)
@@ -955,7 +955,7 @@ class TGIBackend:
         if self._tokenizer is None:
             return base
         for text in dict.fromkeys([base, " " + base.lstrip(), base.strip()]):
-            if _encode(self._tokenizer, prompt + text) == list(ids) + [token_id]:
+            if _encode(self._tokenizer, prompt + text) == [*ids, token_id]:
                 return text
         return base  # the server's prefill is checked anyway
 
@@ -1101,15 +1101,15 @@ class TGIBackend:
             return await asyncio.gather(*(self._read_info(call, e) for e in self.endpoints), return_exceptions=True)
 
         answers = await self._in_session(read_all, 0, "info", health=False)
-        reachable = [(e, a) for e, a in zip(self.endpoints, answers) if isinstance(a, EndpointInfo)]
+        reachable = [(e, a) for e, a in zip(self.endpoints, answers, strict=True) if isinstance(a, EndpointInfo)]
         if not reachable:
-            reasons = "; ".join(f"{e.url}: {classify(a).message if isinstance(a, Exception) else a}" for e, a in zip(self.endpoints, answers))
+            reasons = "; ".join(f"{e.url}: {classify(a).message if isinstance(a, Exception) else a}" for e, a in zip(self.endpoints, answers, strict=True))
             raise ConfigError(f"no TGI endpoint answered /info ({reasons})")
         identities = {a.identity for _, a in reachable}
         if len(identities) > 1:
             served = ", ".join(f"{e.url} serves {a.model_id}@{a.model_sha or 'no sha'}" for e, a in reachable)
             raise ConfigError(f"the TGI endpoints serve different models or revisions: {served}")
-        for endpoint, answer in zip(self.endpoints, answers):
+        for endpoint, answer in zip(self.endpoints, answers, strict=True):
             if isinstance(answer, EndpointInfo):
                 endpoint.info, endpoint.up = answer, True
                 endpoint.limit = min(self.concurrency, answer.max_concurrent_requests or self.concurrency)
@@ -1374,8 +1374,8 @@ def format_endpoint_report(rows: list[dict[str, Any]]) -> str:
             cells["model_id"] = f"no /info: {row['error']}"
         table.append([cells[c] for c in columns])
     widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
     identities = sorted({f"{r['model_id']}@{r.get('model_sha') or 'no sha'}" for r in rows if r.get("model_id")})
     healthy = sum(bool(r.get("healthy")) and bool(r.get("model_id")) for r in rows)
     if len(identities) > 1:

@@ -165,7 +165,7 @@ class TransformersBackend:
         # Callers usually pass one planned batch; a longer list is split so memory stays bounded.
         for batch in self.plan_batches([requests[i].prompt for i in runnable], params.max_new_tokens):
             outputs = self._decode_loop([encoded[j] for j in batch], [requests[runnable[j]].seed for j in batch], params)
-            for j, output in zip(batch, outputs):
+            for j, output in zip(batch, outputs, strict=True):
                 results[runnable[j]] = output
         return results  # type: ignore[return-value]
 
@@ -224,10 +224,9 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM
 
-        if self._device_name == "auto":
+        device = self._device_name
+        if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        else:
-            device = self._device_name
         self.device = torch.device(device)
         if self._dtype_name == "auto":
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
