@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_Result = TypeVar("_Result", Completion, YesNoScore)
 
 #: TGI's own default for `--max-top-n-tokens`; `/info` does not report the server's value.
 TGI_DEFAULT_MAX_TOP_N_TOKENS = 5
@@ -239,7 +240,7 @@ def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool, int 
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
         if size == 0:
@@ -444,7 +445,7 @@ class EndpointInfo:
                 version=str(data.get("version", "unknown")),
                 sha=data.get("sha"),
                 # TGI < 2 called it max_input_length
-                max_input_tokens=int(data.get("max_input_tokens", data.get("max_input_length"))),
+                max_input_tokens=int(data["max_input_tokens"] if "max_input_tokens" in data else data["max_input_length"]),
                 max_total_tokens=int(data["max_total_tokens"]),
                 max_best_of=data.get("max_best_of"),
                 max_stop_sequences=int(data.get("max_stop_sequences", 4)),
@@ -486,11 +487,12 @@ class _Router:
         self._waiters: deque[asyncio.Future] = deque()
 
     def _pick(self, avoid: _Endpoint | None) -> _Endpoint | None:
-        best, best_key = None, None
+        best: _Endpoint | None = None
+        best_key: tuple[bool, float] | None = None
         for endpoint in self.endpoints:
             if endpoint.up and endpoint.in_flight < endpoint.limit:
                 key = (endpoint is avoid, endpoint.in_flight / endpoint.limit)
-                if best is None or key < best_key:
+                if best_key is None or key < best_key:
                     best, best_key = endpoint, key
         return best
 
@@ -565,7 +567,7 @@ class _ItemError(Exception):
         self.final = final
 
 
-def _http_response(error: BaseException) -> httpx2.Response | None:
+def _http_response(error: BaseException | None) -> httpx2.Response | None:
     seen = 0
     while error is not None and seen < 5:
         response = getattr(error, "response", None)
@@ -660,9 +662,9 @@ class TGIBackend:
         for name, value, least in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0), ("top_n_tokens", top_n_tokens, 0)):
             if value < least:
                 raise ConfigError(f"generator.{name} must be >= {least}, got {value}")
-        for name, value in (("request_timeout", request_timeout), ("health_interval", health_interval), ("health_timeout", health_timeout)):
-            if not value > 0:
-                raise ConfigError(f"generator.{name} must be > 0 seconds, got {value}")
+        for name, seconds in (("request_timeout", request_timeout), ("health_interval", health_interval), ("health_timeout", health_timeout)):
+            if not seconds > 0:
+                raise ConfigError(f"generator.{name} must be > 0 seconds, got {seconds}")
         if requests_per_batch is not None and requests_per_batch < 1:
             raise ConfigError(f"generator.requests_per_batch must be >= 1 (or null), got {requests_per_batch}")
         self.endpoints = [_Endpoint(url, concurrency) for url in urls]
@@ -788,8 +790,8 @@ class TGIBackend:
 
                 def finished(task: asyncio.Task) -> None:
                     running.discard(task)
-                    if not task.cancelled() and task.exception() is not None:
-                        failed.append(task.exception())
+                    if not task.cancelled() and (error := task.exception()) is not None:
+                        failed.append(error)
 
                 try:
                     for k, batch in enumerate(batches):
@@ -837,9 +839,9 @@ class TGIBackend:
         if isinstance(ids, _ItemError):
             return self._done(call, Completion(None, "error", error=ids.message, retryable=not ids.final))
         n = len(ids)
-        reason = self._too_long(n, params.max_new_tokens)
-        if reason:
-            return self._done(call, Completion(None, "error", n, 0, error=reason))
+        too_long = self._too_long(n, params.max_new_tokens)
+        if too_long:
+            return self._done(call, Completion(None, "error", n, 0, error=too_long))
         stop = [s for s in params.stop if s]
         options: dict[str, Any] = {"details": True, "max_new_tokens": params.max_new_tokens}
         if stop:
@@ -878,9 +880,9 @@ class TGIBackend:
         if isinstance(ids, _ItemError):
             return self._done(call, YesNoScore(None, error=ids.message, retryable=not ids.final))
         n = len(ids)
-        reason = self._too_long(n, 1)
-        if reason:
-            return self._done(call, YesNoScore(None, None, n, error=reason))
+        too_long = self._too_long(n, 1)
+        if too_long:
+            return self._done(call, YesNoScore(None, None, n, error=too_long))
         try:
             logprobs = await self._first_token_logprobs(call, prompt)
             answers = self._answers or {}
@@ -938,6 +940,7 @@ class TGIBackend:
         async def send(client: AsyncInferenceClient, url: str) -> tuple[list[int], float | None]:
             output = await client.text_generation(prompt + text, model=url + "/generate", details=True,
                                                   decoder_input_details=True, max_new_tokens=1, do_sample=False)
+            assert output.details is not None  # asked for with details=True
             prefill = output.details.prefill
             if not prefill:
                 raise _MisconfiguredEndpoint(NO_PREFILL_LOGPROBS)
@@ -967,9 +970,8 @@ class TGIBackend:
                     f"max_total_tokens ({self.max_total_tokens})")
         return None
 
-    def _done(self, call: _Call, result: T) -> T:
-        error = getattr(result, "error", None)
-        if error is not None:
+    def _done(self, call: _Call, result: _Result) -> _Result:
+        if result.error is not None:
             self.totals["failed_items" if result.retryable else "rejected_items"] += 1
         call.bar.update(1)
         now = time.monotonic()
@@ -1149,6 +1151,7 @@ class TGIBackend:
             runner.client = AsyncInferenceClient(provider="hf-inference", token=runner.token)
             runner.http = endpoint_http_client(self._origins)
         client, http = runner.client, runner.http
+        assert http is not None  # made with the client, above
         # Shown on a terminal (under CachedModel's bar, which has the overall ETA); a log file gets none.
         bar = tqdm(total=total, desc=f"tgi {desc}", unit="item", leave=False, dynamic_ncols=True,
                    disable=True if not self.progress or total == 0 else None)
@@ -1356,6 +1359,7 @@ async def _probe_prefill_logprobs(client: AsyncInferenceClient, url: str, timeou
                                                                decoder_input_details=True, max_new_tokens=1), timeout)
     except Exception as error:
         return f"? ({classify(error).message})"
+    assert output.details is not None  # asked for with details=True
     return "yes" if output.details.prefill else "no (--enable-prefill-logprobs)"
 
 

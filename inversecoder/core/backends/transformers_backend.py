@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inversecoder.core.backends.base import (
     BackendInfo,
@@ -25,6 +26,9 @@ from inversecoder.core.backends.base import (
     YesNoScore,
 )
 from inversecoder.core.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
@@ -105,7 +109,7 @@ class TransformersBackend:
         self.max_context = max_context or getattr(self.config, "max_position_embeddings", None) or 4096
         self._device_name = device
         self._dtype_name = dtype
-        self._model = None
+        self._model: PreTrainedModel | None = None
         self._answer_ids: dict[str, list[int]] | None = None
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
@@ -231,11 +235,13 @@ class TransformersBackend:
         if self._dtype_name == "auto":
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         else:
-            dtype = getattr(torch, self._dtype_name, None)
-            if not isinstance(dtype, torch.dtype):
+            named = getattr(torch, self._dtype_name, None)
+            if not isinstance(named, torch.dtype):
                 raise ConfigError(f"generator.dtype must be auto, bfloat16, float16 or float32, got '{self._dtype_name}'")
+            dtype = named
         model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
-        self._model = model.to(self.device).eval()
+        # transformers wraps `to` in functools.wraps(Module.to): typeshed's _Wrapped takes the device for `self`
+        self._model = model.to(self.device).eval()  # type: ignore[arg-type]
         # The KV cache argument was renamed (past_key_values -> cache) in transformers 5.2x; the cache
         # object is updated in place, so passing it under the right name is all that differs.
         parameters = inspect.signature(self._model.forward).parameters
@@ -311,6 +317,7 @@ class TransformersBackend:
         completions = []
         for row in range(rows):
             text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            assert isinstance(text, str)  # one sequence decodes to one string
             if finish[row] == "stop":
                 cut = min((text.find(s) for s in params.stop if s in text), default=len(text))
                 text = text[:cut]
