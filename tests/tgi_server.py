@@ -226,7 +226,7 @@ class TinyModel:
                 prefill = [self.token(ids[0], None, False)] + [
                     self.token(ids[i], float(prompt_logprobs[i - 1, ids[i]]), False) for i in range(1, n)]
             logits = all_logits[-1]
-            generator = torch.Generator().manual_seed(int(seed)) if sampling else None
+            generator = torch.Generator().manual_seed(int(seed)) if sampling and seed is not None else None  # drawn above
             seen = torch.zeros_like(logits, dtype=torch.bool)
             seen[torch.tensor(ids)] = True
             generated, tokens, top_tokens, finish = [], [], [], "length"
@@ -257,6 +257,7 @@ class TinyModel:
                     finish = "eos_token"
                     break
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                assert isinstance(text, str)  # one sequence decodes to one string
                 if any(text.endswith(s) for s in stop):
                     finish = "stop_sequence"
                     break
@@ -503,7 +504,7 @@ def zygote(openapi: str | None) -> None:
                 reply: dict[str, Any] = {"ok": True}
             elif command["cmd"] == "start" and model is None:
                 reply = {"error": "no model loaded: send {'cmd': 'load', 'model': DIR} first"}
-            elif command["cmd"] == "start":
+            elif command["cmd"] == "start" and model is not None:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", command.get("port", 0)))
@@ -597,6 +598,8 @@ class TGIServers:
         if openapi and Path(openapi).is_file():
             args += ["--openapi", str(openapi)]
         self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        assert self._process.stdin is not None and self._process.stdout is not None  # both are pipes
+        self._stdin, self._stdout = self._process.stdin, self._process.stdout
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         self.servers: list[Server] = []
@@ -609,7 +612,7 @@ class TGIServers:
         self.command({"cmd": "load", "model": str(model_dir)}, timeout=self.timeout)
 
     def _pump(self) -> None:
-        for line in self._process.stdout:  # type: ignore[union-attr]
+        for line in self._stdout:
             self._lines.put(line)
         self._lines.put("")
 
@@ -626,8 +629,8 @@ class TGIServers:
         return reply
 
     def command(self, command: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        self._process.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
-        self._process.stdin.flush()  # type: ignore[union-attr]
+        self._stdin.write(json.dumps(command) + "\n")
+        self._stdin.flush()
         return self._read(timeout)
 
     def start(self, faults: dict[str, Any] | None = None, **settings: Any) -> Server:
@@ -654,7 +657,7 @@ class TGIServers:
     def close(self) -> None:
         self.stop_all()
         with contextlib.suppress(Exception):
-            self._process.stdin.close()  # type: ignore[union-attr]
+            self._stdin.close()
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:

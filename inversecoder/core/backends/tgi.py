@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -351,7 +351,7 @@ class _LoopRunner:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 return pool.submit(lambda: self.loop.run_until_complete(make())).result()
 
-    def stream(self, work: Callable[[queue.Queue[T]], Awaitable[None]]) -> Iterator[T]:
+    def stream(self, work: Callable[[queue.Queue[T]], Awaitable[None]]) -> Generator[T, None, None]:
         """Run `work(out)` on this loop in a helper thread and yield what it puts in `out` while it runs,
         so the caller handles results (stores them) while requests keep flowing. The work's error is
         raised here; closing the iterator early (the caller failed, Ctrl-C) cancels the work."""
@@ -359,7 +359,9 @@ class _LoopRunner:
         main: list[asyncio.Task] = []
 
         async def run() -> None:
-            main.append(asyncio.current_task())  # type: ignore[arg-type]
+            task = asyncio.current_task()
+            assert task is not None  # run() runs as the loop's task
+            main.append(task)
             await work(out)
 
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -744,7 +746,7 @@ class TGIBackend:
         return dict(self.score_batches(prompts, [list(range(len(prompts)))]))[0]
 
     def generate_batches(self, requests: Sequence[GenerationRequest], batches: Sequence[Sequence[int]],
-                         params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:
+                         params: SamplingParams) -> Generator[tuple[int, list[Completion]], None, None]:
         """`generate` over each batch of request indices, the batches overlapping: requests flow to the
         endpoints in order without a pause at batch ends, and each batch comes back whole (its position,
         its results) as soon as its last item is done. A batch-at-a-time caller would leave the slots of a
@@ -757,7 +759,7 @@ class TGIBackend:
 
         return self._stream(batches, jobs, "generate")
 
-    def score_batches(self, prompts: Sequence[str], batches: Sequence[Sequence[int]]) -> Iterator[tuple[int, list[YesNoScore]]]:
+    def score_batches(self, prompts: Sequence[str], batches: Sequence[Sequence[int]]) -> Generator[tuple[int, list[YesNoScore]], None, None]:
         """`score_yes_no` over each batch of prompt indices, overlapping as in `generate_batches`."""
 
         async def jobs(call: _Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[YesNoScore]]]:
@@ -769,7 +771,7 @@ class TGIBackend:
         return self._stream(batches, jobs, "score")
 
     def _stream(self, batches: Sequence[Sequence[int]], jobs: Callable[[_Call, Sequence[int]], Awaitable[list]],
-                desc: str) -> Iterator[tuple[int, list]]:
+                desc: str) -> Generator[tuple[int, list], None, None]:
         """Start the items of all batches in order, at most 2 x the endpoints' slots at a time (the rest
         wait here, not on a slot with a deadline), and yield each batch when complete."""
 
@@ -824,7 +826,8 @@ class TGIBackend:
         """The token ids whose logprobs make the Yes/No score (the embedded backend's, when the tokenizer is local)."""
         if self._answers is None:
             self._runner.run(lambda: self._in_session(self._resolve_answers, 0, "answers"))
-        return self._answers  # type: ignore[return-value]
+        assert self._answers is not None  # set by _resolve_answers
+        return self._answers
 
     def endpoint_stats(self) -> list[dict[str, Any]]:
         """Per endpoint: requests, errors, times out of / back in the rotation, state, last error."""
