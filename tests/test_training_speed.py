@@ -49,7 +49,7 @@ def test_auto_choice_by_hardware(monkeypatch):
     assert kwargs == {"packing": True, "packing_strategy": "bfd", "use_liger_kernel": True,
                       "model_init_kwargs": {"attn_implementation": "flash_attention_2"}}
 
-    forced = TrainConfig(packing=True, attn_implementation="eager", kernels="none", torch_compile="true")
+    forced = TrainConfig(packing="true", attn_implementation="eager", kernels="none", torch_compile="true")
     plan = speed.choose(forced, device="cuda")
     assert (plan.packing, plan.attn_implementation, plan.liger, plan.torch_compile) == (True, "eager", False, True)
     assert speed.choose(TrainConfig(packing="false"), device="cuda").attn_implementation == "flash_attention_2"

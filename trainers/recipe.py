@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trl
 
@@ -34,7 +34,7 @@ from inversecoder.trainers import speed
 
 if TYPE_CHECKING:
     import datasets
-    from transformers import PreTrainedTokenizerBase
+    from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 COMPLETE = ".complete"
 """Written last into `<stage>/final`: its presence means the stage's weights are whole."""
@@ -385,8 +385,11 @@ def _public(data: Any) -> Any:
 
 def _save_final(trainer: trl.SFTTrainer, final: Path, info: dict[str, Any]) -> None:
     """Weights + tokenizer + generation config, then the stage record, then the marker (last)."""
-    tokenizer = trainer.processing_class
-    generation = trainer.model.generation_config
+    # transformers types these as unions (any processor; a model or a bare Module); this trainer was
+    # built from a tokenizer and a causal LM, above.
+    tokenizer = cast("PreTrainedTokenizerBase", trainer.processing_class)
+    assert trainer.model is not None
+    generation = cast("GenerationConfig", trainer.model.generation_config)
     generation.eos_token_id = tokenizer.eos_token_id
     generation.pad_token_id = tokenizer.pad_token_id
     if _is_main_process() and final.exists():
