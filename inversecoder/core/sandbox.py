@@ -46,6 +46,12 @@ Not covered: memory is limited per process (RLIMIT_AS), so a program may hold up
 `max_processes` x `memory_bytes` (no memory cgroup is created); a program can forge its OWN result
 (as with evalplus: it runs in the process that compares its outputs, e.g. an object whose __eq__
 is always True), never another program's.
+
+One module, though long: the zygote imports it alone (`_ZYGOTE_MAIN`) before it isolates itself, so
+everything that runs inside (kernel interfaces, guard, init, program) must load from here without
+pulling in the rest of the package; and the two sides of the protocol (the job frames, the shared
+result page, the level names) are checked against each other here, in one place, where a change to
+one side cannot miss the other.
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ How it works, and why:
   factory hands `AsyncInferenceClient` a client that reaches the configured endpoints and still
   applies huggingface_hub's hook, offline block included, to any other URL. Elsewhere the process
   keeps huggingface_hub's usual client, so the Hub stays blocked.
+
+One module, though long: the transport, the loop runner, the router, the failure rules and the backend
+share private state (the `_TOKEN_DETAILS` and `_ENDPOINT_ORIGINS` context variables, `_Call`,
+`_ItemError`), and the tests and benchmarks/tgi_client.py patch its private names on this module
+(`_Http11Transport`, `_without_token_details`). Its seams are the `# --` sections below; split it along
+them when the transport is replaced, not before.
 """
 
 from __future__ import annotations
