@@ -37,12 +37,12 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def metrics(flagged: list[bool], right_task: list[bool], labels: list[bool]) -> dict:
-    tp = sum(f and l for f, l in zip(flagged, labels))
-    fp = sum(f and not l for f, l in zip(flagged, labels))
+    tp = sum(f and label for f, label in zip(flagged, labels, strict=True))
+    fp = sum(f and not label for f, label in zip(flagged, labels, strict=True))
     positives = sum(labels)
     return {"tp": tp, "fp": fp, "positives": positives, "negatives": len(labels) - positives,
             "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / positives if positives else 0.0,
-            "right_task": sum(r for r, l in zip(right_task, labels) if l)}
+            "right_task": sum(r for r, label in zip(right_task, labels, strict=True) if label)}
 
 
 def cross_validated(lexical: list[bool], semantic: np.ndarray, code: np.ndarray, labels: list[bool],
@@ -94,7 +94,7 @@ def main() -> None:
 
     def report(name: str, layer_names: tuple[str, ...]) -> None:
         flagged, right = [], []
-        for row, layers in zip(rows, per_layer):
+        for row, layers in zip(rows, per_layer, strict=True):
             hit = {i for layer in layer_names for i in layers[layer]}
             flagged.append(bool(hit))
             right.append(row["task_id"] is not None and task_index[row["task_id"]] in hit)
@@ -131,11 +131,11 @@ def main() -> None:
     sample = [r for r in read_jsonl(SAMPLE) if isinstance(r.get("instruction"), str) and isinstance(r.get("response"), str)]
     clean = [r for r in sample if KNOWN_COPY not in r["instruction"]]
     sample_layers = checker.layer_matches([(r["instruction"], r["response"]) for r in clean])
-    counts = {layer: sum(bool(l[layer]) for l in sample_layers) for layer in LAYERS}
-    flagged = sum(any(l.values()) for l in sample_layers)
+    counts = {layer: sum(bool(found[layer]) for found in sample_layers) for layer in LAYERS}
+    flagged = sum(any(found.values()) for found in sample_layers)
     print(f"\ndemo sample ({len(clean)} rows without the deliberate copy): flagged {flagged} "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
-    for row, layers in zip(clean, sample_layers):
+    for row, layers in zip(clean, sample_layers, strict=True):
         for layer in LAYERS:
             for match in layers[layer].values():
                 print(f"  {layer} {match.task_id} {match.score:.3f}: {row['instruction'][:90]!r}")

@@ -31,11 +31,7 @@ from inversecoder.core.config import DecontaminateConfig, DedupConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "evol_instruct_sample.jsonl"
-WORDS = ("write a function that returns the list of numbers string array integer sorted given input output value "
-         "element index key dictionary count sum maximum minimum first last each every python class method "
-         "program implement create check whether valid character word sentence file data table user request "
-         "error handle exception loop recursion algorithm efficient complexity time space matrix row column "
-         "node tree graph path edge weight prime even odd digit binary number divisible average median mode").split()
+WORDS = ["write", "a", "function", "that", "returns", "the", "list", "of", "numbers", "string", "array", "integer", "sorted", "given", "input", "output", "value", "element", "index", "key", "dictionary", "count", "sum", "maximum", "minimum", "first", "last", "each", "every", "python", "class", "method", "program", "implement", "create", "check", "whether", "valid", "character", "word", "sentence", "file", "data", "table", "user", "request", "error", "handle", "exception", "loop", "recursion", "algorithm", "efficient", "complexity", "time", "space", "matrix", "row", "column", "node", "tree", "graph", "path", "edge", "weight", "prime", "even", "odd", "digit", "binary", "number", "divisible", "average", "median", "mode"]
 TEMPLATES = [
     "def {f}({a}, {b}):\n    {c} = []\n    for {i} in range(len({a})):\n        if {a}[{i}] % {b} == 0:\n            {c}.append({a}[{i}])\n    return {c}\n",
     "def {f}({a}):\n    {c} = {{}}\n    for {i} in {a}:\n        {c}[{i}] = {c}.get({i}, 0) + 1\n    return sorted({c}.items(), key=lambda kv: -kv[1])\n",
@@ -44,7 +40,7 @@ TEMPLATES = [
     "def {f}({a}, {b}=0):\n    if not {a}:\n        return {b}\n    {c} = {a}[0]\n    for {i} in {a}[1:]:\n        {c} = max({c}, {i})\n    return {c} + {b}\n",
     "try:\n    with open({a}) as {c}:\n        {b} = {c}.read().splitlines()\nexcept FileNotFoundError:\n    {b} = []\nprint(len({b}))\n",
 ]
-NAMES = "data items values nums text result acc total xs ys node edge key val limit size count".split()
+NAMES = ["data", "items", "values", "nums", "text", "result", "acc", "total", "xs", "ys", "node", "edge", "key", "val", "limit", "size", "count"]
 
 
 def synthetic_corpus(rows: int, tasks, seed: int = 0) -> list[tuple[str, str]]:
@@ -134,7 +130,7 @@ def main() -> None:
         settings = config.model_copy(update={"semantic_runtime": runtime, "semantic_batch_size": batch}, deep=True)
         semantic_checker = Decontaminator(settings, None, Path("."), tasks=tasks, versions=versions)
         label = f"{semantic_checker.embedder.runtime}, batch {semantic_checker.embedder.batch_size}"
-        semantic[label] = timed(f"semantic: {label}", len(sample), lambda: int(
+        semantic[label] = timed(f"semantic: {label}", len(sample), lambda semantic_checker=semantic_checker: int(
             (semantic_checker.semantic_scores(sample).max(axis=1) >= config.semantic_threshold).sum()))
         if semantic_checker.embedder.approximate:
             print(f"{'':<42} {semantic_checker.rescored} of them re-scored in fp32 (near the threshold)")
@@ -142,7 +138,7 @@ def main() -> None:
             before = semantic_checker.rescored
             semantic_checker.semantic_scores(real)
             print(f"{'':<42} the bundled sample: {semantic_checker.rescored - before} of {len(real)} rows would be")
-    fastest = min(semantic, key=semantic.get)
+    fastest = min(semantic, key=lambda label: semantic[label])
     baseline = next(iter(semantic))
     print(f"semantic: {fastest} is {semantic[baseline] / semantic[fastest]:.2f}x {baseline}")
     work = gflop_per_row(checker.embedder, sample)

@@ -126,9 +126,9 @@ def main() -> None:
     ratios = [times["evalplus.evaluate"][p][k] / times["inversecoder"][p][k] for p in ("cold", "warm") for k in ("call", "process")]
     print(f"{'ratio (ours faster)':20s} {ratios[0]:9.2f}x {'':9s} {ratios[1]:8.2f}x   {ratios[2]:9.2f}x {'':9s} {ratios[3]:8.2f}x")
     expected = {"HumanEval/32"} & tasks
-    agree = sum(mine == upstream for mine, upstream in zip(ours, theirs))
+    agree = sum(mine == upstream for mine, upstream in zip(ours, theirs, strict=True))
     print(f"verdicts: {agree}/{len(theirs)} samples agree" + (" (HumanEval/32: only our fixed checker passes it)" if expected else ""))
-    for mine, upstream in zip(ours, theirs):
+    for mine, upstream in zip(ours, theirs, strict=True):
         if mine != upstream:
             note = "the fix" if mine[0] in expected else "unexpected: rerun (a time limit met under load?)"
             print(f"  {mine[0]}: ours {mine[1]}/{mine[2]}, evalplus {upstream[1]}/{upstream[2]} ({note})")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from inversecoder.builders.extract import extract_code
 from inversecoder.core import prompts
 from inversecoder.core.backends.transformers_backend import TransformersBackend
-from inversecoder.builders.extract import extract_code
 from inversecoder.tiny_model import make_tiny_model
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "evol_instruct_sample.jsonl"
@@ -103,7 +103,7 @@ def main() -> None:
         naive, naive_time = timed(lambda: naive_scores(backend, texts))
         ours, our_time = timed(lambda: [s.score for s in backend.score_yes_no(texts)])
 
-    difference = max(abs(a - b) for a, b in zip(naive, ours))
+    difference = max(abs(a - b) for a, b in zip(naive, ours, strict=True))
     device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\nYes/No scoring, {len(texts)} pairs, {tokens} prompt tokens, model {args.model or args.model_shape}, {device}")
     print(f"{'path':<44}{'pairs/s':>10}{'tokens/s':>12}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -32,6 +33,8 @@ import re
 import subprocess
 import sys
 import time
+from typing import Any
+from unittest import mock
 
 MODEL_ID = "benchmark/canned"
 _ANSWERS: dict[int, bytes] = {}
@@ -40,7 +43,7 @@ _ANSWERS: dict[int, bytes] = {}
 def answer(tokens: int) -> bytes:
     """A `/generate` answer with details for `tokens` generated tokens (what TGI sends for details=True)."""
     if tokens not in _ANSWERS:
-        listed = [{"id": 100 + i, "text": f" w{i}", "logprob": -0.5, "special": False} for i in range(tokens)]
+        listed: list[dict[str, Any]] = [{"id": 100 + i, "text": f" w{i}", "logprob": -0.5, "special": False} for i in range(tokens)]
         _ANSWERS[tokens] = json.dumps({"generated_text": "".join(t["text"] for t in listed), "details": {
             "finish_reason": "length", "generated_tokens": tokens, "seed": 1, "prefill": [], "tokens": listed}}).encode()
     return _ANSWERS[tokens]
@@ -110,13 +113,17 @@ def measure(urls: list[str], concurrency: int, requests: int, transport: str, to
     from inversecoder.core.backends import tgi
     from inversecoder.core.backends.base import GenerationRequest, SamplingParams
 
-    lean = tgi._Http11Transport
-    if transport == "httpx2 stock":
-        tgi._Http11Transport = lambda: httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None))
-    dropping = tgi._without_token_details
-    if transport == "lean, token list kept":
-        tgi._without_token_details = lambda content: content
-    try:
+    def stock() -> httpx2.AsyncHTTPTransport:
+        return httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None))
+
+    def keep(content: bytes) -> bytes:
+        return content
+
+    with contextlib.ExitStack() as patched:
+        if transport == "httpx2 stock":
+            patched.enter_context(mock.patch.object(tgi, "_Http11Transport", stock))
+        if transport == "lean, token list kept":
+            patched.enter_context(mock.patch.object(tgi, "_without_token_details", keep))
         backend = tgi.TGIBackend(urls, MODEL_ID, concurrency=concurrency, tokenizer=WordCounter(), progress=False, health_interval=60)
         params = SamplingParams(temperature=0.8, max_new_tokens=tokens)
         work = [GenerationRequest(f"Write a function number {i} that adds two numbers.", seed=i) for i in range(requests)]
@@ -131,8 +138,6 @@ def measure(urls: list[str], concurrency: int, requests: int, transport: str, to
             for batch in batches:
                 done += sum(c.error is None for c in backend.generate([work[i] for i in batch], params))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    finally:
-        tgi._Http11Transport, tgi._without_token_details = lean, dropping
     assert done == requests, f"{requests - done} requests failed"
     return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
 
@@ -146,7 +151,9 @@ async def _bare_worker(port: int, pending: list[int], done: list[int], tokens: i
         writer.write(b"POST /generate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                      b"content-length: %d\r\n\r\n%s" % (len(body), body))
         head = await reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"content-length: (\d+)", head).group(1))
+        found = re.search(rb"content-length: (\d+)", head)
+        assert found, head
+        length = int(found.group(1))
         json.loads(await reader.readexactly(length))
         done.append(i)
     writer.close()
@@ -156,7 +163,8 @@ def measure_bare(urls: list[str], concurrency: int, requests: int, tokens: int) 
     """A bare asyncio client (one keep-alive connection per slot, no retries, no huggingface_hub): the
     rate these servers and this CPU allow."""
     ports = [int(url.rsplit(":", 1)[1]) for url in urls]
-    pending, done = list(range(requests)), []
+    pending = list(range(requests))
+    done: list[int] = []
 
     async def run() -> None:
         await asyncio.gather(*(_bare_worker(port, pending, done, tokens) for port in ports for _ in range(concurrency)))
@@ -199,6 +207,12 @@ def measure_in_memory(requests: int, tokens: int) -> dict[str, float]:
     return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
 
 
+def _port(server: subprocess.Popen[str]) -> str:
+    """The port a canned server prints when it listens."""
+    assert server.stdout is not None  # a pipe
+    return server.stdout.readline().strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", type=int, default=2)
@@ -226,7 +240,7 @@ def main() -> None:
             ("pipeline (overlapping)", "lean", True, args.long_requests, args.long_tokens),
             ("token list kept", "lean, token list kept", True, args.long_requests, args.long_tokens)]
     try:
-        urls = [f"http://127.0.0.1:{server.stdout.readline().strip()}" for server in servers]
+        urls = [f"http://127.0.0.1:{_port(server)}" for server in servers]
         ideal = args.endpoints * args.concurrency / args.latency
         rows = [(name, n, tokens, measure(urls, args.concurrency, n, transport, tokens, overlap) if n else None)
                 for name, transport, overlap, n, tokens in runs]
@@ -234,6 +248,7 @@ def main() -> None:
         in_memory = measure_in_memory(min(args.requests, 3000), args.tokens)
     finally:
         for server in servers:
+            assert server.stdin is not None  # a pipe
             server.stdin.close()
             server.wait(timeout=10)
     print(f"{args.endpoints} endpoints x {args.concurrency} concurrent, {args.latency * 1000:g} ms per request"
@@ -250,6 +265,7 @@ def main() -> None:
     print(f"one client process reaches 90% of ideal only under {budget:.0f} us of CPU per request; "
           f"AsyncInferenceClient.text_generation alone takes {in_memory['cpu_us']:.0f} us with no network")
     ours, serial, stock, long_ours, long_kept = (row for _, _, _, row in rows)
+    assert ours is not None and serial is not None  # args.requests > 0
     print(f"ratio: {ours['rate'] / ideal:.2f} of ideal (target >= 0.90); {ours['rate'] / serial['rate']:.2f}x one batch at a time; "
           + (f"{ours['rate'] / stock['rate']:.1f}x the stock transport's rate, {stock['cpu_us'] / ours['cpu_us']:.1f}x less CPU per request"
              if stock else ""))

@@ -29,8 +29,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-SHAPES = {
+SHAPES: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=2048),
     "deepseek-coder-1.3b": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=24,
@@ -97,7 +98,8 @@ def run_variant(opts: argparse.Namespace) -> dict:
     if name == "stock":
         args = trl.SFTConfig(per_device_train_batch_size=opts.batch_size, **common)
     else:
-        plan = speed.choose(TrainConfig(**{SETTINGS[k]: v for k, v in forced.items() if k in SETTINGS}))
+        overrides: dict[str, Any] = {SETTINGS[k]: v for k, v in forced.items() if k in SETTINGS}
+        plan = speed.choose(TrainConfig(**overrides))
         kwargs = speed.sft_kwargs(plan)
         attention = kwargs.pop("model_init_kwargs")["attn_implementation"]
         rows_per_step = opts.batch_size
@@ -234,7 +236,7 @@ def main() -> None:
           f"{'peak GiB':>10}  {'peak kind':<26}{'loss':>8}")
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        print(f"{r['variant']:<{width}}{r['attention']:<16}{str(r['packing']):<9}{r['tokens_per_s']:>10.0f}"
+        print(f"{r['variant']:<{width}}{r['attention']:<16}{r['packing']!s:<9}{r['tokens_per_s']:>10.0f}"
               f"{r['tokens_per_s'] / base['tokens_per_s']:>6.2f}x{100 * r['padding_share']:>8.1f}%{mfu:>7}"
               f"{r['peak_memory_gib']:>10.2f}  {r['peak_memory_kind']:<26}{r['final_loss'] or float('nan'):>8.4f}")
 

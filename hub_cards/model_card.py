@@ -30,7 +30,7 @@ def eval_results_from(results: dict[str, Any]) -> list[EvalResult]:
             suffix = f" ({bench['n_tasks']}-task subset)"
         else:
             suffix = ""
-        for (dataset_type, dataset_name), key in zip(_DATASETS[name], ("base", "plus")):
+        for (dataset_type, dataset_name), key in zip(_DATASETS[name], ("base", "plus"), strict=True):
             entries.append(
                 EvalResult(
                     task_type="text-generation",

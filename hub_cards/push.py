@@ -170,7 +170,7 @@ def _check_model_folder(folder: Path, log: Callable[[str], None]) -> None:
         card = ModelCard((folder / README).read_text(encoding="utf-8"))
     except Exception as error:
         raise UserError(f"the model card {folder / README} has invalid metadata: {error}") from None
-    if not card.data.datasets:
+    if not card.data.get("datasets"):  # ModelCard.data is typed as the base CardData
         log(f"warning: the model card in {folder} names no Hub dataset: push the dataset first, then rewrite the "
             "card (`inversecoder evaluate` or `train`) so that it names the dataset by repo id and commit")
 
@@ -186,9 +186,11 @@ def read_hub_record(folder: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    if (folder / "build_info.json").is_file() and "fingerprint" in record:
-        if json.loads((folder / "build_info.json").read_text(encoding="utf-8")).get("fingerprint") != record["fingerprint"]:
-            return None
+    if (
+        (folder / "build_info.json").is_file() and "fingerprint" in record
+        and json.loads((folder / "build_info.json").read_text(encoding="utf-8")).get("fingerprint") != record["fingerprint"]
+    ):
+        return None
     return record
 
 
@@ -218,12 +220,11 @@ def _same_files(api: HfApi, repo_id: str, repo_type: str, revision: str, content
         return False
     for path, entry in remote.items():
         content = contents[path]
-        data = content if isinstance(content, bytes) else None
         if entry.lfs is not None:
-            local = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(content)
+            local = hashlib.sha256(content).hexdigest() if isinstance(content, bytes) else file_sha256(content)
             if local != entry.lfs.sha256:
                 return False
-        elif _git_blob_oid(data if data is not None else content.read_bytes()) != entry.blob_id:
+        elif _git_blob_oid(content if isinstance(content, bytes) else content.read_bytes()) != entry.blob_id:
             return False
     return True
 

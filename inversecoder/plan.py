@@ -61,9 +61,9 @@ def _hours(tokens: float, per_gpu_per_s: float, config: RunConfig, scale: float)
 
 def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
     """The steps with their actions, work and time estimates, plus notes on how the figures were made."""
-    from inversecoder.core import prompts
     from inversecoder.builders.sources import load_source
     from inversecoder.builders.stages import extract
+    from inversecoder.core import prompts
     from inversecoder.workflow import step_status
 
     status = step_status(config)
@@ -87,9 +87,9 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
     instructions = [by_id[s.row_id].instruction for s in snippets]
     code_tokens = count([prompts.summarize_prompt(s.code_block, "Write a") for s in snippets])
     instruction_tokens = count(instructions)
-    score_tokens = count([prompts.score_prompt(text, s.code_block) for text, s in zip(instructions, snippets)])
+    score_tokens = count([prompts.score_prompt(text, s.code_block) for text, s in zip(instructions, snippets, strict=True)])
     original_tokens = count([prompts.magicoder_prompt(r.instruction, r.response) for r in source.rows])
-    generated_pair_tokens = count([prompts.magicoder_prompt(text, s.code_block) for text, s in zip(instructions, snippets)])
+    generated_pair_tokens = count([prompts.magicoder_prompt(text, s.code_block) for text, s in zip(instructions, snippets, strict=True)])
 
     params = _params_billions(config)
     scale = (params / config.plan.reference_params_b) if params else 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -76,10 +77,8 @@ def listener():
 
     def serve():
         while not stop.is_set():
-            try:
+            with contextlib.suppress(OSError):
                 accepted.append(server.accept())
-            except OSError:
-                pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -385,7 +385,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._json_body()
         repo_type = body.get("type") or "model"
         namespace = body.get("organization") or (token.user if token else None)
-        if token is None or not token.can_write(namespace):
+        if token is None or namespace is None or not token.can_write(namespace):
             raise HubError(403, f"You don't have the rights to create a repo under {namespace}")
         repo_id = f"{namespace}/{body['name']}"
         url = f"{self.hub.url}/{PREFIX[repo_type]}{repo_id}"
@@ -393,7 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"You already created this {repo_type} repo"
             return self._send(409, {"error": message, "url": url}, {"X-Error-Message": message})
         private = body.get("visibility") == "private" or body.get("private") is True
-        repo = {"type": repo_type, "id": repo_id, "private": private, "createdAt": _now(),
+        repo: dict[str, Any] = {"type": repo_type, "id": repo_id, "private": private, "createdAt": _now(),
                 "commits": {}, "branches": {}, "tags": {}, "lfs": {}}
         self.hub._add_commit(repo, "main", {".gitattributes": self.hub._entry(GITATTRIBUTES.encode(), False)},
                              "initial commit", "", "system")
@@ -417,7 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = self._repo(repo_type, repo)
         sha = self.hub._resolve(data, rev or "main")
         commit = data["commits"][sha]
-        card = {}
+        card: dict[str, Any] = {}
         if "README.md" in commit["tree"]:
             match = re.match(r"^---\s*\n(.*?)\n---\s*\n", self.hub._blob(commit["tree"]["README.md"]).decode(), re.S)
             card = (yaml.safe_load(match.group(1)) or {}) if match else {}
@@ -520,6 +520,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise HubError(400, f"unsupported commit operation {key}")
         token = self._token()
+        assert token is not None  # _repo(write=True) refused anonymous writes
         sha = self.hub._add_commit(data, rev, tree, header.get("summary", ""), header.get("description", ""), token.user)
         self.hub._save()
         self.hub._count("commit")
@@ -593,9 +594,9 @@ class _Handler(BaseHTTPRequestHandler):
         sha = self.hub._resolve(data, rev)
         entry = data["commits"][sha]["tree"].get(path)
         if entry is None:
-            error = HubError(404, "Entry not found", "EntryNotFound")
-            return self._send(404, {"error": error.message}, {"X-Error-Code": error.code, "X-Error-Message": error.message,
-                                                               "X-Repo-Commit": sha}, head=head)
+            message = "Entry not found"
+            return self._send(404, {"error": message}, {"X-Error-Code": "EntryNotFound", "X-Error-Message": message,
+                                                         "X-Repo-Commit": sha}, head=head)
         blob = self.hub._blob(entry)
         etag = entry["sha256"] if entry["lfs"] else entry["oid"]
         headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}

@@ -58,7 +58,8 @@ def test_evaluate_scores_an_evalplus_samples_file(benchmarks_dir, tmp_path):
     import gzip
     import json
 
-    problems = [json.loads(line) for line in gzip.open(benchmarks_dir / "HumanEvalPlus-v0.1.10.jsonl.gz", "rt")][:3]
+    with gzip.open(benchmarks_dir / "HumanEvalPlus-v0.1.10.jsonl.gz", "rt") as lines:
+        problems = [json.loads(line) for line in lines][:3]
     samples = tmp_path / "samples.jsonl"
     rows = [{"task_id": p["task_id"], "solution": p["prompt"] + p["canonical_solution"]} for p in problems[:2]]
     rows.append({"task_id": problems[2]["task_id"], "completion": "    return None\n"})  # evalplus's other format

@@ -29,5 +29,5 @@ def test_every_shipped_file_has_its_source_and_license_documented():
 def test_a_missing_shipped_file_is_an_error_naming_it(tmp_path):
     import pytest
 
-    with pytest.raises(FileNotFoundError, match="missing.*ships it in data/"):
+    with pytest.raises(FileNotFoundError, match=r"missing.*ships it in data/"):
         data.require(tmp_path / "HumanEvalPlus-v0.1.10.jsonl.gz")

@@ -15,18 +15,19 @@ import json
 import math
 import os
 import pickle
-import pytest
 import subprocess
 import sys
 
+import pytest
+
+from inversecoder.core import checker
 from inversecoder.core.backends.base import Backend, BackendInfo, CachedModel, Completion
+from inversecoder.core.benchmarks import load_benchmark
 from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import EvalConfig
 from inversecoder.core.errors import ConfigError, UserError
-from inversecoder.core import checker
-from inversecoder.eval import harness
-from inversecoder.core.benchmarks import load_benchmark
 from inversecoder.core.sandbox import NAMESPACE_LEVELS, UID_BASE, UID_LEVELS
+from inversecoder.eval import generation, harness, scoring
 
 SYSTEM = (
     "You are an exceptionally intelligent coding assistant that consistently delivers accurate and "
@@ -44,7 +45,7 @@ def benchmarks(benchmarks_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with harness.open_sandbox(parallel=2) as box:
+    with scoring.open_sandbox(parallel=2) as box:
         yield box
 
 
@@ -66,7 +67,7 @@ def returns_none(benchmark, task_id: str) -> str:
 
 
 def check(benchmark, samples, sandbox, **kwargs):
-    return harness.check_solutions(benchmark, samples, min_time_limit=1.0, gt_time_limit_factor=4.0, sandbox=sandbox, **kwargs)
+    return scoring.check_solutions(benchmark, samples, min_time_limit=1.0, gt_time_limit_factor=4.0, sandbox=sandbox, **kwargs)
 
 
 # -- checking ---------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def test_humaneval_32_is_fixed_and_evalplus_own_checker_is_not(benchmarks, sandb
 
     benchmark = benchmarks["humaneval"]
     problem, solution = benchmark.problems["HumanEval/32"], canonical(benchmark, "HumanEval/32")
-    expected = harness.expected_outputs(benchmark, ["HumanEval/32"])["HumanEval/32"]
+    expected = scoring.expected_outputs(benchmark, ["HumanEval/32"])["HumanEval/32"]
     theirs = evalplus.evaluate.check_correctness("humaneval", 0, problem, solution, expected, fast_check=True)
     assert theirs["base"][0] == theirs["plus"][0] == "fail" and list(theirs["base"][1]) == []
     samples = [{"task_id": "HumanEval/32", "solution": solution}]
@@ -167,21 +168,21 @@ def test_subset_ground_truth_is_cached_under_its_own_hash(benchmarks, sandbox, t
     assert subset_hash.startswith(benchmark.hash + "-") and subset_hash != benchmark.hash
     assert sorted(os.listdir(tmp_path)) == [f"{subset_hash}.pkl"]
     assert not (tmp_path / f"{benchmark.hash}.pkl").exists()
-    assert harness.groundtruth_hash(benchmark, reversed(ids)) == subset_hash  # order does not matter
-    assert harness.groundtruth_hash(benchmark, benchmark.problems) == benchmark.hash  # the full set shares evalplus's
+    assert scoring.groundtruth_hash(benchmark, reversed(ids)) == subset_hash  # order does not matter
+    assert scoring.groundtruth_hash(benchmark, benchmark.problems) == benchmark.hash  # the full set shares evalplus's
 
     # a cache file truncated by a killed run (evalplus writes it in place) is recomputed, not trusted
     path = tmp_path / f"{subset_hash}.pkl"
     good = pickle.loads(path.read_bytes())
     path.write_bytes(path.read_bytes()[:100])
-    recomputed = harness.expected_outputs(benchmark, ids)
+    recomputed = scoring.expected_outputs(benchmark, ids)
     assert {t: (o["base"], o["plus"]) for t, o in recomputed.items()} == {t: (o["base"], o["plus"]) for t, o in good.items()}
     assert pickle.loads(path.read_bytes()).keys() == good.keys() and sorted(os.listdir(tmp_path)) == [path.name]
 
 
 def test_unknown_task_ids_are_rejected(benchmarks):
     with pytest.raises(UserError, match="not in MBPP"):
-        harness.check_solutions(benchmarks["mbpp"], [{"task_id": "Mbpp/1", "solution": ""}])
+        scoring.check_solutions(benchmarks["mbpp"], [{"task_id": "Mbpp/1", "solution": ""}])
 
 
 # -- hostile programs through the real checking path ------------------------------------------------
@@ -237,7 +238,7 @@ def test_hostile_solutions_fail_harm_nothing_and_the_evaluation_finishes(benchma
     monkeypatch.setenv("HF_TOKEN", SECRET)  # the user's token, in the harness's environment
     benchmark = benchmarks["mbpp"]
     port, accepted = listener
-    with harness.open_sandbox(parallel=2) as box:
+    with scoring.open_sandbox(parallel=2) as box:
         attacks = [a for a, levels in STOPPED_AT.items() if box.level in levels]
         samples = [{"task_id": "Mbpp/793", "solution": hostile_solution(benchmark, "Mbpp/793", attack, canary=str(canary),
                                                                          port=port)} for attack in attacks]
@@ -247,7 +248,7 @@ def test_hostile_solutions_fail_harm_nothing_and_the_evaluation_finishes(benchma
         for pid in zygotes:
             os.kill(pid, 0)  # every worker survived
         assert box.errors == 0
-    outcomes = dict(zip(attacks, result["samples"]))
+    outcomes = dict(zip(attacks, result["samples"], strict=False))  # the canonical samples follow the attacks
     assert {a: o["base_status"] for a, o in outcomes.items()} == {
         a: "timeout" if a == "infinite_loop" else "fail" for a in attacks
     }
@@ -277,7 +278,7 @@ def test_evalplus_own_checker_lets_the_same_programs_through(benchmarks, canary,
     benchmark = benchmarks["mbpp"]
     port, accepted = listener
     problem = benchmark.problems["Mbpp/793"]
-    expected = harness.expected_outputs(benchmark, ["Mbpp/793"])["Mbpp/793"]
+    expected = scoring.expected_outputs(benchmark, ["Mbpp/793"])["Mbpp/793"]
     for attack in ("read_secret", "socket", "write_outside", "delete_files"):
         solution = hostile_solution(benchmark, "Mbpp/793", attack, canary=str(canary), port=port)
         result = evalplus.evaluate.check_correctness("mbpp", 0, problem, solution, expected, fast_check=True)
@@ -396,7 +397,7 @@ def test_full_anchors_canonical_all_pass_and_wrong_all_fail(benchmarks, request,
         pytest.skip("full canonical anchors take about 8 minutes: run with `pytest -m slow`")
     import evalplus.evaluate
 
-    with harness.open_sandbox(parallel=0) as box:
+    with scoring.open_sandbox(parallel=0) as box:
         for name, total in (("humaneval", 164), ("mbpp", 378)):
             if name == "mbpp":
                 monkeypatch.setenv("EVALPLUS_TIMEOUT_PER_TASK", "300")
@@ -409,7 +410,7 @@ def test_full_anchors_canonical_all_pass_and_wrong_all_fail(benchmarks, request,
             wrong = [{"task_id": t, "solution": returns_none(benchmark, t)} for t in benchmark.problems]
             assert check(benchmark, wrong, box)["pass@1"] == {"base": 0.0, "plus": 0.0}
             if name == "humaneval":  # evalplus's own checker on the same programs: HumanEval/32 fails
-                expected = harness.expected_outputs(benchmark, benchmark.problems)
+                expected = scoring.expected_outputs(benchmark, benchmark.problems)
                 theirs = [t for t, problem in benchmark.problems.items()
                           if evalplus.evaluate.check_correctness(name, 0, problem, canonical(benchmark, t), expected[t],
                                                                  fast_check=True)["plus"][0] != "pass"]
@@ -431,7 +432,7 @@ def has_close_elements(numbers: List[float], threshold: float) -> bool:
 
 
 def test_humaneval_prompt_is_the_papers(benchmarks):
-    task = harness.build_tasks(benchmarks["humaneval"])[0]
+    task = generation.build_tasks(benchmarks["humaneval"])[0]
     assert task.task_id == "HumanEval/0"
     expected = (
         f"{SYSTEM}\n\n@@ Instruction\nWrite a solution to the following problem:\n```python\n{HUMANEVAL_0}\n```\n\n"
@@ -442,7 +443,7 @@ def test_humaneval_prompt_is_the_papers(benchmarks):
 
 
 def test_mbpp_prompt_is_the_papers(benchmarks):
-    tasks = {t.task_id: t for t in harness.build_tasks(benchmarks["mbpp"])}
+    tasks = {t.task_id: t for t in generation.build_tasks(benchmarks["mbpp"])}
     assert len(tasks) == 378
     expected = (
         f"{SYSTEM}\n\n@@ Instruction\n"
@@ -455,7 +456,7 @@ def test_mbpp_prompt_is_the_papers(benchmarks):
     assert tasks["Mbpp/2"].prefill_code == ""
     # a description without a final period gets one, as upstream does
     assert "has no profit and no loss. Your code should" in tasks["Mbpp/637"].instruction
-    assert [t.task_id for t in harness.build_tasks(benchmarks["mbpp"], limit=3)] == ["Mbpp/2", "Mbpp/3", "Mbpp/4"]
+    assert [t.task_id for t in generation.build_tasks(benchmarks["mbpp"], limit=3)] == ["Mbpp/2", "Mbpp/3", "Mbpp/4"]
 
 
 # -- generation -------------------------------------------------------------------------------------
@@ -480,15 +481,15 @@ class ScriptedBackend(Backend):
 
 
 def test_generate_solutions_prefill_fence_and_errors(benchmarks, tmp_path):
-    he = harness.build_tasks(benchmarks["humaneval"], limit=1)[0]
-    mb = harness.build_tasks(benchmarks["mbpp"], limit=2)
+    he = generation.build_tasks(benchmarks["humaneval"], limit=1)[0]
+    mb = generation.build_tasks(benchmarks["mbpp"], limit=2)
     answers = {
         he.prompt: Completion("\n    return False\n```\nsome prose"),
         mb[0].prompt: Completion("\ndef similar_elements(a, b):\n    return ()\n", "length"),
         mb[1].prompt: Completion(None, "error", error="prompt too long"),
     }
     model = CachedModel(ScriptedBackend(answers), ResultCache(tmp_path / "c.sqlite"), progress=False)
-    samples = harness.generate_solutions(model, [he, *mb], max_new_tokens=8)
+    samples = generation.generate_solutions(model, [he, *mb], max_new_tokens=8)
     assert samples[0]["solution"] == HUMANEVAL_0 + "\n    return False\n"
     assert samples[0]["raw_completion"] == "\n    return False\n```\nsome prose"
     assert samples[1]["solution"].startswith("\ndef similar_elements") and samples[1]["finish_reason"] == "length"
@@ -500,25 +501,29 @@ def test_generate_solutions_prefill_fence_and_errors(benchmarks, tmp_path):
 class SeededBackend(ScriptedBackend):
     """Sampled decoding: the answer depends on the prompt and the request's seed."""
 
+    def __init__(self, answers: dict[tuple[str, int], Completion]):
+        super().__init__({})
+        self.seeded = answers
+
     def generate(self, requests, params):
         assert params.temperature == 0.8 and params.top_p == 0.95 and params.stop == ("```",)
-        return [self.answers[(r.prompt, r.seed)] for r in requests]
+        return [self.seeded[(r.prompt, r.seed)] for r in requests]
 
 
 def test_generate_n_samples_per_task_with_their_own_seeds(benchmarks, tmp_path):
-    tasks = harness.build_tasks(benchmarks["mbpp"], limit=2)
-    decoding = harness.Decoding(max_new_tokens=8, n_samples=3, temperature=0.8, top_p=0.95, seed=5)
+    tasks = generation.build_tasks(benchmarks["mbpp"], limit=2)
+    decoding = generation.Decoding(max_new_tokens=8, n_samples=3, temperature=0.8, top_p=0.95, seed=5)
     answers = {(t.prompt, seed): Completion(f"\n# {t.task_id} seed {seed}\n```") for t in tasks for seed in (5, 6, 7)}
     model = CachedModel(SeededBackend(answers), ResultCache(tmp_path / "c.sqlite"), progress=False)
-    samples = harness.generate_solutions(model, tasks, 8, decoding=decoding)
+    samples = generation.generate_solutions(model, tasks, 8, decoding=decoding)
     assert [(s["task_id"], s["seed"]) for s in samples] == [(t.task_id, seed) for t in tasks for seed in (5, 6, 7)]
     assert samples[4]["solution"] == f"\n# {tasks[1].task_id} seed 6\n"
     assert decoding.record() == {"greedy": False, "max_new_tokens": 8, "stop": ["```"], "n_samples": 3,
                                  "temperature": 0.8, "top_p": 0.95, "seeds": "sample j uses seed 5 + j"}
     with pytest.raises(ConfigError, match="temperature > 0"):
-        harness.Decoding(n_samples=10)
+        generation.Decoding(n_samples=10)
     with pytest.raises(ConfigError, match="n_samples must be >= 1"):
-        harness.Decoding(n_samples=0, temperature=0.2)
+        generation.Decoding(n_samples=0, temperature=0.2)
 
 
 # -- end to end -------------------------------------------------------------------------------------

@@ -25,15 +25,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import SAMPLE
+from hub_server import HubServer, Token
 
 from inversecoder.builders.pipeline import build_dataset
 from inversecoder.core.config import load_config
 from inversecoder.core.errors import UserError
 from inversecoder.hub_cards.model_card import render_model_card
 from inversecoder.hub_cards.push import HUB_RECORD, check_push_config, read_hub_record
-
-from conftest import SAMPLE
-from hub_server import HubServer, Token
 
 TOKEN = "hf_test" + secrets.token_hex(12)  # unique, so that grepping for it finds only leaks
 READ_TOKEN = "hf_read" + secrets.token_hex(12)
@@ -138,11 +137,11 @@ def test_the_token_saved_by_hf_auth_login_is_used(client_env, tmp_path):
 
 
 def test_run_push_config_is_checked_before_any_work(tmp_path):
-    with pytest.raises(UserError, match="push.dataset_repo_id and/or push.model_repo_id"):
+    with pytest.raises(UserError, match=r"push.dataset_repo_id and/or push.model_repo_id"):
         check_push_config(load_config(None))
     with pytest.raises(UserError, match="invalid repo id"):
         check_push_config(load_config(None, ["push.dataset_repo_id=no-namespace"]))
-    with pytest.raises(UserError, match="train.enabled is false"):
+    with pytest.raises(UserError, match=r"train.enabled is false"):
         check_push_config(load_config(None, ["push.model_repo_id=org/m", "train.enabled=false"]))
     with pytest.raises(UserError, match="HF_HUB_OFFLINE"):  # this suite is offline: the token check refuses
         check_push_config(load_config(None, ["push.dataset_repo_id=org/d"]))

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import pytest
 import signal
 import threading
 import time
+
+import pytest
 
 from inversecoder.core.sandbox import NAMESPACE_LEVELS, UID_BASE, UID_LEVELS, Limits, Sandbox, SandboxError
 

@@ -8,30 +8,57 @@ OpenAPI document for the shape of every body both ways. HF_HUB_OFFLINE=1 (confte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pytest
 import yaml
+from conftest import SAMPLE
+from tgi_server import SPEC, OpenAPISchemas, TGIServers, http_json
 
+from inversecoder.builders.stages import candidate_seed
 from inversecoder.core import prompts
 from inversecoder.core.backends.base import CachedModel, GenerationRequest, SamplingParams
 from inversecoder.core.backends.tgi import TGIBackend, check_endpoints, endpoint_http_client, format_endpoint_report
 from inversecoder.core.cache import ResultCache
-from inversecoder.builders.stages import candidate_seed
 from inversecoder.core.config import GeneratorConfig
 from inversecoder.core.errors import ConfigError
 
-from conftest import SAMPLE
-from tgi_server import SPEC, OpenAPISchemas, TGIServers, http_json
+if TYPE_CHECKING:
+    from typing import Unpack
 
 pytestmark = pytest.mark.timeout(120)
 
+
+class Options(TypedDict, total=False):
+    """TGIBackend's keyword settings, so a test can pass a set of them with **."""
+
+    concurrency: int
+    request_timeout: float
+    max_retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    health_interval: float
+    health_timeout: float
+    top_n_tokens: int
+    requests_per_batch: int | None
+    progress: bool
+
+
 #: Fast retries and health checks, so faults are survived in seconds.
-FAST = dict(concurrency=3, request_timeout=20.0, max_retries=5, retry_backoff=0.02, retry_backoff_max=0.2,
-            health_interval=0.2, health_timeout=2.0, progress=False)
+FAST: Options = {"concurrency": 3, "request_timeout": 20.0, "max_retries": 5, "retry_backoff": 0.02, "retry_backoff_max": 0.2,
+                 "health_interval": 0.2, "health_timeout": 2.0, "progress": False}
+
+
+def fast_with(**changes: Unpack[Options]) -> Options:
+    """FAST with some settings changed."""
+    return {**FAST, **changes}
+
+
 SNIPPETS = [f"```python\ndef f{i}(x):\n    return x * {i} + {i % 3}\n```" for i in range(16)]
 GENERATE = [GenerationRequest(prompts.summarize_prompt(code, "Write a python"), candidate_seed(7, f"row{i}", 0))
             for i, code in enumerate(SNIPPETS)]
@@ -52,10 +79,8 @@ def servers(pool):
     yield pool
     violations = []
     for server in pool.servers:
-        try:
+        with contextlib.suppress(OSError):  # a killed server
             violations += server.stats()["violations"]
-        except OSError:
-            pass  # a killed server
     pool.stop_all()
     assert violations == []
 
@@ -102,7 +127,7 @@ def kill_and_restart_when(server, served: int, pause: float = 0.5) -> threading.
 
 # -- the double is faithful ----------------------------------------------------------------------
 def test_openapi_validator_catches_malformed_bodies(schemas):
-    good = {"generated_text": "x", "details": {"finish_reason": "length", "generated_tokens": 1, "seed": None, "prefill": [],
+    good: dict[str, Any] = {"generated_text": "x", "details": {"finish_reason": "length", "generated_tokens": 1, "seed": None, "prefill": [],
                                                "tokens": [{"id": 1, "text": "x", "logprob": -0.5, "special": False}]}}
     assert schemas.errors(good, "GenerateResponse") == []
     assert schemas.errors({"details": None}, "GenerateResponse") == ["GenerateResponse: missing required field 'generated_text'"]
@@ -122,7 +147,7 @@ def test_the_double_answers_as_tgis_openapi_document_says(servers, schemas):
     status, _, info = http_json(server.url + "/info")
     assert status == 200 and schemas.errors(info, "Info") == []
     assert http_json(server.url + "/health")[0] == 200
-    body = {"inputs": SCORE[0], "parameters": {"details": True, "decoder_input_details": True, "top_n_tokens": 3,
+    body: dict[str, Any] = {"inputs": SCORE[0], "parameters": {"details": True, "decoder_input_details": True, "top_n_tokens": 3,
                                               "do_sample": True, "temperature": 0.7, "seed": 5, "max_new_tokens": 3}}
     status, headers, error = http_json(server.url + "/generate", body)
     assert (status, headers["Retry-After"], error["error_type"]) == (429, "1", "overloaded")
@@ -160,10 +185,10 @@ def test_scores_equal_the_embedded_backend(servers, embedded, tiny_model_dir, wh
     if where == "outside top_n":
         assert min(ranks.values()) >= 1  # the tiny model never prefers Yes/No: every answer token is outside
     server = servers.start(max_top_n_tokens=len(embedded.tokenizer))
-    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "top_n_tokens": top_n})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(top_n_tokens=top_n))
     got = backend.score_yes_no({"outside top_n": SCORE, "one inside top_n": SCORE[:1], "all inside top_n": SCORE[:3]}[where])
     want = embedded.score_yes_no(SCORE[: len(got)])
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g.error is None and g.prompt_tokens == w.prompt_tokens
         assert g.score == pytest.approx(w.score, abs=1e-4) and g.yes_no_mass == pytest.approx(w.yes_no_mass, rel=1e-3)
     answers = len(ranks)
@@ -174,18 +199,18 @@ def test_scores_equal_the_embedded_backend(servers, embedded, tiny_model_dir, wh
 
 def test_a_lower_top_n_limit_on_the_servers_is_adopted_not_stormed(servers, tiny_model_dir, reference):
     server = servers.start(max_top_n_tokens=2)  # /info does not report it, as in TGI 3.x
-    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 1})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(concurrency=1))
     assert backend.score_yes_no(SCORE) == reference[1] and backend.top_n_tokens == 2
     assert server.stats()["counts"]["status 422"] == 1
 
 
 def test_sampling_is_reproducible_per_seed_and_greedy_matches_embedded(servers, embedded, tiny_model_dir, reference):
     a, b = servers.start(), servers.start()
-    alone = TGIBackend([a.url], str(tiny_model_dir), **{**FAST, "concurrency": 1})
+    alone = TGIBackend([a.url], str(tiny_model_dir), **fast_with(concurrency=1))
     assert alone.generate(GENERATE, SAMPLED) == reference[0]  # one slot or six: the same completions
     both = TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
     reseeded = [GenerationRequest(r.prompt, r.seed + 1) for r in GENERATE]
-    assert sum(x.text != y.text for x, y in zip(both.generate(reseeded, SAMPLED), reference[0])) >= len(GENERATE) // 2
+    assert sum(x.text != y.text for x, y in zip(both.generate(reseeded, SAMPLED), reference[0], strict=True)) >= len(GENERATE) // 2
     greedy = SamplingParams(repetition_penalty=1.1, max_new_tokens=10, stop=("(",))
     got, want = both.generate(GENERATE[:6], greedy), embedded.generate(GENERATE[:6], greedy)
     assert [(c.text, c.finish_reason, c.generated_tokens) for c in got] == [(c.text, c.finish_reason, c.generated_tokens) for c in want]
@@ -202,7 +227,7 @@ def test_generation_answers_drop_the_token_list_before_huggingface_hub_parses_th
 
     from inversecoder.core.backends.tgi import _without_token_details
 
-    answer = {"generated_text": "ab", "details": {"finish_reason": "length", "generated_tokens": 2, "seed": 1,
+    answer: dict[str, Any] = {"generated_text": "ab", "details": {"finish_reason": "length", "generated_tokens": 2, "seed": 1,
                                                    "prefill": [], "tokens": [{"id": 5, "text": "a", "logprob": -0.1,
                                                                               "special": False}] * 2}}
     lean = json.loads(_without_token_details(json.dumps(answer).encode()))
@@ -222,7 +247,7 @@ def test_the_token_list_is_dropped_on_https_endpoints_too_after_decoding():
 
     from inversecoder.core.backends import tgi
 
-    answer = {"generated_text": "a", "details": {"finish_reason": "length", "generated_tokens": 1, "tokens": [{"id": 1}]}}
+    answer: dict[str, Any] = {"generated_text": "a", "details": {"finish_reason": "length", "generated_tokens": 1, "tokens": [{"id": 1}]}}
     body = gzip.compress(json.dumps(answer).encode())
 
     class GzipTLS(httpx2.AsyncBaseTransport):
@@ -250,7 +275,7 @@ def test_batches_overlap_so_a_slow_item_holds_back_only_its_own_batch(servers, t
     """What CachedModel runs: the next batch's requests take the slots a slow item leaves idle, and each
     batch comes back whole as soon as it is done, here the later batch first; results are unchanged."""
     server = servers.start(faults={"slow": {"def f0(": 3.0}})
-    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(concurrency=2))
     batches = [[0, 1], [2, 3, 4, 5]]
     done = list(backend.generate_batches(GENERATE, batches, SAMPLED))
     assert [k for k, _ in done] == [1, 0]
@@ -261,7 +286,7 @@ def test_leaving_the_batch_stream_early_cancels_its_requests(servers, tiny_model
     """A caller that stops reading (its own error, Ctrl-C) gets control back at once, the requests still
     queued are never sent, and the backend keeps working."""
     server = servers.start(faults={"latency": 0.3})
-    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(concurrency=2))
     stream = backend.generate_batches(GENERATE, [[i] for i in range(len(GENERATE))], SAMPLED)
     next(stream)
     with pytest.raises(RuntimeError, match="finish or close that stream first"):  # not a deadlock
@@ -288,7 +313,7 @@ def test_a_failed_cache_write_stops_the_requests_at_once(servers, tiny_model_dir
             super().put_many(items)
 
     server = servers.start(faults={"latency": 0.2})
-    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "concurrency": 2, "requests_per_batch": 2})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(concurrency=2, requests_per_batch=2))
     cache = FullDisk(tmp_path / "calls.sqlite")
     with pytest.raises(OSError, match="No space left"):
         CachedModel(backend, cache, progress=False).generate(GENERATE, SAMPLED)
@@ -303,7 +328,7 @@ def test_a_failed_cache_write_stops_the_requests_at_once(servers, tiny_model_dir
 
 def test_an_endpoint_killed_mid_run_and_restarted(servers, tiny_model_dir, reference):
     a, b = servers.start(), servers.start()
-    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **{**FAST, "concurrency": 2})
+    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **fast_with(concurrency=2))
     killer = kill_and_restart_when(a, served=3)
     assert backend.generate(GENERATE, SAMPLED) == reference[0]
     killer.join(timeout=30)
@@ -346,7 +371,7 @@ def test_retry_after_as_seconds_or_http_date_and_capped_jittered_backoff(tiny_mo
         error = httpx2.HTTPStatusError("x", request=request, response=httpx2.Response(status, json=body, headers={"retry-after": header}, request=request))
         verdict = classify(error)
         assert verdict.retry and (verdict.retry_after == pytest.approx(expected, abs=1.5) if expected else verdict.retry_after is None)
-    backend = TGIBackend([servers.start().url], str(tiny_model_dir), **{**FAST, "retry_backoff": 1.0, "retry_backoff_max": 8.0, "request_timeout": 20.0})
+    backend = TGIBackend([servers.start().url], str(tiny_model_dir), **fast_with(retry_backoff=1.0, retry_backoff_max=8.0, request_timeout=20.0))
     for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)):  # doubling, capped
         delays = [backend._backoff(attempt, None) for _ in range(200)]
         assert ceiling / 2 <= min(delays) < max(delays) <= ceiling  # jittered in [cap/2, cap]
@@ -355,16 +380,17 @@ def test_retry_after_as_seconds_or_http_date_and_capped_jittered_backoff(tiny_mo
 
 def test_a_request_past_its_timeout_fails_alone_and_the_rest_complete(servers, tiny_model_dir, reference):
     server = servers.start(faults={"slow": {"def f3(": 3.0}})  # every attempt of one prompt hangs for 3 s
-    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "request_timeout": 0.5, "max_retries": 1})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(request_timeout=0.5, max_retries=1))
     results = backend.generate(GENERATE[:6], SAMPLED)
-    assert results[3].text is None and results[3].retryable and "timed out" in results[3].error and "2 attempts" in results[3].error
+    error = results[3].error
+    assert results[3].text is None and results[3].retryable and error is not None and "timed out" in error and "2 attempts" in error
     assert [r for i, r in enumerate(results) if i != 3] == [r for i, r in enumerate(reference[0][:6]) if i != 3]
     assert backend.endpoint_stats()[0]["went_down"] >= 1  # a timeout takes the endpoint out until /health passes
 
 
 def test_a_failing_endpoint_records_failures_and_the_next_run_completes_them(servers, tiny_model_dir, reference, tmp_path):
     server = servers.start(faults={"error_rate": 1.0, "statuses": [500]})
-    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "max_retries": 2})
+    backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(max_retries=2))
     cache = ResultCache(tmp_path / "calls.sqlite")
     model = CachedModel(backend, cache, progress=False)
     failed = model.generate(GENERATE, SAMPLED)
@@ -428,9 +454,9 @@ def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir,
     c = servers.start(model_id="org/other-model", model_sha="a" * 40)
     with pytest.raises(ConfigError, match="different models"):
         TGIBackend([a.url, c.url], str(tiny_model_dir), **FAST)
-    with pytest.raises(ConfigError, match="generator.model is 'org/tiny' but the TGI endpoints serve 'org/other-model'"):
+    with pytest.raises(ConfigError, match=r"generator.model is 'org/tiny' but the TGI endpoints serve 'org/other-model'"):
         TGIBackend([c.url], "org/tiny", **FAST)
-    with pytest.raises(ConfigError, match="generator.revision"):
+    with pytest.raises(ConfigError, match=r"generator.revision"):
         TGIBackend([a.url], str(tiny_model_dir), "c" * 40, **FAST)
     assert TGIBackend([a.url], str(tiny_model_dir), "a" * 40, **FAST).info().revision == "a" * 40
     assert TGIBackend([a.url], str(tiny_model_dir), "aaaaaaa", **FAST).info().revision == "a" * 40  # a short sha
@@ -446,7 +472,11 @@ def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir,
 def test_overlong_prompts_are_rejected_without_a_request(servers, tiny_model_dir, tmp_path):
     server = servers.start(max_input_tokens=40, max_total_tokens=60)
     backend = TGIBackend([server.url], str(tiny_model_dir), **FAST)
-    count = lambda text: len(backend._tokenizer(text)["input_ids"])  # noqa: E731
+
+    def count(text: str) -> int:
+        assert backend._tokenizer is not None
+        return len(backend._tokenizer(text)["input_ids"])
+
     words = " ".join(["word"] * 100)
     medium = next(t for t in (" ".join(["word"] * k) for k in range(5, 100)) if count(t) > 31)  # fits 40, not 40 + 30 > 60
     assert count(words) > 40 and 31 < count(medium) <= 40 and count("def f(x):") + 30 <= 60
@@ -454,10 +484,10 @@ def test_overlong_prompts_are_rejected_without_a_request(servers, tiny_model_dir
     model = CachedModel(backend, ResultCache(tmp_path / "calls.sqlite"), progress=False)
     results = model.generate(requests, SamplingParams(max_new_tokens=30))
     assert results[0].error is None
-    assert "accept at most 40 input tokens" in results[1].error and not results[1].retryable
-    assert "max_total_tokens (60)" in results[2].error and not results[2].retryable
+    assert "accept at most 40 input tokens" in str(results[1].error) and not results[1].retryable
+    assert "max_total_tokens (60)" in str(results[2].error) and not results[2].retryable
     scores = backend.score_yes_no([words])
-    assert scores[0].score is None and "at most 40" in scores[0].error and not scores[0].retryable
+    assert scores[0].score is None and "at most 40" in str(scores[0].error) and not scores[0].retryable
     counts = server.stats()["counts"]
     assert counts["POST /generate"] == 1 and "status 422" not in counts
     assert model.generate(requests, SamplingParams(max_new_tokens=30)) == results and model.computed == 3  # rejections are cached
@@ -467,7 +497,7 @@ def test_dead_and_slow_endpoints_leave_the_rotation_and_return(servers, tiny_mod
     with pytest.raises(ConfigError, match="no TGI endpoint answered /info"):
         TGIBackend(["http://127.0.0.1:9"], str(tiny_model_dir), **FAST)
     slow, fast = servers.start(faults={"latency": 1.0}), servers.start()
-    backend = TGIBackend([slow.url, fast.url], str(tiny_model_dir), **{**FAST, "health_timeout": 0.3})
+    backend = TGIBackend([slow.url, fast.url], str(tiny_model_dir), **fast_with(health_timeout=0.3))
     assert [s["up"] for s in backend.endpoint_stats()] == [False, True]
     assert backend.generate(GENERATE[:4], SAMPLED) == reference[0][:4]
     slow.set_faults(latency=0.0)
@@ -478,7 +508,7 @@ def test_dead_and_slow_endpoints_leave_the_rotation_and_return(servers, tiny_mod
 
 def test_an_endpoint_that_turns_slow_mid_run_leaves_the_rotation_and_returns(servers, tiny_model_dir, reference):
     a, b = servers.start(), servers.start()
-    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **{**FAST, "health_timeout": 0.3})
+    backend = TGIBackend([a.url, b.url], str(tiny_model_dir), **fast_with(health_timeout=0.3))
     assert backend.generate(GENERATE[:4], SAMPLED) == reference[0][:4]
     b.set_faults(latency=1.0)  # every answer, /health included, now takes longer than health_timeout
     assert backend.generate(GENERATE[4:12], SAMPLED) == reference[0][4:12]
@@ -520,9 +550,9 @@ def test_check_endpoints_reports_health_info_and_limits(servers, tiny_model_dir)
 
 def test_an_endpoint_without_prompt_logprobs_fails_those_scores_clearly_and_stays_up(servers, tiny_model_dir, reference):
     server = servers.start(prefill_logprobs=False)  # TGI >= 3.0 launched without --enable-prefill-logprobs
-    backend = TGIBackend([server.url], str(tiny_model_dir), **{**FAST, "top_n_tokens": 1})  # Yes/No outside the top 1
+    backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(top_n_tokens=1))  # Yes/No outside the top 1
     scores = backend.score_yes_no(SCORE[:4])
-    assert all(s.score is None and s.retryable and "--enable-prefill-logprobs" in s.error for s in scores), scores
+    assert all(s.score is None and s.retryable and "--enable-prefill-logprobs" in str(s.error) for s in scores), scores
     assert backend.totals["retries"] == 0 and backend.endpoint_stats()[0]["up"]  # not a fault of the server: no retry, no strike
     assert backend.generate(GENERATE[:2], SAMPLED) == reference[0][:2]  # and it goes on serving
 
@@ -531,11 +561,11 @@ def test_without_a_local_tokenizer_the_servers_count_tokens(servers, embedded):
     server = servers.start(model_id="org/tiny-remote", max_input_tokens=200, max_total_tokens=220)
     backend = TGIBackend([server.url], "org/tiny-remote", **FAST)  # not a folder, not in the Hub cache
     assert backend._tokenizer is None and backend.revision == "unknown"
-    got = backend.score_yes_no(SCORE[:3] + [" ".join(["word"] * 250)])
+    got = backend.score_yes_no([*SCORE[:3], " ".join(["word"] * 250)])
     want = embedded.score_yes_no(SCORE[:3])
     assert [g.score for g in got[:3]] == pytest.approx([w.score for w in want], abs=1e-4)
     assert all(g.error is None for g in got[:3]), got
-    assert "at most 200 input tokens" in got[3].error and not got[3].retryable
+    assert "at most 200 input tokens" in str(got[3].error) and not got[3].retryable
     assert backend.answer_token_ids() == embedded.answer_token_ids()
 
 
@@ -591,7 +621,9 @@ def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny
     assert faulty == clean
     card = (tmp_path / "faulty" / "dataset" / "README.md").read_text()
     assert "tgi backend" in card and "text-generation-inference 3.3.6-dev0" in card and "on 2 endpoint(s)" in card
-    retries = int(re.search(r"retries (\d+)", card).group(1))
+    found = re.search(r"retries (\d+)", card)
+    assert found, card
+    retries = int(found.group(1))
     assert retries > 0  # the injected faults were retried, and the card says how often
 
 
@@ -628,8 +660,8 @@ def test_check_endpoints_command_prints_the_report_and_fails_on_a_dead_endpoint(
     healthy = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert healthy.returncode == 0, healthy.stderr
     assert a.url in healthy.stdout and "1/1 endpoints healthy" in healthy.stdout
-    broken = subprocess.run(command + ["generator.endpoints=[" + a.url + ", http://127.0.0.1:9]"], capture_output=True, text=True, timeout=120)
+    broken = subprocess.run([*command, "generator.endpoints=[" + a.url + ", http://127.0.0.1:9]"], capture_output=True, text=True, timeout=120)
     assert broken.returncode == 2 and "1 of 2 endpoints unreachable or unhealthy: http://127.0.0.1:9" in broken.stderr
     other = servers.start(model_sha="f" * 40)
-    refused = subprocess.run(command + ["generator.endpoints=[" + a.url + ", " + other.url + "]"], capture_output=True, text=True, timeout=120)
+    refused = subprocess.run([*command, "generator.endpoints=[" + a.url + ", " + other.url + "]"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "REFUSED" in refused.stdout and "different models or revisions" in refused.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,9 +72,9 @@ def write_dataset(folder: Path, generated: list[dict], original: list[dict]) -> 
     return folder
 
 
-def run_config(model_dir: Path, **train: object) -> RunConfig:
+def run_config(model_dir: Path, **train: Any) -> RunConfig:
     """Small, fast settings: 8 sequences per step as 2 x 4, so gradient accumulation is exercised."""
-    settings = dict(base_model=str(model_dir), global_batch_size=8, per_device_batch_size=4, learning_rate=1e-3,
+    settings: dict[str, Any] = dict(base_model=str(model_dir), global_batch_size=8, per_device_batch_size=4, learning_rate=1e-3,
                     warmup_steps=1, max_length=256, logging_steps=1, save_steps=1000)
     settings.update(train)
     return RunConfig(seed=0, train=TrainConfig(**settings))
@@ -253,7 +254,7 @@ def test_gradient_accumulation_follows_global_batch(monkeypatch, tmp_path):
 
     from inversecoder.trainers import recipe
 
-    def config_for(**train: object):
+    def config_for(**train: Any):
         return recipe.sft_config_for(TrainConfig(**train), tmp_path, 1.0, 0, "stage1")
 
     assert config_for(global_batch_size=512, per_device_batch_size=8).gradient_accumulation_steps == 64

@@ -49,7 +49,7 @@ def test_auto_choice_by_hardware(monkeypatch):
     assert kwargs == {"packing": True, "packing_strategy": "bfd", "use_liger_kernel": True,
                       "model_init_kwargs": {"attn_implementation": "flash_attention_2"}}
 
-    forced = TrainConfig(packing=True, attn_implementation="eager", kernels="none", torch_compile="true")
+    forced = TrainConfig(packing="true", attn_implementation="eager", kernels="none", torch_compile="true")
     plan = speed.choose(forced, device="cuda")
     assert (plan.packing, plan.attn_implementation, plan.liger, plan.torch_compile) == (True, "eager", False, True)
     assert speed.choose(TrainConfig(packing="false"), device="cuda").attn_implementation == "flash_attention_2"
@@ -174,13 +174,12 @@ def test_packed_and_unpacked_give_the_same_loss_and_gradients(tiny_model_dir, tm
 
 
 def test_packed_two_stage_run_writes_the_model_folder(tiny_model_dir, tmp_path):
+    from test_trainers import generated_rows, original_rows, write_dataset
     from transformers import AutoTokenizer, GenerationConfig
 
     from inversecoder.core import prompts
     from inversecoder.core.config import RunConfig
     from inversecoder.trainers import train_model
-
-    from test_trainers import generated_rows, original_rows, write_dataset
 
     dataset_dir = write_dataset(tmp_path / "dataset", generated_rows(16), original_rows(8))
     config = RunConfig(seed=0, train=TrainConfig(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import queue
@@ -73,7 +74,7 @@ class OpenAPISchemas:
         self.schemas: dict[str, Any] = spec["components"]["schemas"]
 
     @classmethod
-    def load(cls, path: str | Path = SPEC) -> "OpenAPISchemas":
+    def load(cls, path: str | Path = SPEC) -> OpenAPISchemas:
         """The document's schemas; a missing document is an error (the double would check nothing)."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"TGI's OpenAPI document is missing at {path} (the project ships it in data/tgi)")
@@ -174,7 +175,7 @@ class TinyModel:
 
     def tokenize(self, text: str) -> list[dict[str, Any]]:
         encoded = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-        return [{"id": i, "text": text[a:b], "start": a, "stop": b} for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
+        return [{"id": i, "text": text[a:b], "start": a, "stop": b} for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)]
 
     def generate(self, body: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         """TGI's validation (router/src/validation.rs) and generation for one request."""
@@ -225,7 +226,7 @@ class TinyModel:
                 prefill = [self.token(ids[0], None, False)] + [
                     self.token(ids[i], float(prompt_logprobs[i - 1, ids[i]]), False) for i in range(1, n)]
             logits = all_logits[-1]
-            generator = torch.Generator().manual_seed(int(seed)) if sampling else None
+            generator = torch.Generator().manual_seed(int(seed)) if sampling and seed is not None else None  # drawn above
             seen = torch.zeros_like(logits, dtype=torch.bool)
             seen[torch.tensor(ids)] = True
             generated, tokens, top_tokens, finish = [], [], [], "length"
@@ -249,13 +250,14 @@ class TinyModel:
                 tokens.append(self.token(token, float(logprobs[token])))
                 if top_n:
                     values, index = torch.topk(logprobs, top_n)
-                    top_tokens.append([self.token(int(i), float(v)) for v, i in zip(values.tolist(), index.tolist())])
+                    top_tokens.append([self.token(int(i), float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)])
                 generated.append(token)
                 seen[token] = True
                 if token in self.eos_ids:
                     finish = "eos_token"
                     break
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                assert isinstance(text, str)  # one sequence decodes to one string
                 if any(text.endswith(s) for s in stop):
                     finish = "stop_sequence"
                     break
@@ -350,7 +352,7 @@ class ServerState:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "DoubleServer"
+    server: DoubleServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -485,8 +487,8 @@ def zygote(openapi: str | None) -> None:
     """Import torch and transformers (while the caller builds the model), load the model on `load`,
     then fork one server process per `start` command."""
     _die_with_parent()
-    import torch  # noqa: F401  (the slow imports, before anyone waits)
-    import transformers  # noqa: F401
+    import torch  # the slow imports, before anyone waits
+    importlib.import_module("transformers")
 
     model: TinyModel | None = None
     model_dir = ""
@@ -502,7 +504,7 @@ def zygote(openapi: str | None) -> None:
                 reply: dict[str, Any] = {"ok": True}
             elif command["cmd"] == "start" and model is None:
                 reply = {"error": "no model loaded: send {'cmd': 'load', 'model': DIR} first"}
-            elif command["cmd"] == "start":
+            elif command["cmd"] == "start" and model is not None:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", command.get("port", 0)))
@@ -559,7 +561,7 @@ def http_json(url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, d
 class Server:
     """One running test server (a process); restartable on the same port."""
 
-    pool: "TGIServers"
+    pool: TGIServers
     port: int
     pid: int
     settings: dict[str, Any]
@@ -596,6 +598,8 @@ class TGIServers:
         if openapi and Path(openapi).is_file():
             args += ["--openapi", str(openapi)]
         self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        assert self._process.stdin is not None and self._process.stdout is not None  # both are pipes
+        self._stdin, self._stdout = self._process.stdin, self._process.stdout
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         self.servers: list[Server] = []
@@ -608,7 +612,7 @@ class TGIServers:
         self.command({"cmd": "load", "model": str(model_dir)}, timeout=self.timeout)
 
     def _pump(self) -> None:
-        for line in self._process.stdout:  # type: ignore[union-attr]
+        for line in self._stdout:
             self._lines.put(line)
         self._lines.put("")
 
@@ -625,8 +629,8 @@ class TGIServers:
         return reply
 
     def command(self, command: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        self._process.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
-        self._process.stdin.flush()  # type: ignore[union-attr]
+        self._stdin.write(json.dumps(command) + "\n")
+        self._stdin.flush()
         return self._read(timeout)
 
     def start(self, faults: dict[str, Any] | None = None, **settings: Any) -> Server:
@@ -653,14 +657,14 @@ class TGIServers:
     def close(self) -> None:
         self.stop_all()
         with contextlib.suppress(Exception):
-            self._process.stdin.close()  # type: ignore[union-attr]
+            self._stdin.close()
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(timeout=10)
 
-    def __enter__(self) -> "TGIServers":
+    def __enter__(self) -> TGIServers:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -22,7 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trl
 
@@ -33,7 +33,7 @@ from inversecoder.trainers import speed
 
 if TYPE_CHECKING:
     import datasets
-    from transformers import PreTrainedTokenizerBase
+    from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 COMPLETE = ".complete"
 """Written last into `<stage>/final`: its presence means the stage's weights are whole."""
@@ -221,7 +221,7 @@ def _content_hash(rows: datasets.Dataset) -> str:
     """Hash of the training text, so a regenerated dataset is never mistaken for the one trained on."""
     digest = hashlib.sha256()
     for batch in rows.iter(batch_size=4096):
-        for prompt, completion in zip(batch["prompt"], batch["completion"]):
+        for prompt, completion in zip(batch["prompt"], batch["completion"], strict=True):
             digest.update(len(prompt).to_bytes(8, "little") + prompt.encode())
             digest.update(len(completion).to_bytes(8, "little") + completion.encode())
     return digest.hexdigest()[:16]
@@ -324,10 +324,9 @@ def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str) -> None:
     """A stage folder from other settings or data (complete or not) is outdated: remove it, so the stage
     retrains instead of resuming from, or skipping to, weights that no longer match the config."""
     plan = folder / PLAN
-    if plan.is_file() and _read_json(plan).get("fingerprint") != fingerprint:
-        if _is_main_process():
-            print(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
-            shutil.rmtree(folder)
+    if plan.is_file() and _read_json(plan).get("fingerprint") != fingerprint and _is_main_process():
+        print(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
+        shutil.rmtree(folder)
     _wait_for_everyone()
     if not plan.is_file() and _is_main_process():
         folder.mkdir(parents=True, exist_ok=True)
@@ -376,8 +375,11 @@ def _public(data: Any) -> Any:
 
 def _save_final(trainer: trl.SFTTrainer, final: Path, info: dict[str, Any]) -> None:
     """Weights + tokenizer + generation config, then the stage record, then the marker (last)."""
-    tokenizer = trainer.processing_class
-    generation = trainer.model.generation_config
+    # transformers types these as unions (any processor; a model or a bare Module); this trainer was
+    # built from a tokenizer and a causal LM, above.
+    tokenizer = cast("PreTrainedTokenizerBase", trainer.processing_class)
+    assert trainer.model is not None
+    generation = cast("GenerationConfig", trainer.model.generation_config)
     generation.eos_token_id = tokenizer.eos_token_id
     generation.pad_token_id = tokenizer.pad_token_id
     if _is_main_process() and final.exists():
@@ -484,12 +486,12 @@ def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir:
         stage_args = [
             sft_config_for(config.train, s.folder, s.epochs, config.seed, s.name,
                            lengths=speed.document_lengths(tokenizer, s.rows)) if args.packing else args
-            for s, args in zip(stages, stage_args)
+            for s, args in zip(stages, stage_args, strict=True)
         ]
     start, revision = base
     records: list[dict[str, Any]] = []
     previous = ""
-    for stage, args in zip(stages, stage_args):
+    for stage, args in zip(stages, stage_args, strict=True):
         fingerprint = _fingerprint(config.train, stage, start, revision, config.seed, previous)
         record = _run_stage(args, stage, start, revision, fingerprint)
         records.append(record)

@@ -202,7 +202,7 @@ def document_lengths(tokenizer: Any, rows: Any) -> list[int]:
     for batch in rows.iter(batch_size=2048):
         prompt_ids = tokenizer(batch["prompt"])["input_ids"]
         completion_ids = tokenizer(batch["completion"], add_special_tokens=False)["input_ids"]
-        lengths.extend(len(p) + len(c) + 1 for p, c in zip(prompt_ids, completion_ids))
+        lengths.extend(len(p) + len(c) + 1 for p, c in zip(prompt_ids, completion_ids, strict=True))
     return lengths
 
 

@@ -55,7 +55,7 @@ class ResultCache:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "ResultCache":
+    def __enter__(self) -> ResultCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

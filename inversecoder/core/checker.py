@@ -62,7 +62,7 @@ def unsafe_execute_function(fix_find_zero: bool = True) -> Callable[..., None]:
             if source.count(_FIND_ZERO_BUG) == 1:
                 namespace = dict(vars(evalplus_eval))  # its globals (np, _poly, reliability_guard, ...)
                 code = compile(source.replace(_FIND_ZERO_BUG, _FIND_ZERO_FIXED), inspect.getsourcefile(function) or "evalplus", "exec")
-                exec(code, namespace)  # noqa: S102 - evalplus's own source, patched above
+                exec(code, namespace)  # evalplus's own source, patched above
                 function = namespace["unsafe_execute"]
             elif _FIND_ZERO_FIXED not in source:
                 raise RuntimeError("evalplus's unsafe_execute changed: the find_zero fix no longer applies")

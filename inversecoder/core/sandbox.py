@@ -46,10 +46,17 @@ Not covered: memory is limited per process (RLIMIT_AS), so a program may hold up
 `max_processes` x `memory_bytes` (no memory cgroup is created); a program can forge its OWN result
 (as with evalplus: it runs in the process that compares its outputs, e.g. an object whose __eq__
 is always True), never another program's.
+
+One module, though long: the zygote imports it alone (`_ZYGOTE_MAIN`) before it isolates itself, so
+everything that runs inside (kernel interfaces, guard, init, program) must load from here without
+pulling in the rest of the package; and the two sides of the protocol (the job frames, the shared
+result page, the level names) are checked against each other here, in one place, where a change to
+one side cannot miss the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
@@ -175,9 +182,12 @@ def _unshare(flags: int) -> None:
     _check(_lib().unshare(flags), f"unshare({flags:#x})")
 
 
+def _encode(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-    _check(_lib().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+    _check(_lib().mount(_encode(source), _encode(target), _encode(fstype), flags, _encode(data)), f"mount {target}")
 
 
 def _make_read_only(path: str, recursive: bool = True) -> None:
@@ -364,17 +374,13 @@ def _program(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except BaseException:  # noqa: BLE001 - the program's own failure, reported through its exit code
-        try:
+    except BaseException:  # the program's own failure, reported through its exit code
+        with contextlib.suppress(BaseException):
             traceback.print_exc()
-        except BaseException:  # noqa: BLE001
-            pass
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(BaseException):
                 stream.flush()
-            except BaseException:  # noqa: BLE001
-                pass
         os._exit(code & 0xFF)
 
 
@@ -454,16 +460,14 @@ def _guard(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, 
             if program == 0:
                 _program(state, job, fn, shared, control, outputs, workdir)
             status, timed_out = _wait(program, job["wall"])
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(program, signal.SIGKILL)  # whatever it left in its session
-            except OSError:
-                pass
             if state.level == "uid":
                 _kill_uid(state.uid)
             shutil.rmtree(workdir, ignore_errors=True)
             _CONTROL.pack_into(control, 0, 1, status, int(timed_out), 0)
         code = 0
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         message = f"{type(error).__name__}: {error}".encode()[: _CONTROL_SIZE - _CONTROL.size]
         _CONTROL.pack_into(control, 0, 0, 0, 0, len(message))
         control[_CONTROL.size : _CONTROL.size + len(message)] = message
@@ -489,7 +493,7 @@ def _init(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, c
                 _CONTROL.pack_into(control, 0, 1, status, 0, 0)
                 code = 0
                 break
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         message = f"init: {type(error).__name__}: {error}".encode()[: _CONTROL_SIZE - _CONTROL.size]
         _CONTROL.pack_into(control, 0, 0, 0, 0, len(message))
         control[_CONTROL.size : _CONTROL.size + len(message)] = message
@@ -610,7 +614,7 @@ def _probe_level(level: str, state: _State) -> str | None:
                     verdict = f"uid not dropped: {found['uid']}"
                 else:
                     verdict = ""
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             verdict = f"{type(error).__name__}: {error}"
         finally:
             os.write(writer, verdict.encode()[:4000])
@@ -701,7 +705,7 @@ def serve(spec: dict[str, Any]) -> None:
     while (job := _read_message(protocol_in)) is not None:
         try:
             reply = _run_job(state, job)
-        except Exception as error:  # noqa: BLE001 - report, keep serving
+        except Exception as error:  # report, keep serving
             reply = {"error": f"{type(error).__name__}: {error}", "exit_code": None, "signal": None,
                      "timed_out": False, "wall_seconds": 0.0, "shared": b""}
         _write_message(protocol_out, reply)
@@ -770,16 +774,12 @@ class _Worker:
         return self._receive(timeout)
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except OSError:
-            pass
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
-            try:
+            with contextlib.suppress(OSError):
                 stream and stream.close()
-            except OSError:
-                pass
 
     def close(self) -> None:
         try:
@@ -873,7 +873,7 @@ class Sandbox:
             else "private temp dir; the rest as the program's uid allows",
             "processes": "own PID namespace and session" if namespaces else "own session",
             "uid": "unprivileged sandbox uid per worker" if level in UID_LEVELS else "the harness user's",
-            "environment": sorted(BASE_ENVIRONMENT) + ["HOME", "TMPDIR"],
+            "environment": [*sorted(BASE_ENVIRONMENT), "HOME", "TMPDIR"],
             "limits": asdict(self.limits),
             "levels_unavailable": self._hello.get("reasons", {}),
             "reexposed_paths": self._hello.get("reexposed", []),
@@ -950,7 +950,7 @@ class Sandbox:
     def _remove_scratch(self) -> None:
         shutil.rmtree(self._scratch, ignore_errors=True)
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

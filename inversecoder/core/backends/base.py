@@ -57,7 +57,7 @@ class Completion:
     retryable: bool = False
 
     @classmethod
-    def failed(cls, error: str) -> "Completion":
+    def failed(cls, error: str) -> Completion:
         return cls(None, "error", error=error, retryable=True)
 
 
@@ -72,7 +72,7 @@ class YesNoScore:
     retryable: bool = False
 
     @classmethod
-    def failed(cls, error: str) -> "YesNoScore":
+    def failed(cls, error: str) -> YesNoScore:
         return cls(None, error=error, retryable=True)
 
 
@@ -150,7 +150,7 @@ class Backend(abc.ABC):
         """Release connections, threads or memory; the backend is not used afterwards."""
 
 
-def make_backend(config: "GeneratorConfig", model: str | None = None, revision: str | None = None) -> Backend:
+def make_backend(config: GeneratorConfig, model: str | None = None, revision: str | None = None) -> Backend:
     """The backend named by `config.backend`, serving `model` (default: `config.model`)."""
     model = model or config.model
     if not model:
@@ -239,7 +239,7 @@ class CachedModel:
             for k, outputs in done:
                 batch = todo[k]
                 fresh = {}
-                for i, output in zip(batch, outputs):
+                for i, output in zip(batch, outputs, strict=True):
                     results[i] = output
                     self.errors += output.error is not None
                     if not output.retryable:

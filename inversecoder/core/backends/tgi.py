@@ -21,6 +21,12 @@ How it works, and why:
   factory hands `AsyncInferenceClient` a client that reaches the configured endpoints and still
   applies huggingface_hub's hook, offline block included, to any other URL. Elsewhere the process
   keeps huggingface_hub's usual client, so the Hub stays blocked.
+
+One module, though long: the transport, the loop runner, the router, the failure rules and the backend
+share private state (the `_TOKEN_DETAILS` and `_ENDPOINT_ORIGINS` context variables, `_Call`,
+`_ItemError`), and the tests and benchmarks/tgi_client.py patch its private names on this module
+(`_Http11Transport`, `_without_token_details`). Its seams are the `# --` sections below; split it along
+them when the transport is replaced, not before.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -66,6 +72,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_Result = TypeVar("_Result", Completion, YesNoScore)
 
 #: TGI's own default for `--max-top-n-tokens`; `/info` does not report the server's value.
 TGI_DEFAULT_MAX_TOP_N_TOKENS = 5
@@ -240,7 +247,7 @@ def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool, int 
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
         if size == 0:
@@ -331,7 +338,7 @@ class _LoopRunner:
     def __init__(self, token: str | None):
         self.loop = asyncio.new_event_loop()
         self.token = token
-        self.client: "AsyncInferenceClient | None" = None  # created inside the loop, on first use
+        self.client: AsyncInferenceClient | None = None  # created inside the loop, on first use
         self.http: httpx2.AsyncClient | None = None
         self._lock = threading.Lock()
         self._streaming: int | None = None  # the thread holding the lock for an open stream
@@ -351,15 +358,17 @@ class _LoopRunner:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 return pool.submit(lambda: self.loop.run_until_complete(make())).result()
 
-    def stream(self, work: Callable[["queue.Queue[T]"], Awaitable[None]]) -> Iterator[T]:
+    def stream(self, work: Callable[[queue.Queue[T]], Awaitable[None]]) -> Generator[T, None, None]:
         """Run `work(out)` on this loop in a helper thread and yield what it puts in `out` while it runs,
         so the caller handles results (stores them) while requests keep flowing. The work's error is
         raised here; closing the iterator early (the caller failed, Ctrl-C) cancels the work."""
-        out: "queue.Queue[T]" = queue.Queue()
+        out: queue.Queue[T] = queue.Queue()
         main: list[asyncio.Task] = []
 
         async def run() -> None:
-            main.append(asyncio.current_task())  # type: ignore[arg-type]
+            task = asyncio.current_task()
+            assert task is not None  # run() runs as the loop's task
+            main.append(task)
             await work(out)
 
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -368,7 +377,7 @@ class _LoopRunner:
             try:
                 self.loop.run_until_complete(run())
                 future.set_result(None)
-            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            except BaseException as error:  # handed to the caller's thread
                 future.set_exception(error)
 
         self._check_not_streaming_here()
@@ -437,7 +446,7 @@ class EndpointInfo:
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "EndpointInfo":
+    def from_json(cls, data: dict[str, Any]) -> EndpointInfo:
         try:
             return cls(
                 model_id=str(data["model_id"]),
@@ -445,7 +454,7 @@ class EndpointInfo:
                 version=str(data.get("version", "unknown")),
                 sha=data.get("sha"),
                 # TGI < 2 called it max_input_length
-                max_input_tokens=int(data.get("max_input_tokens", data.get("max_input_length"))),
+                max_input_tokens=int(data["max_input_tokens"] if "max_input_tokens" in data else data["max_input_length"]),
                 max_total_tokens=int(data["max_total_tokens"]),
                 max_best_of=data.get("max_best_of"),
                 max_stop_sequences=int(data.get("max_stop_sequences", 4)),
@@ -487,11 +496,12 @@ class _Router:
         self._waiters: deque[asyncio.Future] = deque()
 
     def _pick(self, avoid: _Endpoint | None) -> _Endpoint | None:
-        best, best_key = None, None
+        best: _Endpoint | None = None
+        best_key: tuple[bool, float] | None = None
         for endpoint in self.endpoints:
             if endpoint.up and endpoint.in_flight < endpoint.limit:
                 key = (endpoint is avoid, endpoint.in_flight / endpoint.limit)
-                if best is None or key < best_key:
+                if best_key is None or key < best_key:
                     best, best_key = endpoint, key
         return best
 
@@ -566,7 +576,7 @@ class _ItemError(Exception):
         self.final = final
 
 
-def _http_response(error: BaseException) -> httpx2.Response | None:
+def _http_response(error: BaseException | None) -> httpx2.Response | None:
     seen = 0
     while error is not None and seen < 5:
         response = getattr(error, "response", None)
@@ -623,7 +633,7 @@ def classify(error: BaseException) -> _Verdict:
 class _Call:
     """The state of one protocol call: its clients, slots, progress bar."""
 
-    client: "AsyncInferenceClient"
+    client: AsyncInferenceClient
     http: httpx2.AsyncClient  # for /tokenize, which AsyncInferenceClient does not wrap
     router: _Router
     bar: Any
@@ -661,9 +671,9 @@ class TGIBackend(Backend):
         for name, value, least in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0), ("top_n_tokens", top_n_tokens, 0)):
             if value < least:
                 raise ConfigError(f"generator.{name} must be >= {least}, got {value}")
-        for name, value in (("request_timeout", request_timeout), ("health_interval", health_interval), ("health_timeout", health_timeout)):
-            if not value > 0:
-                raise ConfigError(f"generator.{name} must be > 0 seconds, got {value}")
+        for name, seconds in (("request_timeout", request_timeout), ("health_interval", health_interval), ("health_timeout", health_timeout)):
+            if not seconds > 0:
+                raise ConfigError(f"generator.{name} must be > 0 seconds, got {seconds}")
         if requests_per_batch is not None and requests_per_batch < 1:
             raise ConfigError(f"generator.requests_per_batch must be >= 1 (or null), got {requests_per_batch}")
         self.endpoints = [_Endpoint(url, concurrency) for url in urls]
@@ -701,7 +711,7 @@ class TGIBackend(Backend):
         self._tokenizer = tokenizer if tokenizer is not None else _local_tokenizer(model, self.model_id, self.reference.model_sha)
 
     @classmethod
-    def from_config(cls, config: "GeneratorConfig", progress: bool = True) -> "TGIBackend":
+    def from_config(cls, config: GeneratorConfig, progress: bool = True) -> TGIBackend:
         return cls(
             config.endpoints, config.model, config.revision,
             concurrency=config.concurrency, request_timeout=config.request_timeout, max_retries=config.max_retries,
@@ -743,7 +753,7 @@ class TGIBackend(Backend):
         return dict(self.score_batches(prompts, [list(range(len(prompts)))]))[0]
 
     def generate_batches(self, requests: Sequence[GenerationRequest], batches: Sequence[Sequence[int]],
-                         params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:
+                         params: SamplingParams) -> Generator[tuple[int, list[Completion]], None, None]:
         """`generate` over each batch of request indices, the batches overlapping: requests flow to the
         endpoints in order without a pause at batch ends, and each batch comes back whole (its position,
         its results) as soon as its last item is done. A batch-at-a-time caller would leave the slots of a
@@ -752,27 +762,27 @@ class TGIBackend(Backend):
         async def jobs(call: _Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[Completion]]]:
             chosen = [requests[i] for i in batch]
             tokens = await self._count(call, [r.prompt for r in chosen])
-            return [functools.partial(self._generate_one, call, r, n, params) for r, n in zip(chosen, tokens)]
+            return [functools.partial(self._generate_one, call, r, n, params) for r, n in zip(chosen, tokens, strict=True)]
 
         return self._stream(batches, jobs, "generate")
 
-    def score_batches(self, prompts: Sequence[str], batches: Sequence[Sequence[int]]) -> Iterator[tuple[int, list[YesNoScore]]]:
+    def score_batches(self, prompts: Sequence[str], batches: Sequence[Sequence[int]]) -> Generator[tuple[int, list[YesNoScore]], None, None]:
         """`score_yes_no` over each batch of prompt indices, overlapping as in `generate_batches`."""
 
         async def jobs(call: _Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[YesNoScore]]]:
             await self._resolve_answers(call)
             chosen = [prompts[i] for i in batch]
             tokens = await self._count(call, chosen)
-            return [functools.partial(self._score_one, call, p, n) for p, n in zip(chosen, tokens)]
+            return [functools.partial(self._score_one, call, p, n) for p, n in zip(chosen, tokens, strict=True)]
 
         return self._stream(batches, jobs, "score")
 
     def _stream(self, batches: Sequence[Sequence[int]], jobs: Callable[[_Call, Sequence[int]], Awaitable[list]],
-                desc: str) -> Iterator[tuple[int, list]]:
+                desc: str) -> Generator[tuple[int, list], None, None]:
         """Start the items of all batches in order, at most 2 x the endpoints' slots at a time (the rest
         wait here, not on a slot with a deadline), and yield each batch when complete."""
 
-        async def work(out: "queue.Queue[tuple[int, list]]") -> None:
+        async def work(out: queue.Queue[tuple[int, list]]) -> None:
             async def session(call: _Call) -> None:
                 window = asyncio.Semaphore(2 * max(1, sum(e.limit for e in self.endpoints if not e.refused)))
                 running: set[asyncio.Task] = set()
@@ -789,8 +799,8 @@ class TGIBackend(Backend):
 
                 def finished(task: asyncio.Task) -> None:
                     running.discard(task)
-                    if not task.cancelled() and task.exception() is not None:
-                        failed.append(task.exception())
+                    if not task.cancelled() and (error := task.exception()) is not None:
+                        failed.append(error)
 
                 try:
                     for k, batch in enumerate(batches):
@@ -823,7 +833,8 @@ class TGIBackend(Backend):
         """The token ids whose logprobs make the Yes/No score (the embedded backend's, when the tokenizer is local)."""
         if self._answers is None:
             self._runner.run(lambda: self._in_session(self._resolve_answers, 0, "answers"))
-        return self._answers  # type: ignore[return-value]
+        assert self._answers is not None  # set by _resolve_answers
+        return self._answers
 
     def endpoint_stats(self) -> list[dict[str, Any]]:
         """Per endpoint: requests, errors, times out of / back in the rotation, state, last error."""
@@ -838,9 +849,9 @@ class TGIBackend(Backend):
         if isinstance(ids, _ItemError):
             return self._done(call, Completion(None, "error", error=ids.message, retryable=not ids.final))
         n = len(ids)
-        reason = self._too_long(n, params.max_new_tokens)
-        if reason:
-            return self._done(call, Completion(None, "error", n, 0, error=reason))
+        too_long = self._too_long(n, params.max_new_tokens)
+        if too_long:
+            return self._done(call, Completion(None, "error", n, 0, error=too_long))
         stop = [s for s in params.stop if s]
         options: dict[str, Any] = {"details": True, "max_new_tokens": params.max_new_tokens}
         if stop:
@@ -854,7 +865,7 @@ class TGIBackend(Backend):
         else:
             options["do_sample"] = False
 
-        async def send(client: "AsyncInferenceClient", url: str) -> tuple[str, str, int]:
+        async def send(client: AsyncInferenceClient, url: str) -> tuple[str, str, int]:
             summary_only = _TOKEN_DETAILS.set(False)  # finish reason and count: the per-token list is dropped
             try:
                 output = await client.text_generation(request.prompt, model=url + "/generate", **options)
@@ -879,9 +890,9 @@ class TGIBackend(Backend):
         if isinstance(ids, _ItemError):
             return self._done(call, YesNoScore(None, error=ids.message, retryable=not ids.final))
         n = len(ids)
-        reason = self._too_long(n, 1)
-        if reason:
-            return self._done(call, YesNoScore(None, None, n, error=reason))
+        too_long = self._too_long(n, 1)
+        if too_long:
+            return self._done(call, YesNoScore(None, None, n, error=too_long))
         try:
             logprobs = await self._first_token_logprobs(call, prompt)
             answers = self._answers or {}
@@ -891,7 +902,7 @@ class TGIBackend(Backend):
                     raise _ItemError(f"prompt has {n} tokens: no room to read the exact logprob of an answer token "
                                      f"outside the top {self.top_n_tokens} (max_input_tokens {self.max_input_tokens})", final=True)
                 found = await asyncio.gather(*(self._appended_logprob(call, prompt, ids, i) for i in missing), return_exceptions=True)
-                for token_id, value in zip(missing, found):
+                for token_id, value in zip(missing, found, strict=True):
                     if isinstance(value, BaseException):
                         raise value
                     logprobs[token_id] = value
@@ -909,7 +920,7 @@ class TGIBackend(Backend):
         while True:
             sent = self.top_n_tokens
 
-            async def send(client: "AsyncInferenceClient", url: str) -> dict[int, float]:
+            async def send(client: AsyncInferenceClient, url: str) -> dict[int, float]:
                 nonlocal sent
                 sent = self.top_n_tokens  # read at send time: a limit adopted meanwhile applies at once
                 options: dict[str, Any] = {"details": True, "max_new_tokens": 1, "do_sample": False}
@@ -936,16 +947,17 @@ class TGIBackend(Backend):
         text = self._appended_text(prompt, ids, token_id)
         self.totals["logprob_requests"] += 1
 
-        async def send(client: "AsyncInferenceClient", url: str) -> tuple[list[int], float | None]:
+        async def send(client: AsyncInferenceClient, url: str) -> tuple[list[int], float | None]:
             output = await client.text_generation(prompt + text, model=url + "/generate", details=True,
                                                   decoder_input_details=True, max_new_tokens=1, do_sample=False)
+            assert output.details is not None  # asked for with details=True
             prefill = output.details.prefill
             if not prefill:
                 raise _MisconfiguredEndpoint(NO_PREFILL_LOGPROBS)
             return [int(_get(t, "id")) for t in prefill], _get(prefill[-1], "logprob")
 
         prefill_ids, logprob = await self._request(call, send)
-        if prefill_ids != list(ids) + [token_id] or logprob is None:
+        if prefill_ids != [*ids, token_id] or logprob is None:
             raise _ItemError(f"the prompt followed by {text!r} does not tokenize as the prompt plus token {token_id}: "
                              "its exact logprob cannot be read", final=True)
         return float(logprob)
@@ -956,7 +968,7 @@ class TGIBackend(Backend):
         if self._tokenizer is None:
             return base
         for text in dict.fromkeys([base, " " + base.lstrip(), base.strip()]):
-            if _encode(self._tokenizer, prompt + text) == list(ids) + [token_id]:
+            if _encode(self._tokenizer, prompt + text) == [*ids, token_id]:
                 return text
         return base  # the server's prefill is checked anyway
 
@@ -968,9 +980,8 @@ class TGIBackend(Backend):
                     f"max_total_tokens ({self.max_total_tokens})")
         return None
 
-    def _done(self, call: _Call, result: T) -> T:
-        error = getattr(result, "error", None)
-        if error is not None:
+    def _done(self, call: _Call, result: _Result) -> _Result:
+        if result.error is not None:
             self.totals["failed_items" if result.retryable else "rejected_items"] += 1
         call.bar.update(1)
         now = time.monotonic()
@@ -986,7 +997,7 @@ class TGIBackend(Backend):
         return result
 
     # -- one request: route, deadline, retry ----------------------------------------------------
-    async def _request(self, call: _Call, send: Callable[["AsyncInferenceClient", str], Awaitable[T]]) -> T:
+    async def _request(self, call: _Call, send: Callable[[AsyncInferenceClient, str], Awaitable[T]]) -> T:
         """One HTTP request, routed and retried; raises _ItemError once it cannot succeed in this run."""
         avoid: _Endpoint | None = None
         last = "no endpoint was tried"
@@ -1102,15 +1113,15 @@ class TGIBackend(Backend):
             return await asyncio.gather(*(self._read_info(call, e) for e in self.endpoints), return_exceptions=True)
 
         answers = await self._in_session(read_all, 0, "info", health=False)
-        reachable = [(e, a) for e, a in zip(self.endpoints, answers) if isinstance(a, EndpointInfo)]
+        reachable = [(e, a) for e, a in zip(self.endpoints, answers, strict=True) if isinstance(a, EndpointInfo)]
         if not reachable:
-            reasons = "; ".join(f"{e.url}: {classify(a).message if isinstance(a, Exception) else a}" for e, a in zip(self.endpoints, answers))
+            reasons = "; ".join(f"{e.url}: {classify(a).message if isinstance(a, Exception) else a}" for e, a in zip(self.endpoints, answers, strict=True))
             raise ConfigError(f"no TGI endpoint answered /info ({reasons})")
         identities = {a.identity for _, a in reachable}
         if len(identities) > 1:
             served = ", ".join(f"{e.url} serves {a.model_id}@{a.model_sha or 'no sha'}" for e, a in reachable)
             raise ConfigError(f"the TGI endpoints serve different models or revisions: {served}")
-        for endpoint, answer in zip(self.endpoints, answers):
+        for endpoint, answer in zip(self.endpoints, answers, strict=True):
             if isinstance(answer, EndpointInfo):
                 endpoint.info, endpoint.up = answer, True
                 endpoint.limit = min(self.concurrency, answer.max_concurrent_requests or self.concurrency)
@@ -1150,6 +1161,7 @@ class TGIBackend(Backend):
             runner.client = AsyncInferenceClient(provider="hf-inference", token=runner.token)
             runner.http = endpoint_http_client(self._origins)
         client, http = runner.client, runner.http
+        assert http is not None  # made with the client, above
         # Shown on a terminal (under CachedModel's bar, which has the overall ETA); a log file gets none.
         bar = tqdm(total=total, desc=f"tgi {desc}", unit="item", leave=False, dynamic_ncols=True,
                    disable=True if not self.progress or total == 0 else None)
@@ -1289,7 +1301,7 @@ REPORT_FIELDS = ("model_id", "model_sha", "max_input_tokens", "max_total_tokens"
                  "max_stop_sequences", "max_concurrent_requests", "version", "sha")
 
 
-def check_endpoints(config: "GeneratorConfig", timeout: float | None = None) -> list[dict[str, Any]]:
+def check_endpoints(config: GeneratorConfig, timeout: float | None = None) -> list[dict[str, Any]]:
     """Per configured endpoint: health (and how long it took) plus the /info fields that matter here.
     `max_top_n_tokens` is probed (one 1-token request) because TGI's /info does not report it."""
     urls = [_normalize_url(url) for url in config.endpoints]
@@ -1298,7 +1310,7 @@ def check_endpoints(config: "GeneratorConfig", timeout: float | None = None) -> 
     timeout = timeout or config.health_timeout
     origins = frozenset(_origin(url) for url in urls)
 
-    async def one(client: "AsyncInferenceClient", url: str) -> dict[str, Any]:
+    async def one(client: AsyncInferenceClient, url: str) -> dict[str, Any]:
         row: dict[str, Any] = {"url": url}
         started = time.monotonic()
         try:
@@ -1338,7 +1350,7 @@ def check_endpoints(config: "GeneratorConfig", timeout: float | None = None) -> 
         runner.close()
 
 
-async def _probe_top_n(client: "AsyncInferenceClient", url: str, wanted: int, timeout: float) -> str:
+async def _probe_top_n(client: AsyncInferenceClient, url: str, wanted: int, timeout: float) -> str:
     """'>= N' when a request with top_n_tokens=N passes; the server's limit when it says so; else '?'."""
     try:
         await asyncio.wait_for(client.text_generation("Yes", model=url + "/generate", details=True, max_new_tokens=1,
@@ -1349,7 +1361,7 @@ async def _probe_top_n(client: "AsyncInferenceClient", url: str, wanted: int, ti
         return limit.group(1) if limit else "?"
 
 
-async def _probe_prefill_logprobs(client: "AsyncInferenceClient", url: str, timeout: float) -> str:
+async def _probe_prefill_logprobs(client: AsyncInferenceClient, url: str, timeout: float) -> str:
     """'yes' when the endpoint returns prompt logprobs (exact scores of answer tokens outside the top n
     need them); TGI >= 3.0 answers an empty list unless launched with --enable-prefill-logprobs."""
     try:
@@ -1357,6 +1369,7 @@ async def _probe_prefill_logprobs(client: "AsyncInferenceClient", url: str, time
                                                                decoder_input_details=True, max_new_tokens=1), timeout)
     except Exception as error:
         return f"? ({classify(error).message})"
+    assert output.details is not None  # asked for with details=True
     return "yes" if output.details.prefill else "no (--enable-prefill-logprobs)"
 
 
@@ -1375,8 +1388,8 @@ def format_endpoint_report(rows: list[dict[str, Any]]) -> str:
             cells["model_id"] = f"no /info: {row['error']}"
         table.append([cells[c] for c in columns])
     widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
     identities = sorted({f"{r['model_id']}@{r.get('model_sha') or 'no sha'}" for r in rows if r.get("model_id")})
     healthy = sum(bool(r.get("healthy")) and bool(r.get("model_id")) for r in rows)
     if len(identities) > 1:

@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from inversecoder.core.backends.base import (
     Backend,
@@ -27,7 +28,18 @@ from inversecoder.core.backends.base import (
 )
 from inversecoder.core.errors import ConfigError, UserError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+_R = TypeVar("_R")
+
+
+def _filled(results: list[_R | None]) -> list[_R]:
+    """The results once every slot is set (each request was either refused up front or run)."""
+    done = [result for result in results if result is not None]
+    assert len(done) == len(results)
+    return done
 
 
 def local_revision(folder: Path) -> str:
@@ -106,7 +118,7 @@ class TransformersBackend(Backend):
         self.max_context = max_context or getattr(self.config, "max_position_embeddings", None) or 4096
         self._device_name = device
         self._dtype_name = dtype
-        self._model = None
+        self._model: PreTrainedModel | None = None
         self._answer_ids: dict[str, list[int]] | None = None
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
@@ -166,9 +178,9 @@ class TransformersBackend(Backend):
         # Callers usually pass one planned batch; a longer list is split so memory stays bounded.
         for batch in self.plan_batches([requests[i].prompt for i in runnable], params.max_new_tokens):
             outputs = self._decode_loop([encoded[j] for j in batch], [requests[runnable[j]].seed for j in batch], params)
-            for j, output in zip(batch, outputs):
+            for j, output in zip(batch, outputs, strict=True):
                 results[runnable[j]] = output
-        return results  # type: ignore[return-value]
+        return _filled(results)
 
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
         import torch
@@ -198,7 +210,7 @@ class TransformersBackend(Backend):
                 mass = torch.exp(torch.logaddexp(log_yes, log_no) - torch.logsumexp(logits, dim=-1)).tolist()
             for row, j in enumerate(batch):
                 results[runnable[j]] = YesNoScore(scores[row], mass[row], len(encoded[j]))
-        return results  # type: ignore[return-value]
+        return _filled(results)
 
     def answer_token_ids(self) -> dict[str, list[int]]:
         """The token ids whose logits make the Yes/No score (resolved from the tokenizer, once)."""
@@ -225,19 +237,20 @@ class TransformersBackend(Backend):
         import torch
         from transformers import AutoModelForCausalLM
 
-        if self._device_name == "auto":
+        device = self._device_name
+        if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        else:
-            device = self._device_name
         self.device = torch.device(device)
         if self._dtype_name == "auto":
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         else:
-            dtype = getattr(torch, self._dtype_name, None)
-            if not isinstance(dtype, torch.dtype):
+            named = getattr(torch, self._dtype_name, None)
+            if not isinstance(named, torch.dtype):
                 raise ConfigError(f"generator.dtype must be auto, bfloat16, float16 or float32, got '{self._dtype_name}'")
+            dtype = named
         model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
-        self._model = model.to(self.device).eval()
+        # transformers wraps `to` in functools.wraps(Module.to): typeshed's _Wrapped takes the device for `self`
+        self._model = model.to(self.device).eval()  # type: ignore[arg-type]
         # The KV cache argument was renamed (past_key_values -> cache) in transformers 5.2x; the cache
         # object is updated in place, so passing it under the right name is all that differs.
         parameters = inspect.signature(self._model.forward).parameters
@@ -313,6 +326,7 @@ class TransformersBackend(Backend):
         completions = []
         for row in range(rows):
             text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            assert isinstance(text, str)  # one sequence decodes to one string
             if finish[row] == "stop":
                 cut = min((text.find(s) for s in params.stop if s in text), default=len(text))
                 text = text[:cut]
