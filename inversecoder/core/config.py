@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,45 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from inversecoder.core.config_checks import (  # noqa: F401  (re-exported: the config's public names)
-    ATTENTION, BACKENDS, BENCHMARKS, DTYPES, EMBEDDING_RUNTIMES, KERNELS, MAX_BATCH_TOKENS, MAX_CANDIDATES,
-    MAX_CONCURRENCY, MAX_ENDPOINTS, MAX_EVAL_SAMPLES, MAX_GLOBAL_BATCH, MAX_LIST, MAX_ROWS, MAX_TOKENS,
-    RECIPE_SFT_ARGS, RESERVED_SFT_ARGS, SANDBOXES, SWITCHES, TRAIN_MODES, FieldError, Section, Text,
-    check_sft_args, config_error, did_you_mean, sft_field_names,
+    ATTENTION,
+    BACKENDS,
+    BENCHMARKS,
+    DTYPES,
+    EMBEDDING_RUNTIMES,
+    KERNELS,
+    MAX_BATCH_TOKENS,
+    MAX_CANDIDATES,
+    MAX_CONCURRENCY,
+    MAX_ENDPOINTS,
+    MAX_EVAL_SAMPLES,
+    MAX_GLOBAL_BATCH,
+    MAX_LIST,
+    MAX_ROWS,
+    MAX_TOKENS,
+    RECIPE_SFT_ARGS,
+    RESERVED_SFT_ARGS,
+    SANDBOXES,
+    SWITCHES,
+    TRAIN_MODES,
+    FieldError,
+    Section,
+    Text,
+    check_sft_args,
+    config_error,
+    did_you_mean,
+    sft_field_names,
 )
-from inversecoder.core.config_sections import (  # noqa: F401  (re-exported)
-    DatasetConfig, DecontaminateConfig, DedupConfig, EvalConfig, GeneratorConfig, PlanConfig, PushConfig,
-    SourceConfig, SummarizeConfig, TrainConfig,
+from inversecoder.core.config_sections import (
+    DatasetConfig,
+    DecontaminateConfig,
+    DedupConfig,
+    EvalConfig,
+    GeneratorConfig,
+    PlanConfig,
+    PushConfig,
+    SourceConfig,
+    SummarizeConfig,
+    TrainConfig,
 )
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.layout import Layout
@@ -126,7 +158,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), output_dir: str | None = None) -> RunConfig:
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), output_dir: str | None = None) -> RunConfig:
     """Read a YAML recipe (or start from the defaults), apply command-line overrides and check every value."""
     data: dict[str, Any] = {}
     if path is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import re
 import reprlib
 import typing
@@ -19,15 +20,25 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.sandbox import LEVELS as SANDBOX_LEVELS
 
-BACKENDS = ("transformers", "tgi")
-EMBEDDING_RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-BENCHMARKS = ("humaneval", "mbpp")
-TRAIN_MODES = ("two-stage", "mix", "original")
-SWITCHES = ("auto", "true", "false")
-KERNELS = ("auto", "liger", "none")
+# Each enumeration is a Literal type (what the sections are annotated with) and the tuple of its values.
+BackendName = Literal["transformers", "tgi"]
+EmbeddingRuntime = Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]
+DType = Literal["auto", "bfloat16", "float16", "float32"]
+BenchmarkName = Literal["humaneval", "mbpp"]
+TrainMode = Literal["two-stage", "mix", "original"]
+SwitchValue = Literal["auto", "true", "false"]
+KernelsName = Literal["auto", "liger", "none"]
+SandboxName = Literal["auto", "namespaces+uid", "namespaces", "uid", "rlimits"]
+BACKENDS: tuple[str, ...] = typing.get_args(BackendName)
+EMBEDDING_RUNTIMES: tuple[str, ...] = typing.get_args(EmbeddingRuntime)
+DTYPES: tuple[str, ...] = typing.get_args(DType)
+BENCHMARKS: tuple[str, ...] = typing.get_args(BenchmarkName)
+TRAIN_MODES: tuple[str, ...] = typing.get_args(TrainMode)
+SWITCHES: tuple[str, ...] = typing.get_args(SwitchValue)
+KERNELS: tuple[str, ...] = typing.get_args(KernelsName)
 ATTENTION = ("auto", "eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
-SANDBOXES = ("auto", *SANDBOX_LEVELS)
+SANDBOXES: tuple[str, ...] = typing.get_args(SandboxName)
+assert SANDBOXES[1:] == SANDBOX_LEVELS, "the sandbox levels changed: update SandboxName"
 RESERVED_SFT_ARGS = ("output_dir", "stage")
 """Set by the recipe per stage: overriding them would break the resumable stage layout."""
 RECIPE_SFT_ARGS = ("global_batch_size", "documents_per_row", "speed_plan")
@@ -156,9 +167,14 @@ def text(value: Any) -> Any:
 
 Text = Annotated[str, BeforeValidator(text)]
 Name = Annotated[str, BeforeValidator(text), Field(min_length=1)]
-Switch = Annotated[Literal[SWITCHES], BeforeValidator(text)]
-Benchmarks = Annotated[list[Annotated[Literal[BENCHMARKS], BeforeValidator(text)]], Field(min_length=1, max_length=len(BENCHMARKS))]
+Switch = Annotated[SwitchValue, BeforeValidator(text)]
+Benchmarks = Annotated[list[Annotated[BenchmarkName, BeforeValidator(text)]], Field(min_length=1, max_length=len(BENCHMARKS))]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+def all_benchmarks() -> list[BenchmarkName]:
+    """The default of the `benchmarks` lists: HumanEval+ and MBPP+."""
+    return ["humaneval", "mbpp"]
 
 
 def _device(value: str) -> str:
@@ -198,10 +214,10 @@ def transformers_choice(value: str, default: str, kind: str) -> str:
     """`train.optim` / `train.lr_scheduler_type` against transformers' names (imported only for non-defaults)."""
     if value == default:
         return value
-    if kind == "optim":
-        from transformers.training_args import OptimizerNames as names
-    else:
-        from transformers.trainer_utils import SchedulerType as names
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    names: type[enum.Enum] = OptimizerNames if kind == "optim" else SchedulerType
     options = [member.value for member in names]
     if value not in options:
         raise ValueError(f"not a transformers {kind} name ({names.__name__}); got {show(value)}{did_you_mean(value, options)}")

@@ -8,16 +8,44 @@ a field is its description, which the README's configuration reference shows) an
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from inversecoder.core.config_checks import (
-    ATTENTION, BACKENDS, DAY, DTYPES, EMBEDDING_RUNTIMES, KERNELS, MAX_BATCH_TOKENS, MAX_CANDIDATES, MAX_CONCURRENCY,
-    MAX_ENDPOINTS, MAX_EVAL_SAMPLES, MAX_GLOBAL_BATCH, MAX_LIST, MAX_ROWS, MAX_TOKENS, SANDBOXES, TRAIN_MODES,
-    Benchmarks, Device, FieldError, Fraction, Name, Section, Switch, Text, check_sft_args, did_you_mean, show, text,
-    transformers_choice, unique,
+    ATTENTION,
+    DAY,
+    MAX_BATCH_TOKENS,
+    MAX_CANDIDATES,
+    MAX_CONCURRENCY,
+    MAX_ENDPOINTS,
+    MAX_EVAL_SAMPLES,
+    MAX_GLOBAL_BATCH,
+    MAX_LIST,
+    MAX_ROWS,
+    MAX_TOKENS,
+    BackendName,
+    Benchmarks,
+    Device,
+    DType,
+    EmbeddingRuntime,
+    FieldError,
+    Fraction,
+    KernelsName,
+    Name,
+    SandboxName,
+    Section,
+    Switch,
+    Text,
+    TrainMode,
+    all_benchmarks,
+    check_sft_args,
+    did_you_mean,
+    show,
+    text,
+    transformers_choice,
+    unique,
 )
 
 
@@ -52,7 +80,7 @@ class GeneratorConfig(Section):
         "endpoints", "concurrency", "request_timeout", "max_retries", "retry_backoff", "retry_backoff_max",
         "health_interval", "health_timeout", "requests_per_batch")
 
-    backend: Annotated[Literal[BACKENDS], BeforeValidator(text)] = "transformers"
+    backend: Annotated[BackendName, BeforeValidator(text)] = "transformers"
     """`transformers` (in-process, the default) or `tgi` (text-generation-inference endpoints)."""
     model: Text | None = None
     """A Hub model id or a local folder. Required."""
@@ -62,7 +90,7 @@ class GeneratorConfig(Section):
     """TGI endpoints (backend `tgi`), e.g. [http://h1:8080, http://h2:8080]."""
     device: Device = "auto"
     """`auto` (cuda when available), `cpu`, `cuda`, `cuda:1`, ..."""
-    dtype: Annotated[Literal[DTYPES], BeforeValidator(text)] = "auto"
+    dtype: Annotated[DType, BeforeValidator(text)] = "auto"
     """`auto` (bfloat16 on GPU, float32 on CPU), `bfloat16`, `float16` or `float32`."""
     batch_tokens: int = Field(32768, ge=1, le=MAX_BATCH_TOKENS)
     """Token budget of one batch (padded prompt + new tokens, summed over rows): sets the batch size."""
@@ -140,7 +168,7 @@ class DecontaminateConfig(Section):
 
     enabled: bool = True
     """Set false to skip decontamination (the card then says so)."""
-    benchmarks: Annotated[Benchmarks, AfterValidator(unique)] = Field(default_factory=lambda: ["humaneval", "mbpp"])
+    benchmarks: Annotated[Benchmarks, AfterValidator(unique)] = Field(default_factory=all_benchmarks)
     """Benchmarks to check against: `humaneval` (HumanEval+) and/or `mbpp` (MBPP+)."""
     ngram: int = Field(13, ge=1, le=1000)
     """Word n-gram size for the overlap test (bigcode / Magicoder use 13)."""
@@ -169,7 +197,7 @@ class DecontaminateConfig(Section):
     """Instructions per embedding batch, of similar length (default: 32 on a CPU, where small batches stay in cache; 256 on a GPU)."""
     semantic_device: Device = "auto"
     """Device of the embedding model: `auto` (cuda when available), `cpu`, `cuda`, ..."""
-    semantic_runtime: Annotated[Literal[EMBEDDING_RUNTIMES], BeforeValidator(text)] = "auto"
+    semantic_runtime: Annotated[EmbeddingRuntime, BeforeValidator(text)] = "auto"
     """`torch`, `onnxruntime` (CPU, same numbers, faster) or `onnxruntime-int8` (CPU: an int8 screen, rows near the threshold re-scored in fp32); `auto`: torch on a GPU, onnxruntime-int8 on a CPU."""
 
     @model_validator(mode="after")
@@ -234,7 +262,7 @@ class TrainConfig(Section):
     """Model to fine-tune; defaults to `generator.model`. The paper starts from the BASE model."""
     base_revision: Text | None = None
     """Hub revision of `base_model`."""
-    mode: Annotated[Literal[TRAIN_MODES], BeforeValidator(text)] = "two-stage"
+    mode: Annotated[TrainMode, BeforeValidator(text)] = "two-stage"
     """`two-stage` (generated pairs, then original pairs, fresh schedule each), `mix` (one shuffled set) or
     `original` (original pairs only: how the generator M is made from the base model)."""
     generated_epochs: float = Field(1.0, gt=0, le=1000)
@@ -269,7 +297,7 @@ class TrainConfig(Section):
     """`auto` (on with a GPU, off on CPU), `true` or `false`: padding-free best-fit packing with per-document masks."""
     attn_implementation: Annotated[Text, AfterValidator(_attention)] = "auto"
     """`auto` (GPU: flash_attention_2 if installed, else flex_attention when packing; CPU: sdpa) or a transformers name."""
-    kernels: Annotated[Literal[KERNELS], BeforeValidator(text)] = "auto"
+    kernels: Annotated[KernelsName, BeforeValidator(text)] = "auto"
     """`auto` (Liger kernels on a GPU when liger-kernel is installed), `liger` or `none`."""
     torch_compile: Switch = "auto"
     """`auto` (off: not yet measured to pay under packing's varying shapes), `true` or `false`."""
@@ -291,7 +319,7 @@ class EvalConfig(Section):
 
     enabled: bool = True
     """Set false to skip evaluation in `run`."""
-    benchmarks: Annotated[Benchmarks, AfterValidator(unique)] = Field(default_factory=lambda: ["humaneval", "mbpp"])
+    benchmarks: Annotated[Benchmarks, AfterValidator(unique)] = Field(default_factory=all_benchmarks)
     """`humaneval` (HumanEval+ v0.1.10) and/or `mbpp` (MBPP+ v0.2.0)."""
     model: Text | None = None
     """Model to evaluate; defaults to the trained model (`OUTPUT/model`)."""
@@ -311,7 +339,7 @@ class EvalConfig(Section):
     """0 means greedy (the paper's pass@1)."""
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus threshold when sampling."""
-    sandbox: Annotated[Literal[SANDBOXES], BeforeValidator(text)] = "auto"
+    sandbox: Annotated[SandboxName, BeforeValidator(text)] = "auto"
     """Isolation of programs under test: `auto` (the strongest the kernel allows), `namespaces+uid`,
     `namespaces`, `uid` or `rlimits` (see the README's sandbox section)."""
     require_isolation: bool = False

@@ -148,6 +148,7 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release connections, threads or memory; the backend is not used afterwards."""
+        return None  # an in-process backend holds nothing that outlives the garbage collector
 
 
 def make_backend(config: GeneratorConfig, model: str | None = None, revision: str | None = None) -> Backend:
