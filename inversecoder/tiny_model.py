@@ -1,38 +1,34 @@
 """`inversecoder make-tiny-model DIR`: a small Llama-architecture model built offline, deterministically.
 
-The tokenizer is a byte-level BPE trained on text shipped with this package (its own source code and
-the paper's prompts), with "Yes"/"No" guaranteed to be single tokens so that self-evaluation scores
+The tokenizer is a byte-level BPE trained on text shipped with this package (`data/tiny_model_corpus.jsonl.gz`:
+Python sources frozen at one commit, plus the paper's prompts), with "Yes"/"No" guaranteed to be single tokens so that self-evaluation scores
 are meaningful; the Magicoder format is its chat template. Weights are random (seeded): the tiny model
 exercises every code path at laptop speed, it does not write good instructions.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 from inversecoder.core import prompts
+from inversecoder.core.data import TINY_MODEL_CORPUS, require
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 
 
 def _training_corpus() -> list[str]:
-    """Deterministic text: the package's sources and prompts, plus the Yes/No answers repeated."""
-    root = Path(__file__).resolve().parent
+    """Deterministic text: a fixed corpus of Python sources shipped in data/ (the project's own sources at
+    f1ce952, frozen so that the tiny model, and so every cache key made with it, never changes with
+    the code), the prompts, and the Yes/No answers repeated."""
     texts = [prompts.SYSTEM, prompts.summarize_prompt("```python\nprint(1)\n```", "Write a python"),
              prompts.score_prompt("Write a function.", "```python\nprint(1)\n```")]
-    package_dirs = [root] + [Path(m.__file__).resolve().parent for m in _subpackages()]
-    for folder in package_dirs:
-        for path in sorted(folder.rglob("*.py")):
-            texts.append(path.read_text(encoding="utf-8"))
+    with gzip.open(require(TINY_MODEL_CORPUS), "rt", encoding="utf-8") as corpus:
+        texts.extend(json.loads(line)["text"] for line in corpus)
     texts.extend(["Yes\nNo\n Yes\n No\nYes, No. Yes! No.\n```python\n```\n"] * 200)
     return texts
-
-
-def _subpackages():
-    import inversecoder.builders as builders
-
-    return [builders]
 
 
 def build_tokenizer(vocab_size: int = 2048):

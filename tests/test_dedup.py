@@ -102,6 +102,8 @@ def test_scans_are_deterministic():
 
 
 def test_scanning_in_chunks_equals_one_scan():
+    import numpy as np
+
     from inversecoder.builders.dedup import DuplicateRates, Scanner
 
     config = DedupConfig()
