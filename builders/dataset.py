@@ -1,195 +1,146 @@
-"""The dataset folder, laid out exactly like a Hub dataset repo (README.md card + parquet per config).
+"""The dataset folder's data, written as the build streams: one parquet file per shard per config.
 
-`load_dataset(DIR)` gives the selected pairs, `load_dataset(DIR, "candidates")` every candidate,
-`load_dataset(DIR, "rejected")` what was dropped and why. The folder is written next to its final
-place and renamed into it, so a crash never leaves a half-written dataset behind.
+`DatasetWriter` takes each shard's rows of each config as they are made and writes them to a parquet
+file straight away, so a build holds one shard of rows at a time, never a whole table. Rows of a
+config may come in ordered groups (the contamination report lists the source rows' matches before
+the generated pairs'): `finish` orders the files by group, then by arrival, and names them
+`DIR/train-00000-of-000NN.parquet`, so `load_dataset(DIR, config)` reads the rows in build order.
+
+The folder is written under a scratch name next to its final place and renamed into it (see
+`inversecoder.core.files.atomic_path`), so a crash never leaves a half-written dataset behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from collections import Counter
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SCHEMAS: dict[str, pa.Schema] = {
-    "default": pa.schema([
-        ("instruction", pa.string()), ("response", pa.string()), ("score", pa.float64()),
-        ("language", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()),
-        ("candidate_id", pa.string()),
-    ]),
-    "candidates": pa.schema([
-        ("row_id", pa.string()), ("candidate_id", pa.string()), ("k", pa.int64()), ("seed", pa.int64()),
-        ("prefix", pa.string()), ("instruction", pa.string()), ("finish_reason", pa.string()),
-        ("score", pa.float64()), ("yes_no_mass", pa.float64()), ("selected", pa.bool_()),
-    ]),
-    "rejected": pa.schema([
-        ("source_index", pa.int64()), ("row_id", pa.string()), ("stage", pa.string()),
-        ("reason", pa.string()), ("detail", pa.string()),
-    ]),
-    "original": pa.schema([
-        ("instruction", pa.string()), ("response", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()),
-    ]),
-    # One row per (removed row, benchmark task it matched): where it was (generated / original), the
-    # strongest layer that matched that task, its score and the benchmark text that matched.
-    "contamination": pa.schema([
-        ("where", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()), ("candidate_id", pa.string()),
-        ("task_id", pa.string()), ("benchmark", pa.string()), ("layer", pa.string()), ("field", pa.string()),
-        ("score", pa.float64()), ("evidence", pa.string()),
-    ]),
-}
-DATA_DIRS = {"default": "data", "candidates": "candidates", "rejected": "rejected", "original": "original",
-             "contamination": "contamination"}
-HISTOGRAM = "assets/score_histogram.png"
+from inversecoder.core.dataset_files import DATA_DIRS, SCHEMAS, shard_name
+
+#: Rows per record batch when a finished config is read back (content fingerprint).
+READ_BATCH_ROWS = 4096
+#: A config's shard files are joined into files of about this many rows (a new file starts once one holds
+#: at least this many): a build that fits one shard writes one file per config, as a single-table write did.
+FILE_ROWS = 200_000
 
 
-def _parquet_path(config_name: str) -> str:
-    return f"{DATA_DIRS[config_name]}/train-00000-of-00001.parquet"
+@dataclass
+class _ColumnSize:
+    rows: int = 0
+    nulls: int = 0
+    data: int = 0  # bytes of string values
 
 
-def hub_configs(names: list[str]) -> list[dict[str, Any]]:
-    """The `configs:` metadata that tells `load_dataset` which files make each config."""
-    configs = []
-    for name in names:
-        entry: dict[str, Any] = {"config_name": name, "data_files": [{"split": "train", "path": _parquet_path(name)}]}
-        if name == "default":
-            entry["default"] = True
-        configs.append(entry)
-    return configs
+@dataclass
+class _Config:
+    parts: list[tuple[int, int, Path, int]] = field(default_factory=list)  # (group, arrival, scratch file, rows)
+    rows: int = 0
+    columns: dict[str, _ColumnSize] = field(default_factory=dict)
 
 
-def dataset_infos(tables: dict[str, "pa.Table"]) -> list[dict[str, Any]]:
-    """The `dataset_info:` metadata (features, split sizes) that `push_to_hub` writes too.
-
-    Beyond documenting the schema, it matters for correctness: `datasets` keys its cache of a local
-    folder by the card's metadata, not by the files' contents, so without split sizes in the card a
-    rebuilt folder at a path seen before could load the previous build's rows.
-    """
-    from datasets import DatasetInfo, Features, SplitDict, SplitInfo
-
-    infos = []
-    for name, table in tables.items():
-        splits = SplitDict()
-        splits.add(SplitInfo(name="train", num_bytes=table.nbytes, num_examples=table.num_rows))
-        info = DatasetInfo(features=Features.from_arrow_schema(table.schema), splits=splits, dataset_size=table.nbytes)
-        infos.append({"config_name": name, **info._to_yaml_dict()})
-    return infos
-
-
-def load_config_rows(dataset_dir: Path, config_name: str):
-    """One config of a dataset folder as a `datasets.Dataset`, read straight from its parquet files
-    (cached by the files' paths and mtimes, so a rebuilt folder is never served from a stale cache).
-    A config the build left out for being empty comes back as an empty dataset with its schema;
-    one the build never made is a `FileNotFoundError`."""
-    from datasets import Dataset, load_dataset
-
-    dataset_dir = Path(dataset_dir)
-    files = sorted(str(p) for p in (dataset_dir / DATA_DIRS[config_name]).glob("*.parquet"))
-    if files:
-        return load_dataset("parquet", data_files={"train": files}, split="train")
-    info_path = dataset_dir / "build_info.json"
-    if info_path.is_file() and config_name in json.loads(info_path.read_text(encoding="utf-8")).get("empty_configs", []):
-        return Dataset(SCHEMAS[config_name].empty_table())
-    raise FileNotFoundError(f"{dataset_dir} has no '{config_name}' config")
+def table_nbytes(schema: pa.Schema, columns: dict[str, _ColumnSize]) -> int:
+    """What `pa.Table.from_pylist(all rows).nbytes` is for the config's rows in one chunk, from per-file
+    column sizes (the card's `dataset_info` sizes do not depend on how the rows were sharded)."""
+    total = 0
+    for column in schema:
+        size = columns.get(column.name, _ColumnSize())
+        n = size.rows
+        total += math.ceil(n / 8) if size.nulls else 0  # validity bitmap
+        if pa.types.is_string(column.type):
+            total += 4 * n + size.data  # arrow counts n offsets (not n + 1) in nbytes
+        elif pa.types.is_boolean(column.type):
+            total += math.ceil(n / 8)
+        else:
+            total += n * (column.type.bit_width // 8)
+    return total
 
 
-def content_fingerprint(tables: dict[str, list[dict]]) -> str:
-    """sha256 of the rows of every config, canonical JSON: equal data, equal fingerprint."""
+class DatasetWriter:
+    """Parquet files of the configs `names` under `folder`, appended shard by shard."""
+
+    def __init__(self, folder: Path, names: Iterable[str]):
+        self.folder = Path(folder)
+        self.configs = {name: _Config() for name in names}
+        self._arrivals = 0
+
+    def add(self, name: str, rows: list[dict[str, Any]], group: int = 0) -> None:
+        """Write `rows` of config `name` (in `group`) as one file; an empty list writes nothing."""
+        if name not in self.configs or not rows:
+            return
+        state = self.configs[name]
+        table = pa.Table.from_pylist(rows, schema=SCHEMAS[name])
+        path = self.folder / DATA_DIRS[name] / f".part-{group:03d}-{self._arrivals:06d}.parquet"
+        self._arrivals += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        state.parts.append((group, len(state.parts), path, table.num_rows))
+        state.rows += table.num_rows
+        for column in table.schema:
+            values = table.column(column.name)
+            size = state.columns.setdefault(column.name, _ColumnSize())
+            size.rows += len(values)
+            size.nulls += values.null_count
+            if pa.types.is_string(column.type):
+                size.data += pc.sum(pc.binary_length(values)).as_py() or 0
+
+    def finish(self) -> dict[str, Any]:
+        """Name the files in row order; returns, per non-empty config, its files, rows, size and columns,
+        the empty configs (left out: `datasets` cannot load a config without rows) and the content
+        fingerprint of every row."""
+        tables, empty = {}, []
+        for name, state in self.configs.items():
+            if not state.rows:
+                empty.append(name)
+                continue
+            runs: list[list[tuple]] = []
+            for part in sorted(state.parts):
+                if not runs or sum(p[3] for p in runs[-1]) >= FILE_ROWS:
+                    runs.append([])
+                runs[-1].append(part)
+            files = []
+            for index, run in enumerate(runs):
+                relative = shard_name(name, index, len(runs))
+                _join([p[2] for p in run], self.folder / relative, SCHEMAS[name])
+                files.append(relative)
+            tables[name] = {"rows": state.rows, "num_bytes": table_nbytes(SCHEMAS[name], state.columns),
+                            "columns": SCHEMAS[name].names, "files": files}
+        return {"tables": tables, "empty_configs": empty, "fingerprint": content_fingerprint(self.folder, tables)}
+
+
+def _join(parts: list[Path], target: Path, schema: pa.Schema) -> None:
+    """One parquet file with the rows of `parts`, in order, read one part at a time."""
+    if len(parts) == 1:
+        parts[0].rename(target)
+        return
+    with pq.ParquetWriter(target, schema) as writer:
+        for part in parts:
+            writer.write_table(pq.read_table(part, schema=schema))
+            part.unlink()
+
+
+def content_fingerprint(folder: Path, tables: dict[str, dict[str, Any]]) -> str:
+    """sha256 of the rows of every config, canonical JSON, read back from the files a batch at a time:
+    equal data, equal fingerprint (however the rows were sharded)."""
     digest = hashlib.sha256()
     for name in sorted(tables):
         digest.update(name.encode())
-        for row in tables[name]:
-            digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+        for relative in tables[name]["files"]:
+            for batch in pq.ParquetFile(Path(folder) / relative).iter_batches(batch_size=READ_BATCH_ROWS):
+                for row in batch.to_pylist():
+                    digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
     return digest.hexdigest()[:16]
 
 
-def write_histogram(scores: list[float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axis = plt.subplots(figsize=(6, 3.2), dpi=100)
-    axis.hist(scores, bins=20, range=(0.0, 1.0), color="#3b7dd8", edgecolor="white")
-    axis.set_xlabel("self-evaluation score P(Yes)")
-    axis.set_ylabel("selected pairs")
-    axis.set_title(f"Score distribution ({len(scores)} pairs)")
-    figure.tight_layout()
-    figure.savefig(path, metadata={"Software": None})
-    plt.close(figure)
-
-
-def score_summary(scores: list[float]) -> str:
-    if not scores:
-        return "No pairs were selected."
-    ordered = sorted(scores)
-
-    def quantile(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return (
-        f"{len(scores)} pairs: min {ordered[0]:.3f}, 25% {quantile(0.25):.3f}, median {quantile(0.5):.3f}, "
-        f"75% {quantile(0.75):.3f}, max {ordered[-1]:.3f}, mean {sum(scores) / len(scores):.3f}."
-    )
-
-
-def rejected_reason_counts(rejected: list[dict]) -> list[dict[str, Any]]:
-    """Rejections grouped by (stage, reason); decontamination reasons are grouped by layer and
-    duplicate reasons by kind (the matched task / the duplicated pair are in each row)."""
-    counts = Counter((row["stage"], row["reason"].split(" with ")[0].split(" of pair ")[0].split(" (Jaccard")[0])
-                     for row in rejected)
-    return [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(counts.items())]
-
-
-def write_dataset_folder(target: Path, tables: dict[str, list[dict]], card_context: dict[str, Any], extra_files: dict[str, Any]) -> str:
-    """Write parquet configs, histogram, card and `extra_files` (name -> text, or a dict saved as JSON with
-    the content fingerprint added); returns the fingerprint."""
-    from inversecoder.hub_cards.dataset_card import render_dataset_card
-
-    # `datasets` cannot load a parquet config without rows ("corresponds to no data"): empty configs are
-    # left out of the folder and listed in the card and in build_info.json instead.
-    empty = [name for name, rows in tables.items() if not rows]
-    tables = {name: rows for name, rows in tables.items() if rows}
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    arrow_tables = {name: pa.Table.from_pylist(rows, schema=SCHEMAS[name]) for name, rows in tables.items()}
-    for name, table in arrow_tables.items():
-        path = partial / _parquet_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
-    scores = [row["score"] for row in tables.get("default", [])]
-    write_histogram(scores, partial / HISTOGRAM)
-    fingerprint = content_fingerprint(tables)
-    card = render_dataset_card(
-        configs=hub_configs(list(tables)),
-        dataset_info=dataset_infos(arrow_tables),
-        rows=len(tables.get("default", [])),
-        empty_configs=empty,
-        content_fingerprint=fingerprint,
-        tables={name: {"rows": len(rows), "columns": SCHEMAS[name].names} for name, rows in tables.items()},
-        histogram=HISTOGRAM,
-        score_summary=score_summary(scores),
-        rejected_reasons=rejected_reason_counts(tables.get("rejected", [])),
-        **card_context,
-    )
-    card.save(partial / "README.md")
-    for name, content in extra_files.items():
-        if isinstance(content, dict):
-            content = json.dumps(content | {"fingerprint": fingerprint, "empty_configs": empty}, indent=2, ensure_ascii=False, default=str)
-        (partial / name).write_text(content, encoding="utf-8")
-    if target.exists():
-        old = target.with_name(target.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        partial.rename(target)
-        shutil.rmtree(old)
-    else:
-        partial.rename(target)
-    return fingerprint
+def rejected_reason_key(row: dict[str, Any]) -> tuple[str, str]:
+    """(stage, reason) with decontamination reasons grouped by layer and duplicate reasons by kind (the
+    matched task / the duplicated pair are in each row)."""
+    return row["stage"], row["reason"].split(" with ")[0].split(" of pair ")[0].split(" (Jaccard")[0]

@@ -19,6 +19,7 @@ and permuted with a fixed seed: reruns give the same rates.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from collections.abc import Sequence
@@ -66,76 +67,171 @@ class DuplicateScan:
         return rates
 
 
+#: MinHash signatures are stored in blocks of this many rows (datasketch's hash values fit in 32 bits).
+SIGNATURE_BLOCK = 4096
+
+
+class Scanner:
+    """`scan` one row at a time, keeping per row only a hash of its normalized text and its MinHash
+    signature (and the LSH index over them): each row is compared with the rows added before it."""
+
+    def __init__(self, config: DedupConfig, code: bool = False, representatives_below: float | None = None):
+        from datasketch import MinHashLSH
+
+        self.config = config
+        self.n = config.code_ngram if code else config.ngram
+        self.representatives_below = representatives_below
+        lowest = min(config.thresholds) if config.thresholds else 0.6
+        if config.near_threshold is not None:
+            lowest = min(lowest, config.near_threshold)
+        self.lsh = MinHashLSH(threshold=max(0.05, lowest - 0.1), num_perm=config.num_perm)
+        self.first: dict[bytes, int] = {}
+        self.blocks: list[np.ndarray] = []
+        self.count = 0
+
+    def _signatures(self, rows: np.ndarray) -> np.ndarray:
+        return np.stack([self.blocks[i // SIGNATURE_BLOCK][i % SIGNATURE_BLOCK] for i in rows])
+
+    def add(self, units: Sequence[Sequence[str]]) -> DuplicateScan:
+        """Add rows; returns their exact and near duplicates among every row added so far."""
+        from datasketch import MinHash
+
+        count = len(units)
+        exact_of = np.full(count, -1, dtype=np.int64)
+        best = np.zeros(count)
+        best_of = np.full(count, -1, dtype=np.int64)
+        minhashes = MinHash.generator((shingles(u, self.n) for u in units), num_perm=self.config.num_perm, seed=1,
+                                      hashfunc=zlib.crc32)
+        for j, (tokens, minhash) in enumerate(zip(units, minhashes)):
+            i = self.count
+            self.count += 1
+            key = hashlib.blake2b(" ".join(tokens).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            if key in self.first:
+                exact_of[j] = self.first[key]
+            else:
+                self.first[key] = i
+            if i % SIGNATURE_BLOCK == 0:
+                self.blocks.append(np.zeros((SIGNATURE_BLOCK, self.config.num_perm), dtype=np.uint32))
+            signature = minhash.hashvalues.astype(np.uint32)
+            self.blocks[-1][i % SIGNATURE_BLOCK] = signature
+            if not tokens:
+                continue
+            candidates = np.fromiter(self.lsh.query(minhash), dtype=np.int64)
+            if candidates.size:
+                estimates = np.mean(self._signatures(candidates) == signature, axis=1)
+                k = int(np.argmax(estimates))
+                best[j], best_of[j] = estimates[k], candidates[k]
+            if exact_of[j] >= 0:
+                best[j], best_of[j] = 1.0, exact_of[j]
+                continue  # an exact copy adds nothing to the index
+            if self.representatives_below is not None and best[j] >= self.representatives_below:
+                continue  # removed as a near duplicate: later rows are compared with what is kept
+            self.lsh.insert(i, minhash)
+        return DuplicateScan(exact_of, best, best_of)
+
+
 def scan(units: Sequence[Sequence[str]], config: DedupConfig, code: bool = False,
          representatives_below: float | None = None) -> DuplicateScan:
     """Exact and near duplicates of each row among the rows before it; with `representatives_below`, only
     among the earlier rows that are not themselves near duplicates at that Jaccard (the rows a dedup keeps)."""
-    from datasketch import MinHash, MinHashLSH
+    return Scanner(config, code, representatives_below).add(units)
 
-    count = len(units)
-    exact_of = np.full(count, -1, dtype=np.int64)
-    first: dict[str, int] = {}
-    for i, tokens in enumerate(units):
-        key = " ".join(tokens)
-        if key in first:
-            exact_of[i] = first[key]
-        else:
-            first[key] = i
-    best = np.zeros(count)
-    best_of = np.full(count, -1, dtype=np.int64)
-    if count < 2:
-        return DuplicateScan(exact_of, best, best_of)
-    lowest = min(config.thresholds) if config.thresholds else 0.6
-    if config.near_threshold is not None:
-        lowest = min(lowest, config.near_threshold)
-    n = config.code_ngram if code else config.ngram
-    lsh = MinHashLSH(threshold=max(0.05, lowest - 0.1), num_perm=config.num_perm)
-    signatures = np.zeros((count, config.num_perm), dtype=np.uint64)
-    for i, minhash in enumerate(MinHash.generator((shingles(u, n) for u in units), num_perm=config.num_perm, seed=1,
-                                                        hashfunc=zlib.crc32)):
-        signatures[i] = minhash.hashvalues
-        if not units[i]:
-            continue
-        candidates = np.fromiter(lsh.query(minhash), dtype=np.int64)
-        if candidates.size:
-            estimates = np.mean(signatures[candidates] == signatures[i], axis=1)
-            j = int(np.argmax(estimates))
-            best[i], best_of[i] = estimates[j], candidates[j]
-        if exact_of[i] >= 0:
-            best[i], best_of[i] = 1.0, exact_of[i]
-            continue  # an exact copy adds nothing to the index
-        if representatives_below is not None and best[i] >= representatives_below:
-            continue  # removed as a near duplicate: later rows are compared with what is kept
-        lsh.insert(i, minhash)
-    return DuplicateScan(exact_of, best, best_of)
+
+class DuplicateRates:
+    """Duplicate rates of a table's instructions and code, fed a shard at a time (`duplicate_rates`)."""
+
+    def __init__(self, config: DedupConfig):
+        self.config = config
+        self.scanners = {"instruction": Scanner(config), "code": Scanner(config, code=True)}
+        self.rows = 0
+        self.counts = {field: {"exact": 0, **{f"{t:g}": 0 for t in config.thresholds}} for field in self.scanners}
+
+    def add(self, instructions: Sequence[str], responses: Sequence[str]) -> None:
+        self.rows += len(instructions)
+        for field, texts, units in (("instruction", instructions, instruction_units), ("code", responses, code_units)):
+            found = self.scanners[field].add([units(t) for t in texts])
+            counts = self.counts[field]
+            counts["exact"] += int(np.sum(found.exact_of >= 0))
+            for t in self.config.thresholds:
+                counts[f"{t:g}"] += int(np.sum(found.best_jaccard >= t))
+
+    def rates(self) -> dict[str, dict[str, float]]:
+        n = max(self.rows, 1)
+        return {field: {name: count / n for name, count in counts.items()} for field, counts in self.counts.items()}
 
 
 def duplicate_rates(instructions: Sequence[str], responses: Sequence[str], config: DedupConfig) -> dict[str, dict[str, float]]:
     """Duplicate rates of instructions and of code: {"instruction": {"exact": r, "0.6": r, ...}, "code": {...}}."""
-    return {
-        "instruction": scan([instruction_units(t) for t in instructions], config).rates(config.thresholds),
-        "code": scan([code_units(t) for t in responses], config, code=True).rates(config.thresholds),
-    }
+    rates = DuplicateRates(config)
+    rates.add(instructions, responses)
+    return rates.rates()
+
+
+class Deduplicator:
+    """Removes repeated generated instructions (see the module docstring) a shard at a time: each pair is
+    compared with every pair before it, in this shard or an earlier one."""
+
+    def __init__(self, config: DedupConfig):
+        self.config = config
+        self.active = config.enabled and (config.remove_exact or config.near_threshold is not None)
+        self.scanner = Scanner(config, representatives_below=config.near_threshold) if self.active else None
+        self.row_ids: list[str] = []  # of every pair seen, for the rejection's "of pair ..."
+        self.kept_index: set[int] = set()
+
+    def add(self, pairs: Sequence) -> tuple[list, list[Rejected]]:
+        if not self.active:
+            return list(pairs), []
+        config = self.config
+        offset = len(self.row_ids)
+        self.row_ids += [p.row_id for p in pairs]
+        result = self.scanner.add([instruction_units(p.instruction) for p in pairs])
+        kept, rejected = [], []
+        for j, pair in enumerate(pairs):
+            reason = None
+            if config.remove_exact and result.exact_of[j] >= 0:
+                reason, other = "exact duplicate instruction", int(result.exact_of[j])
+            elif (config.near_threshold is not None and result.best_jaccard[j] >= config.near_threshold
+                  and int(result.best_of[j]) in self.kept_index):
+                reason, other = f"near-duplicate instruction (Jaccard {result.best_jaccard[j]:.2f})", int(result.best_of[j])
+            if reason is None:
+                kept.append(pair)
+                self.kept_index.add(offset + j)
+                continue
+            rejected.append(Rejected(STAGE, f"{reason} of pair {self.row_ids[other]}", pair.source_index, pair.row_id,
+                                     pair.instruction[:200]))
+        return kept, rejected
 
 
 def deduplicate(pairs: list, config: DedupConfig) -> tuple[list, list[Rejected]]:
     """The generated pairs without repeated instructions (see the module docstring), and the rejections."""
-    if not config.enabled or not (config.remove_exact or config.near_threshold is not None):
-        return pairs, []
-    result = scan([instruction_units(p.instruction) for p in pairs], config, representatives_below=config.near_threshold)
-    kept, rejected = [], []
-    kept_index: set[int] = set()
-    for i, pair in enumerate(pairs):
-        reason = None
-        if config.remove_exact and result.exact_of[i] >= 0:
-            reason, other = "exact duplicate instruction", int(result.exact_of[i])
-        elif (config.near_threshold is not None and result.best_jaccard[i] >= config.near_threshold
-              and int(result.best_of[i]) in kept_index):
-            reason, other = f"near-duplicate instruction (Jaccard {result.best_jaccard[i]:.2f})", int(result.best_of[i])
-        if reason is None:
-            kept.append(pair)
-            kept_index.add(i)
-            continue
-        rejected.append(Rejected(STAGE, f"{reason} of pair {pairs[other].row_id}", pair.source_index, pair.row_id,
-                                 pair.instruction[:200]))
-    return kept, rejected
+    return Deduplicator(config).add(pairs)
+
+
+# -- the stage ------------------------------------------------------------------------------------------
+
+def dedup_stage(pairs, config, context) -> "StageResult":
+    """The shard's pairs without the ones that repeat an earlier pair's instruction (this build's, any shard)."""
+    from inversecoder.builders.stage import StageResult
+
+    if not config.dedup.enabled:
+        return StageResult(list(pairs))
+    deduplicator = context.state.setdefault("dedup", Deduplicator(config.dedup))
+    kept, rejected = deduplicator.add(list(pairs))
+    return StageResult(kept, rejected, {"generated pairs removed as duplicates": len(rejected)})
+
+
+def dedup_summary(config, context, counts: dict[str, int]) -> dict:
+    """The card's duplicates section: what was removed and the duplicate rates of the published tables
+    (`context.state["rates"]`, fed by the pipeline with the `default` and `original` rows)."""
+    settings = config.dedup
+    if not settings.enabled:
+        return {"enabled": False}
+    rates = []
+    for data, counter in context.state["rates"].items():
+        rates += [{"data": data, "field": field, "rows": counter.rows, **values} for field, values in counter.rates().items()]
+    removed = counts.get("generated pairs removed as duplicates", 0)
+    context.logger.info(f"dedup: {removed} generated pairs removed as duplicates; "
+                        + ", ".join(f"{r['data']} {r['field']} {100 * r['exact']:.1f}% exact" for r in rates))
+    return {"enabled": True, "removed": removed, "thresholds": [f"{t:g}" for t in settings.thresholds],
+            "rates": rates, "remove_exact": settings.remove_exact, "near_threshold": settings.near_threshold,
+            "ngram": settings.ngram, "code_ngram": settings.code_ngram, "num_perm": settings.num_perm}

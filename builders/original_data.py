@@ -2,48 +2,54 @@
 
 The paper's generator M is the base model fine-tuned on the original corpus; when a run names no
 generator, this folder is what M trains on (the same pairs the InverseCoder build calls `original`).
+Streamed like the dataset build: a shard of source rows at a time is screened and written.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from huggingface_hub import DatasetCard, DatasetCardData
-
-from inversecoder.builders.dataset import SCHEMAS, content_fingerprint, dataset_infos, hub_configs
-from inversecoder.builders.dataset import _parquet_path as parquet_path
-from inversecoder.builders.pipeline import _decontaminate
-from inversecoder.builders.sources import load_source
+from inversecoder.builders import pipeline
+from inversecoder.builders.dataset import DatasetWriter
+from inversecoder.builders.decontaminate_stage import ORIGINAL_REMOVED, decontaminate_summary, original_row, screen_sources
+from inversecoder.builders.sources import SourceStream, source_stage
+from inversecoder.builders.stage import StageContext
 from inversecoder.core.config import RunConfig
+from inversecoder.core.files import atomic_path
+from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT
+
+logger = logging.getLogger(__name__)
 
 
-def build_original_data(config: RunConfig, target: Path, log=print) -> Path:
-    """Write `target` (Hub layout, config `original`); rewritten atomically on every call (cheap)."""
-    source = load_source(config.source)
-    _, clean, _, _, _ = _decontaminate(config, [], source.rows, log)
-    removed = len(source.rows) - len(clean)
-    rows = [{"instruction": r.instruction, "response": r.response, "row_id": r.row_id, "source_index": r.source_index}
-            for r in clean]
-    table = pa.Table.from_pylist(rows, schema=SCHEMAS["original"])
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / parquet_path("original")).parent.mkdir(parents=True)
-    pq.write_table(table, partial / parquet_path("original"))
-    card = DatasetCard(
-        "---\n" + DatasetCardData(license=config.dataset.license, configs=hub_configs(["original"]),
-                                  dataset_info=dataset_infos({"original": table})).to_yaml() + "\n---\n\n"
-        f"# Training data of the generator M\n\n{len(rows)} pairs of `{config.source.path}` that are usable and "
-        f"clean ({removed} removed by decontamination): the base model is fine-tuned on them to make M.\n"
-    )
-    card.save(partial / "README.md")
-    info = {"source": config.source.path, "rows": len(rows), "decontaminated": removed,
-            "fingerprint": content_fingerprint({"original": rows})}
-    (partial / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    log(f"generator data: {len(rows)} original pairs written to {target}")
+def build_original_data(config: RunConfig, target: Path,
+                        write_card: Callable[[Path, dict[str, Any]], None] | None = None) -> Path:
+    """Write `target` (Hub layout, config `original`); rewritten atomically on every call (cheap).
+    `write_card(folder, report)` writes its card before it is published."""
+    source = SourceStream(config.source)
+    context = StageContext(None, pipeline.cache_dir(config), logger, progress=True)
+    removed = 0
+    target = Path(target)
+    with atomic_path(target) as scratch:
+        scratch.mkdir(parents=True)
+        writer = DatasetWriter(scratch, ["original"])
+        for shard in pipeline.shards(source, pipeline.SHARD_SNIPPETS):
+            rows = source_stage(shard, config, context).kept
+            clean = screen_sources(rows, config, context)
+            removed += len(rows) - len(clean.kept)
+            writer.add("original", [original_row(r) for r in clean.kept])
+        decontaminate_summary(config, context, {ORIGINAL_REMOVED: removed})  # logs what was removed
+        files = writer.finish()
+        rows = files["tables"]["original"]["rows"] if "original" in files["tables"] else 0
+        info = {"source": config.source.path, "rows": rows, "decontaminated": removed, "fingerprint": files["fingerprint"],
+                "empty_configs": files["empty_configs"]}
+        (scratch / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        report = info | {"license": config.dataset.license, "tables": files["tables"]}
+        (scratch / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if write_card is not None:
+            write_card(scratch, report)
+    logger.info(f"generator data: {rows} original pairs written to {target}")
     return target

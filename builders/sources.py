@@ -19,6 +19,7 @@ from inversecoder.core.errors import ConfigError
 from inversecoder.core.files import file_sha256
 
 STAGE = "source"
+READ_BATCH_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,11 @@ def _read_parquet(path: Path) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        handle = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a broken file
         raise ConfigError(f"{path} is not a readable parquet file: {error}") from None
-    yield from table.to_pylist()
+    for batch in handle.iter_batches(batch_size=READ_BATCH_ROWS):  # a batch at a time, not the whole file
+        yield from batch.to_pylist()
 
 
 def _read_dataset(config: SourceConfig) -> Iterator[Any]:
@@ -141,46 +143,75 @@ def _field(record: dict, column: str, source_index: int, max_chars: int) -> tupl
     return value, None
 
 
+class SourceStream:
+    """The source's rows one at a time: `(source_index, SourceRow or Rejected)` for every record read (up
+    to `config.limit`). Memory holds each row's id, not its text. `info` (path, kind, sha256, and
+    `rows_read` once the stream is exhausted) is for the card. A source with no rows or without the
+    configured columns is a `ConfigError`, raised when the stream ends (no row was usable, so no work
+    was done on it)."""
+
+    def __init__(self, config: SourceConfig):
+        if config.limit is not None and config.limit < 0:
+            raise ConfigError("source.limit must be >= 0")
+        if config.max_chars < 1:
+            raise ConfigError(f"source.max_chars must be >= 1, got {config.max_chars}")
+        self.config = config
+        self._records, self.info = _records(config)
+
+    def __iter__(self) -> Iterator[tuple[int, SourceRow | Rejected]]:
+        config = self.config
+        first_seen: dict[str, int] = {}
+        columns_seen: set[str] = set()
+        total = 0
+        for source_index, record in enumerate(self._records):
+            if config.limit is not None and source_index >= config.limit:
+                break
+            total += 1
+            if isinstance(record, _BadRecord):
+                yield source_index, Rejected(STAGE, record.reason, source_index, detail=record.detail)
+                continue
+            if not isinstance(record, dict):
+                yield source_index, Rejected(STAGE, f"record is {type(record).__name__}, not an object", source_index)
+                continue
+            columns_seen.update(record)
+            instruction, problem = _field(record, config.instruction_column, source_index, config.max_chars)
+            if problem is None:
+                response, problem = _field(record, config.response_column, source_index, config.max_chars)
+            if problem is not None:
+                yield source_index, problem
+                continue
+            row_id = short_hash(instruction, response)
+            if row_id in first_seen:
+                yield source_index, Rejected(STAGE, "exact duplicate", source_index, row_id, f"same as source row {first_seen[row_id]}")
+                continue
+            first_seen[row_id] = source_index
+            yield source_index, SourceRow(row_id, source_index, instruction, response)
+        if total == 0:
+            raise ConfigError(f"source '{config.path}' has no rows")
+        for column in (config.instruction_column, config.response_column):
+            if columns_seen and column not in columns_seen:
+                available = ", ".join(sorted(map(str, columns_seen)))
+                raise ConfigError(f"source has no column '{column}' (available: {available}); set source.instruction_column / source.response_column")
+        self.info["rows_read"] = total
+
+
 def load_source(config: SourceConfig) -> SourceData:
-    """Read, validate and id every row (up to `config.limit`)."""
-    if config.limit is not None and config.limit < 0:
-        raise ConfigError("source.limit must be >= 0")
-    if config.max_chars < 1:
-        raise ConfigError(f"source.max_chars must be >= 1, got {config.max_chars}")
-    records, info = _records(config)
+    """Read, validate and id every row (up to `config.limit`), all in memory (see `SourceStream`)."""
+    stream = SourceStream(config)
     rows: list[SourceRow] = []
     rejected: list[Rejected] = []
-    first_seen: dict[str, int] = {}
-    columns_seen: set[str] = set()
-    total = 0
-    for source_index, record in enumerate(records):
-        if config.limit is not None and source_index >= config.limit:
-            break
-        total += 1
-        if isinstance(record, _BadRecord):
-            rejected.append(Rejected(STAGE, record.reason, source_index, detail=record.detail))
-            continue
-        if not isinstance(record, dict):
-            rejected.append(Rejected(STAGE, f"record is {type(record).__name__}, not an object", source_index))
-            continue
-        columns_seen.update(record)
-        instruction, problem = _field(record, config.instruction_column, source_index, config.max_chars)
-        if problem is None:
-            response, problem = _field(record, config.response_column, source_index, config.max_chars)
-        if problem is not None:
-            rejected.append(problem)
-            continue
-        row_id = short_hash(instruction, response)
-        if row_id in first_seen:
-            rejected.append(Rejected(STAGE, "exact duplicate", source_index, row_id, f"same as source row {first_seen[row_id]}"))
-            continue
-        first_seen[row_id] = source_index
-        rows.append(SourceRow(row_id, source_index, instruction, response))
-    if total == 0:
-        raise ConfigError(f"source '{config.path}' has no rows")
-    for column in (config.instruction_column, config.response_column):
-        if columns_seen and column not in columns_seen:
-            available = ", ".join(sorted(map(str, columns_seen)))
-            raise ConfigError(f"source has no column '{column}' (available: {available}); set source.instruction_column / source.response_column")
-    info["rows_read"] = total
-    return SourceData(rows, rejected, info)
+    for _, item in stream:
+        (rows if isinstance(item, SourceRow) else rejected).append(item)
+    return SourceData(rows, rejected, stream.info)
+
+
+def source_stage(items, config, context) -> "StageResult":
+    """The shard's records: usable rows go on (and into `context.sources`, for the decontamination of
+    the source rows), unusable ones are rejected."""
+    from inversecoder.builders.stage import StageResult
+
+    items = list(items)
+    rows = [item for _, item in items if isinstance(item, SourceRow)]
+    rejected = [item for _, item in items if not isinstance(item, SourceRow)]
+    context.sources = rows
+    return StageResult(rows, rejected, {"source rows read": len(items), "usable source rows": len(rows)})

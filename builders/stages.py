@@ -1,20 +1,24 @@
-"""Steps 1-3 of the method: extract, summarize (K candidates), self-evaluate, select.
+"""Steps 1-3 of the method as stages: extract, summarize (K candidates), self-evaluate, select.
 
-Every stage maps keyed items to keyed items plus `Rejected` records; model calls go through
-`CachedModel`, so a stage interrupted at any point resumes without repeating finished calls.
+Every stage maps one shard's keyed records to new keyed records plus `Rejected` records (see
+`builders/stage.py`); model calls go through `CachedModel`, one call per shard, so a stage interrupted
+at any point resumes without repeating finished calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from inversecoder.builders.extract import extract_code
+from inversecoder.builders.sources import SourceRow
+from inversecoder.builders.stage import StageContext, StageResult
 from inversecoder.core import prompts
 from inversecoder.core.backends import CachedModel, GenerationRequest, SamplingParams
-from inversecoder.builders.extract import extract_code
-from inversecoder.core.rows import Rejected, short_hash
-from inversecoder.builders.sources import SourceRow
 from inversecoder.core.config import SummarizeConfig
+from inversecoder.core.rows import Rejected, short_hash
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Snippet:
     language: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Candidate:
     row_id: str
     k: int  # 0..K-1: the candidate's index for its snippet (ties in selection go to the lowest)
@@ -41,6 +45,20 @@ class Candidate:
     def candidate_id(self) -> str:
         return f"{self.row_id}-{self.k}"
 
+    def to_row(self) -> dict:
+        """A row of the dataset's `candidates` config."""
+        return {"row_id": self.row_id, "candidate_id": self.candidate_id, "k": self.k, "seed": self.seed,
+                "prefix": self.prefix, "instruction": self.instruction, "finish_reason": self.finish_reason,
+                "score": self.score, "yes_no_mass": self.yes_no_mass, "selected": self.selected}
+
+
+@dataclass(frozen=True)
+class SnippetCandidates:
+    """A snippet and its generated candidates (none when every generation failed)."""
+
+    snippet: Snippet
+    candidates: tuple[Candidate, ...]
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -55,7 +73,7 @@ class Pair:
     score: float
 
 
-def extract(rows: list[SourceRow]) -> tuple[list[Snippet], list[Rejected]]:
+def extract(rows: Iterable[SourceRow]) -> tuple[list[Snippet], list[Rejected]]:
     snippets, rejected = [], []
     for row in rows:
         found = extract_code(row.response)
@@ -71,69 +89,91 @@ def candidate_seed(run_seed: int, row_id: str, k: int) -> int:
     return int(short_hash(str(run_seed), row_id, str(k)), 16) % (2**31 - 1)
 
 
-def summarize(
-    model: CachedModel, snippets: list[Snippet], config: SummarizeConfig, run_seed: int
-) -> tuple[list[Candidate], list[Rejected]]:
+def sampling_params(config: SummarizeConfig) -> SamplingParams:
+    return SamplingParams(temperature=config.temperature, top_p=config.top_p, repetition_penalty=config.repetition_penalty,
+                          max_new_tokens=config.max_new_tokens, stop=tuple(config.stop))
+
+
+def summarize(model: CachedModel, snippets: list[Snippet], config: SummarizeConfig, run_seed: int
+              ) -> tuple[list[SnippetCandidates], list[Rejected]]:
     """K candidate instructions per snippet; each candidate has its own seeded prefix and sampling seed."""
-    candidates: list[Candidate] = []
+    drafts: list[Candidate] = []
     requests: list[GenerationRequest] = []
     for snippet in snippets:
         for k in range(config.num_samples):
             seed = candidate_seed(run_seed, snippet.row_id, k)
             prefix = prompts.summarize_prefix(random.Random(seed), snippet.language)
-            candidates.append(Candidate(snippet.row_id, k, seed, prefix))
+            drafts.append(Candidate(snippet.row_id, k, seed, prefix))
             requests.append(GenerationRequest(prompts.summarize_prompt(snippet.code_block, prefix), seed))
-    params = SamplingParams(
-        temperature=config.temperature,
-        top_p=config.top_p,
-        repetition_penalty=config.repetition_penalty,
-        max_new_tokens=config.max_new_tokens,
-        stop=tuple(config.stop),
-    )
-    completions = model.generate(requests, params, desc="summarize")
-    by_row = {s.row_id: s for s in snippets}
-    kept, rejected = [], []
-    for candidate, completion in zip(candidates, completions):
-        if completion.error is not None:
-            source_index = by_row[candidate.row_id].source_index
-            rejected.append(Rejected("summarize", completion.error, source_index, candidate.row_id, f"candidate {candidate.k}"))
-            continue
-        candidate.instruction = (candidate.prefix + completion.text).strip()
-        candidate.finish_reason = completion.finish_reason
-        kept.append(candidate)
-    return kept, rejected
+    completions = model.generate(requests, sampling_params(config), desc="summarize") if requests else []
+    groups, rejected = [], []
+    for i, snippet in enumerate(snippets):
+        kept = []
+        for j in range(i * config.num_samples, (i + 1) * config.num_samples):
+            draft, completion = drafts[j], completions[j]
+            if completion.error is not None:
+                rejected.append(Rejected("summarize", completion.error, snippet.source_index, draft.row_id, f"candidate {draft.k}"))
+                continue
+            kept.append(dataclasses.replace(draft, instruction=(draft.prefix + completion.text).strip(),
+                                            finish_reason=completion.finish_reason))
+        groups.append(SnippetCandidates(snippet, tuple(kept)))
+    return groups, rejected
 
 
-def score(model: CachedModel, candidates: list[Candidate], snippets: list[Snippet]) -> list[Rejected]:
+def score(model: CachedModel, groups: list[SnippetCandidates]) -> tuple[list[SnippetCandidates], list[Rejected]]:
     """Self-evaluation: P(Yes) of "Is the answer correct?" for each (candidate instruction, code)."""
-    by_row = {s.row_id: s for s in snippets}
-    score_prompts = [prompts.score_prompt(c.instruction, by_row[c.row_id].code_block) for c in candidates]
-    results = model.score_yes_no(score_prompts, desc="self-evaluate")
-    rejected = []
-    for candidate, result in zip(candidates, results):
-        if result.error is not None:
-            source_index = by_row[candidate.row_id].source_index
-            rejected.append(Rejected("score", result.error, source_index, candidate.row_id, f"candidate {candidate.k}"))
-        candidate.score = result.score
-        candidate.yes_no_mass = result.yes_no_mass
-    return rejected
+    score_prompts = [prompts.score_prompt(c.instruction, g.snippet.code_block) for g in groups for c in g.candidates]
+    results = iter(model.score_yes_no(score_prompts, desc="self-evaluate") if score_prompts else [])
+    scored, rejected = [], []
+    for group in groups:
+        candidates = []
+        for candidate in group.candidates:
+            result = next(results)
+            if result.error is not None:
+                rejected.append(Rejected("score", result.error, group.snippet.source_index, candidate.row_id, f"candidate {candidate.k}"))
+            candidates.append(dataclasses.replace(candidate, score=result.score, yes_no_mass=result.yes_no_mass))
+        scored.append(SnippetCandidates(group.snippet, tuple(candidates)))
+    return scored, rejected
 
 
-def select(candidates: list[Candidate], snippets: list[Snippet]) -> tuple[list[Pair], list[Rejected]]:
-    """The best-scoring candidate per snippet (ties: the lowest k); no threshold, as in the paper."""
-    best: dict[str, Candidate] = {}
-    for candidate in candidates:
-        if candidate.score is None:
-            continue
-        current = best.get(candidate.row_id)
-        if current is None or (candidate.score, -candidate.k) > (current.score, -current.k):
-            best[candidate.row_id] = candidate
-    pairs, rejected = [], []
-    for snippet in snippets:
-        chosen = best.get(snippet.row_id)
+def select(groups: Iterable[SnippetCandidates]) -> tuple[list[Pair], list[Candidate], list[Rejected]]:
+    """The best-scoring candidate per snippet (ties: the lowest k); no threshold, as in the paper.
+    Returns the pairs, every candidate (the chosen ones marked `selected`) and the rejections."""
+    pairs, candidates, rejected = [], [], []
+    for group in groups:
+        chosen = None
+        for candidate in group.candidates:
+            if candidate.score is not None and (chosen is None or (candidate.score, -candidate.k) > (chosen.score, -chosen.k)):
+                chosen = candidate
+        snippet = group.snippet
         if chosen is None:
             rejected.append(Rejected("select", "no candidate could be generated and scored", snippet.source_index, snippet.row_id))
-            continue
-        chosen.selected = True
-        pairs.append(Pair(snippet.row_id, snippet.source_index, chosen.candidate_id, chosen.instruction, snippet.code_block, snippet.language, chosen.score))
-    return pairs, rejected
+        else:
+            pairs.append(Pair(snippet.row_id, snippet.source_index, chosen.candidate_id, chosen.instruction, snippet.code_block,
+                              snippet.language, chosen.score))
+        candidates += [dataclasses.replace(c, selected=True) if c is chosen else c for c in group.candidates]
+    return pairs, candidates, rejected
+
+
+# -- the stages -----------------------------------------------------------------------------------------
+
+def extract_stage(rows, config, context: StageContext) -> StageResult:
+    snippets, rejected = extract(rows)
+    return StageResult(snippets, rejected, {"code snippets extracted": len(snippets)})
+
+
+def summarize_stage(rows, config, context: StageContext) -> StageResult:
+    groups, rejected = summarize(context.model, list(rows), config.summarize, config.seed)
+    return StageResult(groups, rejected, {"candidates generated": sum(len(g.candidates) for g in groups)})
+
+
+def score_stage(rows, config, context: StageContext) -> StageResult:
+    groups, rejected = score(context.model, list(rows))
+    scored = sum(c.score is not None for g in groups for c in g.candidates)
+    return StageResult(groups, rejected, {"candidates scored": scored})
+
+
+def select_stage(rows, config, context: StageContext) -> StageResult:
+    pairs, candidates, rejected = select(rows)
+    return StageResult(pairs, rejected, {"pairs selected": len(pairs)},
+                       tables={"candidates": [c.to_row() for c in candidates]})

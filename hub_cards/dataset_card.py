@@ -1,11 +1,18 @@
-"""The dataset card: `huggingface_hub.DatasetCard` rendered from `templates/dataset_card.md`."""
+"""Dataset cards: `huggingface_hub.DatasetCard`s rendered from a build's machine-readable report.
+
+The builders write data plus a report (`build_report.json`); these writers turn a report into the
+folder's README.md (and the score histogram), on the scratch folder before it is published.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
+
+from inversecoder.core.dataset_files import SCHEMAS, hub_configs
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 
@@ -17,6 +24,25 @@ def size_category(rows: int) -> str:
         if rows < bound:
             return label
     return "10M<n<100M"
+
+
+def dataset_infos(tables: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `dataset_info:` metadata (features, split sizes) that `push_to_hub` writes too, from each
+    config's `rows` and `num_bytes`.
+
+    Beyond documenting the schema, it matters for correctness: `datasets` keys its cache of a local
+    folder by the card's metadata, not by the files' contents, so without split sizes in the card a
+    rebuilt folder at a path seen before could load the previous build's rows.
+    """
+    from datasets import DatasetInfo, Features, SplitDict, SplitInfo
+
+    infos = []
+    for name, table in tables.items():
+        splits = SplitDict()
+        splits.add(SplitInfo(name="train", num_bytes=table["num_bytes"], num_examples=table["rows"]))
+        info = DatasetInfo(features=Features.from_arrow_schema(SCHEMAS[name]), splits=splits, dataset_size=table["num_bytes"])
+        infos.append({"config_name": name, **info._to_yaml_dict()})
+    return infos
 
 
 def render_dataset_card(
@@ -35,3 +61,75 @@ def render_dataset_card(
         dataset_info=dataset_info,
     )
     return DatasetCard.from_template(card_data, template_path=str(TEMPLATE), pretty_name=pretty_name, **context)
+
+
+def write_histogram(scores: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axis = plt.subplots(figsize=(6, 3.2), dpi=100)
+    axis.hist(scores, bins=20, range=(0.0, 1.0), color="#3b7dd8", edgecolor="white")
+    axis.set_xlabel("self-evaluation score P(Yes)")
+    axis.set_ylabel("selected pairs")
+    axis.set_title(f"Score distribution ({len(scores)} pairs)")
+    figure.tight_layout()
+    figure.savefig(path, metadata={"Software": None})
+    plt.close(figure)
+
+
+def score_summary(scores: list[float]) -> str:
+    if not scores:
+        return "No pairs were selected."
+    ordered = sorted(scores)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return (
+        f"{len(scores)} pairs: min {ordered[0]:.3f}, 25% {quantile(0.25):.3f}, median {quantile(0.5):.3f}, "
+        f"75% {quantile(0.75):.3f}, max {ordered[-1]:.3f}, mean {sum(scores) / len(scores):.3f}."
+    )
+
+
+def _scores(folder: Path, files: list[str]) -> list[float]:
+    """The `score` column of the default config (one float per pair, read column-only)."""
+    scores: list[float] = []
+    for relative in files:
+        scores += pq.read_table(folder / relative, columns=["score"]).column("score").to_pylist()
+    return scores
+
+
+def write_dataset_card(folder: Path, report: dict[str, Any]) -> Path:
+    """README.md and the score histogram of a built dataset folder, from its build report (see
+    `builders/pipeline.py`); the pipeline calls it on the scratch folder before publishing it."""
+    folder = Path(folder)
+    context = dict(report)
+    tables = context.pop("tables")
+    scores = _scores(folder, tables["default"]["files"]) if "default" in tables else []
+    write_histogram(scores, folder / report["histogram"])
+    card = render_dataset_card(
+        configs=hub_configs({name: table["files"] for name, table in tables.items()}),
+        dataset_info=dataset_infos(tables),
+        tables={name: {"rows": table["rows"], "columns": table["columns"]} for name, table in tables.items()},
+        score_summary=score_summary(scores),
+        **context,
+    )
+    card.save(folder / "README.md")
+    return folder / "README.md"
+
+
+def write_original_card(folder: Path, report: dict[str, Any]) -> Path:
+    """The card of step 0's data (the corpus's usable, clean pairs the generator M is trained on)."""
+    folder = Path(folder)
+    tables = report["tables"]
+    card = DatasetCard(
+        "---\n" + DatasetCardData(license=report["license"], configs=hub_configs({n: t["files"] for n, t in tables.items()}),
+                                  dataset_info=dataset_infos(tables)).to_yaml() + "\n---\n\n"
+        f"# Training data of the generator M\n\n{report['rows']} pairs of `{report['source']}` that are usable and "
+        f"clean ({report['decontaminated']} removed by decontamination): the base model is fine-tuned on them to make M.\n"
+    )
+    card.save(folder / "README.md")
+    return folder / "README.md"

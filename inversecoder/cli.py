@@ -185,8 +185,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def configure_logging() -> None:
+    """The builders' progress lines (`logging`, under the `inversecoder` logger) as plain lines on stdout,
+    where they were printed before; warnings and errors on stderr. Other libraries' loggers are left alone."""
+    import logging
+
+    package = logging.getLogger("inversecoder")
+    if any(getattr(handler, "_inversecoder", False) for handler in package.handlers):
+        return
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setLevel(logging.WARNING)
+    for handler in (info, problems):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._inversecoder = True
+        package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         _dispatch(args)

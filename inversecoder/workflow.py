@@ -72,13 +72,14 @@ class Step:
 def _train_generator(config: RunConfig) -> Path:
     """Step 0: M = the base model fine-tuned on the (decontaminated) original pairs (the paper: 2 epochs)."""
     from inversecoder.builders.original_data import build_original_data
+    from inversecoder.hub_cards.dataset_card import write_original_card
     from inversecoder.trainers.recipe import train_model
 
     from inversecoder.core.backends.transformers_backend import resolve_model
 
     resolve_model(config.train.base_model, config.train.base_revision)  # fails before the data work
     folder = generator_dir(config)
-    data = build_original_data(config, folder / "data")
+    data = build_original_data(config, folder / "data", write_card=write_original_card)
     generator_config = config.model_copy(deep=True)
     generator_config.train.mode = "original"
     return train_model(generator_config, data, folder / "train", folder / "model")
@@ -86,8 +87,9 @@ def _train_generator(config: RunConfig) -> Path:
 
 def _build(config: RunConfig) -> Path:
     from inversecoder.builders.pipeline import build_dataset
+    from inversecoder.hub_cards.dataset_card import write_dataset_card
 
-    return build_dataset(resolved(config)).dataset_dir
+    return build_dataset(resolved(config), write_card=write_dataset_card).dataset_dir
 
 
 def _train(config: RunConfig) -> Path:

@@ -99,3 +99,22 @@ def test_scans_are_deterministic():
     rows = [words(rng, 30) for _ in range(50)] * 2
     first, second = scan(rows, DedupConfig()), scan(rows, DedupConfig())
     assert (first.best_jaccard == second.best_jaccard).all() and (first.exact_of == second.exact_of).all()
+
+
+def test_scanning_in_chunks_equals_one_scan():
+    import numpy as np
+
+    from inversecoder.builders.dedup import DuplicateRates, Scanner
+
+    config = DedupConfig()
+    texts = [f"write a function that sorts a list of {w} by {v}" for w in ("ints", "words", "ints", "dates") for v in ("size", "name", "size")]
+    units = [instruction_units(t) for t in texts] + [[]]
+    whole = scan(units, config, representatives_below=0.7)
+    scanner = Scanner(config, representatives_below=0.7)
+    parts = [scanner.add(units[i : i + 5]) for i in range(0, len(units), 5)]
+    for field in ("exact_of", "best_jaccard", "best_of"):
+        assert np.concatenate([getattr(p, field) for p in parts]).tolist() == getattr(whole, field).tolist()
+    rates = DuplicateRates(config)
+    for i in range(0, len(texts), 4):
+        rates.add(texts[i : i + 4], texts[i : i + 4])
+    assert rates.rates() == duplicate_rates(texts, texts, config)

@@ -20,6 +20,7 @@ from huggingface_hub import DatasetCard
 from inversecoder.builders.decontaminate import LAYERS, SOURCE_ROW
 from inversecoder.builders.pipeline import build_dataset
 from inversecoder.core.config import load_config
+from inversecoder.hub_cards.dataset_card import write_dataset_card
 
 from conftest import SAMPLE
 
@@ -52,7 +53,7 @@ def built(tiny_model_dir, benchmarks_dir, tmp_path_factory):
     recipe = write_recipe(out / "r.yaml", tiny_model_dir, benchmarks_dir, source={"limit": None}, summarize={"num_samples": 2},
                           decontaminate={"semantic": False})
     config = load_config(recipe, output_dir=str(out / "run"))
-    result = build_dataset(config, progress=False)
+    result = build_dataset(config, progress=False, write_card=write_dataset_card)
     return config, result
 
 
@@ -151,7 +152,7 @@ def test_card_has_metadata_counts_parameters_and_histogram(built):
 def test_a_finished_build_reruns_without_model_calls_and_writes_the_same(built):
     config, result = built
     before = tables(result.dataset_dir)
-    again = build_dataset(config, progress=False)
+    again = build_dataset(config, progress=False, write_card=write_dataset_card)
     assert again.model_calls == 0 and again.reused_calls == result.model_calls
     assert tables(again.dataset_dir) == before and again.fingerprint == result.fingerprint
 

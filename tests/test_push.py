@@ -31,6 +31,7 @@ from hub_server import HubServer, Token
 from inversecoder.builders.pipeline import build_dataset
 from inversecoder.core.config import load_config
 from inversecoder.core.errors import UserError
+from inversecoder.hub_cards.dataset_card import write_dataset_card
 from inversecoder.hub_cards.model_card import render_model_card
 from inversecoder.hub_cards.push import HUB_RECORD, check_push_config, read_hub_record
 
@@ -88,7 +89,7 @@ def build(tiny_model_dir: Path, out: Path, seed: int) -> Path:
     }
     (out / "r.yaml").write_text(yaml.safe_dump(recipe))
     config = load_config(out / "r.yaml", output_dir=str(out / "run"))
-    return build_dataset(config, log=lambda _: None, progress=False).dataset_dir
+    return build_dataset(config, progress=False, write_card=write_dataset_card).dataset_dir
 
 
 @pytest.fixture(scope="module")

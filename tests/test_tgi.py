@@ -595,6 +595,7 @@ def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny
 
     from inversecoder.builders.pipeline import build_dataset
     from inversecoder.core.config import load_config
+    from inversecoder.hub_cards.dataset_card import write_dataset_card
 
     a, b = servers.start(), servers.start()
     generator = {"backend": "tgi", "model": str(tiny_model_dir), "endpoints": [a.url, b.url],
@@ -604,7 +605,8 @@ def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
 
     def build(name):
-        result = build_dataset(load_config(tmp_path / "r.yaml", output_dir=str(tmp_path / name)), log=lambda _: None, progress=False)
+        result = build_dataset(load_config(tmp_path / "r.yaml", output_dir=str(tmp_path / name)), progress=False,
+                               write_card=write_dataset_card)
         return {folder.name: pq.read_table(next(folder.glob("*.parquet"))).to_pylist()
                 for folder in sorted(result.dataset_dir.iterdir()) if folder.is_dir() and folder.name != "assets"}
 

@@ -196,7 +196,7 @@ def load_pairs(dataset_dir: Path, config_name: str) -> datasets.Dataset:
 
     Read from the config's parquet files (not `load_dataset(folder)`, whose cache of a local folder
     can serve a previous build's rows after the folder is rebuilt)."""
-    from inversecoder.builders.dataset import load_config_rows
+    from inversecoder.core.dataset_files import load_config_rows
 
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / "README.md").is_file():

@@ -1,0 +1,67 @@
+"""The one shape of a dataset stage: `(rows, config, context) -> StageResult(kept, rejected, report)`.
+
+A stage reads the rows the previous stage kept and returns new records: it never edits its inputs
+(records are frozen; a changed record is a `dataclasses.replace` copy). `rejected` says what it dropped
+and why (the dataset's `rejected` config), `report` is a few counts for the card, and `tables` are rows
+the stage adds to other configs of the dataset (`candidates`, `original`, `contamination`).
+
+The pipeline runs the stages shard by shard (a few thousand snippets at a time), so a stage sees one
+shard's rows; what must outlive a shard (the benchmark index, the duplicate index, the contaminated
+source rows) lives in the `StageContext`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inversecoder.core.rows import Rejected
+
+if TYPE_CHECKING:
+    from inversecoder.core.backends import CachedModel
+    from inversecoder.core.config import RunConfig
+
+
+@dataclass(frozen=True)
+class StageResult:
+    kept: Iterable[Any]
+    rejected: list[Rejected] = field(default_factory=list)
+    report: dict[str, int] = field(default_factory=dict)
+    #: config name (with an optional ":group", see DatasetWriter.add) -> rows for that config
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """What the stages share across shards: the model, the caches, and state that spans the corpus."""
+
+    model: "CachedModel | None"
+    cache_dir: Path
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("inversecoder.builders"))
+    progress: bool = True
+    #: the current shard's usable source rows (set by the source stage; the source rows are decontaminated too)
+    sources: list = field(default_factory=list)
+    #: source row_id -> the benchmark matches of a contaminated source row (its generated pairs go with it)
+    contaminated: dict[str, list] = field(default_factory=dict)
+    #: per-stage state that outlives a shard (the decontaminator, the duplicate index), by stage name
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+StageFunction = Callable[[Iterable[Any], "RunConfig", StageContext], StageResult]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: StageFunction
+    #: the stage's summary for the card once every shard has run (from its state in the context)
+    summary: Callable[["RunConfig", StageContext, dict[str, int]], dict[str, Any]] | None = None
+
+
+def add_counts(total: Counter, report: dict[str, int]) -> None:
+    for key, value in report.items():
+        total[key] += value

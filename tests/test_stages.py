@@ -1,0 +1,155 @@
+"""The stage shape and the streamed build, on a stand-in model (instant, deterministic, with duplicates)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import zlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from datasets import load_dataset
+
+from inversecoder.builders import dataset as dataset_module
+from inversecoder.builders import pipeline
+from inversecoder.builders.decontaminate import SOURCE_ROW
+from inversecoder.builders.stage import StageContext, StageResult
+from inversecoder.core.backends import BackendInfo, Completion, YesNoScore
+from inversecoder.core.config import load_config
+from inversecoder.core.dataset_files import DATA_DIRS, SCHEMAS, config_files
+from inversecoder.hub_cards.dataset_card import write_dataset_card
+
+from conftest import SAMPLE
+
+
+class StandInModel:
+    """CachedModel's interface: instructions repeat across snippets (so dedup has work across shards), one
+    candidate in 23 fails to generate and one in 31 to score."""
+
+    def __init__(self):
+        self.backend = self
+        self.computed = self.reused = 0
+
+    def info(self) -> BackendInfo:
+        return BackendInfo("stand-in", "stand-in-model", "r1", 2048)
+
+    def generate(self, requests, params, desc=""):
+        self.computed += len(requests)
+        out = []
+        for request in requests:
+            h = zlib.crc32(request.prompt.encode() + str(request.seed).encode())
+            out.append(Completion(None, "error", error="boom") if h % 23 == 0 else
+                       Completion(f" function that handles case {h % 6}", "stop"))
+        return out
+
+    def score_yes_no(self, prompts, desc=""):
+        self.computed += len(prompts)
+        return [YesNoScore(None, error="no score") if zlib.crc32(p.encode()) % 31 == 0 else
+                YesNoScore((zlib.crc32(p.encode()) % 997) / 997, 0.9) for p in prompts]
+
+
+def _config(tmp_path: Path, name: str, benchmarks_dir, **source):
+    recipe = {"seed": 3, "benchmarks_dir": str(benchmarks_dir), "source": {"path": str(SAMPLE), **source},
+              "generator": {"model": "stand-in"}, "summarize": {"num_samples": 3},
+              "decontaminate": {"semantic": False}}
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+    return load_config(tmp_path / f"{name}.yaml", output_dir=str(tmp_path / name))
+
+
+def _build(monkeypatch, config, shard: int, file_rows: int = 200_000):
+    monkeypatch.setattr(pipeline, "open_model", lambda *a, **k: StandInModel())
+    monkeypatch.setattr(pipeline, "SHARD_SNIPPETS", shard)
+    monkeypatch.setattr(dataset_module, "FILE_ROWS", file_rows)
+    return pipeline.build_dataset(config, progress=False, write_card=write_dataset_card)
+
+
+def _tables(folder: Path) -> dict[str, list[dict]]:
+    return {name: [row for f in config_files(folder, name) for row in pq.read_table(f).to_pylist()] for name in DATA_DIRS}
+
+
+def _card(folder: Path) -> list[str]:
+    """The card without its build time and file lists (which differ with the number of files)."""
+    return [line for line in (folder / "README.md").read_text().splitlines()
+            if "Built:" not in line and "parquet" not in line and line.strip() not in ("path:",)]
+
+
+@pytest.fixture(scope="module")
+def builds(benchmarks_dir, tmp_path_factory):
+    monkeypatch = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("stages")
+    try:
+        one = _build(monkeypatch, _config(tmp, "one", benchmarks_dir), shard=10_000)
+        many = _build(monkeypatch, _config(tmp, "many", benchmarks_dir), shard=7, file_rows=40)
+    finally:
+        monkeypatch.undo()
+    return one, many
+
+
+def test_a_streamed_build_writes_what_one_shard_writes(builds):
+    one, many = builds
+    assert one.counts == many.counts and one.fingerprint == many.fingerprint
+    assert _tables(one.dataset_dir) == _tables(many.dataset_dir)
+    assert _card(one.dataset_dir) == _card(many.dataset_dir)  # same counts, rates, sizes, reasons
+    assert one.counts["generated pairs removed as duplicates"] > 0  # dedup worked across shards
+    assert {r["stage"] for r in _tables(many.dataset_dir)["rejected"]} >= {"summarize", "score", "dedup-generated"}
+
+
+def test_a_multi_file_folder_loads_every_config(builds):
+    _, many = builds
+    tables = _tables(many.dataset_dir)
+    assert len(config_files(many.dataset_dir, "candidates")) > 1 and len(config_files(many.dataset_dir, "default")) > 1
+    for name, rows in tables.items():
+        if rows:
+            loaded = load_dataset(str(many.dataset_dir), name, split="train").to_list()
+            assert loaded == rows, name
+
+
+def test_pairs_of_contaminated_source_rows_are_removed_when_streamed(builds):
+    _, many = builds
+    tables = _tables(many.dataset_dir)
+    flagged = {r["row_id"] for r in tables["contamination"] if r["where"] == "original"}
+    assert flagged
+    assert not flagged & {r["row_id"] for r in tables["default"]}
+    assert not flagged & {r["row_id"] for r in tables["original"]}
+    inherited = [r for r in tables["contamination"] if r["layer"] == SOURCE_ROW]
+    assert inherited and {r["row_id"] for r in inherited} <= flagged
+    wheres = [r["where"] for r in tables["contamination"]]
+    assert wheres == sorted(wheres, key=lambda w: w != "original")  # the source rows' matches come first
+
+
+def test_every_stage_returns_a_stage_result_and_leaves_its_input_alone(benchmarks_dir, tmp_path):
+    config = _config(tmp_path, "shape", benchmarks_dir, limit=30)
+    context = StageContext(StandInModel(), tmp_path / "cache", progress=False)
+    rows = list(pipeline.SourceStream(config.source))
+    for stage in pipeline.STAGES:
+        before = copy.deepcopy(rows)
+        result = stage.run(rows, config, context)
+        assert isinstance(result, StageResult), stage.name
+        assert rows == before, f"{stage.name} changed its input"
+        kept = list(result.kept)
+        assert all(dataclasses.is_dataclass(r) and r.__dataclass_params__.frozen for r in kept), stage.name
+        assert all(isinstance(v, int) for v in result.report.values()), stage.name
+        rows = kept
+    assert rows  # pairs came out of the last stage
+
+
+def test_sizes_in_the_card_do_not_depend_on_sharding():
+    rows = [{"row_id": f"r{i}", "candidate_id": None if i % 3 else f"c{i}", "k": i, "seed": i * 7, "prefix": "Write a" * (i % 4),
+             "instruction": None if i % 5 == 0 else "x" * i, "finish_reason": "stop", "score": None if i % 2 else 0.5,
+             "yes_no_mass": 0.9, "selected": i % 4 == 0} for i in range(50)]
+    whole = pa.Table.from_pylist(rows, schema=SCHEMAS["candidates"]).nbytes
+    for split in (1, 7, 50):
+        sizes: dict = {}
+        for start in range(0, len(rows), split):
+            table = pa.Table.from_pylist(rows[start : start + split], schema=SCHEMAS["candidates"])
+            for column in table.schema:
+                size = sizes.setdefault(column.name, dataset_module._ColumnSize())
+                values = table.column(column.name)
+                size.rows += len(values)
+                size.nulls += values.null_count
+                if pa.types.is_string(column.type):
+                    size.data += sum(len(v.encode()) for v in values.to_pylist() if v is not None)
+        assert dataset_module.table_nbytes(SCHEMAS["candidates"], sizes) == whole, split
