@@ -15,6 +15,7 @@ import dataclasses
 import gzip
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,8 @@ from inversecoder.core.files import file_sha256
 from inversecoder.core.sandbox import Sandbox
 from inversecoder.eval.generation import Decoding, build_tasks, generate_solutions, prompt_templates
 from inversecoder.eval.scoring import check_solutions, open_sandbox
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from inversecoder.core.config import EvalConfig
@@ -95,7 +98,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     scores = ", ".join(
         f"{key} base {value['base']:.3f}, plus {value['plus']:.3f}" for key, value in summary.items() if key.startswith("pass@")
     )
-    print(f"{summary['dataset']} {summary['version']} ({summary['n_tasks']}/{summary['n_tasks_total']} tasks): {scores}")
+    logger.info(f"{summary['dataset']} {summary['version']} ({summary['n_tasks']}/{summary['n_tasks_total']} tasks): {scores}")
 
 
 # -- the whole step ---------------------------------------------------------------------------------

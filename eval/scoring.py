@@ -19,9 +19,9 @@ differs, and is recorded in eval_results.json:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +33,8 @@ from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import atomic_path
 from inversecoder.core.sandbox import Limits, Sandbox
+
+logger = logging.getLogger(__name__)
 
 
 def groundtruth_hash(benchmark: Benchmark, task_ids: Iterable[str]) -> str:
@@ -256,8 +258,7 @@ def check_solutions(
         if owned:
             sandbox.close()
     if errors:
-        print(f"warning: the sandbox failed {errors} run(s) (scored as timeouts, as evalplus scores a dead run)",
-              file=sys.stderr)
+        logger.warning(f"the sandbox failed {errors} run(s) (scored as timeouts, as evalplus scores a dead run)")
     per_sample = [{"task_id": sample["task_id"], **_outcome(result)} for sample, result in zip(samples, results, strict=True)]
     tasks = _task_outcomes(benchmark, per_sample)
     return {

@@ -11,6 +11,12 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from inversecoder.core.config import RunConfig
+from inversecoder.core.files import read_json
+from inversecoder.core.layout import BUILD_INFO, EVAL_RESULTS, TRAINING_CONFIG
+from inversecoder.core.prompts import magicoder_prompt
+from inversecoder.core.versions import package_versions
+
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
 # benchmark -> (base-test dataset, plus-test dataset): (type on the Hub, display name)
@@ -99,3 +105,65 @@ def render_model_card(
         dataset_hub=dataset_hub,
         **context,
     )
+
+
+def _card_context(config: RunConfig) -> dict[str, Any]:
+    return {"chat_format": magicoder_prompt("{instruction}", "{response}<eos>"), "seed": config.seed,
+            "versions": package_versions(), "license": config.dataset.license}
+
+
+def _stages(training: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
+            for s in training.get("stages", [])]
+
+
+def write_model_card(config: RunConfig, comparison: list[dict[str, Any]] | None = None) -> Path:
+    """(Re)write InverseCoder's `model/README.md` from its training record, the dataset's build info and push
+    record, and its evaluation results. `config` names the generator M (resolved by the workflow)."""
+    from inversecoder.hub_cards.push import read_hub_record
+
+    layout = config.layout
+    build_info = read_json(layout.dataset / BUILD_INFO) or {}
+    card = render_model_card(
+        model_name=f"{config.dataset.name}-model",
+        base_model=config.train.base_model or config.generator.model or "unknown",
+        base_revision=config.train.base_revision,
+        datasets=[],
+        eval_results=read_json(layout.eval / EVAL_RESULTS),
+        dataset_hub=read_hub_record(layout.dataset),
+        repo_id=config.push.model_repo_id or f"<org>/{config.dataset.name}-model",
+        dataset={"path": str(layout.dataset), "version": build_info.get("version"), "fingerprint": build_info.get("fingerprint")},
+        generator=build_info.get("generator", {"model": config.generator.model, "revision": config.generator.revision}),
+        source=config.source.path,
+        train=config.train,
+        stages=_stages(read_json(layout.model / TRAINING_CONFIG) or {}),
+        comparison=comparison or [],
+        **_card_context(config),
+    )
+    card.save(layout.model / "README.md")
+    return layout.model / "README.md"
+
+
+def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> Path:
+    """The card of M (trained by step 0): its base model, its data, its scores, the dataset it wrote."""
+    layout = config.layout
+    card = render_model_card(
+        model_name=f"{config.dataset.name}-generator",
+        base_model=config.train.base_model or "unknown",
+        base_revision=config.train.base_revision,
+        datasets=[],
+        eval_results=results,
+        repo_id=f"<org>/{config.dataset.name}-generator",
+        dataset={"path": str(layout.generator_data), "version": None, "fingerprint": None},
+        generator={"model": "(this model)", "revision": "-"},
+        role="generator",
+        related={"Dataset it generated": config.push.dataset_repo_id or str(layout.dataset),
+                 "InverseCoder trained on that dataset": config.push.model_repo_id or str(layout.model)},
+        source=config.source.path,
+        train=config.train.model_copy(update={"mode": "original"}, deep=True),
+        stages=_stages(read_json(layout.generator_model / TRAINING_CONFIG) or {}),
+        comparison=[],
+        **_card_context(config),
+    )
+    card.save(layout.generator_model / "README.md")
+    return layout.generator_model / "README.md"

@@ -29,15 +29,17 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import file_sha256
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -153,7 +155,7 @@ def _check_dataset_folder(folder: Path) -> dict[str, Any]:
     return info
 
 
-def _check_model_folder(folder: Path, log: Callable[[str], None]) -> None:
+def _check_model_folder(folder: Path) -> None:
     from huggingface_hub import ModelCard
 
     if not (folder / "config.json").is_file():
@@ -171,7 +173,7 @@ def _check_model_folder(folder: Path, log: Callable[[str], None]) -> None:
     except Exception as error:
         raise UserError(f"the model card {folder / README} has invalid metadata: {error}") from None
     if not card.data.get("datasets"):  # ModelCard.data is typed as the base CardData
-        log(f"warning: the model card in {folder} names no Hub dataset: push the dataset first, then rewrite the "
+        logger.warning(f"the model card in {folder} names no Hub dataset: push the dataset first, then rewrite the "
             "card (`inversecoder evaluate` or `train`) so that it names the dataset by repo id and commit")
 
 
@@ -258,7 +260,7 @@ def _describe(error: BaseException) -> str:
 
 def _push(
     folder: Path, repo_id: str, repo_type: str, tag: str | None, private: bool, token: str, message: str,
-    same_build: Callable[[HfApi, str], bool], log: Callable[[str], None],
+    same_build: Callable[[HfApi, str], bool],
 ) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
@@ -283,7 +285,7 @@ def _push(
                                 f"a published version is never moved: pick a new tag (for a dataset, rebuild with "
                                 f"dataset.version set to it)")
             url = f"{api.endpoint}/{prefix}{repo_id}/commit/{tags[tag]}"
-            log(f"{where}: tag {tag} already holds this build, nothing to push: {url}")
+            logger.info(f"{where}: tag {tag} already holds this build, nothing to push: {url}")
             return PushResult(repo_id, repo_type, tags[tag], url, tag, created_commit=False, created_tag=False)
         remote = _remote_files(api, repo_id, repo_type, "main") if head else {}
     except UserError:
@@ -305,9 +307,9 @@ def _push(
     created_commit = commit.oid != head
     url = commit.commit_url
     if created_commit:
-        log(f"{where}: committed {commit.oid[:12]}: {url}")
+        logger.info(f"{where}: committed {commit.oid[:12]}: {url}")
     else:
-        log(f"{where}: no change since commit {commit.oid[:12]}, no new commit: {url}")
+        logger.info(f"{where}: no change since commit {commit.oid[:12]}, no new commit: {url}")
     created_tag = False
     if tag is not None:
         try:
@@ -321,13 +323,12 @@ def _push(
             raise UserError(f"commit {commit.oid[:12]} is on {where} but tagging it {tag} failed ({_describe(error)}): "
                             "rerun the same command to tag it") from None
         created_tag = True
-        log(f"{where}: tagged {tag}")
+        logger.info(f"{where}: tagged {tag}")
     return PushResult(repo_id, repo_type, commit.oid, url, tag, created_commit, created_tag)
 
 
 def push_dataset(
     folder: str | Path, repo_id: str, tag: str | None = None, private: bool = False, *, token: str | None = None,
-    log: Callable[[str], None] = print,
 ) -> PushResult:
     """Publish a dataset folder (from `build-dataset`) as one commit tagged with its build version.
 
@@ -344,7 +345,7 @@ def push_dataset(
     token = token or resolve_token()
     message = f"Publish {info.get('name', folder.name)} {version} (content fingerprint {info['fingerprint']})"
     result = _push(folder, repo_id, "dataset", version, private, token, message,
-                   lambda api, revision: _same_dataset_build(api, repo_id, revision, info), log)
+                   lambda api, revision: _same_dataset_build(api, repo_id, revision, info))
     _write_record(folder, result.record(version=version, fingerprint=info["fingerprint"],
                                         config_fingerprint=info.get("config_fingerprint")))
     return result
@@ -352,13 +353,12 @@ def push_dataset(
 
 def push_model(
     folder: str | Path, repo_id: str, tag: str | None = None, private: bool = False, *, token: str | None = None,
-    log: Callable[[str], None] = print,
 ) -> PushResult:
     """Publish a model folder (weights, tokenizer with its chat template, card) as one commit, tagged when
     `tag` is given. Writes `FOLDER/hub.json`."""
     folder = Path(folder)
     _check_repo_id(repo_id)
-    _check_model_folder(folder, log)
+    _check_model_folder(folder)
     token = token or resolve_token()
     contents = {path: folder / path for path in _local_files(folder)}
     readme = _publishable_readme(folder, repo_id)
@@ -366,7 +366,7 @@ def push_model(
     def same_build(api: HfApi, revision: str) -> bool:
         return _same_files(api, repo_id, "model", revision, {**contents, README: readme})
 
-    result = _push(folder, repo_id, "model", tag, private, token, f"Publish {folder.name} (inversecoder)", same_build, log)
+    result = _push(folder, repo_id, "model", tag, private, token, f"Publish {folder.name} (inversecoder)", same_build)
     _write_record(folder, result.record())
     return result
 
@@ -386,20 +386,20 @@ def check_push_config(config: RunConfig) -> str:
     return resolve_token()
 
 
-def push_run_dataset(config: RunConfig, token: str, log: Callable[[str], None] = print) -> PushResult | None:
+def push_run_dataset(config: RunConfig, token: str) -> PushResult | None:
     """Push OUTPUT/dataset to `push.dataset_repo_id` (tag: `dataset.version`); None when no repo is set."""
     if not config.push.dataset_repo_id:
         return None
-    return push_dataset(config.output / "dataset", config.push.dataset_repo_id, None, config.push.private,
-                        token=token, log=log)
+    return push_dataset(config.layout.dataset, config.push.dataset_repo_id, None, config.push.private,
+                        token=token)
 
 
-def push_run_model(config: RunConfig, token: str, log: Callable[[str], None] = print) -> PushResult | None:
+def push_run_model(config: RunConfig, token: str) -> PushResult | None:
     """Push OUTPUT/model to `push.model_repo_id` (tag: `push.model_tag`); None when no repo is set."""
     if not config.push.model_repo_id:
         return None
-    return push_model(config.output / "model", config.push.model_repo_id, config.push.model_tag, config.push.private,
-                      token=token, log=log)
+    return push_model(config.layout.model, config.push.model_repo_id, config.push.model_tag, config.push.private,
+                      token=token)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -424,19 +424,3 @@ def run_command(args: argparse.Namespace) -> PushResult:
     token = resolve_token()
     push = push_dataset if args.kind == "dataset" else push_model
     return push(folder, args.repo_id, args.tag, args.private, token=token)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m inversecoder.hub_cards.push",
-                                                   description="Publish a dataset or model folder to the Hub."))
-    args = parser.parse_args(argv)
-    try:
-        run_command(args)
-    except UserError as error:
-        print(f"inversecoder: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,6 +9,7 @@ exits with 130 and resumes where it stopped when run again.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -185,22 +186,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def configure_logging() -> None:
-    """The builders' progress lines (`logging`, under the `inversecoder` logger) as plain lines on stdout,
-    where they were printed before; warnings and errors on stderr. Other libraries' loggers are left alone."""
-    import logging
+class _PlainFormatter(logging.Formatter):
+    """Progress lines as they are; a warning or an error says so first."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+def configure_logging() -> None:
+    """One handler: the `inversecoder` loggers' lines, plain, on stdout (other libraries' loggers are left
+    alone). Configuration errors are not logged: `main` prints them as one line on stderr."""
     package = logging.getLogger("inversecoder")
-    if any(getattr(handler, "_inversecoder", False) for handler in package.handlers):
+    if package.handlers:
         return
-    info = logging.StreamHandler(sys.stdout)
-    info.addFilter(lambda record: record.levelno < logging.WARNING)
-    problems = logging.StreamHandler(sys.stderr)
-    problems.setLevel(logging.WARNING)
-    for handler in (info, problems):
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._inversecoder = True
-        package.addHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_PlainFormatter("%(message)s"))
+    package.addHandler(handler)
     package.setLevel(logging.INFO)
 
 

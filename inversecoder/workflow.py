@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,26 +22,12 @@ from typing import Any
 
 from inversecoder.core.config import RunConfig, save_config
 from inversecoder.core.errors import UserError
+from inversecoder.core.files import read_json, write_atomic, write_json
+from inversecoder.core.layout import EVAL_RESULTS
+
+logger = logging.getLogger(__name__)
 
 BENCHMARK_LABELS = {"humaneval": "HumanEval", "mbpp": "MBPP"}
-
-
-# -- where things live ----------------------------------------------------------------------------
-def dataset_dir(config: RunConfig) -> Path:
-    return config.output / "dataset"
-
-
-def model_dir(config: RunConfig) -> Path:
-    return config.output / "model"
-
-
-def eval_dir(config: RunConfig) -> Path:
-    return config.output / "eval"
-
-
-def generator_dir(config: RunConfig) -> Path:
-    """Where step 0 puts M (data, checkpoints, model, evaluation) when no generator is named."""
-    return config.output / "generator"
 
 
 def resolved(config: RunConfig) -> RunConfig:
@@ -50,12 +37,8 @@ def resolved(config: RunConfig) -> RunConfig:
     if not (config.train.base_model):
         raise UserError("set generator.model (the model M that writes the data) or train.base_model (M is then trained from it)")
     config = config.model_copy(deep=True)
-    config.generator.model = str(generator_dir(config) / "model")
+    config.generator.model = str(config.layout.generator_model)
     return config
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 # -- the steps ------------------------------------------------------------------------------------
@@ -72,17 +55,17 @@ class Step:
 def _train_generator(config: RunConfig) -> Path:
     """Step 0: M = the base model fine-tuned on the (decontaminated) original pairs (the paper: 2 epochs)."""
     from inversecoder.builders.original_data import build_original_data
+    from inversecoder.core.backends.transformers_backend import resolve_model
     from inversecoder.hub_cards.dataset_card import write_original_card
     from inversecoder.trainers.recipe import train_model
 
-    from inversecoder.core.backends.transformers_backend import resolve_model
-
+    assert config.train.base_model is not None  # the step runs only without a named generator: see resolved()
     resolve_model(config.train.base_model, config.train.base_revision)  # fails before the data work
-    folder = generator_dir(config)
-    data = build_original_data(config, folder / "data", write_card=write_original_card)
+    layout = config.layout
+    data = build_original_data(config, layout.generator_data, write_card=write_original_card)
     generator_config = config.model_copy(deep=True)
     generator_config.train.mode = "original"
-    return train_model(generator_config, data, folder / "train", folder / "model")
+    return train_model(generator_config, data, layout.generator_train, layout.generator_model)
 
 
 def _build(config: RunConfig) -> Path:
@@ -95,53 +78,58 @@ def _build(config: RunConfig) -> Path:
 def _train(config: RunConfig) -> Path:
     from inversecoder.trainers.recipe import train_model
 
-    if not (dataset_dir(config) / "README.md").is_file():
-        raise UserError(f"no dataset at {dataset_dir(config)}: run `inversecoder build-dataset` (or `run`) with this config first")
-    return train_model(resolved(config), dataset_dir(config), config.output / "train", model_dir(config))
+    layout = config.layout
+    if not (layout.dataset / "README.md").is_file():
+        raise UserError(f"no dataset at {layout.dataset}: run `inversecoder build-dataset` (or `run`) with this config first")
+    return train_model(resolved(config), layout.dataset, layout.train, layout.model)
 
 
 def _evaluate_into(config: RunConfig, model: str, output: Path) -> dict[str, Any]:
-    from inversecoder.builders.pipeline import cache_dir, open_model
+    from inversecoder.core.backends import open_model
     from inversecoder.eval.harness import evaluate_model
 
     if not Path(model).exists() and not (model.count("/") == 1 and not model.startswith((".", "/"))):
         raise UserError(f"no model at {model}: train it first or set evaluate.model")
     cached = open_model(config, model=model)
-    return evaluate_model(cached, config.evaluate, config.benchmarks_dir, cache_dir(config) / "benchmarks", output, seed=config.seed)
+    return evaluate_model(cached, config.evaluate, config.benchmarks_dir, config.layout.benchmark_cache, output, seed=config.seed)
 
 
 def _evaluate(config: RunConfig) -> dict[str, Any]:
     config = resolved(config)
-    if config.evaluate.model is None and not (model_dir(config) / "config.json").is_file():
-        raise UserError(f"no trained model at {model_dir(config)}: run `inversecoder train` first or set evaluate.model")
-    return _evaluate_into(config, config.evaluate.model or str(model_dir(config)), eval_dir(config))
+    layout = config.layout
+    if config.evaluate.model is None and not (layout.model / "config.json").is_file():
+        raise UserError(f"no trained model at {layout.model}: run `inversecoder train` first or set evaluate.model")
+    return _evaluate_into(config, config.evaluate.model or str(layout.model), layout.eval)
 
 
 def _evaluate_generator(config: RunConfig) -> dict[str, Any]:
     config = resolved(config)
-    return _evaluate_into(config, config.generator.model, config.output / "eval-generator")
+    assert config.generator.model is not None  # resolved() names it
+    return _evaluate_into(config, config.generator.model, config.layout.eval_generator)
 
 
 def _evaluate_base(config: RunConfig) -> dict[str, Any]:
     config = resolved(config)
-    return _evaluate_into(config, config.train.base_model or config.generator.model, config.output / "eval-base")
+    base = config.train.base_model or config.generator.model
+    assert base is not None  # resolved() names the generator
+    return _evaluate_into(config, base, config.layout.eval_base)
 
 
 STEPS: tuple[Step, ...] = (
-    Step("generator", ("source", "decontaminate", "train", "seed", "benchmarks_dir"), (), lambda c: generator_dir(c) / "model" / "config.json",
-         _train_generator, enabled=lambda c: not c.generator.model),
-    Step("dataset", ("source", "generator", "summarize", "decontaminate", "dedup", "dataset", "seed", "benchmarks_dir"), ("generator",),
-         lambda c: dataset_dir(c) / "README.md", _build),
-    Step("train", ("train", "seed"), ("dataset",), lambda c: model_dir(c) / "config.json", _train,
+    Step("generator", ("source", "decontaminate", "train", "seed", "benchmarks_dir"), (),
+         lambda c: c.layout.generator_model / "config.json", _train_generator, enabled=lambda c: not c.generator.model),
+    Step("dataset", ("source", "generator", "summarize", "decontaminate", "dedup", "dataset", "seed", "benchmarks_dir"),
+         ("generator",), lambda c: c.layout.dataset / "README.md", _build),
+    Step("train", ("train", "seed"), ("dataset",), lambda c: c.layout.model / "config.json", _train,
          enabled=lambda c: c.train.enabled),
-    Step("evaluate", ("evaluate", "benchmarks_dir"), ("train",), lambda c: eval_dir(c) / "eval_results.json", _evaluate,
+    Step("evaluate", ("evaluate", "benchmarks_dir"), ("train",), lambda c: c.layout.eval / EVAL_RESULTS, _evaluate,
          enabled=lambda c: c.evaluate.enabled),
-    Step("evaluate-generator", ("evaluate", "benchmarks_dir"), ("generator",), lambda c: c.output / "eval-generator" / "eval_results.json",
+    Step("evaluate-generator", ("evaluate", "benchmarks_dir"), ("generator",), lambda c: c.layout.eval_generator / EVAL_RESULTS,
          _evaluate_generator, enabled=lambda c: c.evaluate.enabled and c.evaluate.compare_generator),
-    Step("evaluate-base", ("evaluate", "benchmarks_dir"), (), lambda c: c.output / "eval-base" / "eval_results.json",
+    Step("evaluate-base", ("evaluate", "benchmarks_dir"), (), lambda c: c.layout.eval_base / EVAL_RESULTS,
          _evaluate_base, enabled=lambda c: c.evaluate.enabled and c.evaluate.compare_base),
 )
-STEP_NAMES = tuple(step.name for step in STEPS) + ("report",)
+STEP_NAMES = (*(step.name for step in STEPS), "report")
 
 
 def _section_values(config: RunConfig, sections: tuple[str, ...]) -> dict[str, Any]:
@@ -162,14 +150,10 @@ def fingerprints(config: RunConfig) -> dict[str, str]:
     return found
 
 
-def _state_path(config: RunConfig) -> Path:
-    return config.output / "steps.json"
-
-
 def step_status(config: RunConfig) -> dict[str, str]:
     """`run`, `skip` (done with the same fingerprint) or `disabled`, for every step."""
     prints = fingerprints(config)
-    done = _read_json(_state_path(config)) or {}
+    done = read_json(config.layout.steps) or {}
     status = {}
     for step in STEPS:
         if not step.enabled(config):
@@ -187,13 +171,9 @@ def step_status(config: RunConfig) -> dict[str, str]:
 
 
 def _record(config: RunConfig, name: str, fingerprint: str) -> None:
-    path = _state_path(config)
-    state = _read_json(path) or {}
+    state = read_json(config.layout.steps) or {}
     state[name] = fingerprint
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    partial.replace(path)
+    write_json(config.layout.steps, state)
 
 
 def _selected(start: str | None, until: str | None) -> list[str]:
@@ -215,16 +195,16 @@ def run_steps(
     model after the report."""
     resolved(config)  # a run with no model at all fails here, before any work
     selected = _selected(start, until)
-    save_config(config, config.output / "run_config.yaml")
+    save_config(config, config.layout.run_config)
     status = step_status(config)
     prints = fingerprints(config)
     for step in STEPS:
         if step.name not in selected or status[step.name] == "disabled":
             continue
         if status[step.name] == "skip" and step.name not in force:
-            print(f"[{step.name}] up to date (fingerprint {prints[step.name]}), skipped")
+            logger.info("[%s] up to date (fingerprint %s), skipped", step.name, prints[step.name])
             continue
-        print(f"[{step.name}] running")
+        logger.info("[%s] running", step.name)
         step.run(config)
         _record(config, step.name, prints[step.name])
     if token and "dataset" in selected:
@@ -243,19 +223,19 @@ def run_steps(
 def build(config: RunConfig) -> Path:
     """Build (or refresh) the dataset; when no generator is named, step 0 makes M first (or reuses it)."""
     run_steps(config, "generator", "dataset", force=("dataset",))
-    return dataset_dir(config)
+    return config.layout.dataset
 
 
 def train(config: RunConfig) -> Path:
     run_steps(config, "train", "train", force=("train",))
     write_report(config)
-    return model_dir(config)
+    return config.layout.model
 
 
 def evaluate(config: RunConfig) -> dict[str, Any]:
     run_steps(config, "evaluate", "evaluate", force=("evaluate",))
     write_report(config)
-    return _read_json(eval_dir(config) / "eval_results.json") or {}
+    return read_json(config.layout.eval / EVAL_RESULTS) or {}
 
 
 def run_all(config: RunConfig, start: str | None = None, until: str | None = None, push: bool = False) -> None:
@@ -266,17 +246,16 @@ def run_all(config: RunConfig, start: str | None = None, until: str | None = Non
 
         token = check_push_config(config)  # repo ids and token, before any work
     run_steps(config, start, until, token=token)
-    print("\nArtifacts:")
+    layout = config.layout
     rows = [
-        ("generator", generator_dir(config) / "model", "the model M that wrote the data"),
-        ("dataset", dataset_dir(config), f"load_dataset('{dataset_dir(config)}')"),
-        ("model", model_dir(config), f"card: {model_dir(config) / 'README.md'}"),
-        ("evaluation", eval_dir(config) / "eval_results.json", ""),
-        ("comparison", config.output / "run_summary.md", "InverseCoder vs its generator"),
+        ("generator", layout.generator_model, "the model M that wrote the data"),
+        ("dataset", layout.dataset, f"load_dataset('{layout.dataset}')"),
+        ("model", layout.model, f"card: {layout.model / 'README.md'}"),
+        ("evaluation", layout.eval / EVAL_RESULTS, ""),
+        ("comparison", layout.run_summary_md, "InverseCoder vs its generator"),
     ]
-    for label, path, note in rows:
-        if path.exists():
-            print(f"  {label:<11} {path}" + (f"   ({note})" if note else ""))
+    logger.info("\nArtifacts:\n%s", "\n".join(f"  {label:<11} {path}" + (f"   ({note})" if note else "")
+                                            for label, path, note in rows if path.exists()))
 
 
 # -- report: comparison, cards ------------------------------------------------------------------------
@@ -299,10 +278,10 @@ def comparison(ours: dict[str, Any] | None, generator: dict[str, Any] | None, ba
 
 def _summary_markdown(config: RunConfig, rows: list[dict[str, Any]]) -> str:
     lines = [f"# Run summary: {config.dataset.name}", "",
-             f"InverseCoder (`{model_dir(config)}`) vs its generator M (`{resolved(config).generator.model}`), "
+             f"InverseCoder (`{config.layout.model}`) vs its generator M (`{resolved(config).generator.model}`), "
              "same harness and settings (EvalPlus, greedy pass@1, %).", ""]
     if not rows:
-        return "\n".join(lines + ["No evaluation yet."]) + "\n"
+        return "\n".join([*lines, "No evaluation yet."]) + "\n"
     has_base = any("base_model" in row for row in rows)
     header = "| benchmark | tasks | M (generator) | InverseCoder | delta |" + (" base model |" if has_base else "")
     lines += [header, "|---|---|---|---|---|" + ("---|" if has_base else "")]
@@ -316,88 +295,19 @@ def _summary_markdown(config: RunConfig, rows: list[dict[str, Any]]) -> str:
 
 def write_report(config: RunConfig) -> None:
     """Cards for InverseCoder (with the comparison) and for M, and OUTPUT/run_summary.{json,md}."""
-    ours = _read_json(eval_dir(config) / "eval_results.json")
-    generator = _read_json(config.output / "eval-generator" / "eval_results.json")
-    base = _read_json(config.output / "eval-base" / "eval_results.json")
+    from inversecoder.hub_cards.model_card import write_generator_card, write_model_card
+
+    layout = config.layout
+    ours = read_json(layout.eval / EVAL_RESULTS)
+    generator = read_json(layout.eval_generator / EVAL_RESULTS)
+    base = read_json(layout.eval_base / EVAL_RESULTS)
     rows = comparison(ours, generator, base)
-    if (model_dir(config) / "config.json").is_file():
-        write_model_card(config, rows)
-    generator_model = generator_dir(config) / "model"
-    if not config.generator.model and (generator_model / "config.json").is_file():
+    if (layout.model / "config.json").is_file():
+        write_model_card(resolved(config), rows)
+    if not config.generator.model and (layout.generator_model / "config.json").is_file():
         write_generator_card(config, generator)
     if ours is not None:
-        summary = {"comparison": rows, "inversecoder": str(model_dir(config)), "generator": resolved(config).generator.model,
-                   "dataset": str(dataset_dir(config)), "fingerprints": fingerprints(config)}
-        (config.output / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        (config.output / "run_summary.md").write_text(_summary_markdown(config, rows), encoding="utf-8")
-
-
-def _card_context(config: RunConfig) -> dict[str, Any]:
-    from inversecoder.builders.pipeline import package_versions
-    from inversecoder.core.prompts import magicoder_prompt
-
-    return {"chat_format": magicoder_prompt("{instruction}", "{response}<eos>"), "seed": config.seed,
-            "versions": package_versions(), "license": config.dataset.license}
-
-
-def write_model_card(config: RunConfig, rows: list[dict[str, Any]] | None = None) -> Path:
-    """(Re)write `model/README.md` from the training record, the dataset's build info and eval results."""
-    from inversecoder.hub_cards.model_card import render_model_card
-    from inversecoder.hub_cards.push import read_hub_record
-
-    config = resolved(config)
-    folder = model_dir(config)
-    build_info = _read_json(dataset_dir(config) / "build_info.json") or {}
-    training = _read_json(folder / "training_config.json") or {}
-    stages = [
-        {"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
-        for s in training.get("stages", [])
-    ]
-    card = render_model_card(
-        model_name=f"{config.dataset.name}-model",
-        base_model=config.train.base_model or config.generator.model or "unknown",
-        base_revision=config.train.base_revision,
-        datasets=[],
-        eval_results=_read_json(eval_dir(config) / "eval_results.json"),
-        dataset_hub=read_hub_record(dataset_dir(config)),
-        repo_id=config.push.model_repo_id or f"<org>/{config.dataset.name}-model",
-        dataset={"path": str(dataset_dir(config)), "version": build_info.get("version"), "fingerprint": build_info.get("fingerprint")},
-        generator=build_info.get("generator", {"model": config.generator.model, "revision": config.generator.revision}),
-        source=config.source.path,
-        train=config.train,
-        stages=stages,
-        comparison=rows or [],
-        **_card_context(config),
-    )
-    card.save(folder / "README.md")
-    return folder / "README.md"
-
-
-def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> Path:
-    """The card of M (trained by step 0): its base model, its data, its scores, the dataset it wrote."""
-    from inversecoder.hub_cards.model_card import render_model_card
-
-    folder = generator_dir(config) / "model"
-    training = _read_json(folder / "training_config.json") or {}
-    train = config.train.model_copy(update={"mode": "original"}, deep=True)
-    card = render_model_card(
-        model_name=f"{config.dataset.name}-generator",
-        base_model=config.train.base_model or "unknown",
-        base_revision=config.train.base_revision,
-        datasets=[],
-        eval_results=results,
-        repo_id=f"<org>/{config.dataset.name}-generator",
-        dataset={"path": str(generator_dir(config) / "data"), "version": None, "fingerprint": None},
-        generator={"model": "(this model)", "revision": "-"},
-        role="generator",
-        related={"Dataset it generated": config.push.dataset_repo_id or str(dataset_dir(config)),
-                 "InverseCoder trained on that dataset": config.push.model_repo_id or str(model_dir(config))},
-        source=config.source.path,
-        train=train,
-        stages=[{"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
-                for s in training.get("stages", [])],
-        comparison=[],
-        **_card_context(config),
-    )
-    card.save(folder / "README.md")
-    return folder / "README.md"
+        summary = {"comparison": rows, "inversecoder": str(layout.model), "generator": resolved(config).generator.model,
+                   "dataset": str(layout.dataset), "fingerprints": fingerprints(config)}
+        write_json(layout.run_summary_json, summary)
+        write_atomic(layout.run_summary_md, _summary_markdown(config, rows))

@@ -333,7 +333,7 @@ def test_scores_agree_with_evalplus_evaluate(benchmarks, benchmarks_dir, tmp_pat
 
 
 # -- pre-generated samples --------------------------------------------------------------------------
-def test_score_samples_file_writes_eval_results(benchmarks, benchmarks_dir, tmp_path, capsys):
+def test_score_samples_file_writes_eval_results(benchmarks, benchmarks_dir, tmp_path, caplog):
     benchmark = benchmarks["humaneval"]
     samples = tmp_path / "samples.jsonl.gz"
     rows = [
@@ -344,8 +344,9 @@ def test_score_samples_file_writes_eval_results(benchmarks, benchmarks_dir, tmp_
     with gzip.open(samples, "wt") as handle:
         handle.write("\n".join(json.dumps(row) for row in rows) + "\n\n")
     out = tmp_path / "eval"
-    results = harness.score_samples_file(samples, "humaneval", str(benchmarks_dir), tmp_path / "data", out, parallel=2)
-    assert "HumanEval+ v0.1.10 (3/164 tasks): pass@1 base 0.667, plus 0.667" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="inversecoder"):
+        results = harness.score_samples_file(samples, "humaneval", str(benchmarks_dir), tmp_path / "data", out, parallel=2)
+    assert "HumanEval+ v0.1.10 (3/164 tasks): pass@1 base 0.667, plus 0.667" in caplog.text
     on_disk = json.loads((out / "eval_results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     summary = on_disk["benchmarks"]["humaneval"]
@@ -527,7 +528,7 @@ def test_generate_n_samples_per_task_with_their_own_seeds(benchmarks, tmp_path):
 
 
 # -- end to end -------------------------------------------------------------------------------------
-def test_evaluate_model_end_to_end(benchmarks_dir, tiny_model_dir, tmp_path, capsys):
+def test_evaluate_model_end_to_end(benchmarks_dir, tiny_model_dir, tmp_path, caplog):
     from evalplus.data import load_solutions
 
     from inversecoder.core.backends.transformers_backend import TransformersBackend
@@ -537,9 +538,10 @@ def test_evaluate_model_end_to_end(benchmarks_dir, tiny_model_dir, tmp_path, cap
     model = CachedModel(backend, cache, progress=False)
     config = EvalConfig(limit=3, max_new_tokens=16)
     out = tmp_path / "eval"
-    results = harness.evaluate_model(model, config, str(benchmarks_dir), tmp_path / "data", out)
+    with caplog.at_level("INFO", logger="inversecoder"):
+        results = harness.evaluate_model(model, config, str(benchmarks_dir), tmp_path / "data", out)
     assert model.computed == 6
-    printed = capsys.readouterr().out
+    printed = caplog.text
 
     on_disk = json.loads((out / "eval_results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))

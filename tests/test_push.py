@@ -3,7 +3,7 @@
 The suite runs with HF_HUB_OFFLINE=1 (conftest), and huggingface_hub / datasets read HF_ENDPOINT and
 the offline flags once, at import. So every client side runs in a subprocess with its own environment
 (HF_ENDPOINT=the server, HF_HUB_OFFLINE=0, HF_HUB_DISABLE_XET=1, HF_TOKEN, a private HF_HOME): the real
-push code (`python -m inversecoder.hub_cards.push`, the same code `inversecoder push` runs) and the real
+push code (`inversecoder push`) and the real
 readers (`load_dataset`, `snapshot_download`, `AutoModelForCausalLM.from_pretrained`, `ModelCard.load`).
 The server runs in this process, so the tests look at what it stores and inject failures.
 """
@@ -62,7 +62,7 @@ def client_env(hub, tmp_path_factory) -> dict[str, str]:
 
 def run_push(env: dict[str, str], kind: str, folder: Path, repo_id: str, *extra: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "inversecoder.hub_cards.push", kind, str(folder), "--repo-id", repo_id, *extra],
+        [sys.executable, "-m", "inversecoder.cli", "push", kind, str(folder), "--repo-id", repo_id, *extra],
         env=env, capture_output=True, text=True, timeout=180,
     )
     OUTPUTS.append(result.stdout + result.stderr)

@@ -17,6 +17,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -27,9 +28,11 @@ from typing import TYPE_CHECKING, Any, cast
 import trl
 
 from inversecoder.core import prompts
-from inversecoder.core.config import RESERVED_SFT_ARGS, TRAIN_MODES, FieldError, RunConfig, TrainConfig, check_sft_args
+from inversecoder.core.config import TRAIN_MODES, FieldError, RunConfig, TrainConfig, check_sft_args
 from inversecoder.core.errors import ConfigError
 from inversecoder.trainers import speed
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import datasets
@@ -325,7 +328,7 @@ def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str) -> None:
     retrains instead of resuming from, or skipping to, weights that no longer match the config."""
     plan = folder / PLAN
     if plan.is_file() and _read_json(plan).get("fingerprint") != fingerprint and _is_main_process():
-        print(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
+        logger.info(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
         shutil.rmtree(folder)
     _wait_for_everyone()
     if not plan.is_file() and _is_main_process():
@@ -418,15 +421,15 @@ def _run_stage(
     }
     _start_fresh_if_changed(stage.folder, fingerprint, stage.name)
     if (stage.final / COMPLETE).is_file():
-        print(f"{stage.name}: already trained ({stage.final}), skipping")
+        logger.info(f"{stage.name}: already trained ({stage.final}), skipping")
         return _read_json(stage.final / STAGE_INFO)
     if len(stage.rows) == 0:
-        print(f"{stage.name}: no rows in {'+'.join(stage.configs)}, skipped (the next stage starts from {start})")
+        logger.info(f"{stage.name}: no rows in {'+'.join(stage.configs)}, skipped (the next stage starts from {start})")
         return {**record, "skipped": "no rows", "sft_args": None, "log_history": []}
     trainer = _build_trainer(args, start, revision, stage.rows)
     checkpoint = _last_checkpoint(stage.folder)
     if checkpoint:
-        print(f"{stage.name}: resuming from {checkpoint}")
+        logger.info(f"{stage.name}: resuming from {checkpoint}")
     speed.reset_peak_memory()
     trainer.train(resume_from_checkpoint=checkpoint)
     peak = speed.peak_memory()

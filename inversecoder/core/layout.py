@@ -46,6 +46,14 @@ class Layout:
         return self.generator / "model"
 
     @property
+    def generator_data(self) -> Path:
+        return self.generator / "data"  # the original pairs M is trained on
+
+    @property
+    def generator_train(self) -> Path:
+        return self.generator / "train"  # M's checkpoints
+
+    @property
     def cache(self) -> Path:
         return self.root / ".cache"
 

@@ -9,6 +9,7 @@ from inversecoder.core.backends.base import (
     SamplingParams,
     YesNoScore,
     make_backend,
+    open_model,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "SamplingParams",
     "YesNoScore",
     "make_backend",
+    "open_model",
 ]

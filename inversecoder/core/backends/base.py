@@ -20,7 +20,7 @@ from inversecoder.core.cache import ResultCache, cache_key
 from inversecoder.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from inversecoder.core.config import GeneratorConfig
+    from inversecoder.core.config import GeneratorConfig, RunConfig
 
 R = TypeVar("R")
 
@@ -85,6 +85,11 @@ class BackendInfo:
     revision: str
     max_context: int
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def open_model(config: RunConfig, model: str | None = None, revision: str | None = None, progress: bool = True) -> CachedModel:
+    """The configured backend (serving `model`, default `generator.model`) behind the run's result cache."""
+    return CachedModel(make_backend(config.generator, model, revision), ResultCache(config.layout.model_calls), progress=progress)
 
 
 def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
