@@ -161,7 +161,8 @@ def load_tasks(benchmarks: Sequence[str], benchmarks_dir: str | None, cache_dir:
     """Every task of the named benchmarks, and each benchmark's version and hash for the card."""
     from inversecoder.core.benchmarks import load_benchmark
 
-    tasks, versions = [], {}
+    tasks: list[BenchmarkTask] = []
+    versions: dict[str, str] = {}
     for name in benchmarks:
         benchmark = load_benchmark(name, benchmarks_dir, cache_dir)
         versions[name] = f"{benchmark.version} (md5 {benchmark.hash})"
@@ -291,8 +292,9 @@ class Decontaminator:
                 for shingle in shingles:
                     self._shingle_postings[shingle].append(index)
         self._postings = {key: np.asarray(value, dtype=np.int64) for key, value in self._shingle_postings.items()}
-        self.embedder = None
-        self._task_embeddings = None
+        self.embedder: Embedder | None = None
+        self._task_embeddings: np.ndarray | None = None
+        self._exact_task_embeddings: np.ndarray | None = None
         if config.semantic:
             self.embedder = embedder or Embedder(config.semantic_device, config.semantic_max_tokens, config.semantic_batch_size,
                                                  embedding_cache, config.semantic_runtime)
@@ -349,13 +351,15 @@ class Decontaminator:
         (int8) embedder, every row whose best score comes within SCREEN_MARGIN of the threshold is scored
         again by the exact model: all scores at or near the threshold are the fp32 model's (`exact`: all
         scores are, for threshold sweeps)."""
+        assert self.embedder is not None, "semantic scores need the semantic layer (decontaminate.semantic)"
+        assert self._task_embeddings is not None and self._exact_task_embeddings is not None  # made with the embedder
         if exact:
             return self.embedder.encode(instructions, progress=progress, exact=True) @ self._exact_task_embeddings.T
         scores = self.embedder.encode(instructions, progress=progress) @ self._task_embeddings.T
         if self.embedder.approximate and len(instructions):
             near = np.flatnonzero(scores.max(axis=1) >= self.config.semantic_threshold - SCREEN_MARGIN)
             if len(near):
-                again = self.embedder.encode([instructions[i] for i in near], progress=progress, exact=True)
+                again = self.embedder.encode([instructions[int(i)] for i in near], progress=progress, exact=True)
                 scores[near] = again @ self._exact_task_embeddings.T
             self.rescored += len(near)
         return scores
@@ -372,7 +376,7 @@ class Decontaminator:
             unique = sorted({instruction for instruction, _ in rows})
             position = {text: i for i, text in enumerate(unique)}
             similarity = self.semantic_scores(unique, progress=progress)
-            for layers, (instruction, _) in zip(found, rows):
+            for layers, (instruction, _) in zip(found, rows, strict=True):
                 scores = np.round(similarity[position[instruction]], 4)
                 layers["semantic"] = {
                     int(i): Match(self.tasks[i].task_id, "semantic", "prompt", float(scores[i]), self.tasks[i].description[:200])
@@ -408,7 +412,7 @@ def summarize_report(report: list[dict], tasks: list[BenchmarkTask] | None = Non
         entry["layers"].add(row["layer"])
         entry["max_score"] = max(entry["max_score"], row["score"])
     rank = {layer: i for i, layer in enumerate(REPORT_LAYERS)}
-    rows = [entry | {"layers": ", ".join(sorted(entry["layers"], key=rank.get))} for entry in per_task.values()]
+    rows = [entry | {"layers": ", ".join(sorted(entry["layers"], key=lambda layer: rank.get(layer, len(rank))))} for entry in per_task.values()]
     return sorted(rows, key=lambda e: (-(e["generated"] + e["original"]), _task_order(e["task_id"])))
 
 

@@ -42,7 +42,7 @@ class Screen:
         """The clean items; a flagged item's rejection and report rows go to `rejected` / `report`."""
         clean = []
         results = self.checker.check_rows([(item.instruction, item.response) for item in items], progress=progress)
-        for item, matches in zip(items, results):
+        for item, matches in zip(items, results, strict=True):
             if matches:
                 if flagged is not None:
                     flagged[item.row_id] = matches
@@ -78,7 +78,8 @@ def screen_sources(rows, config, context: StageContext) -> StageResult:
     if not config.decontaminate.enabled:
         return StageResult(list(rows), [], {ORIGINAL_REMOVED: 0})
     screen = open_screen(config, context)
-    rejected, report = [], []
+    rejected: list[Rejected] = []
+    report: list[dict[str, Any]] = []
     clean = screen.screen(list(rows), "original", lambda r: None, context.progress, rejected, report, context.contaminated)
     return StageResult(clean, rejected, {ORIGINAL_REMOVED: len(rejected)}, tables={ORIGINAL: report})
 
@@ -92,7 +93,9 @@ def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:
     if not config.decontaminate.enabled:
         return StageResult(pairs, [], {GENERATED_REMOVED: 0, ORIGINAL_REMOVED: 0}, tables)
     screen = open_screen(config, context)
-    rejected, inherited_report, generated_report = list(sources.rejected), [], []
+    rejected = list(sources.rejected)
+    inherited_report: list[dict[str, Any]] = []
+    generated_report: list[dict[str, Any]] = []
     for pair in pairs:
         if pair.row_id in context.contaminated:
             screen.remove(pair, "generated", pair.candidate_id, context.contaminated[pair.row_id], rejected, inherited_report,
@@ -111,8 +114,8 @@ def layer_counts(matches: list[dict]) -> list[dict]:
         key = (row["where"], row["row_id"])
         if key not in strongest or REPORT_LAYERS.index(row["layer"]) < REPORT_LAYERS.index(strongest[key]):
             strongest[key] = row["layer"]
-    return [{"layer": layer, "generated": sum(1 for (w, _), l in strongest.items() if l == layer and w == "generated"),
-             "original": sum(1 for (w, _), l in strongest.items() if l == layer and w == "original")}
+    return [{"layer": layer, "generated": sum(1 for (w, _), best in strongest.items() if best == layer and w == "generated"),
+             "original": sum(1 for (w, _), best in strongest.items() if best == layer and w == "original")}
             for layer in REPORT_LAYERS]
 
 
@@ -138,6 +141,7 @@ def decontaminate_summary(config, context: StageContext, counts: dict[str, int])
         layers.append(f"code (identifier-normalized 5-token shingles, containment >= {settings.code_threshold}, "
                       f"solutions >= {settings.code_min_tokens} tokens)")
     if settings.semantic:
+        assert checker.embedder is not None  # the checker embeds whenever the semantic layer is on
         layers.append(f"semantic ({EMBEDDING_MODEL} from `{EMBEDDING_PACKAGE}` {checker.embedder.version}, "
                       f"cosine >= {settings.semantic_threshold}, first {settings.semantic_max_tokens} tokens"
                       + (f"; int8 screen, rows within {SCREEN_MARGIN} of the threshold scored in fp32" if checker.embedder.approximate else "")

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from inversecoder.builders.decontaminate import code_of, code_tokens
-from inversecoder.core.rows import Rejected
+from inversecoder.builders.stage import StageResult
 from inversecoder.core.config import DedupConfig
+from inversecoder.core.rows import Rejected
 
 _WORD = re.compile(r"\w+")
 STAGE = "dedup-generated"
@@ -102,7 +103,7 @@ class Scanner:
         best_of = np.full(count, -1, dtype=np.int64)
         minhashes = MinHash.generator((shingles(u, self.n) for u in units), num_perm=self.config.num_perm, seed=1,
                                       hashfunc=zlib.crc32)
-        for j, (tokens, minhash) in enumerate(zip(units, minhashes)):
+        for j, (tokens, minhash) in enumerate(zip(units, minhashes, strict=True)):
             i = self.count
             self.count += 1
             key = hashlib.blake2b(" ".join(tokens).encode("utf-8", "surrogatepass"), digest_size=16).digest()
@@ -184,6 +185,7 @@ class Deduplicator:
         config = self.config
         offset = len(self.row_ids)
         self.row_ids += [p.row_id for p in pairs]
+        assert self.scanner is not None  # made whenever the deduplicator is active
         result = self.scanner.add([instruction_units(p.instruction) for p in pairs])
         kept, rejected = [], []
         for j, pair in enumerate(pairs):
@@ -209,10 +211,8 @@ def deduplicate(pairs: list, config: DedupConfig) -> tuple[list, list[Rejected]]
 
 # -- the stage ------------------------------------------------------------------------------------------
 
-def dedup_stage(pairs, config, context) -> "StageResult":
+def dedup_stage(pairs, config, context) -> StageResult:
     """The shard's pairs without the ones that repeat an earlier pair's instruction (this build's, any shard)."""
-    from inversecoder.builders.stage import StageResult
-
     if not config.dedup.enabled:
         return StageResult(list(pairs))
     deduplicator = context.state.setdefault("dedup", Deduplicator(config.dedup))

@@ -245,22 +245,29 @@ class Embedder:
         self.batch_size = batch_size or (CPU_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.dimensions = AutoConfig.from_pretrained(str(model_path)).hidden_size
-        self.exact = self.screen = None
+        exact: OnnxEncoder | TorchEncoder | None = None
+        screen: OnnxEncoder | TorchEncoder | None = None
         if self.runtime != "torch":
             try:
-                self.exact = OnnxEncoder(onnx_file(model_path, self.version, False, export_to), "onnxruntime")
+                exact = OnnxEncoder(onnx_file(model_path, self.version, False, export_to), "onnxruntime")
                 if self.runtime == "onnxruntime-int8":
-                    self.screen = OnnxEncoder(onnx_file(model_path, self.version, True, export_to), "onnxruntime-int8")
-            except Exception as error:  # noqa: BLE001  (export, quantization or session: any of them)
+                    screen = OnnxEncoder(onnx_file(model_path, self.version, True, export_to), "onnxruntime-int8")
+            except Exception as error:  # export, quantization or session: any of them
                 if runtime != "auto":
                     raise ConfigError(f"decontaminate.semantic_runtime={runtime}: {error}") from None
                 warnings.warn(f"the embedding model could not run on onnxruntime ({error}); embedding with torch instead "
                               "(same results, slower on a CPU)", RuntimeWarning, stacklevel=2)
                 self.runtime = "torch"
         if self.runtime == "torch":
-            self.exact = TorchEncoder(model_path, device)
+            exact = TorchEncoder(model_path, device)
+        assert exact is not None  # onnxruntime's, or torch's (asked for, or onnxruntime failed)
+        self.exact: OnnxEncoder | TorchEncoder = exact
         self.approximate = self.runtime == "onnxruntime-int8"
-        self.screen = self.screen if self.approximate else self.exact
+        if self.approximate:
+            assert screen is not None  # the int8 runtime stands only once its encoder was made
+            self.screen: OnnxEncoder | TorchEncoder = screen
+        else:
+            self.screen = exact
         self.cache = EmbeddingCache(cache_path) if cache_path is not None else None
         self.computed = 0  # rows embedded by a model in this process (the rest came from the cache)
 

@@ -53,10 +53,7 @@ def looks_like_python_code(text: str) -> bool:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
-    for node in ast.walk(tree):
-        if isinstance(node, _CODE_NODES) or isinstance(node, ast.Call):
-            return True
-    return False
+    return any(isinstance(node, (_CODE_NODES, ast.Call)) for node in ast.walk(tree))
 
 
 def extract_code(response: str) -> Extraction:

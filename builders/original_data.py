@@ -15,7 +15,12 @@ from typing import Any
 
 from inversecoder.builders import pipeline
 from inversecoder.builders.dataset import DatasetWriter
-from inversecoder.builders.decontaminate_stage import ORIGINAL_REMOVED, decontaminate_summary, original_row, screen_sources
+from inversecoder.builders.decontaminate_stage import (
+    ORIGINAL_REMOVED,
+    decontaminate_summary,
+    original_row,
+    screen_sources,
+)
 from inversecoder.builders.sources import SourceStream, source_stage
 from inversecoder.builders.stage import StageContext
 from inversecoder.core.config import RunConfig
@@ -26,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_original_data(config: RunConfig, target: Path,
-                        write_card: Callable[[Path, dict[str, Any]], None] | None = None) -> Path:
+                        write_card: Callable[[Path, dict[str, Any]], object] | None = None) -> Path:
     """Write `target` (Hub layout, config `original`); rewritten atomically on every call (cheap).
     `write_card(folder, report)` writes its card before it is published."""
     source = SourceStream(config.source)
@@ -37,19 +42,19 @@ def build_original_data(config: RunConfig, target: Path,
         scratch.mkdir(parents=True)
         writer = DatasetWriter(scratch, ["original"])
         for shard in pipeline.shards(source, pipeline.SHARD_SNIPPETS):
-            rows = source_stage(shard, config, context).kept
-            clean = screen_sources(rows, config, context)
-            removed += len(rows) - len(clean.kept)
-            writer.add("original", [original_row(r) for r in clean.kept])
+            shard_rows = list(source_stage(shard, config, context).kept)
+            clean = list(screen_sources(shard_rows, config, context).kept)
+            removed += len(shard_rows) - len(clean)
+            writer.add("original", [original_row(r) for r in clean])
         decontaminate_summary(config, context, {ORIGINAL_REMOVED: removed})  # logs what was removed
         files = writer.finish()
-        rows = files["tables"]["original"]["rows"] if "original" in files["tables"] else 0
-        info = {"source": config.source.path, "rows": rows, "decontaminated": removed, "fingerprint": files["fingerprint"],
+        row_count = files["tables"]["original"]["rows"] if "original" in files["tables"] else 0
+        info = {"source": config.source.path, "rows": row_count, "decontaminated": removed, "fingerprint": files["fingerprint"],
                 "empty_configs": files["empty_configs"]}
         (scratch / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         report = info | {"license": config.dataset.license, "tables": files["tables"]}
         (scratch / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if write_card is not None:
             write_card(scratch, report)
-    logger.info(f"generator data: {rows} original pairs written to {target}")
+    logger.info(f"generator data: {row_count} original pairs written to {target}")
     return target

@@ -147,7 +147,7 @@ def run_stages(source: SourceStream, config: RunConfig, context: StageContext, w
 
 
 def build_dataset(config: RunConfig, progress: bool = True,
-                  write_card: Callable[[Path, dict[str, Any]], None] | None = None) -> BuildResult:
+                  write_card: Callable[[Path, dict[str, Any]], object] | None = None) -> BuildResult:
     """Run steps 1-4 and write `OUTPUT/dataset` (see the module docstring); `write_card(folder, report)`
     writes the card into the folder before it is published."""
     started = datetime.datetime.now(datetime.timezone.utc)

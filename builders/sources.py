@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inversecoder.core.rows import Rejected, short_hash
+from inversecoder.builders.stage import StageResult
 from inversecoder.core.config import SourceConfig
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.files import file_sha256
+from inversecoder.core.rows import Rejected, short_hash
 
 STAGE = "source"
 READ_BATCH_ROWS = 4096
@@ -180,6 +181,7 @@ class SourceStream:
             if problem is not None:
                 yield source_index, problem
                 continue
+            assert instruction is not None and response is not None  # _field gives a value or a problem
             row_id = short_hash(instruction, response)
             if row_id in first_seen:
                 yield source_index, Rejected(STAGE, "exact duplicate", source_index, row_id, f"same as source row {first_seen[row_id]}")
@@ -201,15 +203,16 @@ def load_source(config: SourceConfig) -> SourceData:
     rows: list[SourceRow] = []
     rejected: list[Rejected] = []
     for _, item in stream:
-        (rows if isinstance(item, SourceRow) else rejected).append(item)
+        if isinstance(item, SourceRow):
+            rows.append(item)
+        else:
+            rejected.append(item)
     return SourceData(rows, rejected, stream.info)
 
 
-def source_stage(items, config, context) -> "StageResult":
+def source_stage(items, config, context) -> StageResult:
     """The shard's records: usable rows go on (and into `context.sources`, for the decontamination of
     the source rows), unusable ones are rejected."""
-    from inversecoder.builders.stage import StageResult
-
     items = list(items)
     rows = [item for _, item in items if isinstance(item, SourceRow)]
     rejected = [item for _, item in items if not isinstance(item, SourceRow)]

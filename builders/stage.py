@@ -39,7 +39,7 @@ class StageResult:
 class StageContext:
     """What the stages share across shards: the model, the caches, and state that spans the corpus."""
 
-    model: "CachedModel | None"
+    model: CachedModel | None
     cache_dir: Path
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("inversecoder.builders"))
     progress: bool = True
@@ -59,7 +59,7 @@ class Stage:
     name: str
     run: StageFunction
     #: the stage's summary for the card once every shard has run (from its state in the context)
-    summary: Callable[["RunConfig", StageContext, dict[str, int]], dict[str, Any]] | None = None
+    summary: Callable[[RunConfig, StageContext, dict[str, int]], dict[str, Any]] | None = None
 
 
 def add_counts(total: Counter, report: dict[str, int]) -> None:

@@ -114,6 +114,7 @@ def summarize(model: CachedModel, snippets: list[Snippet], config: SummarizeConf
             if completion.error is not None:
                 rejected.append(Rejected("summarize", completion.error, snippet.source_index, draft.row_id, f"candidate {draft.k}"))
                 continue
+            assert completion.text is not None  # a completion without an error has its text
             kept.append(dataclasses.replace(draft, instruction=(draft.prefix + completion.text).strip(),
                                             finish_reason=completion.finish_reason))
         groups.append(SnippetCandidates(snippet, tuple(kept)))
@@ -122,7 +123,11 @@ def summarize(model: CachedModel, snippets: list[Snippet], config: SummarizeConf
 
 def score(model: CachedModel, groups: list[SnippetCandidates]) -> tuple[list[SnippetCandidates], list[Rejected]]:
     """Self-evaluation: P(Yes) of "Is the answer correct?" for each (candidate instruction, code)."""
-    score_prompts = [prompts.score_prompt(c.instruction, g.snippet.code_block) for g in groups for c in g.candidates]
+    score_prompts = []
+    for group in groups:
+        for candidate in group.candidates:
+            assert candidate.instruction is not None  # `summarize` keeps only the candidates it wrote an instruction for
+            score_prompts.append(prompts.score_prompt(candidate.instruction, group.snippet.code_block))
     results = iter(model.score_yes_no(score_prompts, desc="self-evaluate") if score_prompts else [])
     scored, rejected = [], []
     for group in groups:
@@ -149,6 +154,7 @@ def select(groups: Iterable[SnippetCandidates]) -> tuple[list[Pair], list[Candid
         if chosen is None:
             rejected.append(Rejected("select", "no candidate could be generated and scored", snippet.source_index, snippet.row_id))
         else:
+            assert chosen.instruction is not None and chosen.score is not None  # only scored candidates are chosen
             pairs.append(Pair(snippet.row_id, snippet.source_index, chosen.candidate_id, chosen.instruction, snippet.code_block,
                               snippet.language, chosen.score))
         candidates += [dataclasses.replace(c, selected=True) if c is chosen else c for c in group.candidates]
@@ -163,11 +169,13 @@ def extract_stage(rows, config, context: StageContext) -> StageResult:
 
 
 def summarize_stage(rows, config, context: StageContext) -> StageResult:
+    assert context.model is not None  # the generating builds open the model before their stages run
     groups, rejected = summarize(context.model, list(rows), config.summarize, config.seed)
     return StageResult(groups, rejected, {"candidates generated": sum(len(g.candidates) for g in groups)})
 
 
 def score_stage(rows, config, context: StageContext) -> StageResult:
+    assert context.model is not None  # the generating builds open the model before their stages run
     groups, rejected = score(context.model, list(rows))
     scored = sum(c.score is not None for g in groups for c in g.candidates)
     return StageResult(groups, rejected, {"candidates scored": scored})

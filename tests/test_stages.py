@@ -5,39 +5,46 @@ from __future__ import annotations
 import copy
 import dataclasses
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import SAMPLE
 from datasets import load_dataset
 
 from inversecoder.builders import dataset as dataset_module
 from inversecoder.builders import pipeline
 from inversecoder.builders.decontaminate import SOURCE_ROW
 from inversecoder.builders.stage import StageContext, StageResult
-from inversecoder.core.backends import BackendInfo, Completion, YesNoScore
+from inversecoder.core.backends import (
+    Backend,
+    BackendInfo,
+    CachedModel,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    YesNoScore,
+)
+from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import load_config
 from inversecoder.core.dataset_files import DATA_DIRS, SCHEMAS, config_files
 from inversecoder.hub_cards.dataset_card import write_dataset_card
 
-from conftest import SAMPLE
 
-
-class StandInModel:
-    """CachedModel's interface: instructions repeat across snippets (so dedup has work across shards), one
-    candidate in 23 fails to generate and one in 31 to score."""
-
-    def __init__(self):
-        self.backend = self
-        self.computed = self.reused = 0
+class StandInBackend(Backend):
+    """A backend whose instructions repeat across snippets (so dedup has work across shards), one candidate
+    in 23 fails to generate and one in 31 to score."""
 
     def info(self) -> BackendInfo:
         return BackendInfo("stand-in", "stand-in-model", "r1", 2048)
 
-    def generate(self, requests, params, desc=""):
-        self.computed += len(requests)
+    def plan_batches(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
+        return [list(range(len(prompts)))] if prompts else []
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
         out = []
         for request in requests:
             h = zlib.crc32(request.prompt.encode() + str(request.seed).encode())
@@ -45,10 +52,14 @@ class StandInModel:
                        Completion(f" function that handles case {h % 6}", "stop"))
         return out
 
-    def score_yes_no(self, prompts, desc=""):
-        self.computed += len(prompts)
+    def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
         return [YesNoScore(None, error="no score") if zlib.crc32(p.encode()) % 31 == 0 else
                 YesNoScore((zlib.crc32(p.encode()) % 997) / 997, 0.9) for p in prompts]
+
+
+def stand_in_model(cache_dir: Path) -> CachedModel:
+    """The stand-in backend behind a result cache in `cache_dir` (instant, deterministic)."""
+    return CachedModel(StandInBackend(), ResultCache(cache_dir / "model_calls.sqlite"), progress=False)
 
 
 def _config(tmp_path: Path, name: str, benchmarks_dir, **source):
@@ -60,7 +71,7 @@ def _config(tmp_path: Path, name: str, benchmarks_dir, **source):
 
 
 def _build(monkeypatch, config, shard: int, file_rows: int = 200_000):
-    monkeypatch.setattr(pipeline, "open_model", lambda *a, **k: StandInModel())
+    monkeypatch.setattr(pipeline, "open_model", lambda config, *a, **k: stand_in_model(pipeline.cache_dir(config)))
     monkeypatch.setattr(pipeline, "SHARD_SNIPPETS", shard)
     monkeypatch.setattr(dataset_module, "FILE_ROWS", file_rows)
     return pipeline.build_dataset(config, progress=False, write_card=write_dataset_card)
@@ -122,7 +133,7 @@ def test_pairs_of_contaminated_source_rows_are_removed_when_streamed(builds):
 
 def test_every_stage_returns_a_stage_result_and_leaves_its_input_alone(benchmarks_dir, tmp_path):
     config = _config(tmp_path, "shape", benchmarks_dir, limit=30)
-    context = StageContext(StandInModel(), tmp_path / "cache", progress=False)
+    context = StageContext(stand_in_model(tmp_path / "cache"), tmp_path / "cache", progress=False)
     rows = list(pipeline.SourceStream(config.source))
     for stage in pipeline.STAGES:
         before = copy.deepcopy(rows)
@@ -130,7 +141,8 @@ def test_every_stage_returns_a_stage_result_and_leaves_its_input_alone(benchmark
         assert isinstance(result, StageResult), stage.name
         assert rows == before, f"{stage.name} changed its input"
         kept = list(result.kept)
-        assert all(dataclasses.is_dataclass(r) and r.__dataclass_params__.frozen for r in kept), stage.name
+        # typeshed's DataclassInstance does not declare __dataclass_params__ (the only record of `frozen`)
+        assert all(dataclasses.is_dataclass(r) and r.__dataclass_params__.frozen for r in kept), stage.name  # type: ignore[union-attr]
         assert all(isinstance(v, int) for v in result.report.values()), stage.name
         rows = kept
     assert rows  # pairs came out of the last stage
