@@ -212,7 +212,7 @@ def test_run_push_helpers_use_the_config(hub, client_env, dataset_dir):
         from inversecoder.hub_cards.push import check_push_config, push_run_dataset, push_run_model
         config = load_config("{recipe}", output_dir="{dataset_dir.parent}")
         token = check_push_config(config)
-        result = push_run_dataset(config, token, log=lambda line: None)
+        result = push_run_dataset(config, token)
         print(json.dumps({{"commit": result.commit_sha, "tag": result.tag, "model": push_run_model(config, token)}}))
     """)
     assert out == {"commit": hub.tags("dataset", DATASET_REPO)["v1.0"], "tag": "v1.0", "model": None}
