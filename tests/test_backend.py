@@ -117,9 +117,6 @@ def test_cached_model_reruns_for_free_and_keeps_retryable_errors_out(backend, tm
     class Flaky(Backend):
         calls = 0
 
-        def generate(self, requests, params):
-            raise NotImplementedError
-
         def info(self):
             return backend.info()
 
@@ -148,9 +145,6 @@ def test_out_of_memory_batches_are_split_and_a_lone_misfit_is_recorded_not_cache
         """Runs out of memory on batches of more than 2 prompts, and always on the prompt 'huge'."""
 
         sizes: ClassVar[list[int]] = []
-
-        def generate(self, requests, params):
-            raise NotImplementedError
 
         def info(self):
             return backend.info()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import BENCHMARKS_DIR, SAMPLE
 
 FIXTURE = Path(__file__).parent / "data" / "compat-f1ce952"

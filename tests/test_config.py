@@ -3,11 +3,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from inversecoder.core.config import describe_fields, load_config, RunConfig
+from inversecoder.core.config import RunConfig, describe_fields, load_config
 from inversecoder.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +181,7 @@ def test_defaults_are_valid_and_transformers_knows_the_default_optimizer_and_sch
     for name in RunConfig.model_fields:
         section = getattr(defaults, name)
         if hasattr(section, "SECTION"):
-            assert section.SECTION == name  # errors of a section made on its own name it as in the file
+            assert name == section.SECTION  # errors of a section made on its own name it as in the file
 
 
 def test_yaml_booleans_and_numbers_are_read_as_text_where_text_is_expected(tmp_path):
@@ -198,13 +199,16 @@ def test_sections_made_in_code_and_assignments_are_checked_too():
     from inversecoder.core.config import DecontaminateConfig, GeneratorConfig, TrainConfig
 
     assert DecontaminateConfig(semantic=False).semantic is False
-    assert TrainConfig(packing=True).packing == "true"  # as YAML's `true`
+    yaml_true: dict[str, Any] = {"packing": True}  # a bool, as YAML reads `true` (past mypy)
+    assert TrainConfig(**yaml_true).packing == "true"
+    misspelt: dict[str, Any] = {"bakend": "tgi"}
     with pytest.raises(ConfigError, match=re.escape("unknown config field 'generator.bakend' (did you mean 'generator.backend'?)")):
-        GeneratorConfig(bakend="tgi")
+        GeneratorConfig(**misspelt)
     config = RunConfig()
     config.train.mode = "original"
+    typo: Any = "orig"  # not a mode: assignments are checked at run time (past mypy)
     with pytest.raises(ConfigError, match=re.escape("train.mode: must be one of two-stage, mix, original; got 'orig' (did you mean 'original'?)")):
-        config.train.mode = "orig"
+        config.train.mode = typo
     copy = config.model_copy(deep=True)
     copy.generator.model = "elsewhere"
     assert config.generator.model is None and copy.train.mode == "original"

