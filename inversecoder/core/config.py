@@ -75,8 +75,8 @@ class RunConfig(Section):
     seed: int = Field(42, ge=0, le=2**32 - 1)
     """Seeds the verb prefixes, sampling (one seed per candidate), training and shuffling."""
     benchmarks_dir: Text | None = None
-    """Folder with offline copies of the EvalPlus data files (HumanEvalPlus-v0.1.10.jsonl.gz, ...);
-    unset: evalplus downloads them (or uses HUMANEVAL_OVERRIDE_PATH / MBPP_OVERRIDE_PATH)."""
+    """Folder with the EvalPlus data files (HumanEvalPlus-v0.1.10.jsonl.gz, MbppPlus-v0.2.0.jsonl.gz); unset: the
+    copies shipped in data/benchmarks (with their checksums); `download`: evalplus's own downloader (network)."""
     source: SourceConfig = Field(default_factory=SourceConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     summarize: SummarizeConfig = Field(default_factory=SummarizeConfig)
