@@ -63,6 +63,7 @@ def prefill(config_path: Path, output: Path) -> int:
     from inversecoder.core.config import load_config
 
     config = load_config(config_path, output_dir=str(output))
+    assert config.generator.model is not None, "the recipe names generator.model"
     info = TransformersBackend(config.generator.model, revision=config.generator.revision, device="cpu").info()
     identity = {"backend_model": info.model, "revision": info.revision}
     s = config.summarize

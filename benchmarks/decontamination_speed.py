@@ -112,6 +112,7 @@ def main() -> None:
     tasks, versions = load_tasks(config.benchmarks, args.benchmarks_dir, Path("/tmp/inversecoder-bench-cache"))
     started = time.perf_counter()
     checker = Decontaminator(config, None, Path("."), tasks=tasks, versions=versions)
+    assert checker.embedder is not None  # the default config has the semantic layer on
     print(f"setup: {len(tasks)} tasks indexed, embedding model loaded and tasks embedded in "
           f"{time.perf_counter() - started:.1f} s (device {checker.embedder.device}, runtime {checker.embedder.runtime})")
     corpus = synthetic_corpus(args.rows, tasks)
@@ -129,6 +130,7 @@ def main() -> None:
     for runtime, batch in args.runtimes:
         settings = config.model_copy(update={"semantic_runtime": runtime, "semantic_batch_size": batch}, deep=True)
         semantic_checker = Decontaminator(settings, None, Path("."), tasks=tasks, versions=versions)
+        assert semantic_checker.embedder is not None  # the semantic layer is on in every setting timed
         label = f"{semantic_checker.embedder.runtime}, batch {semantic_checker.embedder.batch_size}"
         semantic[label] = timed(f"semantic: {label}", len(sample), lambda semantic_checker=semantic_checker: int(
             (semantic_checker.semantic_scores(sample).max(axis=1) >= config.semantic_threshold).sum()))

@@ -244,7 +244,10 @@ def test_hostile_solutions_fail_harm_nothing_and_the_evaluation_finishes(benchma
                                                                          port=port)} for attack in attacks]
         samples += [{"task_id": t, "solution": canonical(benchmark, t)} for t in ("Mbpp/2", "Mbpp/3")]
         result = check(benchmark, samples, box)
-        zygotes = [w.process.pid for w in box._workers]
+        zygotes = []
+        for worker in box._workers:
+            assert worker is not None  # an open sandbox holds a started worker in every slot
+            zygotes.append(worker.process.pid)
         for pid in zygotes:
             os.kill(pid, 0)  # every worker survived
         assert box.errors == 0

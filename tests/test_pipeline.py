@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import SAMPLE
 from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
@@ -22,11 +24,9 @@ from inversecoder.builders.pipeline import build_dataset
 from inversecoder.core.config import load_config
 from inversecoder.hub_cards.dataset_card import write_dataset_card
 
-from conftest import SAMPLE
-
 
 def write_recipe(path: Path, model: Path, benchmarks: Path | None, **extra) -> Path:
-    recipe = {
+    recipe: dict[str, Any] = {
         "seed": 3,
         "benchmarks_dir": str(benchmarks) if benchmarks else None,
         "source": {"path": str(SAMPLE), "limit": 40},
@@ -58,7 +58,7 @@ def built(tiny_model_dir, benchmarks_dir, tmp_path_factory):
 
 
 def test_dataset_folder_loads_like_a_hub_repo(built):
-    config, result = built
+    _, result = built
     pairs = load_dataset(str(result.dataset_dir), split="train")
     candidates = load_dataset(str(result.dataset_dir), "candidates", split="train")
     rejected = load_dataset(str(result.dataset_dir), "rejected", split="train")
@@ -80,7 +80,7 @@ def test_dataset_folder_loads_like_a_hub_repo(built):
 
 
 def test_source_rows_link_back_by_id(built):
-    config, result = built
+    _, result = built
     source_lines = SAMPLE.read_text(encoding="utf-8").splitlines()
     import json
 
@@ -132,7 +132,7 @@ def test_card_reports_duplicate_rates_of_the_published_pairs(built):
 
 
 def test_card_has_metadata_counts_parameters_and_histogram(built):
-    config, result = built
+    _, result = built
     card = DatasetCard.load(result.dataset_dir / "README.md")
     names = [c["config_name"] for c in card.data.configs]
     assert names == ["default", "candidates", "rejected", "original", "contamination"]
@@ -198,8 +198,11 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_build(tiny_model_dir
     fresh_log = fresh.communicate(timeout=300)[0]
     assert fresh.returncode == 0, fresh_log
 
-    computed_after, reused_after = map(int, re.search(r"model calls: (\d+) computed, (\d+) from the cache", resumed_log).groups())
-    computed_fresh = int(re.search(r"model calls: (\d+) computed", fresh_log).group(1))
+    resumed_calls = re.search(r"model calls: (\d+) computed, (\d+) from the cache", resumed_log)
+    fresh_calls = re.search(r"model calls: (\d+) computed", fresh_log)
+    assert resumed_calls is not None and fresh_calls is not None, resumed_log + fresh_log
+    computed_after, reused_after = map(int, resumed_calls.groups())
+    computed_fresh = int(fresh_calls.group(1))
     assert reused_after == stored_at_kill > 0
     assert stored_at_kill + computed_after == computed_fresh  # no call made twice, none missing
     assert tables(killed_out / "dataset") == tables(clean_out / "dataset")

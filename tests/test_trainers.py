@@ -220,6 +220,9 @@ def test_changed_settings_retrain_instead_of_reusing_stale_stages(trained, datas
 
 
 def test_loss_is_on_response_and_eos_only(tiny_model_dir, dataset_dir, tmp_path):
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
     from inversecoder.trainers import recipe
 
     config = run_config(tiny_model_dir)
@@ -232,8 +235,11 @@ def test_loss_is_on_response_and_eos_only(tiny_model_dir, dataset_dir, tmp_path)
 
     trainer = recipe._build_trainer(args, str(tiny_model_dir), None, rows)
     tokenizer = trainer.processing_class
+    dataset = trainer.train_dataset
+    assert isinstance(tokenizer, PreTrainedTokenizerBase)  # a tokenizer, of the processing classes transformers allows
+    assert isinstance(dataset, Dataset)  # SFTTrainer tokenizes into a datasets.Dataset
     for index in (0, 3):
-        example = trainer.train_dataset[index]
+        example = dataset[index]
         ids, labels = example["input_ids"], example["labels"]
         start = next(i for i, label in enumerate(labels) if label != -100)
         assert all(label == -100 for label in labels[:start])
@@ -242,9 +248,9 @@ def test_loss_is_on_response_and_eos_only(tiny_model_dir, dataset_dir, tmp_path)
         assert tokenizer.decode(ids[start:]) == rows[index]["completion"] + tokenizer.eos_token
         assert ids[-1] == tokenizer.eos_token_id
 
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in (0, 12)])
+    batch = trainer.data_collator([dataset[i] for i in (0, 12)])
     for row, index in enumerate((0, 12)):
-        labels = trainer.train_dataset[index]["labels"]
+        labels = dataset[index]["labels"]
         assert batch["labels"][row, : len(labels)].tolist() == labels
         assert (batch["labels"][row, len(labels):] == -100).all(), "padding carries no loss"
 

@@ -72,6 +72,7 @@ def test_cpu_sft_config_keeps_the_paper_batches(tmp_path):
 
     args = recipe.sft_config_for(TrainConfig(), tmp_path, 1.0, 0, "stage1")
     assert args.packing is False and args.model_init_kwargs == {"attn_implementation": "sdpa"}
+    assert args.speed_plan is not None  # sft_config_for always records its plan
     assert args.speed_plan["device"] in ("cpu", "cuda", "mps") and args.speed_plan["reasons"]["packing"]
     merged = recipe.sft_config_for(TrainConfig(sft_args={"model_init_kwargs": {"dtype": "float32"}}), tmp_path, 1.0,
                                    0, "stage1")
