@@ -158,6 +158,7 @@ def test_dataset_push_is_one_tagged_commit_that_load_dataset_pins(hub, client_en
     assert hub.tags("dataset", DATASET_REPO) == {"v1.0": history[0]}
     assert f"{hub.url}/datasets/{DATASET_REPO}/commit/{history[0]}" in result.stdout
     record = read_hub_record(dataset_dir)
+    assert record is not None
     assert record["repo_id"] == DATASET_REPO and record["commit"] == history[0] and record["tag"] == "v1.0"
     stored = hub.files("dataset", DATASET_REPO, "v1.0")
     assert HUB_RECORD not in stored and "build_info.json" in stored
@@ -281,7 +282,9 @@ def model_dir(tiny_model_dir, dataset_dir, tmp_path_factory) -> Path:
 
 
 def test_model_push_round_trips_with_its_lineage_and_eval_results(hub, client_env, dataset_dir, model_dir):
-    dataset_commit = read_hub_record(dataset_dir)["commit"]
+    dataset_record = read_hub_record(dataset_dir)
+    assert dataset_record is not None  # the dataset push left it
+    dataset_commit = dataset_record["commit"]
     result = run_push(client_env, "model", model_dir, MODEL_REPO, "--tag", "v1.0", "--private")
     assert result.returncode == 0, result.stderr[-3000:]
     history = hub.history("model", MODEL_REPO)

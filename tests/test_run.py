@@ -7,12 +7,11 @@ import sys
 
 import pytest
 import yaml
+from conftest import SAMPLE
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inversecoder.core import prompts
-
-from conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +102,7 @@ def test_a_second_run_skips_every_step_and_a_changed_setting_reruns_only_what_fo
     assert steps == ["generator", "dataset", "train", "evaluate", "evaluate-generator"]
     assert all("up to date" in line for line in again.stdout.splitlines() if line.startswith("["))
 
-    plan = subprocess.run(command + ["evaluate.max_new_tokens=12", "--dry-run"], capture_output=True, text=True, timeout=600)
+    plan = subprocess.run([*command, "evaluate.max_new_tokens=12", "--dry-run"], capture_output=True, text=True, timeout=600)
     assert plan.returncode == 0, plan.stderr[-2000:]
     actions = {line.split()[0]: line.split()[1] for line in plan.stdout.splitlines()
                if line.split() and line.split()[0] in ("generator", "dataset", "train", "evaluate", "evaluate-generator")}
