@@ -67,8 +67,8 @@ class Screen:
 def open_screen(config, context: StageContext) -> Screen:
     """The build's `Screen` (the benchmarks are indexed on first use)."""
     if "decontaminate" not in context.state:
-        checker = Decontaminator(config.decontaminate, config.benchmarks_dir, context.cache_dir / "benchmarks",
-                                 embedding_cache=context.cache_dir / "embeddings.sqlite")
+        checker = Decontaminator(config.decontaminate, config.benchmarks_dir, context.layout.benchmark_cache,
+                                 embedding_cache=context.layout.embeddings)
         context.state["decontaminate"] = Screen(checker)
     return context.state["decontaminate"]
 

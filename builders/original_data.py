@@ -35,7 +35,7 @@ def build_original_data(config: RunConfig, target: Path,
     """Write `target` (Hub layout, config `original`); rewritten atomically on every call (cheap).
     `write_card(folder, report)` writes its card before it is published."""
     source = SourceStream(config.source)
-    context = StageContext(None, pipeline.cache_dir(config), logger, progress=True)
+    context = StageContext(None, config.layout, logger, progress=True)
     removed = 0
     target = Path(target)
     with atomic_path(target) as scratch:

