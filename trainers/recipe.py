@@ -30,6 +30,7 @@ import trl
 from inversecoder.core import prompts
 from inversecoder.core.config import TRAIN_MODES, FieldError, RunConfig, TrainConfig, check_sft_args
 from inversecoder.core.errors import ConfigError
+from inversecoder.core.files import atomic_path, read_json, write_json
 from inversecoder.trainers import speed
 
 logger = logging.getLogger(__name__)
@@ -315,25 +316,17 @@ def _wait_for_everyone() -> None:
     PartialState().wait_for_everyone()
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str) -> None:
     """A stage folder from other settings or data (complete or not) is outdated: remove it, so the stage
     retrains instead of resuming from, or skipping to, weights that no longer match the config."""
     plan = folder / PLAN
-    if plan.is_file() and _read_json(plan).get("fingerprint") != fingerprint and _is_main_process():
+    if plan.is_file() and read_json(plan).get("fingerprint") != fingerprint and _is_main_process():
         logger.info(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
         shutil.rmtree(folder)
     _wait_for_everyone()
     if not plan.is_file() and _is_main_process():
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(plan, {"stage": stage, "fingerprint": fingerprint})
+        write_json(plan, {"stage": stage, "fingerprint": fingerprint})
     _wait_for_everyone()
 
 
@@ -390,7 +383,7 @@ def _save_final(trainer: trl.SFTTrainer, final: Path, info: dict[str, Any]) -> N
     _wait_for_everyone()
     trainer.save_model(str(final))  # every rank: sharded (FSDP/DeepSpeed) weights are gathered here
     if _is_main_process():
-        _write_json(final / STAGE_INFO, info)
+        write_json(final / STAGE_INFO, info)
         (final / COMPLETE).write_text("ok\n", encoding="utf-8")
     _wait_for_everyone()
 
@@ -422,7 +415,7 @@ def _run_stage(
     _start_fresh_if_changed(stage.folder, fingerprint, stage.name)
     if (stage.final / COMPLETE).is_file():
         logger.info(f"{stage.name}: already trained ({stage.final}), skipping")
-        return _read_json(stage.final / STAGE_INFO)
+        return read_json(stage.final / STAGE_INFO)
     if len(stage.rows) == 0:
         logger.info(f"{stage.name}: no rows in {'+'.join(stage.configs)}, skipped (the next stage starts from {start})")
         return {**record, "skipped": "no rows", "sft_args": None, "log_history": []}
@@ -449,12 +442,16 @@ def _export(
     final: Path, model_dir: Path, config: RunConfig, base: tuple[str, str | None], sizes: dict[str, int],
     records: list[dict[str, Any]],
 ) -> None:
-    """The model folder users load: weights, tokenizer with the chat template, and how it was trained."""
+    """The model folder users load: weights, tokenizer with the chat template, and how it was trained; it
+    replaces `model_dir` whole, so a crash leaves the previous folder or the new one."""
+    with atomic_path(model_dir) as partial:
+        _write_model_folder(partial, final, base, config, sizes, records)
+
+
+def _write_model_folder(partial: Path, final: Path, base: tuple[str, str | None], config: RunConfig, sizes: dict[str, int],
+                        records: list[dict[str, Any]]) -> None:
     from transformers import GenerationConfig
 
-    partial = model_dir.with_suffix(".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
     shutil.copytree(final, partial, ignore=shutil.ignore_patterns(STAGE_INFO, COMPLETE, "training_args.bin"))
     tokenizer = _load_tokenizer(str(final), None)
     tokenizer.save_pretrained(partial)
@@ -463,16 +460,13 @@ def _export(
     generation.pad_token_id = tokenizer.pad_token_id
     generation.save_pretrained(partial)
     stages = [{k: v for k, v in r.items() if k != "log_history"} for r in records]
-    _write_json(partial / "training_config.json", _public({
+    write_json(partial / "training_config.json", _public({
         "base_model": base[0], "base_revision": base[1], "seed": config.seed,
         "train": config.train.model_dump(),
         "dataset_sizes": sizes,
         "stages": stages,
     }))
-    _write_json(partial / "training_logs.json", {r["stage"]: r["log_history"] for r in records})
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    partial.rename(model_dir)
+    write_json(partial / "training_logs.json", {r["stage"]: r["log_history"] for r in records})
 
 
 def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir: Path) -> Path:

@@ -1,7 +1,8 @@
-"""A crash-safe store of model-call results, keyed by everything that determines them.
+"""A crash-safe store of computed results (model calls, embeddings), keyed by everything that determines them.
 
 SQLite in WAL mode: each batch of results is one transaction, so a SIGKILL at any moment loses at
 most the batch in flight, never corrupts what is stored, and a rerun picks up every finished call.
+Values are JSON (`get_many`/`put_many`) or raw bytes (`get_blob`/`put_blob`, e.g. float32 arrays).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ResultCache:
         # NORMAL is durable against a killed process (only a power cut can lose the last commits).
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         keys = list(dict.fromkeys(keys))
@@ -48,6 +50,16 @@ class ResultCache:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
+
+    def get_blob(self, key: str) -> bytes | None:
+        found = self._db.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
+        return None if found is None else bytes(found[0])
+
+    def put_blob(self, key: str, value: bytes) -> None:
+        """Store one value in its own transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO blobs (key, value) VALUES (?, ?)", (key, value))
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
