@@ -32,8 +32,32 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"builders": "builders", "trainers": "trainers", "eval": "eval", "hub_cards": "hub_cards", "data": "data"}
-WORDS = ("list", "string", "number", "matrix", "graph", "tree", "file", "date", "prime", "sum", "sort", "count", "word",
-         "path", "cache", "queue", "stack", "parse", "merge", "filter", "average", "maximum", "window", "key")
+WORDS = (
+    "list",
+    "string",
+    "number",
+    "matrix",
+    "graph",
+    "tree",
+    "file",
+    "date",
+    "prime",
+    "sum",
+    "sort",
+    "count",
+    "word",
+    "path",
+    "cache",
+    "queue",
+    "stack",
+    "parse",
+    "merge",
+    "filter",
+    "average",
+    "maximum",
+    "window",
+    "key",
+)
 
 
 def corpus(path: Path, rows: int, seed: int = 0) -> None:
@@ -42,12 +66,18 @@ def corpus(path: Path, rows: int, seed: int = 0) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for i in range(rows):
             a, b, c = rng.sample(WORDS, 3)
-            body = "\n".join(f"    {a}_{j} = [x * {j + i % 7} for x in range({b}_size) if x % {j + 2}]  # {c} step {j}"
-                             for j in range(rng.randint(10, 30)))
-            code = (f"def {a}_{b}_{i}({a}, {b}_size={rng.randint(2, 99)}):\n    \"\"\"Return the {c} of a {a}.\"\"\"\n{body}\n"
-                    f"    return sorted({a}_0)[:{rng.randint(1, 9)}]\n\n\nprint({a}_{b}_{i}([3, 1, 2]))")
-            record = {"instruction": f"Write a Python function that computes the {c} of a {a} of {b}s (case {i}).",
-                      "response": f"Here is a solution:\n\n```python\n{code}\n```\n\nIt runs in linear time."}
+            body = "\n".join(
+                f"    {a}_{j} = [x * {j + i % 7} for x in range({b}_size) if x % {j + 2}]  # {c} step {j}"
+                for j in range(rng.randint(10, 30))
+            )
+            code = (
+                f'def {a}_{b}_{i}({a}, {b}_size={rng.randint(2, 99)}):\n    """Return the {c} of a {a}."""\n{body}\n'
+                f"    return sorted({a}_0)[:{rng.randint(1, 9)}]\n\n\nprint({a}_{b}_{i}([3, 1, 2]))"
+            )
+            record = {
+                "instruction": f"Write a Python function that computes the {c} of a {a} of {b}s (case {i}).",
+                "response": f"Here is a solution:\n\n```python\n{code}\n```\n\nIt runs in linear time.",
+            }
             handle.write(json.dumps(record) + "\n")
 
 
@@ -67,8 +97,13 @@ def prefill(config_path: Path, output: Path) -> int:
     info = TransformersBackend(config.generator.model, revision=config.generator.revision, device="cpu").info()
     identity = {"backend_model": info.model, "revision": info.revision}
     s = config.summarize
-    params = SamplingParams(temperature=s.temperature, top_p=s.top_p, repetition_penalty=s.repetition_penalty,
-                            max_new_tokens=s.max_new_tokens, stop=tuple(s.stop)).__dict__
+    params = SamplingParams(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        repetition_penalty=s.repetition_penalty,
+        max_new_tokens=s.max_new_tokens,
+        stop=tuple(s.stop),
+    ).__dict__
     cache = ResultCache(output / ".cache" / "model_calls.sqlite")
     stored, batch = 0, {}
     for row in load_source(config.source).rows:
@@ -80,13 +115,24 @@ def prefill(config_path: Path, output: Path) -> int:
             prefix = prompts.summarize_prefix(random.Random(seed), found.language)
             prompt = prompts.summarize_prompt(found.code_block, prefix)
             rng = random.Random(seed)
-            text = " function that " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))) + f" ({row.row_id} {k})."
+            text = (
+                " function that "
+                + " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20)))
+                + f" ({row.row_id} {k})."
+            )
             batch[cache_key(op="generate", prompt=prompt, seed=seed, params=params, **identity)] = {
-                "text": text, "finish_reason": "stop", "prompt_tokens": 0, "generated_tokens": 0, "error": None, "retryable": False}
+                "text": text,
+                "finish_reason": "stop",
+                "prompt_tokens": 0,
+                "generated_tokens": 0,
+                "error": None,
+                "retryable": False,
+            }
             instruction = (prefix + text).strip()
             score = (zlib.crc32(instruction.encode()) % 1000) / 1000
-            batch[cache_key(op="score_yes_no", prompt=prompts.score_prompt(instruction, found.code_block), **identity)] = {
-                "score": score, "yes_no_mass": 0.9, "prompt_tokens": 0, "error": None, "retryable": False}
+            batch[
+                cache_key(op="score_yes_no", prompt=prompts.score_prompt(instruction, found.code_block), **identity)
+            ] = {"score": score, "yes_no_mass": 0.9, "prompt_tokens": 0, "error": None, "retryable": False}
         if len(batch) >= 20000:
             cache.put_many(batch)
             stored += len(batch)
@@ -141,14 +187,24 @@ def main() -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     model = work / "tiny-model"
     if not (model / "config.json").is_file():
-        subprocess.run([sys.executable, "-m", "inversecoder.cli", "make-tiny-model", str(model)], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "inversecoder.cli", "make-tiny-model", str(model)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
     source = work / "corpus.jsonl"
     if not source.is_file():
         corpus(source, args.rows)
-    recipe = {"seed": 1, "source": {"path": str(source)}, "generator": {"model": str(model), "device": "cpu"},
-              "summarize": {"num_samples": args.samples}, "decontaminate": {"semantic": False},
-              "train": {"enabled": False}, "evaluate": {"enabled": False}}
+    recipe = {
+        "seed": 1,
+        "source": {"path": str(source)},
+        "generator": {"model": str(model), "device": "cpu"},
+        "summarize": {"num_samples": args.samples},
+        "decontaminate": {"semantic": False},
+        "train": {"enabled": False},
+        "evaluate": {"enabled": False},
+    }
     config_path = work / "recipe.yaml"
     config_path.write_text(yaml.safe_dump(recipe))
     filled = work / "filled"
@@ -162,17 +218,22 @@ def main() -> None:
     shutil.copy(filled / ".cache" / "model_calls.sqlite", output / ".cache" / "model_calls.sqlite")
     child_env = dict(env, PYTHONPATH=str(import_root(args.code_dir.resolve(), work)))
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, str(config_path), str(output)], env=child_env,
-                          stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(config_path), str(output)], env=child_env, stdout=subprocess.PIPE, text=True
+    )
     wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"the build failed (exit {done.returncode})")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     peak_mib = result["maxrss_kib"] / 1024  # the build process's own peak (ru_maxrss, KiB on Linux)
     print(f"code: {args.code_dir}")
-    print(f"corpus: {args.rows} rows x {args.samples} samples = {result['counts']['candidates generated']} candidates; "
-          f"{result['counts']['final pairs (default config)']} pairs; semantic decontamination off")
-    print(f"model calls computed: {result['model_calls']} (reused {result['reused']}); fingerprint {result['fingerprint']}")
+    print(
+        f"corpus: {args.rows} rows x {args.samples} samples = {result['counts']['candidates generated']} candidates; "
+        f"{result['counts']['final pairs (default config)']} pairs; semantic decontamination off"
+    )
+    print(
+        f"model calls computed: {result['model_calls']} (reused {result['reused']}); fingerprint {result['fingerprint']}"
+    )
     print(f"peak RSS of the build: {peak_mib:.0f} MiB; wall time: {wall:.0f} s")
     if result["model_calls"]:
         print("warning: the build computed model calls: the prefilled cache did not cover it", file=sys.stderr)

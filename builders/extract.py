@@ -20,14 +20,39 @@ _CLOSE_FENCE = re.compile(r"^[ \t]*```[ \t]*$", re.MULTILINE)
 
 # Nodes that make a module "code" rather than a lone expression like `Yes` or `Hello world`.
 _CODE_NODES = (
-    ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom, ast.Assign,
-    ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith,
-    ast.Try, ast.Return, ast.Raise, ast.Assert, ast.Delete, ast.Global, ast.Nonlocal,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Import,
+    ast.ImportFrom,
+    ast.Assign,
+    ast.AugAssign,
+    ast.AnnAssign,
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.If,
+    ast.With,
+    ast.AsyncWith,
+    ast.Try,
+    ast.Return,
+    ast.Raise,
+    ast.Assert,
+    ast.Delete,
+    ast.Global,
+    ast.Nonlocal,
 )
 
 _LANGUAGE_ALIASES = {
-    "py": "python", "python3": "python", "js": "javascript", "c++": "cpp", "sh": "bash",
-    "shell": "bash", "ts": "typescript", "golang": "go", "rs": "rust",
+    "py": "python",
+    "python3": "python",
+    "js": "javascript",
+    "c++": "cpp",
+    "sh": "bash",
+    "shell": "bash",
+    "ts": "typescript",
+    "golang": "go",
+    "rs": "rust",
 }
 
 

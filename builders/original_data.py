@@ -30,8 +30,9 @@ from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT
 logger = logging.getLogger(__name__)
 
 
-def build_original_data(config: RunConfig, target: Path,
-                        write_card: Callable[[Path, dict[str, Any]], object] | None = None) -> Path:
+def build_original_data(
+    config: RunConfig, target: Path, write_card: Callable[[Path, dict[str, Any]], object] | None = None
+) -> Path:
     """Write `target` (Hub layout, config `original`); rewritten atomically on every call (cheap).
     `write_card(folder, report)` writes its card before it is published."""
     source = SourceStream(config.source)
@@ -49,8 +50,13 @@ def build_original_data(config: RunConfig, target: Path,
         decontaminate_summary(config, context, {ORIGINAL_REMOVED: removed})  # logs what was removed
         files = writer.finish()
         row_count = files["tables"]["original"]["rows"] if "original" in files["tables"] else 0
-        info = {"source": config.source.path, "rows": row_count, "decontaminated": removed, "fingerprint": files["fingerprint"],
-                "empty_configs": files["empty_configs"]}
+        info = {
+            "source": config.source.path,
+            "rows": row_count,
+            "decontaminated": removed,
+            "fingerprint": files["fingerprint"],
+            "empty_configs": files["empty_configs"],
+        }
         (scratch / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         report = info | {"license": config.dataset.license, "tables": files["tables"]}
         (scratch / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

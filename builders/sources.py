@@ -134,13 +134,21 @@ def _field(record: dict, column: str, source_index: int, max_chars: int) -> tupl
     if "\x00" in value:
         return None, Rejected(STAGE, f"'{column}' contains NUL characters", source_index)
     if len(value) > max_chars:
-        return None, Rejected(STAGE, f"'{column}' is longer than source.max_chars", source_index,
-                              detail=f"{len(value)} characters > {max_chars}")
+        return None, Rejected(
+            STAGE,
+            f"'{column}' is longer than source.max_chars",
+            source_index,
+            detail=f"{len(value)} characters > {max_chars}",
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:  # a JSON escape of half a surrogate pair: no tokenizer or parquet takes it
-        return None, Rejected(STAGE, f"'{column}' contains a lone surrogate", source_index,
-                              detail=f"{value[error.start]!r} at character {error.start}")
+        return None, Rejected(
+            STAGE,
+            f"'{column}' contains a lone surrogate",
+            source_index,
+            detail=f"{value[error.start]!r} at character {error.start}",
+        )
     return value, None
 
 
@@ -184,7 +192,12 @@ class SourceStream:
             assert instruction is not None and response is not None  # _field gives a value or a problem
             row_id = short_hash(instruction, response)
             if row_id in first_seen:
-                yield source_index, Rejected(STAGE, "exact duplicate", source_index, row_id, f"same as source row {first_seen[row_id]}")
+                yield (
+                    source_index,
+                    Rejected(
+                        STAGE, "exact duplicate", source_index, row_id, f"same as source row {first_seen[row_id]}"
+                    ),
+                )
                 continue
             first_seen[row_id] = source_index
             yield source_index, SourceRow(row_id, source_index, instruction, response)
@@ -193,7 +206,9 @@ class SourceStream:
         for column in (config.instruction_column, config.response_column):
             if columns_seen and column not in columns_seen:
                 available = ", ".join(sorted(map(str, columns_seen)))
-                raise ConfigError(f"source has no column '{column}' (available: {available}); set source.instruction_column / source.response_column")
+                raise ConfigError(
+                    f"source has no column '{column}' (available: {available}); set source.instruction_column / source.response_column"
+                )
         self.info["rows_read"] = total
 
 

@@ -47,9 +47,18 @@ class Candidate:
 
     def to_row(self) -> dict:
         """A row of the dataset's `candidates` config."""
-        return {"row_id": self.row_id, "candidate_id": self.candidate_id, "k": self.k, "seed": self.seed,
-                "prefix": self.prefix, "instruction": self.instruction, "finish_reason": self.finish_reason,
-                "score": self.score, "yes_no_mass": self.yes_no_mass, "selected": self.selected}
+        return {
+            "row_id": self.row_id,
+            "candidate_id": self.candidate_id,
+            "k": self.k,
+            "seed": self.seed,
+            "prefix": self.prefix,
+            "instruction": self.instruction,
+            "finish_reason": self.finish_reason,
+            "score": self.score,
+            "yes_no_mass": self.yes_no_mass,
+            "selected": self.selected,
+        }
 
 
 @dataclass(frozen=True)
@@ -90,12 +99,18 @@ def candidate_seed(run_seed: int, row_id: str, k: int) -> int:
 
 
 def sampling_params(config: SummarizeConfig) -> SamplingParams:
-    return SamplingParams(temperature=config.temperature, top_p=config.top_p, repetition_penalty=config.repetition_penalty,
-                          max_new_tokens=config.max_new_tokens, stop=tuple(config.stop))
+    return SamplingParams(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        repetition_penalty=config.repetition_penalty,
+        max_new_tokens=config.max_new_tokens,
+        stop=tuple(config.stop),
+    )
 
 
-def summarize(model: CachedModel, snippets: list[Snippet], config: SummarizeConfig, run_seed: int
-              ) -> tuple[list[SnippetCandidates], list[Rejected]]:
+def summarize(
+    model: CachedModel, snippets: list[Snippet], config: SummarizeConfig, run_seed: int
+) -> tuple[list[SnippetCandidates], list[Rejected]]:
     """K candidate instructions per snippet; each candidate has its own seeded prefix and sampling seed."""
     drafts: list[Candidate] = []
     requests: list[GenerationRequest] = []
@@ -112,11 +127,16 @@ def summarize(model: CachedModel, snippets: list[Snippet], config: SummarizeConf
         for j in range(i * config.num_samples, (i + 1) * config.num_samples):
             draft, completion = drafts[j], completions[j]
             if completion.error is not None:
-                rejected.append(Rejected("summarize", completion.error, snippet.source_index, draft.row_id, f"candidate {draft.k}"))
+                rejected.append(
+                    Rejected("summarize", completion.error, snippet.source_index, draft.row_id, f"candidate {draft.k}")
+                )
                 continue
             assert completion.text is not None  # a completion without an error has its text
-            kept.append(dataclasses.replace(draft, instruction=(draft.prefix + completion.text).strip(),
-                                            finish_reason=completion.finish_reason))
+            kept.append(
+                dataclasses.replace(
+                    draft, instruction=(draft.prefix + completion.text).strip(), finish_reason=completion.finish_reason
+                )
+            )
         groups.append(SnippetCandidates(snippet, tuple(kept)))
     return groups, rejected
 
@@ -126,7 +146,9 @@ def score(model: CachedModel, groups: list[SnippetCandidates]) -> tuple[list[Sni
     score_prompts = []
     for group in groups:
         for candidate in group.candidates:
-            assert candidate.instruction is not None  # `summarize` keeps only the candidates it wrote an instruction for
+            assert (
+                candidate.instruction is not None
+            )  # `summarize` keeps only the candidates it wrote an instruction for
             score_prompts.append(prompts.score_prompt(candidate.instruction, group.snippet.code_block))
     results = iter(model.score_yes_no(score_prompts, desc="self-evaluate") if score_prompts else [])
     scored, rejected = [], []
@@ -135,7 +157,11 @@ def score(model: CachedModel, groups: list[SnippetCandidates]) -> tuple[list[Sni
         for candidate in group.candidates:
             result = next(results)
             if result.error is not None:
-                rejected.append(Rejected("score", result.error, group.snippet.source_index, candidate.row_id, f"candidate {candidate.k}"))
+                rejected.append(
+                    Rejected(
+                        "score", result.error, group.snippet.source_index, candidate.row_id, f"candidate {candidate.k}"
+                    )
+                )
             candidates.append(dataclasses.replace(candidate, score=result.score, yes_no_mass=result.yes_no_mass))
         scored.append(SnippetCandidates(group.snippet, tuple(candidates)))
     return scored, rejected
@@ -148,20 +174,34 @@ def select(groups: Iterable[SnippetCandidates]) -> tuple[list[Pair], list[Candid
     for group in groups:
         chosen = None
         for candidate in group.candidates:
-            if candidate.score is not None and (chosen is None or (candidate.score, -candidate.k) > (chosen.score, -chosen.k)):
+            if candidate.score is not None and (
+                chosen is None or (candidate.score, -candidate.k) > (chosen.score, -chosen.k)
+            ):
                 chosen = candidate
         snippet = group.snippet
         if chosen is None:
-            rejected.append(Rejected("select", "no candidate could be generated and scored", snippet.source_index, snippet.row_id))
+            rejected.append(
+                Rejected("select", "no candidate could be generated and scored", snippet.source_index, snippet.row_id)
+            )
         else:
             assert chosen.instruction is not None and chosen.score is not None  # only scored candidates are chosen
-            pairs.append(Pair(snippet.row_id, snippet.source_index, chosen.candidate_id, chosen.instruction, snippet.code_block,
-                              snippet.language, chosen.score))
+            pairs.append(
+                Pair(
+                    snippet.row_id,
+                    snippet.source_index,
+                    chosen.candidate_id,
+                    chosen.instruction,
+                    snippet.code_block,
+                    snippet.language,
+                    chosen.score,
+                )
+            )
         candidates += [dataclasses.replace(c, selected=True) if c is chosen else c for c in group.candidates]
     return pairs, candidates, rejected
 
 
 # -- the stages -----------------------------------------------------------------------------------------
+
 
 def extract_stage(rows, config, context: StageContext) -> StageResult:
     snippets, rejected = extract(rows)
@@ -183,5 +223,6 @@ def score_stage(rows, config, context: StageContext) -> StageResult:
 
 def select_stage(rows, config, context: StageContext) -> StageResult:
     pairs, candidates, rejected = select(rows)
-    return StageResult(pairs, rejected, {"pairs selected": len(pairs)},
-                       tables={"candidates": [c.to_row() for c in candidates]})
+    return StageResult(
+        pairs, rejected, {"pairs selected": len(pairs)}, tables={"candidates": [c.to_row() for c in candidates]}
+    )

@@ -91,7 +91,6 @@ def prompt_templates() -> dict[str, Any]:
     }
 
 
-
 # -- generation -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Decoding:
@@ -107,7 +106,9 @@ class Decoding:
         if self.n_samples < 1:
             raise ConfigError(f"evaluate.n_samples must be >= 1, got {self.n_samples}")
         if self.n_samples > 1 and self.temperature <= 0:
-            raise ConfigError("evaluate.n_samples > 1 needs evaluate.temperature > 0 (greedy decoding gives one solution)")
+            raise ConfigError(
+                "evaluate.n_samples > 1 needs evaluate.temperature > 0 (greedy decoding gives one solution)"
+            )
 
     @property
     def greedy(self) -> bool:
@@ -116,13 +117,23 @@ class Decoding:
     def params(self) -> SamplingParams:
         if self.greedy:
             return greedy_params(self.max_new_tokens)
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, stop=(FENCE,))
+        return SamplingParams(
+            temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, stop=(FENCE,)
+        )
 
     def record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"greedy": self.greedy, "max_new_tokens": self.max_new_tokens, "stop": [FENCE],
-                                  "n_samples": self.n_samples}
+        record: dict[str, Any] = {
+            "greedy": self.greedy,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": [FENCE],
+            "n_samples": self.n_samples,
+        }
         if not self.greedy:
-            record |= {"temperature": self.temperature, "top_p": self.top_p, "seeds": f"sample j uses seed {self.seed} + j"}
+            record |= {
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "seeds": f"sample j uses seed {self.seed} + j",
+            }
         return record
 
 
@@ -137,7 +148,10 @@ def _cut_at_fence(text: str) -> str:
 
 
 def generate_solutions(
-    model: CachedModel, tasks: Sequence[EvalTask], max_new_tokens: int, desc: str = "evaluate",
+    model: CachedModel,
+    tasks: Sequence[EvalTask],
+    max_new_tokens: int,
+    desc: str = "evaluate",
     decoding: Decoding | None = None,
 ) -> list[dict[str, Any]]:
     """`decoding.n_samples` completions per task (one greedy by default), as evalplus samples (plus

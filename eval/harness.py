@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from inversecoder.core.config import EvalConfig
 
+
 def versions() -> dict[str, str | None]:
     found = {name: version(name) for name in ("evalplus", "transformers", "torch", "numpy", "inversecoder")}
     return found | {"python": platform.python_version()}
@@ -57,44 +58,77 @@ def _summary(benchmark: Benchmark, checked: dict[str, Any], n_tasks: int, limit:
     }
 
 
-def _write_benchmark_files(output_dir: Path, benchmark: Benchmark, samples: Sequence[dict[str, Any]],
-                           checked: dict[str, Any], write_samples: bool = True) -> None:
+def _write_benchmark_files(
+    output_dir: Path,
+    benchmark: Benchmark,
+    samples: Sequence[dict[str, Any]],
+    checked: dict[str, Any],
+    write_samples: bool = True,
+) -> None:
     if write_samples:
-        write_atomic(output_dir / f"{benchmark.name}_samples.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in samples))
+        write_atomic(
+            output_dir / f"{benchmark.name}_samples.jsonl",
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in samples),
+        )
     raw = [{**sample, **outcome} for sample, outcome in zip(samples, checked["samples"], strict=True)]
-    write_json(output_dir / f"{benchmark.name}_raw_results.json", {
-        "hash": benchmark.hash, "groundtruth_hash": checked["groundtruth_hash"],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "tasks": checked["tasks"], "samples": raw, "eval": checked["eval"],
-    })
+    write_json(
+        output_dir / f"{benchmark.name}_raw_results.json",
+        {
+            "hash": benchmark.hash,
+            "groundtruth_hash": checked["groundtruth_hash"],
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "tasks": checked["tasks"],
+            "samples": raw,
+            "eval": checked["eval"],
+        },
+    )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
     scores = ", ".join(
-        f"{key} base {value['base']:.3f}, plus {value['plus']:.3f}" for key, value in summary.items() if key.startswith("pass@")
+        f"{key} base {value['base']:.3f}, plus {value['plus']:.3f}"
+        for key, value in summary.items()
+        if key.startswith("pass@")
     )
-    logger.info(f"{summary['dataset']} {summary['version']} ({summary['n_tasks']}/{summary['n_tasks_total']} tasks): {scores}")
+    logger.info(
+        f"{summary['dataset']} {summary['version']} ({summary['n_tasks']}/{summary['n_tasks_total']} tasks): {scores}"
+    )
 
 
 # -- the whole step ---------------------------------------------------------------------------------
 def _decoding_from(config: EvalConfig, **overrides: Any) -> Decoding:
     """The decoding settings: explicit arguments, else the config's fields (when it has them)."""
     fields = {"n_samples": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0}
-    values: dict[str, Any] = {name: overrides[name] if overrides.get(name) is not None else getattr(config, name, default)
-              for name, default in fields.items()}
+    values: dict[str, Any] = {
+        name: overrides[name] if overrides.get(name) is not None else getattr(config, name, default)
+        for name, default in fields.items()
+    }
     return Decoding(max_new_tokens=config.max_new_tokens, **values)
 
 
 def evaluate_benchmark(
-    model: CachedModel, benchmark: Benchmark, config: EvalConfig, output_dir: Path,
-    sandbox: Sandbox | None = None, decoding: Decoding | None = None,
+    model: CachedModel,
+    benchmark: Benchmark,
+    config: EvalConfig,
+    output_dir: Path,
+    sandbox: Sandbox | None = None,
+    decoding: Decoding | None = None,
 ) -> dict[str, Any]:
     """Generate, check and write one benchmark's samples and raw results; returns its summary."""
     decoding = decoding or _decoding_from(config)
     tasks = build_tasks(benchmark, config.limit)
-    samples = generate_solutions(model, tasks, config.max_new_tokens, desc=f"evaluate {benchmark.name}", decoding=decoding)
-    checked = check_solutions(benchmark, samples, config.parallel, config.min_time_limit, config.gt_time_limit_factor,
-                              sandbox=sandbox, fix_humaneval_32=getattr(config, "fix_humaneval_32", True))
+    samples = generate_solutions(
+        model, tasks, config.max_new_tokens, desc=f"evaluate {benchmark.name}", decoding=decoding
+    )
+    checked = check_solutions(
+        benchmark,
+        samples,
+        config.parallel,
+        config.min_time_limit,
+        config.gt_time_limit_factor,
+        sandbox=sandbox,
+        fix_humaneval_32=getattr(config, "fix_humaneval_32", True),
+    )
     _write_benchmark_files(output_dir, benchmark, samples, checked)
     summary = _summary(benchmark, checked, len(tasks), config.limit)
     summary["generation_errors"] = sum(s["error"] is not None for s in samples)
@@ -105,9 +139,18 @@ def evaluate_benchmark(
 
 
 def evaluate_model(
-    model: CachedModel, config: EvalConfig, benchmarks_dir: str | None, cache_dir: Path, output_dir: Path,
-    *, n_samples: int | None = None, temperature: float | None = None, top_p: float | None = None,
-    seed: int | None = None, isolation: str | None = None, require_isolation: bool | None = None,
+    model: CachedModel,
+    config: EvalConfig,
+    benchmarks_dir: str | None,
+    cache_dir: Path,
+    output_dir: Path,
+    *,
+    n_samples: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    isolation: str | None = None,
+    require_isolation: bool | None = None,
 ) -> dict[str, Any]:
     """Every benchmark in `config.benchmarks`; writes {name}_samples.jsonl, {name}_raw_results.json and
     eval_results.json (scores, per-task outcomes, and the settings and versions that produced them)
@@ -119,7 +162,9 @@ def evaluate_model(
     with open_sandbox(
         config.parallel,
         isolation=isolation or configured_isolation,
-        require_isolation=require_isolation if require_isolation is not None else getattr(config, "require_isolation", False),
+        require_isolation=require_isolation
+        if require_isolation is not None
+        else getattr(config, "require_isolation", False),
     ) as sandbox:
         for name in config.benchmarks:
             benchmark = load_benchmark(name, benchmarks_dir, Path(cache_dir))
@@ -128,8 +173,11 @@ def evaluate_model(
     results["settings"] = {
         "prompt_templates": prompt_templates(),
         "decoding": decoding.record(),
-        "checker": {"min_time_limit": config.min_time_limit, "gt_time_limit_factor": config.gt_time_limit_factor,
-                    "fixes": sorted({f for b in results["benchmarks"].values() for f in b["checker"]["fixes"]})},
+        "checker": {
+            "min_time_limit": config.min_time_limit,
+            "gt_time_limit_factor": config.gt_time_limit_factor,
+            "fixes": sorted({f for b in results["benchmarks"].values() for f in b["checker"]["fixes"]}),
+        },
         "sandbox": sandbox_info,
         "backend": dataclasses.asdict(model.info()),
     }
@@ -204,9 +252,17 @@ def score_samples_file(
     samples_path, output_dir = Path(samples_path), Path(output_dir)
     loaded = load_benchmark(benchmark, benchmarks_dir, Path(cache_dir))
     samples = read_samples(samples_path, loaded)
-    checked = check_solutions(loaded, samples, parallel, min_time_limit, gt_time_limit_factor,
-                              fix_humaneval_32=fix_humaneval_32, isolation=isolation,
-                              require_isolation=require_isolation, progress=progress)
+    checked = check_solutions(
+        loaded,
+        samples,
+        parallel,
+        min_time_limit,
+        gt_time_limit_factor,
+        fix_humaneval_32=fix_humaneval_32,
+        isolation=isolation,
+        require_isolation=require_isolation,
+        progress=progress,
+    )
     _write_benchmark_files(output_dir, loaded, samples, checked, write_samples=False)
     summary = _summary(loaded, checked, len(checked["tasks"]), None)
     summary["sandbox_errors"] = checked["sandbox_errors"]
@@ -215,10 +271,17 @@ def score_samples_file(
     results = {
         "benchmarks": {benchmark: summary},
         "settings": {
-            "samples": {"path": str(samples_path.resolve()), "sha256": file_sha256(samples_path), "n_samples": len(samples)},
+            "samples": {
+                "path": str(samples_path.resolve()),
+                "sha256": file_sha256(samples_path),
+                "n_samples": len(samples),
+            },
             "decoding": None,  # not known: the samples were generated elsewhere
-            "checker": {"min_time_limit": min_time_limit, "gt_time_limit_factor": gt_time_limit_factor,
-                        "fixes": checked["checker"]["fixes"]},
+            "checker": {
+                "min_time_limit": min_time_limit,
+                "gt_time_limit_factor": gt_time_limit_factor,
+                "fixes": checked["checker"]["fixes"],
+            },
             "sandbox": checked["sandbox"],
         },
         "versions": versions(),

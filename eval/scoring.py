@@ -88,11 +88,17 @@ def expected_outputs(benchmark: Benchmark, task_ids: Iterable[str]) -> dict[str,
         oracle: dict[str, Any] = {}
         for suite in ("base", "plus"):
             oracle[suite], oracle[f"{suite}_time"] = trusted_exec(
-                problem["prompt"] + problem["canonical_solution"], problem[f"{suite}_input"], problem["entry_point"],
-                record_time=True, output_not_none=problem["entry_point"] in not_none,
+                problem["prompt"] + problem["canonical_solution"],
+                problem[f"{suite}_input"],
+                problem["entry_point"],
+                record_time=True,
+                output_not_none=problem["entry_point"] in not_none,
             )
         expected[task_id] = oracle
-    with atomic_path(path) as scratch, scratch.open("wb") as handle:  # a unique scratch name: evalplus shares the folder
+    with (
+        atomic_path(path) as scratch,
+        scratch.open("wb") as handle,
+    ):  # a unique scratch name: evalplus shares the folder
         pickle.dump(expected, handle)
     return expected
 
@@ -102,8 +108,9 @@ def open_sandbox(
 ) -> Sandbox:
     """The sandbox the checks run in: `parallel` workers (0: one per CPU core)."""
     workers = min(max(1, parallel or os.cpu_count() or 1), 1024)
-    return Sandbox(workers, limits=limits, isolation=isolation, preload=[checker.__name__],
-                   require_isolation=require_isolation)
+    return Sandbox(
+        workers, limits=limits, isolation=isolation, preload=[checker.__name__], require_isolation=require_isolation
+    )
 
 
 def _outcome(result: dict[str, Any]) -> dict[str, Any]:
@@ -121,8 +128,14 @@ def _outcome(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_checks(
-    benchmark: Benchmark, samples: Sequence[dict[str, Any]], expected: dict[str, Any], sandbox: Sandbox,
-    min_time_limit: float, gt_time_limit_factor: float, fix_humaneval_32: bool, progress: bool,
+    benchmark: Benchmark,
+    samples: Sequence[dict[str, Any]],
+    expected: dict[str, Any],
+    sandbox: Sandbox,
+    min_time_limit: float,
+    gt_time_limit_factor: float,
+    fix_humaneval_32: bool,
+    progress: bool,
 ) -> list[dict[str, Any]]:
     """Every sample through `checker.check_correctness`; one thread per sandbox worker."""
     from tqdm.auto import tqdm
@@ -137,16 +150,31 @@ def _run_checks(
         index, completion_id = job
         sample = samples[index]
         return checker.check_correctness(
-            sandbox, benchmark.name, completion_id, benchmark.problems[sample["task_id"]], sample["solution"] or "",
-            expected[sample["task_id"]], base_only=False, fast_check=True, identifier=str(index),
-            min_time_limit=min_time_limit, gt_time_limit_factor=gt_time_limit_factor, fix_find_zero=fix_humaneval_32,
+            sandbox,
+            benchmark.name,
+            completion_id,
+            benchmark.problems[sample["task_id"]],
+            sample["solution"] or "",
+            expected[sample["task_id"]],
+            base_only=False,
+            fast_check=True,
+            identifier=str(index),
+            min_time_limit=min_time_limit,
+            gt_time_limit_factor=gt_time_limit_factor,
+            fix_find_zero=fix_humaneval_32,
         )
 
     workers = max(1, min(sandbox.workers, len(samples)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(check, jobs)
-        bar = tqdm(results, total=len(jobs), desc=f"check {benchmark.name}", unit="sample", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            results,
+            total=len(jobs),
+            desc=f"check {benchmark.name}",
+            unit="sample",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         return list(bar)
 
 
@@ -206,11 +234,16 @@ def evalplus_eval_section(benchmark: Benchmark, results: Sequence[dict[str, Any]
         plus = failed(plus_status, plus_details, problem["plus_input"])
         if benchmark.name == "mbpp":
             base, plus = mbpp_serialize_inputs(result["task_id"], base), mbpp_serialize_inputs(result["task_id"], plus)
-        section.setdefault(result["task_id"], []).append({
-            "task_id": result["task_id"], "solution": result["solution"],
-            "base_status": result["base"][0], "plus_status": result["plus"][0],
-            "base_fail_tests": base, "plus_fail_tests": plus,
-        })
+        section.setdefault(result["task_id"], []).append(
+            {
+                "task_id": result["task_id"],
+                "solution": result["solution"],
+                "base_status": result["base"][0],
+                "plus_status": result["plus"][0],
+                "base_fail_tests": base,
+                "plus_fail_tests": plus,
+            }
+        )
     return {task_id: section[task_id] for task_id in benchmark.problems if task_id in section}
 
 
@@ -241,8 +274,17 @@ def check_solutions(
         raise UserError(f"{len(unknown)} sample task ids are not in {BENCHMARK_NAMES[benchmark.name]}: {unknown[:5]}")
     settings = checker_settings(benchmark, min_time_limit, gt_time_limit_factor, fix_humaneval_32)
     if not samples:
-        return {"tasks": {}, "samples": [], "pass@1": {"base": 0.0, "plus": 0.0}, "eval": {}, "groundtruth_hash": None,
-                "checker": settings, "sandbox": None, "sandbox_errors": 0, "seconds": 0.0}
+        return {
+            "tasks": {},
+            "samples": [],
+            "pass@1": {"base": 0.0, "plus": 0.0},
+            "eval": {},
+            "groundtruth_hash": None,
+            "checker": settings,
+            "sandbox": None,
+            "sandbox_errors": 0,
+            "seconds": 0.0,
+        }
     start = time.monotonic()
     task_ids = {s["task_id"] for s in samples}
     expected = expected_outputs(benchmark, task_ids)
@@ -250,8 +292,9 @@ def check_solutions(
     sandbox = sandbox or open_sandbox(parallel, limits, isolation, require_isolation)
     errors_before = sandbox.errors
     try:
-        results = _run_checks(benchmark, samples, expected, sandbox, min_time_limit, gt_time_limit_factor,
-                              fix_humaneval_32, progress)
+        results = _run_checks(
+            benchmark, samples, expected, sandbox, min_time_limit, gt_time_limit_factor, fix_humaneval_32, progress
+        )
         info = sandbox.info
         errors = sandbox.errors - errors_before
     finally:
@@ -259,19 +302,32 @@ def check_solutions(
             sandbox.close()
     if errors:
         logger.warning(f"the sandbox failed {errors} run(s) (scored as timeouts, as evalplus scores a dead run)")
-    per_sample = [{"task_id": sample["task_id"], **_outcome(result)} for sample, result in zip(samples, results, strict=True)]
+    per_sample = [
+        {"task_id": sample["task_id"], **_outcome(result)} for sample, result in zip(samples, results, strict=True)
+    ]
     tasks = _task_outcomes(benchmark, per_sample)
     return {
-        "tasks": tasks, "samples": per_sample, **pass_at_k(tasks), "eval": evalplus_eval_section(benchmark, results),
-        "groundtruth_hash": groundtruth_hash(benchmark, task_ids), "checker": settings, "sandbox": info,
-        "sandbox_errors": errors, "seconds": time.monotonic() - start,
+        "tasks": tasks,
+        "samples": per_sample,
+        **pass_at_k(tasks),
+        "eval": evalplus_eval_section(benchmark, results),
+        "groundtruth_hash": groundtruth_hash(benchmark, task_ids),
+        "checker": settings,
+        "sandbox": info,
+        "sandbox_errors": errors,
+        "seconds": time.monotonic() - start,
     }
 
 
-def checker_settings(benchmark: Benchmark, min_time_limit: float, gt_time_limit_factor: float,
-                     fix_humaneval_32: bool) -> dict[str, Any]:
+def checker_settings(
+    benchmark: Benchmark, min_time_limit: float, gt_time_limit_factor: float, fix_humaneval_32: bool
+) -> dict[str, Any]:
     """Everything that decides a verdict besides the program: for eval_results.json."""
-    fixes = [checker.FIND_ZERO_FIX] if fix_humaneval_32 and benchmark.name == "humaneval" and checker.find_zero_fix_applies() else []
+    fixes = (
+        [checker.FIND_ZERO_FIX]
+        if fix_humaneval_32 and benchmark.name == "humaneval" and checker.find_zero_fix_applies()
+        else []
+    )
     return {
         "checker": "evalplus.eval.unsafe_execute (fast check: stops at the first failing input)",
         "min_time_limit": min_time_limit,

@@ -19,7 +19,13 @@ TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 
 def size_category(rows: int) -> str:
     """The Hub's size_categories bucket for `rows`."""
-    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")]
+    bounds = [
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ]
     for bound, label in bounds:
         if rows < bound:
             return label
@@ -40,14 +46,22 @@ def dataset_infos(tables: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for name, table in tables.items():
         splits = SplitDict()
         splits.add(SplitInfo(name="train", num_bytes=table["num_bytes"], num_examples=table["rows"]))
-        info = DatasetInfo(features=Features.from_arrow_schema(SCHEMAS[name]), splits=splits, dataset_size=table["num_bytes"])
+        info = DatasetInfo(
+            features=Features.from_arrow_schema(SCHEMAS[name]), splits=splits, dataset_size=table["num_bytes"]
+        )
         infos.append({"config_name": name, **info._to_yaml_dict()})
     return infos
 
 
 def render_dataset_card(
-    *, pretty_name: str, license: str, configs: list[dict[str, Any]], dataset_info: list[dict[str, Any]], rows: int,
-    generator_model: str, **context: Any
+    *,
+    pretty_name: str,
+    license: str,
+    configs: list[dict[str, Any]],
+    dataset_info: list[dict[str, Any]],
+    rows: int,
+    generator_model: str,
+    **context: Any,
 ) -> DatasetCard:
     """Metadata the Hub understands (configs, license, tags, size) plus the body from the template."""
     card_data = DatasetCardData(
@@ -126,8 +140,13 @@ def write_original_card(folder: Path, report: dict[str, Any]) -> Path:
     folder = Path(folder)
     tables = report["tables"]
     card = DatasetCard(
-        "---\n" + DatasetCardData(license=report["license"], configs=hub_configs({n: t["files"] for n, t in tables.items()}),
-                                  dataset_info=dataset_infos(tables)).to_yaml() + "\n---\n\n"
+        "---\n"
+        + DatasetCardData(
+            license=report["license"],
+            configs=hub_configs({n: t["files"] for n, t in tables.items()}),
+            dataset_info=dataset_infos(tables),
+        ).to_yaml()
+        + "\n---\n\n"
         f"# Training data of the generator M\n\n{report['rows']} pairs of `{report['source']}` that are usable and "
         f"clean ({report['decontaminated']} removed by decontamination): the base model is fine-tuned on them to make M.\n"
     )

@@ -73,11 +73,17 @@ def render_model_card(
         datasets = [dataset_hub["repo_id"], *(name for name in datasets if name != dataset_hub["repo_id"])]
     rows = []
     for bench in (eval_results or {}).get("benchmarks", {}).values():
-        rows.append({
-            "dataset": bench["dataset"], "version": bench.get("version", ""), "hash": bench.get("hash", ""),
-            "n_tasks": bench["n_tasks"], "limit": bench.get("limit") or (bench["n_tasks"] if bench.get("subset") else None),
-            "base": 100 * bench["pass@1"]["base"], "plus": 100 * bench["pass@1"]["plus"],
-        })
+        rows.append(
+            {
+                "dataset": bench["dataset"],
+                "version": bench.get("version", ""),
+                "hash": bench.get("hash", ""),
+                "n_tasks": bench["n_tasks"],
+                "limit": bench.get("limit") or (bench["n_tasks"] if bench.get("subset") else None),
+                "base": 100 * bench["pass@1"]["base"],
+                "plus": 100 * bench["pass@1"]["plus"],
+            }
+        )
     settings = (eval_results or {}).get("settings", {})
     card_data = ModelCardData(
         model_name=model_name,
@@ -108,13 +114,19 @@ def render_model_card(
 
 
 def _card_context(config: RunConfig) -> dict[str, Any]:
-    return {"chat_format": magicoder_prompt("{instruction}", "{response}<eos>"), "seed": config.seed,
-            "versions": package_versions(), "license": config.dataset.license}
+    return {
+        "chat_format": magicoder_prompt("{instruction}", "{response}<eos>"),
+        "seed": config.seed,
+        "versions": package_versions(),
+        "license": config.dataset.license,
+    }
 
 
 def _stages(training: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
-            for s in training.get("stages", [])]
+    return [
+        {"name": s.get("stage"), "rows": s.get("rows"), "epochs": s.get("epochs"), "skipped": s.get("skipped", False)}
+        for s in training.get("stages", [])
+    ]
 
 
 def write_model_card(config: RunConfig, comparison: list[dict[str, Any]] | None = None) -> Path:
@@ -132,7 +144,11 @@ def write_model_card(config: RunConfig, comparison: list[dict[str, Any]] | None 
         eval_results=read_json(layout.eval / EVAL_RESULTS),
         dataset_hub=read_hub_record(layout.dataset),
         repo_id=config.push.model_repo_id or f"<org>/{config.dataset.name}-model",
-        dataset={"path": str(layout.dataset), "version": build_info.get("version"), "fingerprint": build_info.get("fingerprint")},
+        dataset={
+            "path": str(layout.dataset),
+            "version": build_info.get("version"),
+            "fingerprint": build_info.get("fingerprint"),
+        },
         generator=build_info.get("generator", {"model": config.generator.model, "revision": config.generator.revision}),
         source=config.source.path,
         train=config.train,
@@ -157,8 +173,10 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
         dataset={"path": str(layout.generator_data), "version": None, "fingerprint": None},
         generator={"model": "(this model)", "revision": "-"},
         role="generator",
-        related={"Dataset it generated": config.push.dataset_repo_id or str(layout.dataset),
-                 "InverseCoder trained on that dataset": config.push.model_repo_id or str(layout.model)},
+        related={
+            "Dataset it generated": config.push.dataset_repo_id or str(layout.dataset),
+            "InverseCoder trained on that dataset": config.push.model_repo_id or str(layout.model),
+        },
         source=config.source.path,
         train=config.train.model_copy(update={"mode": "original"}, deep=True),
         stages=_stages(read_json(layout.generator_model / TRAINING_CONFIG) or {}),

@@ -67,11 +67,18 @@ class PushResult:
 
     def record(self, **extra: Any) -> dict[str, Any]:
         """The `hub.json` written next to the pushed files (the model card's lineage comes from it)."""
-        return {"repo_id": self.repo_id, "repo_type": self.repo_type, "commit": self.commit_sha,
-                "commit_url": self.commit_url, "tag": self.tag, **extra}
+        return {
+            "repo_id": self.repo_id,
+            "repo_type": self.repo_type,
+            "commit": self.commit_sha,
+            "commit_url": self.commit_url,
+            "tag": self.tag,
+            **extra,
+        }
 
 
 # -- token ----------------------------------------------------------------------------------------
+
 
 def resolve_token() -> str:
     """The Hub token from the standard places (`HF_TOKEN`, then `hf auth login`), checked with `whoami`.
@@ -86,17 +93,24 @@ def resolve_token() -> str:
         raise UserError("HF_HUB_OFFLINE is set: unset it to push to the Hugging Face Hub")
     token = get_token()
     if not token:
-        raise UserError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access, "
-                        "https://huggingface.co/settings/tokens)")
-    source = "HF_TOKEN" if token in (os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")) \
+        raise UserError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access, "
+            "https://huggingface.co/settings/tokens)"
+        )
+    source = (
+        "HF_TOKEN"
+        if token in (os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"))
         else "the token saved by `hf auth login`"
+    )
     try:
         me = HfApi(endpoint=constants.ENDPOINT).whoami(token=token)
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status == 401:
-            raise UserError(f"{source} was rejected by {constants.ENDPOINT} (invalid or expired): set a valid token "
-                            "in HF_TOKEN or run `hf auth login --force`") from None
+            raise UserError(
+                f"{source} was rejected by {constants.ENDPOINT} (invalid or expired): set a valid token "
+                "in HF_TOKEN or run `hf auth login --force`"
+            ) from None
         raise UserError(f"could not check {source} with {constants.ENDPOINT} (HTTP {status})") from None
     except Exception as error:  # connection refused, DNS, timeout: httpx errors
         raise UserError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__})") from None
@@ -107,6 +121,7 @@ def resolve_token() -> str:
 
 
 # -- local folder ---------------------------------------------------------------------------------
+
 
 def _check_repo_id(repo_id: str) -> None:
     if not REPO_ID.fullmatch(repo_id or "") or ".." in repo_id or "--" in repo_id:
@@ -141,8 +156,9 @@ def _check_dataset_folder(folder: Path) -> dict[str, Any]:
     from huggingface_hub import DatasetCard
 
     if not (folder / README).is_file() or not (folder / "build_info.json").is_file():
-        raise UserError(f"{folder} is not a dataset folder (no README.md / build_info.json): "
-                        "run `inversecoder build-dataset` first")
+        raise UserError(
+            f"{folder} is not a dataset folder (no README.md / build_info.json): run `inversecoder build-dataset` first"
+        )
     info = _read_json(folder / "build_info.json")
     if not info.get("version") or not info.get("fingerprint"):
         raise UserError(f"{folder / 'build_info.json'} has no version or content fingerprint: rebuild the dataset")
@@ -162,10 +178,14 @@ def _check_model_folder(folder: Path) -> None:
         raise UserError(f"{folder} is not a model folder (no config.json): run `inversecoder train` first")
     if not list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin")):
         raise UserError(f"{folder} has no weights (*.safetensors)")
-    tokenizer_config = _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+    tokenizer_config = (
+        _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+    )
     if not (folder / "chat_template.jinja").is_file() and not tokenizer_config.get("chat_template"):
-        raise UserError(f"{folder} has no chat template (chat_template.jinja or tokenizer_config.json): "
-                        "a model pushed without it cannot be prompted correctly")
+        raise UserError(
+            f"{folder} has no chat template (chat_template.jinja or tokenizer_config.json): "
+            "a model pushed without it cannot be prompted correctly"
+        )
     if not (folder / README).is_file():
         raise UserError(f"{folder} has no model card (README.md): run `inversecoder train` or `evaluate` to write it")
     try:
@@ -173,8 +193,10 @@ def _check_model_folder(folder: Path) -> None:
     except Exception as error:
         raise UserError(f"the model card {folder / README} has invalid metadata: {error}") from None
     if not card.data.get("datasets"):  # ModelCard.data is typed as the base CardData
-        logger.warning(f"the model card in {folder} names no Hub dataset: push the dataset first, then rewrite the "
-            "card (`inversecoder evaluate` or `train`) so that it names the dataset by repo id and commit")
+        logger.warning(
+            f"the model card in {folder} names no Hub dataset: push the dataset first, then rewrite the "
+            "card (`inversecoder evaluate` or `train`) so that it names the dataset by repo id and commit"
+        )
 
 
 def read_hub_record(folder: str | Path) -> dict[str, Any] | None:
@@ -189,8 +211,10 @@ def read_hub_record(folder: str | Path) -> dict[str, Any] | None:
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
     if (
-        (folder / "build_info.json").is_file() and "fingerprint" in record
-        and json.loads((folder / "build_info.json").read_text(encoding="utf-8")).get("fingerprint") != record["fingerprint"]
+        (folder / "build_info.json").is_file()
+        and "fingerprint" in record
+        and json.loads((folder / "build_info.json").read_text(encoding="utf-8")).get("fingerprint")
+        != record["fingerprint"]
     ):
         return None
     return record
@@ -204,6 +228,7 @@ def _write_record(folder: Path, record: dict[str, Any]) -> None:
 
 # -- comparing with what the Hub holds -------------------------------------------------------------
 
+
 def _git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -211,8 +236,11 @@ def _git_blob_oid(data: bytes) -> str:
 def _remote_files(api: HfApi, repo_id: str, repo_type: str, revision: str) -> dict[str, Any]:
     from huggingface_hub.hf_api import RepoFile
 
-    return {entry.path: entry for entry in api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type=repo_type)
-            if isinstance(entry, RepoFile) and entry.path != ".gitattributes"}
+    return {
+        entry.path: entry
+        for entry in api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type=repo_type)
+        if isinstance(entry, RepoFile) and entry.path != ".gitattributes"
+    }
 
 
 def _same_files(api: HfApi, repo_id: str, repo_type: str, revision: str, contents: dict[str, bytes | Path]) -> bool:
@@ -246,6 +274,7 @@ def _same_dataset_build(api: HfApi, repo_id: str, revision: str, info: dict[str,
 
 # -- pushing --------------------------------------------------------------------------------------
 
+
 def _describe(error: BaseException) -> str:
     """One line about a failed request (status and URL; huggingface_hub never puts the token in these)."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -259,7 +288,13 @@ def _describe(error: BaseException) -> str:
 
 
 def _push(
-    folder: Path, repo_id: str, repo_type: str, tag: str | None, private: bool, token: str, message: str,
+    folder: Path,
+    repo_id: str,
+    repo_type: str,
+    tag: str | None,
+    private: bool,
+    token: str,
+    message: str,
     same_build: Callable[[HfApi, str], bool],
 ) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
@@ -274,16 +309,20 @@ def _push(
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         if private and not api.repo_info(repo_id, repo_type=repo_type).private:
-            raise UserError(f"{where} exists and is public: refusing to push with --private (make the repo private "
-                            "on the Hub first, or push without --private)")
+            raise UserError(
+                f"{where} exists and is public: refusing to push with --private (make the repo private "
+                "on the Hub first, or push without --private)"
+            )
         refs = api.list_repo_refs(repo_id, repo_type=repo_type)
         head = next((branch.target_commit for branch in refs.branches if branch.name == "main"), None)
         tags = {ref.name: ref.target_commit for ref in refs.tags}
         if tag is not None and tag in tags:
             if not same_build(api, tags[tag]):
-                raise UserError(f"tag {tag} of {where} already points to commit {tags[tag][:12]} with other content; "
-                                f"a published version is never moved: pick a new tag (for a dataset, rebuild with "
-                                f"dataset.version set to it)")
+                raise UserError(
+                    f"tag {tag} of {where} already points to commit {tags[tag][:12]} with other content; "
+                    f"a published version is never moved: pick a new tag (for a dataset, rebuild with "
+                    f"dataset.version set to it)"
+                )
             url = f"{api.endpoint}/{prefix}{repo_id}/commit/{tags[tag]}"
             logger.info(f"{where}: tag {tag} already holds this build, nothing to push: {url}")
             return PushResult(repo_id, repo_type, tags[tag], url, tag, created_commit=False, created_tag=False)
@@ -299,11 +338,14 @@ def _push(
     ]
     operations += [CommitOperationDelete(path_in_repo=path) for path in sorted(set(remote) - set(contents))]
     try:
-        commit = api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type, revision="main",
-                                   parent_commit=head)
+        commit = api.create_commit(
+            repo_id, operations, commit_message=message, repo_type=repo_type, revision="main", parent_commit=head
+        )
     except Exception as error:  # HTTP errors, a dropped connection, an LFS upload that failed
-        raise UserError(f"the push to {where} failed during the upload ({_describe(error)}); no tag was created. "
-                        "Rerun the same command: files the Hub already holds are not sent again") from None
+        raise UserError(
+            f"the push to {where} failed during the upload ({_describe(error)}); no tag was created. "
+            "Rerun the same command: files the Hub already holds are not sent again"
+        ) from None
     created_commit = commit.oid != head
     url = commit.commit_url
     if created_commit:
@@ -318,17 +360,25 @@ def _push(
             response = error.response if isinstance(error, HfHubHTTPError) else None
             status = response.status_code if response is not None else None
             if status == 409:
-                raise UserError(f"tag {tag} of {where} was created by someone else during this push: check it "
-                                "before pushing again") from None
-            raise UserError(f"commit {commit.oid[:12]} is on {where} but tagging it {tag} failed ({_describe(error)}): "
-                            "rerun the same command to tag it") from None
+                raise UserError(
+                    f"tag {tag} of {where} was created by someone else during this push: check it before pushing again"
+                ) from None
+            raise UserError(
+                f"commit {commit.oid[:12]} is on {where} but tagging it {tag} failed ({_describe(error)}): "
+                "rerun the same command to tag it"
+            ) from None
         created_tag = True
         logger.info(f"{where}: tagged {tag}")
     return PushResult(repo_id, repo_type, commit.oid, url, tag, created_commit, created_tag)
 
 
 def push_dataset(
-    folder: str | Path, repo_id: str, tag: str | None = None, private: bool = False, *, token: str | None = None,
+    folder: str | Path,
+    repo_id: str,
+    tag: str | None = None,
+    private: bool = False,
+    *,
+    token: str | None = None,
 ) -> PushResult:
     """Publish a dataset folder (from `build-dataset`) as one commit tagged with its build version.
 
@@ -340,19 +390,38 @@ def push_dataset(
     info = _check_dataset_folder(folder)
     version = info["version"]
     if tag is not None and tag != version:
-        raise UserError(f"{folder} is version {version} of the dataset, not {tag}: its card and `load_dataset(..., "
-                        f"revision=...)` snippet name {version}; rebuild with dataset.version={tag} to publish it as {tag}")
+        raise UserError(
+            f"{folder} is version {version} of the dataset, not {tag}: its card and `load_dataset(..., "
+            f"revision=...)` snippet name {version}; rebuild with dataset.version={tag} to publish it as {tag}"
+        )
     token = token or resolve_token()
     message = f"Publish {info.get('name', folder.name)} {version} (content fingerprint {info['fingerprint']})"
-    result = _push(folder, repo_id, "dataset", version, private, token, message,
-                   lambda api, revision: _same_dataset_build(api, repo_id, revision, info))
-    _write_record(folder, result.record(version=version, fingerprint=info["fingerprint"],
-                                        config_fingerprint=info.get("config_fingerprint")))
+    result = _push(
+        folder,
+        repo_id,
+        "dataset",
+        version,
+        private,
+        token,
+        message,
+        lambda api, revision: _same_dataset_build(api, repo_id, revision, info),
+    )
+    _write_record(
+        folder,
+        result.record(
+            version=version, fingerprint=info["fingerprint"], config_fingerprint=info.get("config_fingerprint")
+        ),
+    )
     return result
 
 
 def push_model(
-    folder: str | Path, repo_id: str, tag: str | None = None, private: bool = False, *, token: str | None = None,
+    folder: str | Path,
+    repo_id: str,
+    tag: str | None = None,
+    private: bool = False,
+    *,
+    token: str | None = None,
 ) -> PushResult:
     """Publish a model folder (weights, tokenizer with its chat template, card) as one commit, tagged when
     `tag` is given. Writes `FOLDER/hub.json`."""
@@ -373,6 +442,7 @@ def push_model(
 
 # -- `inversecoder run CONFIG --push` --------------------------------------------------------------
 
+
 def check_push_config(config: RunConfig) -> str:
     """For `run --push`, before any work: the repo ids make sense and the token works. Returns the token."""
     push = config.push
@@ -390,27 +460,31 @@ def push_run_dataset(config: RunConfig, token: str) -> PushResult | None:
     """Push OUTPUT/dataset to `push.dataset_repo_id` (tag: `dataset.version`); None when no repo is set."""
     if not config.push.dataset_repo_id:
         return None
-    return push_dataset(config.layout.dataset, config.push.dataset_repo_id, None, config.push.private,
-                        token=token)
+    return push_dataset(config.layout.dataset, config.push.dataset_repo_id, None, config.push.private, token=token)
 
 
 def push_run_model(config: RunConfig, token: str) -> PushResult | None:
     """Push OUTPUT/model to `push.model_repo_id` (tag: `push.model_tag`); None when no repo is set."""
     if not config.push.model_repo_id:
         return None
-    return push_model(config.layout.model, config.push.model_repo_id, config.push.model_tag, config.push.private,
-                      token=token)
+    return push_model(
+        config.layout.model, config.push.model_repo_id, config.push.model_tag, config.push.private, token=token
+    )
 
 
 # -- command line ---------------------------------------------------------------------------------
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The arguments of `inversecoder push`: KIND DIR --repo-id ORG/NAME [--tag TAG] [--private]."""
     parser.add_argument("kind", choices=["dataset", "model"], help="what DIR holds")
     parser.add_argument("dir", help="the folder to publish (OUTPUT/dataset or OUTPUT/model)")
     parser.add_argument("--repo-id", required=True, help="Hub repo ORG/NAME (created if missing)")
-    parser.add_argument("--tag", help="version tag of the commit; a dataset's defaults to (and must equal) its build "
-                                      "version; an existing tag is never moved")
+    parser.add_argument(
+        "--tag",
+        help="version tag of the commit; a dataset's defaults to (and must equal) its build "
+        "version; an existing tag is never moved",
+    )
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     return parser
 

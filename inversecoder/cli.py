@@ -36,44 +36,82 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inversecoder {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _config_command(sub, "build-dataset", "extract, summarize, self-evaluate, select, decontaminate, write the dataset",
-                    "Build the Inverse-Instruct dataset folder (OUTPUT/dataset). Model calls are cached in "
-                    "OUTPUT/.cache: an interrupted build resumes, a finished one reruns for free.")
-    _config_command(sub, "train", "two-stage SFT (generated pairs, then original pairs) with TRL",
-                    "Fine-tune the base model on OUTPUT/dataset into OUTPUT/model; resumes from the last checkpoint.")
-    evaluate = sub.add_parser("evaluate", help="EvalPlus HumanEval+ / MBPP+, greedy pass@1",
-                              description="Evaluate OUTPUT/model (or evaluate.model) with EvalPlus into OUTPUT/eval; or, "
-                                          "with --samples, score pre-generated samples in EvalPlus's format.")
+    _config_command(
+        sub,
+        "build-dataset",
+        "extract, summarize, self-evaluate, select, decontaminate, write the dataset",
+        "Build the Inverse-Instruct dataset folder (OUTPUT/dataset). Model calls are cached in "
+        "OUTPUT/.cache: an interrupted build resumes, a finished one reruns for free.",
+    )
+    _config_command(
+        sub,
+        "train",
+        "two-stage SFT (generated pairs, then original pairs) with TRL",
+        "Fine-tune the base model on OUTPUT/dataset into OUTPUT/model; resumes from the last checkpoint.",
+    )
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="EvalPlus HumanEval+ / MBPP+, greedy pass@1",
+        description="Evaluate OUTPUT/model (or evaluate.model) with EvalPlus into OUTPUT/eval; or, "
+        "with --samples, score pre-generated samples in EvalPlus's format.",
+    )
     evaluate.add_argument("config", nargs="?", help="YAML recipe (optional with --samples)")
     evaluate.add_argument("overrides", nargs="*", metavar="section.field=value", help=OVERRIDES_HELP)
     evaluate.add_argument("--output-dir", help="where artifacts go (overrides output_dir)")
-    evaluate.add_argument("--samples", help="a .jsonl of {task_id, solution|completion}: score it instead of generating")
+    evaluate.add_argument(
+        "--samples", help="a .jsonl of {task_id, solution|completion}: score it instead of generating"
+    )
     evaluate.add_argument("--benchmark", choices=["humaneval", "mbpp"], help="the benchmark of --samples")
     evaluate.add_argument("--limit", type=int, help="only the first N tasks of each benchmark (evaluate.limit)")
     evaluate.add_argument("--model", help="model to evaluate (evaluate.model)")
-    run = _config_command(sub, "run", "the whole loop: [generator], build-dataset, train, evaluate, report",
-                          "Run the paper's loop as resumable steps: generator (only when generator.model is unset: "
-                          "M = the base model fine-tuned on the corpus), dataset, train, evaluate, evaluate-generator, "
-                          "evaluate-base (optional), report. A step whose output exists with the same fingerprint is "
-                          "skipped; a changed setting reruns that step and the ones after it.")
-    run.add_argument("--dry-run", action="store_true", help="print the plan (steps, rows, model calls, tokens, time, GPU-hours) and exit")
+    run = _config_command(
+        sub,
+        "run",
+        "the whole loop: [generator], build-dataset, train, evaluate, report",
+        "Run the paper's loop as resumable steps: generator (only when generator.model is unset: "
+        "M = the base model fine-tuned on the corpus), dataset, train, evaluate, evaluate-generator, "
+        "evaluate-base (optional), report. A step whose output exists with the same fingerprint is "
+        "skipped; a changed setting reruns that step and the ones after it.",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (steps, rows, model calls, tokens, time, GPU-hours) and exit",
+    )
     run.add_argument("--from", dest="start", metavar="STEP", help="first step to run")
     run.add_argument("--until", metavar="STEP", help="last step to run")
-    run.add_argument("--push", action="store_true",
-                     help="publish the dataset and the model to push.dataset_repo_id / push.model_repo_id (token checked first)")
+    run.add_argument(
+        "--push",
+        action="store_true",
+        help="publish the dataset and the model to push.dataset_repo_id / push.model_repo_id (token checked first)",
+    )
     from inversecoder.hub_cards.push import add_arguments
 
-    add_arguments(sub.add_parser("push", help="publish a dataset or model folder to the Hugging Face Hub",
-                                 description="One commit to ORG/NAME (created if missing), tagged; the token comes from "
-                                             "HF_TOKEN or `hf auth login` and is checked before anything is sent."))
-    _config_command(sub, "check-endpoints", "health and /info of every TGI endpoint in the config",
-                    "Print each endpoint's health and /info (model id and sha, token limits, max_top_n_tokens, "
-                    "max_best_of, max_concurrent_requests, version).")
-    show = _config_command(sub, "show-config", "print the resolved configuration", "Print the config after defaults and overrides.")
+    add_arguments(
+        sub.add_parser(
+            "push",
+            help="publish a dataset or model folder to the Hugging Face Hub",
+            description="One commit to ORG/NAME (created if missing), tagged; the token comes from "
+            "HF_TOKEN or `hf auth login` and is checked before anything is sent.",
+        )
+    )
+    _config_command(
+        sub,
+        "check-endpoints",
+        "health and /info of every TGI endpoint in the config",
+        "Print each endpoint's health and /info (model id and sha, token limits, max_top_n_tokens, "
+        "max_best_of, max_concurrent_requests, version).",
+    )
+    show = _config_command(
+        sub, "show-config", "print the resolved configuration", "Print the config after defaults and overrides."
+    )
     show.set_defaults(resolved_only=True)
-    tiny = sub.add_parser("make-tiny-model", help="build the tiny offline model used by the demo and tests",
-                          description="Build a small random-weight Llama model with a locally trained tokenizer "
-                                      "and the Magicoder chat template, offline and deterministically.")
+    tiny = sub.add_parser(
+        "make-tiny-model",
+        help="build the tiny offline model used by the demo and tests",
+        description="Build a small random-weight Llama model with a locally trained tokenizer "
+        "and the Magicoder chat template, offline and deterministically.",
+    )
     tiny.add_argument("dir", help="output folder")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--hidden-size", type=int, default=128)
@@ -107,14 +145,23 @@ def _score_samples(args: argparse.Namespace) -> None:
     config = load_config(args.config, list(args.overrides), output_dir=args.output_dir)
     output = Path(args.output_dir) if args.output_dir else samples.parent / f"{samples.stem}-eval"
     results = score_samples_file(
-        samples, args.benchmark, config.benchmarks_dir, config.output / ".cache" / "benchmarks", output,
-        config.evaluate.parallel, min_time_limit=config.evaluate.min_time_limit,
-        gt_time_limit_factor=config.evaluate.gt_time_limit_factor, fix_humaneval_32=config.evaluate.fix_humaneval_32,
-        isolation=config.evaluate.sandbox, require_isolation=config.evaluate.require_isolation,
+        samples,
+        args.benchmark,
+        config.benchmarks_dir,
+        config.output / ".cache" / "benchmarks",
+        output,
+        config.evaluate.parallel,
+        min_time_limit=config.evaluate.min_time_limit,
+        gt_time_limit_factor=config.evaluate.gt_time_limit_factor,
+        fix_humaneval_32=config.evaluate.fix_humaneval_32,
+        isolation=config.evaluate.sandbox,
+        require_isolation=config.evaluate.require_isolation,
     )
     bench = results["benchmarks"][args.benchmark]
-    print(f"{bench['dataset']}: pass@1 base {bench['pass@1']['base']:.3f}, plus {bench['pass@1']['plus']:.3f} "
-          f"({bench['n_tasks']} tasks); results in {output / 'eval_results.json'}")
+    print(
+        f"{bench['dataset']}: pass@1 base {bench['pass@1']['base']:.3f}, plus {bench['pass@1']['plus']:.3f} "
+        f"({bench['n_tasks']} tasks); results in {output / 'eval_results.json'}"
+    )
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -163,7 +210,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         else:
             workflow.run_all(config, args.start, args.until, push=args.push)
         return
-    steps: dict[str, Callable] = {"build-dataset": workflow.build, "train": workflow.train, "evaluate": workflow.evaluate}
+    steps: dict[str, Callable] = {
+        "build-dataset": workflow.build,
+        "train": workflow.train,
+        "evaluate": workflow.evaluate,
+    }
     result = steps[args.command](config)
     if result is not None and not isinstance(result, dict):
         print(f"done: {result}")

@@ -81,48 +81,76 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
         notes.append(f"token counts from the tokenizer of {tokenizer_name}")
 
         def count(texts: list[str]) -> int:
-            return sum(sum(len(ids) for ids in tokenizer(texts[i : i + 1024])["input_ids"]) for i in range(0, len(texts), 1024))
+            return sum(
+                sum(len(ids) for ids in tokenizer(texts[i : i + 1024])["input_ids"]) for i in range(0, len(texts), 1024)
+            )
 
     k = config.summarize.num_samples
     instructions = [by_id[s.row_id].instruction for s in snippets]
     code_tokens = count([prompts.summarize_prompt(s.code_block, "Write a") for s in snippets])
     instruction_tokens = count(instructions)
-    score_tokens = count([prompts.score_prompt(text, s.code_block) for text, s in zip(instructions, snippets, strict=True)])
+    score_tokens = count(
+        [prompts.score_prompt(text, s.code_block) for text, s in zip(instructions, snippets, strict=True)]
+    )
     original_tokens = count([prompts.magicoder_prompt(r.instruction, r.response) for r in source.rows])
-    generated_pair_tokens = count([prompts.magicoder_prompt(text, s.code_block) for text, s in zip(instructions, snippets, strict=True)])
+    generated_pair_tokens = count(
+        [prompts.magicoder_prompt(text, s.code_block) for text, s in zip(instructions, snippets, strict=True)]
+    )
 
     params = _params_billions(config)
     scale = (params / config.plan.reference_params_b) if params else 1.0
     notes.append(
         f"throughput per GPU from plan.* (measured on a {config.plan.reference_params_b}B model), scaled x{scale:.2f} "
-        f"for a {params:.3g}B model" if params else "model size unknown: throughput figures used as they are"
+        f"for a {params:.3g}B model"
+        if params
+        else "model size unknown: throughput figures used as they are"
     )
     generated_tokens = k * instruction_tokens
     prefill_tokens = k * code_tokens + k * score_tokens
     generation_hours = _hours(generated_tokens, config.plan.generation_tokens_per_s, config, scale) + _hours(
-        prefill_tokens, config.plan.scoring_tokens_per_s, config, scale)
+        prefill_tokens, config.plan.scoring_tokens_per_s, config, scale
+    )
     train = config.train
     steps = [
-        PlannedStep("generator", status["generator"],
-                    f"fine-tune {train.base_model} on {len(source.rows)} original pairs x {train.original_epochs} epochs "
-                    f"= {original_tokens * train.original_epochs:,.0f} tokens",
-                    _hours(original_tokens * train.original_epochs, config.plan.training_tokens_per_s, config, scale)),
-        PlannedStep("dataset", status["dataset"],
-                    f"{source.info['rows_read']} rows, {len(snippets)} snippets; {len(snippets) * k:,} generations "
-                    f"(~{generated_tokens:,} tokens expected, at most {len(snippets) * k * config.summarize.max_new_tokens:,}) "
-                    f"+ {len(snippets) * k:,} scorings; {prefill_tokens:,} prompt tokens",
-                    generation_hours),
-        PlannedStep("train", status["train"],
-                    f"{generated_pair_tokens * train.generated_epochs:,.0f} tokens (generated, {train.generated_epochs} epoch) "
-                    f"+ {original_tokens * train.original_epochs:,.0f} tokens (original, {train.original_epochs} epochs)",
-                    _hours(generated_pair_tokens * train.generated_epochs + original_tokens * train.original_epochs,
-                           config.plan.training_tokens_per_s, config, scale)),
+        PlannedStep(
+            "generator",
+            status["generator"],
+            f"fine-tune {train.base_model} on {len(source.rows)} original pairs x {train.original_epochs} epochs "
+            f"= {original_tokens * train.original_epochs:,.0f} tokens",
+            _hours(original_tokens * train.original_epochs, config.plan.training_tokens_per_s, config, scale),
+        ),
+        PlannedStep(
+            "dataset",
+            status["dataset"],
+            f"{source.info['rows_read']} rows, {len(snippets)} snippets; {len(snippets) * k:,} generations "
+            f"(~{generated_tokens:,} tokens expected, at most {len(snippets) * k * config.summarize.max_new_tokens:,}) "
+            f"+ {len(snippets) * k:,} scorings; {prefill_tokens:,} prompt tokens",
+            generation_hours,
+        ),
+        PlannedStep(
+            "train",
+            status["train"],
+            f"{generated_pair_tokens * train.generated_epochs:,.0f} tokens (generated, {train.generated_epochs} epoch) "
+            f"+ {original_tokens * train.original_epochs:,.0f} tokens (original, {train.original_epochs} epochs)",
+            _hours(
+                generated_pair_tokens * train.generated_epochs + original_tokens * train.original_epochs,
+                config.plan.training_tokens_per_s,
+                config,
+                scale,
+            ),
+        ),
     ]
     tasks = {"humaneval": 164, "mbpp": 378}
     n_tasks = sum(min(tasks.get(b, 0), config.evaluate.limit or 10**9) for b in config.evaluate.benchmarks)
     for name in ("evaluate", "evaluate-generator", "evaluate-base"):
-        steps.append(PlannedStep(name, status[name], f"{n_tasks} tasks, greedy, <= {config.evaluate.max_new_tokens} new tokens each",
-                                 _hours(n_tasks * config.evaluate.max_new_tokens, config.plan.generation_tokens_per_s, config, scale)))
+        steps.append(
+            PlannedStep(
+                name,
+                status[name],
+                f"{n_tasks} tasks, greedy, <= {config.evaluate.max_new_tokens} new tokens each",
+                _hours(n_tasks * config.evaluate.max_new_tokens, config.plan.generation_tokens_per_s, config, scale),
+            )
+        )
     return steps, notes
 
 

@@ -23,8 +23,11 @@ def _training_corpus() -> list[str]:
     """Deterministic text: a fixed corpus of Python sources shipped in data/ (the project's own sources at
     f1ce952, frozen so that the tiny model, and so every cache key made with it, never changes with
     the code), the prompts, and the Yes/No answers repeated."""
-    texts = [prompts.SYSTEM, prompts.summarize_prompt("```python\nprint(1)\n```", "Write a python"),
-             prompts.score_prompt("Write a function.", "```python\nprint(1)\n```")]
+    texts = [
+        prompts.SYSTEM,
+        prompts.summarize_prompt("```python\nprint(1)\n```", "Write a python"),
+        prompts.score_prompt("Write a function.", "```python\nprint(1)\n```"),
+    ]
     with gzip.open(require(TINY_MODEL_CORPUS), "rt", encoding="utf-8") as corpus:
         texts.extend(json.loads(line)["text"] for line in corpus)
     texts.extend(["Yes\nNo\n Yes\n No\nYes, No. Yes! No.\n```python\n```\n"] * 200)

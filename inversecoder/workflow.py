@@ -35,7 +35,9 @@ def resolved(config: RunConfig) -> RunConfig:
     if config.generator.model:
         return config
     if not (config.train.base_model):
-        raise UserError("set generator.model (the model M that writes the data) or train.base_model (M is then trained from it)")
+        raise UserError(
+            "set generator.model (the model M that writes the data) or train.base_model (M is then trained from it)"
+        )
     config = config.model_copy(deep=True)
     config.generator.model = str(config.layout.generator_model)
     return config
@@ -80,7 +82,9 @@ def _train(config: RunConfig) -> Path:
 
     layout = config.layout
     if not (layout.dataset / "README.md").is_file():
-        raise UserError(f"no dataset at {layout.dataset}: run `inversecoder build-dataset` (or `run`) with this config first")
+        raise UserError(
+            f"no dataset at {layout.dataset}: run `inversecoder build-dataset` (or `run`) with this config first"
+        )
     return train_model(resolved(config), layout.dataset, layout.train, layout.model)
 
 
@@ -91,7 +95,9 @@ def _evaluate_into(config: RunConfig, model: str, output: Path) -> dict[str, Any
     if not Path(model).exists() and not (model.count("/") == 1 and not model.startswith((".", "/"))):
         raise UserError(f"no model at {model}: train it first or set evaluate.model")
     cached = open_model(config, model=model)
-    return evaluate_model(cached, config.evaluate, config.benchmarks_dir, config.layout.benchmark_cache, output, seed=config.seed)
+    return evaluate_model(
+        cached, config.evaluate, config.benchmarks_dir, config.layout.benchmark_cache, output, seed=config.seed
+    )
 
 
 def _evaluate(config: RunConfig) -> dict[str, Any]:
@@ -116,18 +122,53 @@ def _evaluate_base(config: RunConfig) -> dict[str, Any]:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("generator", ("source", "decontaminate", "train", "seed", "benchmarks_dir"), (),
-         lambda c: c.layout.generator_model / "config.json", _train_generator, enabled=lambda c: not c.generator.model),
-    Step("dataset", ("source", "generator", "summarize", "decontaminate", "dedup", "dataset", "seed", "benchmarks_dir"),
-         ("generator",), lambda c: c.layout.dataset / "README.md", _build),
-    Step("train", ("train", "seed"), ("dataset",), lambda c: c.layout.model / "config.json", _train,
-         enabled=lambda c: c.train.enabled),
-    Step("evaluate", ("evaluate", "benchmarks_dir"), ("train",), lambda c: c.layout.eval / EVAL_RESULTS, _evaluate,
-         enabled=lambda c: c.evaluate.enabled),
-    Step("evaluate-generator", ("evaluate", "benchmarks_dir"), ("generator",), lambda c: c.layout.eval_generator / EVAL_RESULTS,
-         _evaluate_generator, enabled=lambda c: c.evaluate.enabled and c.evaluate.compare_generator),
-    Step("evaluate-base", ("evaluate", "benchmarks_dir"), (), lambda c: c.layout.eval_base / EVAL_RESULTS,
-         _evaluate_base, enabled=lambda c: c.evaluate.enabled and c.evaluate.compare_base),
+    Step(
+        "generator",
+        ("source", "decontaminate", "train", "seed", "benchmarks_dir"),
+        (),
+        lambda c: c.layout.generator_model / "config.json",
+        _train_generator,
+        enabled=lambda c: not c.generator.model,
+    ),
+    Step(
+        "dataset",
+        ("source", "generator", "summarize", "decontaminate", "dedup", "dataset", "seed", "benchmarks_dir"),
+        ("generator",),
+        lambda c: c.layout.dataset / "README.md",
+        _build,
+    ),
+    Step(
+        "train",
+        ("train", "seed"),
+        ("dataset",),
+        lambda c: c.layout.model / "config.json",
+        _train,
+        enabled=lambda c: c.train.enabled,
+    ),
+    Step(
+        "evaluate",
+        ("evaluate", "benchmarks_dir"),
+        ("train",),
+        lambda c: c.layout.eval / EVAL_RESULTS,
+        _evaluate,
+        enabled=lambda c: c.evaluate.enabled,
+    ),
+    Step(
+        "evaluate-generator",
+        ("evaluate", "benchmarks_dir"),
+        ("generator",),
+        lambda c: c.layout.eval_generator / EVAL_RESULTS,
+        _evaluate_generator,
+        enabled=lambda c: c.evaluate.enabled and c.evaluate.compare_generator,
+    ),
+    Step(
+        "evaluate-base",
+        ("evaluate", "benchmarks_dir"),
+        (),
+        lambda c: c.layout.eval_base / EVAL_RESULTS,
+        _evaluate_base,
+        enabled=lambda c: c.evaluate.enabled and c.evaluate.compare_base,
+    ),
 )
 STEP_NAMES = (*(step.name for step in STEPS), "report")
 
@@ -144,7 +185,10 @@ def fingerprints(config: RunConfig) -> dict[str, str]:
     """Each step's fingerprint: its config sections and its upstream steps' fingerprints."""
     found: dict[str, str] = {}
     for step in STEPS:
-        blob = {"sections": _section_values(config, step.sections), "after": [found.get(name, "") for name in step.after]}
+        blob = {
+            "sections": _section_values(config, step.sections),
+            "after": [found.get(name, "") for name in step.after],
+        }
         if step.enabled(config):
             found[step.name] = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return found
@@ -188,7 +232,11 @@ def _selected(start: str | None, until: str | None) -> list[str]:
 
 
 def run_steps(
-    config: RunConfig, start: str | None = None, until: str | None = None, force: tuple[str, ...] = (), token: str | None = None
+    config: RunConfig,
+    start: str | None = None,
+    until: str | None = None,
+    force: tuple[str, ...] = (),
+    token: str | None = None,
 ) -> None:
     """Run the selected steps in order, skipping the ones already done with the same fingerprint; with a
     Hub token, publish the dataset right after it is built (the model card then pins its commit) and the
@@ -254,18 +302,28 @@ def run_all(config: RunConfig, start: str | None = None, until: str | None = Non
         ("evaluation", layout.eval / EVAL_RESULTS, ""),
         ("comparison", layout.run_summary_md, "InverseCoder vs its generator"),
     ]
-    logger.info("\nArtifacts:\n%s", "\n".join(f"  {label:<11} {path}" + (f"   ({note})" if note else "")
-                                            for label, path, note in rows if path.exists()))
+    logger.info(
+        "\nArtifacts:\n%s",
+        "\n".join(
+            f"  {label:<11} {path}" + (f"   ({note})" if note else "") for label, path, note in rows if path.exists()
+        ),
+    )
 
 
 # -- report: comparison, cards ------------------------------------------------------------------------
-def comparison(ours: dict[str, Any] | None, generator: dict[str, Any] | None, base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def comparison(
+    ours: dict[str, Any] | None, generator: dict[str, Any] | None, base: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Per benchmark and test set: pass@1 (in %) of InverseCoder, its generator M (and the base model), and the delta."""
     rows = []
     for name, bench in ((ours or {}).get("benchmarks") or {}).items():
         for key, suffix in (("base", ""), ("plus", "+")):
-            row: dict[str, Any] = {"benchmark": BENCHMARK_LABELS.get(name, name) + suffix, "tasks": bench["n_tasks"],
-                                   "limit": bench.get("limit"), "inversecoder": round(100 * bench["pass@1"][key], 1)}
+            row: dict[str, Any] = {
+                "benchmark": BENCHMARK_LABELS.get(name, name) + suffix,
+                "tasks": bench["n_tasks"],
+                "limit": bench.get("limit"),
+                "inversecoder": round(100 * bench["pass@1"][key], 1),
+            }
             for label, results in (("generator", generator), ("base_model", base)):
                 other = ((results or {}).get("benchmarks") or {}).get(name)
                 if other is not None and other.get("n_tasks") == bench["n_tasks"]:
@@ -277,9 +335,13 @@ def comparison(ours: dict[str, Any] | None, generator: dict[str, Any] | None, ba
 
 
 def _summary_markdown(config: RunConfig, rows: list[dict[str, Any]]) -> str:
-    lines = [f"# Run summary: {config.dataset.name}", "",
-             f"InverseCoder (`{config.layout.model}`) vs its generator M (`{resolved(config).generator.model}`), "
-             "same harness and settings (EvalPlus, greedy pass@1, %).", ""]
+    lines = [
+        f"# Run summary: {config.dataset.name}",
+        "",
+        f"InverseCoder (`{config.layout.model}`) vs its generator M (`{resolved(config).generator.model}`), "
+        "same harness and settings (EvalPlus, greedy pass@1, %).",
+        "",
+    ]
     if not rows:
         return "\n".join([*lines, "No evaluation yet."]) + "\n"
     has_base = any("base_model" in row for row in rows)
@@ -307,7 +369,12 @@ def write_report(config: RunConfig) -> None:
     if not config.generator.model and (layout.generator_model / "config.json").is_file():
         write_generator_card(config, generator)
     if ours is not None:
-        summary = {"comparison": rows, "inversecoder": str(layout.model), "generator": resolved(config).generator.model,
-                   "dataset": str(layout.dataset), "fingerprints": fingerprints(config)}
+        summary = {
+            "comparison": rows,
+            "inversecoder": str(layout.model),
+            "generator": resolved(config).generator.model,
+            "dataset": str(layout.dataset),
+            "fingerprints": fingerprints(config),
+        }
         write_json(layout.run_summary_json, summary)
         write_atomic(layout.run_summary_md, _summary_markdown(config, rows))

@@ -35,8 +35,30 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-LFS_SUFFIXES = (".parquet", ".arrow", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx",
-                ".png", ".jpg", ".jpeg", ".gif", ".pdf", ".zip", ".gz", ".tar", ".zst", ".npy", ".npz", ".pkl")
+LFS_SUFFIXES = (
+    ".parquet",
+    ".arrow",
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".msgpack",
+    ".onnx",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".pdf",
+    ".zip",
+    ".gz",
+    ".tar",
+    ".zst",
+    ".npy",
+    ".npz",
+    ".pkl",
+)
 LFS_MIN_SIZE = 10 * 1024 * 1024
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -197,7 +219,12 @@ class HubServer:
         date = _now()
         sha = self._commit_sha(tree, parent, date, title, message)
         repo["commits"][sha] = {
-            "parent": parent, "tree": tree, "title": title, "message": message, "date": date, "author": author,
+            "parent": parent,
+            "tree": tree,
+            "title": title,
+            "message": message,
+            "date": date,
+            "author": author,
         }
         repo["branches"][branch] = sha
         repo["lastModified"] = date
@@ -223,7 +250,7 @@ class HubServer:
         for path, entry in tree.items():
             if not path.startswith(prefix):
                 continue
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             parts = rest.split("/")
             if len(parts) == 1:
                 files.append(self._file_info(path, entry))
@@ -291,8 +318,14 @@ class _Handler(BaseHTTPRequestHandler):
             return {key: values if key == "paths" else values[0] for key, values in parse_qs(body.decode()).items()}
         return json.loads(body or b"{}")
 
-    def _send(self, status: int, payload: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None,
-              head: bool = False) -> None:
+    def _send(
+        self,
+        status: int,
+        payload: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        head: bool = False,
+    ) -> None:
         body = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
         self.send_response(status)
         content_type = "application/octet-stream" if raw is not None else "application/json"
@@ -371,11 +404,17 @@ class _Handler(BaseHTTPRequestHandler):
         token = self._token()
         if token is None:
             raise HubError(401, "You must be authenticated")
-        self._send(200, {
-            "type": "user", "id": hashlib.sha1(token.user.encode()).hexdigest()[:24], "name": token.user,
-            "fullname": token.user, "orgs": [{"type": "org", "name": org} for org in token.orgs],
-            "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": token.role}},
-        })
+        self._send(
+            200,
+            {
+                "type": "user",
+                "id": hashlib.sha1(token.user.encode()).hexdigest()[:24],
+                "name": token.user,
+                "fullname": token.user,
+                "orgs": [{"type": "org", "name": org} for org in token.orgs],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": token.role}},
+            },
+        )
 
     def agent_harnesses(self, **_: Any) -> None:  # the client's best-effort telemetry registry: empty
         self._send(200, {"standardEnvVars": [], "harnesses": {}})
@@ -393,10 +432,24 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"You already created this {repo_type} repo"
             return self._send(409, {"error": message, "url": url}, {"X-Error-Message": message})
         private = body.get("visibility") == "private" or body.get("private") is True
-        repo: dict[str, Any] = {"type": repo_type, "id": repo_id, "private": private, "createdAt": _now(),
-                "commits": {}, "branches": {}, "tags": {}, "lfs": {}}
-        self.hub._add_commit(repo, "main", {".gitattributes": self.hub._entry(GITATTRIBUTES.encode(), False)},
-                             "initial commit", "", "system")
+        repo: dict[str, Any] = {
+            "type": repo_type,
+            "id": repo_id,
+            "private": private,
+            "createdAt": _now(),
+            "commits": {},
+            "branches": {},
+            "tags": {},
+            "lfs": {},
+        }
+        self.hub._add_commit(
+            repo,
+            "main",
+            {".gitattributes": self.hub._entry(GITATTRIBUTES.encode(), False)},
+            "initial commit",
+            "",
+            "system",
+        )
         self.hub.repos[f"{repo_type}/{repo_id}"] = repo
         self.hub._save()
         self._send(200, {"url": url, "name": repo_id, "id": hashlib.sha1(repo_id.encode()).hexdigest()[:24]})
@@ -428,11 +481,26 @@ class _Handler(BaseHTTPRequestHandler):
                 pointer = lfs_pointer(entry["sha256"], entry["size"])
                 sibling["lfs"] = {"size": entry["size"], "sha256": entry["sha256"], "pointerSize": len(pointer)}
             siblings.append(sibling)
-        self._send(200, {
-            "_id": hashlib.sha1(repo.encode()).hexdigest()[:24], "id": repo, "author": repo.split("/")[0], "sha": sha,
-            "private": data["private"], "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
-            "createdAt": data["createdAt"], "lastModified": commit["date"], "cardData": card, "siblings": siblings,
-        }, head=head)
+        self._send(
+            200,
+            {
+                "_id": hashlib.sha1(repo.encode()).hexdigest()[:24],
+                "id": repo,
+                "author": repo.split("/")[0],
+                "sha": sha,
+                "private": data["private"],
+                "disabled": False,
+                "gated": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "createdAt": data["createdAt"],
+                "lastModified": commit["date"],
+                "cardData": card,
+                "siblings": siblings,
+            },
+            head=head,
+        )
 
     # -- writes -----------------------------------------------------------------------------------
     def preupload(self, type: str, repo: str, rev: str, **_: Any) -> None:
@@ -445,7 +513,9 @@ class _Handler(BaseHTTPRequestHandler):
             lfs = item["path"].lower().endswith(LFS_SUFFIXES) or item["size"] >= LFS_MIN_SIZE or b"\0" in sample
             existing = tree.get(item["path"])
             oid = None if existing is None else (existing["sha256"] if existing["lfs"] else existing["oid"])
-            files.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+            files.append(
+                {"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+            )
         self._send(200, {"files": files, "commitOid": data["branches"].get(rev)})
 
     def lfs_batch(self, prefix: str | None, repo: str, **_: Any) -> None:
@@ -458,8 +528,10 @@ class _Handler(BaseHTTPRequestHandler):
         for item in body["objects"]:
             answer = {"oid": item["oid"], "size": item["size"], "authenticated": True}
             if item["oid"] not in data["lfs"]:  # LFS storage is per repo, as on the Hub
-                href = (f"{self.hub.url}/_lfs/{repo_type}/{repo}/{item['oid']}?size={item['size']}"
-                        f"&sig={self.hub._signature(repo_type, repo, item['oid'])}")  # a pre-signed URL, like S3's
+                href = (
+                    f"{self.hub.url}/_lfs/{repo_type}/{repo}/{item['oid']}?size={item['size']}"
+                    f"&sig={self.hub._signature(repo_type, repo, item['oid'])}"
+                )  # a pre-signed URL, like S3's
                 answer["actions"] = {"upload": {"href": href, "expires_in": 3600}}
             objects.append(answer)
         self._send(200, {"transfer": "basic", "objects": objects}, {"Content-Type": "application/vnd.git-lfs+json"})
@@ -506,8 +578,10 @@ class _Handler(BaseHTTPRequestHandler):
                 tree[path] = self.hub._entry(base64.b64decode(value["content"]), lfs=False)
             elif key == "lfsFile":
                 if value["oid"] not in data["lfs"]:
-                    raise HubError(422, f"Your push was rejected because an LFS pointer pointed to a file that "
-                                        f"does not exist: {path}")
+                    raise HubError(
+                        422,
+                        f"Your push was rejected because an LFS pointer pointed to a file that does not exist: {path}",
+                    )
                 size = data["lfs"][value["oid"]]
                 pointer = lfs_pointer(value["oid"], size)
                 tree[path] = {"oid": git_blob_oid(pointer), "sha256": value["oid"], "size": size, "lfs": True}
@@ -521,11 +595,21 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(400, f"unsupported commit operation {key}")
         token = self._token()
         assert token is not None  # _repo(write=True) refused anonymous writes
-        sha = self.hub._add_commit(data, rev, tree, header.get("summary", ""), header.get("description", ""), token.user)
+        sha = self.hub._add_commit(
+            data, rev, tree, header.get("summary", ""), header.get("description", ""), token.user
+        )
         self.hub._save()
         self.hub._count("commit")
-        self._send(200, {"success": True, "commitOid": sha, "commitUrl": f"{self.hub.url}/{PREFIX[repo_type]}{repo}/commit/{sha}",
-                         "hookOutput": "", "pullRequestUrl": None})
+        self._send(
+            200,
+            {
+                "success": True,
+                "commitOid": sha,
+                "commitUrl": f"{self.hub.url}/{PREFIX[repo_type]}{repo}/commit/{sha}",
+                "hookOutput": "",
+                "pullRequestUrl": None,
+            },
+        )
 
     def create_tag(self, type: str, repo: str, rev: str, **_: Any) -> None:
         data = self._repo(TYPES[type], repo, write=True)
@@ -548,19 +632,36 @@ class _Handler(BaseHTTPRequestHandler):
     # -- reads ------------------------------------------------------------------------------------
     def refs(self, type: str, repo: str, **_: Any) -> None:
         data = self._repo(TYPES[type], repo)
-        self._send(200, {
-            "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in sorted(data["branches"].items())],
-            "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": t["commit"]} for n, t in sorted(data["tags"].items())],
-            "converts": [], "pullRequests": [],
-        })
+        self._send(
+            200,
+            {
+                "branches": [
+                    {"name": n, "ref": f"refs/heads/{n}", "targetCommit": s}
+                    for n, s in sorted(data["branches"].items())
+                ],
+                "tags": [
+                    {"name": n, "ref": f"refs/tags/{n}", "targetCommit": t["commit"]}
+                    for n, t in sorted(data["tags"].items())
+                ],
+                "converts": [],
+                "pullRequests": [],
+            },
+        )
 
     def commits(self, type: str, repo: str, rev: str, **_: Any) -> None:
         data = self._repo(TYPES[type], repo)
         items, sha = [], self.hub._resolve(data, rev)
         while sha:
             commit = data["commits"][sha]
-            items.append({"id": sha, "title": commit["title"], "message": commit["message"], "date": commit["date"],
-                          "authors": [{"user": commit["author"]}]})
+            items.append(
+                {
+                    "id": sha,
+                    "title": commit["title"],
+                    "message": commit["message"],
+                    "date": commit["date"],
+                    "authors": [{"user": commit["author"]}],
+                }
+            )
             sha = commit["parent"]
         self._send(200, items)
 
@@ -595,8 +696,12 @@ class _Handler(BaseHTTPRequestHandler):
         entry = data["commits"][sha]["tree"].get(path)
         if entry is None:
             message = "Entry not found"
-            return self._send(404, {"error": message}, {"X-Error-Code": "EntryNotFound", "X-Error-Message": message,
-                                                         "X-Repo-Commit": sha}, head=head)
+            return self._send(
+                404,
+                {"error": message},
+                {"X-Error-Code": "EntryNotFound", "X-Error-Message": message, "X-Repo-Commit": sha},
+                head=head,
+            )
         blob = self.hub._blob(entry)
         etag = entry["sha256"] if entry["lfs"] else entry["oid"]
         headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
@@ -615,8 +720,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 start, end = max(0, size - int(match.group(2))), size - 1
             if start >= size or start > end:
-                return self._send(416, {"error": "range not satisfiable"}, {"Content-Range": f"bytes */{size}"}, head=head)
-            status, body = 206, blob[start:end + 1]
+                return self._send(
+                    416, {"error": "range not satisfiable"}, {"Content-Range": f"bytes */{size}"}, head=head
+                )
+            status, body = 206, blob[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         self._send(status, headers=headers, raw=body, head=head)
 

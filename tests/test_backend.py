@@ -20,7 +20,9 @@ def backend(tiny_model_dir):
 
 
 def _prompts(n):
-    return [prompts.score_prompt(f"Write a python function number {i} that adds " + "numbers " * i, CODE) for i in range(n)]
+    return [
+        prompts.score_prompt(f"Write a python function number {i} that adds " + "numbers " * i, CODE) for i in range(n)
+    ]
 
 
 def test_score_is_the_exact_yes_no_softmax_of_the_first_token(backend):
@@ -52,13 +54,20 @@ def test_a_tokenizer_without_a_single_yes_token_is_an_error_not_a_fallback(backe
 
 
 def test_greedy_decoding_with_repetition_penalty_matches_transformers_generate(backend):
-    texts = [prompts.summarize_prompt(CODE, "Write a python"), prompts.summarize_prompt("```sql\nSELECT 1;\n```", "Build a sql")]
-    ours = backend.generate([GenerationRequest(t) for t in texts], SamplingParams(repetition_penalty=1.1, max_new_tokens=12))
+    texts = [
+        prompts.summarize_prompt(CODE, "Write a python"),
+        prompts.summarize_prompt("```sql\nSELECT 1;\n```", "Build a sql"),
+    ]
+    ours = backend.generate(
+        [GenerationRequest(t) for t in texts], SamplingParams(repetition_penalty=1.1, max_new_tokens=12)
+    )
     model = backend._load()
     for text, completion in zip(texts, ours, strict=True):
         ids = torch.tensor([backend.tokenizer.encode(text)])
-        reference = model.generate(ids, max_new_tokens=12, do_sample=False, repetition_penalty=1.1, pad_token_id=backend.pad_id)
-        expected = backend.tokenizer.decode(reference[0, ids.shape[1]:], skip_special_tokens=True)
+        reference = model.generate(
+            ids, max_new_tokens=12, do_sample=False, repetition_penalty=1.1, pad_token_id=backend.pad_id
+        )
+        expected = backend.tokenizer.decode(reference[0, ids.shape[1] :], skip_special_tokens=True)
         assert completion.text == expected
         assert completion.generated_tokens == 12 and completion.finish_reason == "length"
 
@@ -76,7 +85,9 @@ def test_sampling_is_seeded_per_request_whatever_shares_the_batch(backend):
 
 def test_stop_strings_cut_the_text(backend):
     params = SamplingParams(temperature=1.0, max_new_tokens=40, stop=("e",))
-    for completion in backend.generate([GenerationRequest(prompts.summarize_prompt(CODE, "Write a"), seed=s) for s in range(4)], params):
+    for completion in backend.generate(
+        [GenerationRequest(prompts.summarize_prompt(CODE, "Write a"), seed=s) for s in range(4)], params
+    ):
         assert "e" not in completion.text
         if completion.finish_reason == "stop":
             assert completion.generated_tokens < 40
@@ -86,7 +97,9 @@ def test_overlong_prompts_become_errors_not_crashes(tiny_model_dir):
     small = TransformersBackend(str(tiny_model_dir), max_context=64)
     long_prompt = prompts.summarize_prompt("```python\n" + "x = 1\n" * 200 + "```", "Write a")
     short_prompt = "def f():"
-    out = small.generate([GenerationRequest(long_prompt), GenerationRequest(short_prompt)], SamplingParams(max_new_tokens=4))
+    out = small.generate(
+        [GenerationRequest(long_prompt), GenerationRequest(short_prompt)], SamplingParams(max_new_tokens=4)
+    )
     assert out[0].text is None and "context (64)" in str(out[0].error) and not out[0].retryable
     assert out[1].error is None and out[1].generated_tokens > 0
     scored = small.score_yes_no([long_prompt, short_prompt])
@@ -164,6 +177,10 @@ def test_out_of_memory_batches_are_split_and_a_lone_misfit_is_recorded_not_cache
     model = CachedModel(SmallMemory(), ResultCache(tmp_path / "c.sqlite"), progress=False)
     results = model.score_yes_no(["a", "b", "c", "d", "huge"])
     assert [r.score for r in results[:4]] == [0.5] * 4
-    assert results[4].score is None and results[4].retryable and str(results[4].error).startswith("out of memory: CUDA out of memory")
+    assert (
+        results[4].score is None
+        and results[4].retryable
+        and str(results[4].error).startswith("out of memory: CUDA out of memory")
+    )
     assert max(size for size in SmallMemory.sizes if size <= 2) == 2
     assert len(model.cache) == 4  # the failure is retried by the next run

@@ -32,8 +32,9 @@ def old_run(tiny_model_dir, tmp_path) -> Path:
 
 
 def inversecoder(folder: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "inversecoder.cli", *args], cwd=folder, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "inversecoder.cli", *args], cwd=folder, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
 

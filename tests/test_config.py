@@ -28,7 +28,11 @@ def test_defaults_are_the_papers():
 def test_yaml_then_overrides_then_output_dir(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("seed: 1\nsource:\n  path: a.jsonl\n  limit: 5\n")
-    config = load_config(recipe, ["source.limit=7", "generator.endpoints=[http://a:1, http://b:2]", "summarize.temperature=1"], output_dir="out")
+    config = load_config(
+        recipe,
+        ["source.limit=7", "generator.endpoints=[http://a:1, http://b:2]", "summarize.temperature=1"],
+        output_dir="out",
+    )
     assert config.seed == 1 and config.source.path == "a.jsonl" and config.source.limit == 7
     assert config.generator.endpoints == ["http://a:1", "http://b:2"]
     assert config.summarize.temperature == 1.0 and config.output_dir == "out"
@@ -74,18 +78,36 @@ def test_how_results_are_fetched_is_not_part_of_any_fingerprint():
     from inversecoder.workflow import fingerprints
 
     a = load_config(None, ["generator.backend=tgi", "generator.model=org/m", "generator.endpoints=[http://h1:8080]"])
-    b = load_config(None, ["generator.backend=tgi", "generator.model=org/m", "generator.endpoints=[http://h1:8080, http://h2:8080]",
-                           "generator.concurrency=16", "generator.request_timeout=30", "generator.max_retries=9"])
+    b = load_config(
+        None,
+        [
+            "generator.backend=tgi",
+            "generator.model=org/m",
+            "generator.endpoints=[http://h1:8080, http://h2:8080]",
+            "generator.concurrency=16",
+            "generator.request_timeout=30",
+            "generator.max_retries=9",
+        ],
+    )
     assert a.fingerprint() == b.fingerprint() and fingerprints(a) == fingerprints(b)  # one more server: same build
-    c = load_config(None, ["generator.backend=tgi", "generator.model=org/m", "generator.endpoints=[http://h1:8080]",
-                           "generator.top_n_tokens=2"])
+    c = load_config(
+        None,
+        [
+            "generator.backend=tgi",
+            "generator.model=org/m",
+            "generator.endpoints=[http://h1:8080]",
+            "generator.top_n_tokens=2",
+        ],
+    )
     assert a.fingerprint() != c.fingerprint() and fingerprints(a)["dataset"] != fingerprints(c)["dataset"]
     assert "endpoints" in a.to_dict()["generator"]  # still saved beside the artifacts
 
 
 # -- every value is checked when the config is read ------------------------------------------------
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "inversecoder.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "inversecoder.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 def one_line_error(result) -> str:
@@ -127,14 +149,29 @@ def test_sft_args_typo_is_refused_by_the_cli_with_a_suggestion():
         ("summarize.num_samples=1000", "summarize.num_samples: must be <= 256, got 1000"),
         ("summarize.max_new_tokens=2000000", "summarize.max_new_tokens: must be <= 1048576, got 2000000"),
         # enumerations, with a suggestion when one is close
-        ("train.mode=two-stag", "train.mode: must be one of two-stage, mix, original; got 'two-stag' (did you mean 'two-stage'?)"),
-        ("train.optim=adamw_torh", "train.optim: not a transformers optim name (OptimizerNames); got 'adamw_torh' (did you mean 'adamw_torch'?)"),
+        (
+            "train.mode=two-stag",
+            "train.mode: must be one of two-stage, mix, original; got 'two-stag' (did you mean 'two-stage'?)",
+        ),
+        (
+            "train.optim=adamw_torh",
+            "train.optim: not a transformers optim name (OptimizerNames); got 'adamw_torh' (did you mean 'adamw_torch'?)",
+        ),
         ("train.lr_scheduler_type=cosin", "(did you mean 'cosine'?)"),
         ("train.bf16=maybe", "train.bf16: must be one of auto, true, false; got 'maybe'"),
         ("train.kernels=ligr", "train.kernels: must be one of auto, liger, none; got 'ligr' (did you mean 'liger'?)"),
-        ("evaluate.sandbox=namespace", "evaluate.sandbox: must be one of auto, namespaces+uid, namespaces, uid, rlimits; got 'namespace' (did you mean 'namespaces'?)"),
-        ("evaluate.benchmarks=[humaneval, mbp]", "evaluate.benchmarks[1]: must be one of humaneval, mbpp; got 'mbp' (did you mean 'mbpp'?)"),
-        ("decontaminate.semantic_runtime=onnx", "decontaminate.semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8"),
+        (
+            "evaluate.sandbox=namespace",
+            "evaluate.sandbox: must be one of auto, namespaces+uid, namespaces, uid, rlimits; got 'namespace' (did you mean 'namespaces'?)",
+        ),
+        (
+            "evaluate.benchmarks=[humaneval, mbp]",
+            "evaluate.benchmarks[1]: must be one of humaneval, mbpp; got 'mbp' (did you mean 'mbpp'?)",
+        ),
+        (
+            "decontaminate.semantic_runtime=onnx",
+            "decontaminate.semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8",
+        ),
         ("generator.dtype=fp16", "generator.dtype: must be one of auto, bfloat16, float16, float32; got 'fp16'"),
         ("generator.backend=vllm", "generator.backend: must be one of transformers, tgi; got 'vllm'"),
         # what training or a backend would only have found hours later
@@ -142,7 +179,10 @@ def test_sft_args_typo_is_refused_by_the_cli_with_a_suggestion():
         ("train.attn_implementation=flash", "train.attn_implementation: must be one of auto, eager, sdpa"),
         ("evaluate.n_samples=10", "evaluate.n_samples: 10 solutions per task need evaluate.temperature > 0"),
         ("generator.endpoints=[h1:8080]", "generator.endpoints[0]: 'h1:8080' is not an http(s)://host:port URL"),
-        ("generator.endpoints=[http://h1:8080, http://h1:8080/]", "generator.endpoints[1]: 'http://h1:8080/' is listed twice"),
+        (
+            "generator.endpoints=[http://h1:8080, http://h1:8080/]",
+            "generator.endpoints[1]: 'http://h1:8080/' is listed twice",
+        ),
     ],
 )
 def test_ranges_and_enumerations_are_one_line_errors(override, message):
@@ -152,7 +192,10 @@ def test_ranges_and_enumerations_are_one_line_errors(override, message):
 
 
 def test_unknown_sft_args_keys_name_the_closest_field():
-    with pytest.raises(ConfigError, match=re.escape("train.sft_args.learning_rat: not a trl.SFTConfig field (did you mean 'learning_rate'?)")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("train.sft_args.learning_rat: not a trl.SFTConfig field (did you mean 'learning_rate'?)"),
+    ):
         load_config(None, ["train.sft_args={learning_rat: 0.1}"])
     assert load_config(None, ["train.sft_args={weight_decay: 0.1}"]).train.sft_args == {"weight_decay": 0.1}
 
@@ -202,12 +245,17 @@ def test_sections_made_in_code_and_assignments_are_checked_too():
     yaml_true: dict[str, Any] = {"packing": True}  # a bool, as YAML reads `true` (past mypy)
     assert TrainConfig(**yaml_true).packing == "true"
     misspelt: dict[str, Any] = {"bakend": "tgi"}
-    with pytest.raises(ConfigError, match=re.escape("unknown config field 'generator.bakend' (did you mean 'generator.backend'?)")):
+    with pytest.raises(
+        ConfigError, match=re.escape("unknown config field 'generator.bakend' (did you mean 'generator.backend'?)")
+    ):
         GeneratorConfig(**misspelt)
     config = RunConfig()
     config.train.mode = "original"
     typo: Any = "orig"  # not a mode: assignments are checked at run time (past mypy)
-    with pytest.raises(ConfigError, match=re.escape("train.mode: must be one of two-stage, mix, original; got 'orig' (did you mean 'original'?)")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("train.mode: must be one of two-stage, mix, original; got 'orig' (did you mean 'original'?)"),
+    ):
         config.train.mode = typo
     copy = config.model_copy(deep=True)
     copy.generator.model = "elsewhere"
@@ -231,11 +279,15 @@ def test_a_yaml_alias_bomb_is_refused_in_one_line(tmp_path):
         load_config(bomb)
     message = str(caught.value)
     assert "\n" not in message and "more than 50000 values once its YAML aliases are expanded" in message
-    flow = ", ".join([f"&l1 [{', '.join(['lol'] * 10)}]"] + [f"&l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(2, 6)])
+    flow = ", ".join(
+        [f"&l1 [{', '.join(['lol'] * 10)}]"] + [f"&l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(2, 6)]
+    )
     with pytest.raises(ConfigError, match="more than 50000 values"):  # the same, as a command-line override
         load_config(None, [f"decontaminate.allow_list=[{flow}]"])
     long_list = "[" + ", ".join(["x"] * 10_001) + "]"
-    with pytest.raises(ConfigError, match=re.escape("decontaminate.allow_list: must hold at most 10000 items, got 10001")):
+    with pytest.raises(
+        ConfigError, match=re.escape("decontaminate.allow_list: must hold at most 10000 items, got 10001")
+    ):
         load_config(None, ["decontaminate.allow_list=" + long_list])
 
 
@@ -243,8 +295,10 @@ def test_saved_configs_hold_plain_values(tmp_path):
     from inversecoder.core.config import save_config
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("decontaminate:\n  benchmarks: &b [humaneval]\nevaluate:\n  benchmarks: *b\n"
-                      "train:\n  bf16: true\n  sft_args: {weight_decay: 0.1}\n")
+    recipe.write_text(
+        "decontaminate:\n  benchmarks: &b [humaneval]\nevaluate:\n  benchmarks: *b\n"
+        "train:\n  bf16: true\n  sft_args: {weight_decay: 0.1}\n"
+    )
     config = load_config(recipe)
     save_config(config, tmp_path / "saved.yaml")
     text = (tmp_path / "saved.yaml").read_text()

@@ -18,8 +18,14 @@ def test_shipped_files_match_their_recorded_checksums():
 
 def test_every_shipped_file_has_its_source_and_license_documented():
     readme = (data.DATA_DIR / "README.md").read_text()
-    for path in (data.BENCHMARKS_DIR / "HumanEvalPlus-v0.1.10.jsonl.gz", data.BENCHMARKS_DIR / "MbppPlus-v0.2.0.jsonl.gz",
-                 data.TGI_OPENAPI, data.DEMO_SAMPLE, data.CALIBRATION_SET, data.TINY_MODEL_CORPUS):
+    for path in (
+        data.BENCHMARKS_DIR / "HumanEvalPlus-v0.1.10.jsonl.gz",
+        data.BENCHMARKS_DIR / "MbppPlus-v0.2.0.jsonl.gz",
+        data.TGI_OPENAPI,
+        data.DEMO_SAMPLE,
+        data.CALIBRATION_SET,
+        data.TINY_MODEL_CORPUS,
+    ):
         assert path.relative_to(data.DATA_DIR).as_posix() in readme, path
     for license_file in ("LICENSE-Apache-2.0.txt", "LICENSE-MIT-HumanEval.txt", "SOURCES.md"):
         assert (data.BENCHMARKS_DIR / license_file).is_file(), license_file

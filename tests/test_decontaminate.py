@@ -45,8 +45,10 @@ def test_indexes_every_task_and_records_versions(benchmarks_dir, tmp_path_factor
 
 
 def test_a_copied_problem_statement_is_caught_with_its_task(checker):
-    text = ("Please help: Check if in given list of numbers, are any two numbers closer to each other than\n"
-            "    given threshold. I need it in Python.")
+    text = (
+        "Please help: Check if in given list of numbers, are any two numbers closer to each other than\n"
+        "    given threshold. I need it in Python."
+    )
     match = checker.check(text)
     assert match is not None and match.task_id == "HumanEval/0" and match.layer == "substring"
 
@@ -99,15 +101,19 @@ def test_solutions_too_short_to_be_evidence_are_not_matched(checker, benchmarks_
 def test_allow_listed_strings_are_no_evidence(tasks):
     statement = "Concatenate list of strings into a single string"  # HumanEval/28's whole statement, 8 words
     default = Decontaminator(DecontaminateConfig(semantic=False), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])
-    strict = Decontaminator(DecontaminateConfig(semantic=False, allow_list=[]), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])
+    strict = Decontaminator(
+        DecontaminateConfig(semantic=False, allow_list=[]), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1]
+    )
     assert default.check(f"Task: {statement}.") is None
     match = strict.check(f"Task: {statement}.")
     assert match is not None and match.task_id == "HumanEval/28"
 
 
 def test_a_paraphrased_statement_is_caught_by_the_semantic_layer(checker, lexical):
-    text = ("Rotate the digits of an integer to the right by a shift amount and return them as a string; if the shift "
-            "is bigger than the digit count, return the digits reversed.")
+    text = (
+        "Rotate the digits of an integer to the right by a shift amount and return them as a string; if the shift "
+        "is bigger than the digit count, return the digits reversed."
+    )
     assert lexical.check(text) is None  # no shared word sequence
     match = checker.check(text)
     assert match is not None and (match.task_id, match.layer) == ("HumanEval/65", "semantic")
@@ -117,8 +123,13 @@ def test_a_paraphrased_statement_is_caught_by_the_semantic_layer(checker, lexica
 def test_a_renamed_and_reformatted_solution_is_caught_by_the_code_layer(lexical, tasks):
     solution = next(t.solution for t in tasks[0] if t.task_id == "HumanEval/0")
     renamed = solution
-    for old, new in (("has_close_elements", "near_pair"), ("sorted_numbers", "ordered"), ("numbers", "values"),
-                     ("threshold", "eps"), (r"\bi\b", "k")):
+    for old, new in (
+        ("has_close_elements", "near_pair"),
+        ("sorted_numbers", "ordered"),
+        ("numbers", "values"),
+        ("threshold", "eps"),
+        (r"\bi\b", "k"),
+    ):
         renamed = re.sub(old, new, renamed)
     renamed = renamed.replace("from typing import List\n", "").replace(": List[float]", "").replace(": float", "")
     renamed = renamed.replace(" -> bool", "").replace("    ", "  ")
@@ -131,16 +142,23 @@ def test_the_configured_thresholds_and_ngram_size_decide(checker, tasks, benchma
     import copy
 
     def with_settings(**changes) -> Decontaminator:
-        return Decontaminator(checker.config.model_copy(update={"semantic": False, **changes}), None, UNUSED_CACHE, tasks=tasks[0],
-                              versions=tasks[1])
+        return Decontaminator(
+            checker.config.model_copy(update={"semantic": False, **changes}),
+            None,
+            UNUSED_CACHE,
+            tasks=tasks[0],
+            versions=tasks[1],
+        )
 
     problem = load_benchmark("humaneval", str(benchmarks_dir), tmp_path).problems["HumanEval/10"]
     nine_words = "Task - " + "; ".join(problem["prompt"].split('"""')[3].split()[:9])
     assert not with_settings().layer_matches([(nine_words, "")])[0]["ngram"]  # 13-gram: too short
     eight = with_settings(ngram=8).layer_matches([(nine_words, "")])[0]["ngram"]
     assert {m.task_id for m in eight.values()} == {"HumanEval/10"}
-    paraphrase = ("Rotate the digits of an integer to the right by a shift amount and return them as a string; if the shift "
-                  "is bigger than the digit count, return the digits reversed.")
+    paraphrase = (
+        "Rotate the digits of an integer to the right by a shift amount and return them as a string; if the shift "
+        "is bigger than the digit count, return the digits reversed."
+    )
     score = checker.check(paraphrase).score
     stricter = copy.copy(checker)  # the same embedded tasks, another threshold
     stricter.config = checker.config.model_copy(update={"semantic_threshold": round(score + 0.01, 2)})
@@ -161,13 +179,20 @@ def test_canonical_tokens_ignore_names_annotations_docstrings_and_layout():
 
 
 def test_every_task_matched_by_a_row_is_reported(lexical):
-    text = ("Two tasks: Check if in given list of numbers, are any two numbers closer to each other than given "
-            "threshold. And: Write a function to find the shared elements from the given two lists.")
+    text = (
+        "Two tasks: Check if in given list of numbers, are any two numbers closer to each other than given "
+        "threshold. And: Write a function to find the shared elements from the given two lists."
+    )
     matches = lexical.check_rows([(text, "")])[0]
     assert {m.task_id for m in matches} == {"HumanEval/0", "Mbpp/2"}
-    report = [{"where": "original", "task_id": m.task_id, "benchmark": "x", "layer": m.layer, "score": m.score} for m in matches]
+    report = [
+        {"where": "original", "task_id": m.task_id, "benchmark": "x", "layer": m.layer, "score": m.score}
+        for m in matches
+    ]
     summary = summarize_report([*report, dict(report[0], where="generated", layer="semantic", score=0.9)])
-    assert summary[0]["task_id"] == report[0]["task_id"] and summary[0]["generated"] == 1 and summary[0]["original"] == 1
+    assert (
+        summary[0]["task_id"] == report[0]["task_id"] and summary[0]["generated"] == 1 and summary[0]["original"] == 1
+    )
 
 
 @pytest.mark.timeout(60)
@@ -193,7 +218,11 @@ def test_defaults_flag_no_calibration_negative_and_most_positives(checker):
     rows = [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines()]
     results = checker.check_rows([(r["instruction"], r["response"]) for r in rows])
     flagged_negatives = [r["id"] for r, m in zip(rows, results, strict=True) if m and r["label"] == "clean"]
-    found = [r["task_id"] in {x.task_id for x in m} for r, m in zip(rows, results, strict=True) if r["label"] == "contaminated"]
+    found = [
+        r["task_id"] in {x.task_id for x in m}
+        for r, m in zip(rows, results, strict=True)
+        if r["label"] == "contaminated"
+    ]
     assert flagged_negatives == []
     assert np.mean(found) >= 0.55  # 0.567 at the defaults
 
@@ -224,11 +253,14 @@ def test_int8_screen_makes_the_fp32_decisions(checker, tasks):
     near the threshold were re-scored exactly, and rows far below it were not."""
     rows = [json.loads(line) for line in CALIBRATION.read_text(encoding="utf-8").splitlines()]
     pairs = [(r["instruction"], r["response"]) for r in rows]
-    exact = Decontaminator(DecontaminateConfig(semantic_runtime="onnxruntime"), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1])
+    exact = Decontaminator(
+        DecontaminateConfig(semantic_runtime="onnxruntime"), None, UNUSED_CACHE, tasks=tasks[0], versions=tasks[1]
+    )
     rescored = checker.rescored
     screened = checker.check_rows(pairs)
-    assert [[(m.task_id, m.layer, m.score) for m in row] for row in screened] == \
-           [[(m.task_id, m.layer, m.score) for m in row] for row in exact.check_rows(pairs)]
+    assert [[(m.task_id, m.layer, m.score) for m in row] for row in screened] == [
+        [(m.task_id, m.layer, m.score) for m in row] for row in exact.check_rows(pairs)
+    ]
     assert any(m.layer == "semantic" for row in screened for m in row)
     best = exact.semantic_scores([instruction for instruction, _ in pairs]).max(axis=1)
     assert 0 < checker.rescored - rescored < len(set(p[0] for p in pairs))
@@ -260,7 +292,9 @@ def test_auto_falls_back_to_torch_when_onnxruntime_cannot_be_prepared(monkeypatc
 
 def test_an_unknown_embedding_runtime_is_a_config_error():
     fields: dict[str, Any] = {"semantic_runtime": "tensorrt"}  # not a runtime: checked at run time (past mypy)
-    with pytest.raises(ConfigError, match="semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8"):
+    with pytest.raises(
+        ConfigError, match="semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8"
+    ):
         DecontaminateConfig(**fields)
 
 

@@ -12,8 +12,15 @@ from inversecoder.core.config import DedupConfig
 
 
 def pair(i: int, instruction: str, response: str = "```python\nx = 1\n```") -> Pair:
-    return Pair(row_id=f"r{i}", source_index=i, candidate_id=f"r{i}-0", instruction=instruction, response=response,
-                language="python", score=0.5)
+    return Pair(
+        row_id=f"r{i}",
+        source_index=i,
+        candidate_id=f"r{i}-0",
+        instruction=instruction,
+        response=response,
+        language="python",
+        score=0.5,
+    )
 
 
 def words(rng: random.Random, n: int) -> list[str]:
@@ -61,8 +68,12 @@ def test_code_keeps_names_but_ignores_comments_and_layout():
 
 
 def test_generated_pairs_with_a_repeated_instruction_are_removed_and_kept_in_rejected():
-    pairs = [pair(0, "Write a python function to add two numbers."), pair(1, "Write a python function to sort a list."),
-             pair(2, "write a Python function to add two numbers"), pair(3, "Something else entirely, about graphs.")]
+    pairs = [
+        pair(0, "Write a python function to add two numbers."),
+        pair(1, "Write a python function to sort a list."),
+        pair(2, "write a Python function to add two numbers"),
+        pair(3, "Something else entirely, about graphs."),
+    ]
     kept, rejected = deduplicate(pairs, DedupConfig())
     assert [p.row_id for p in kept] == ["r0", "r1", "r3"]
     assert len(rejected) == 1 and rejected[0].row_id == "r2" and rejected[0].stage == "dedup-generated"
@@ -107,7 +118,11 @@ def test_scanning_in_chunks_equals_one_scan():
     from inversecoder.builders.dedup import DuplicateRates, Scanner
 
     config = DedupConfig()
-    texts = [f"write a function that sorts a list of {w} by {v}" for w in ("ints", "words", "ints", "dates") for v in ("size", "name", "size")]
+    texts = [
+        f"write a function that sorts a list of {w} by {v}"
+        for w in ("ints", "words", "ints", "dates")
+        for v in ("size", "name", "size")
+    ]
     units = [instruction_units(t) for t in texts] + [[]]
     whole = scan(units, config, representatives_below=0.7)
     scanner = Scanner(config, representatives_below=0.7)

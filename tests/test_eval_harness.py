@@ -67,7 +67,9 @@ def returns_none(benchmark, task_id: str) -> str:
 
 
 def check(benchmark, samples, sandbox, **kwargs):
-    return scoring.check_solutions(benchmark, samples, min_time_limit=1.0, gt_time_limit_factor=4.0, sandbox=sandbox, **kwargs)
+    return scoring.check_solutions(
+        benchmark, samples, min_time_limit=1.0, gt_time_limit_factor=4.0, sandbox=sandbox, **kwargs
+    )
 
 
 # -- checking ---------------------------------------------------------------------------------------
@@ -78,7 +80,9 @@ def test_canonical_solutions_pass(benchmarks, sandbox, name):
     ids = first_ids(benchmark) + [t for t in extra if t not in first_ids(benchmark)]
     samples = [{"task_id": t, "solution": canonical(benchmark, t)} for t in ids]
     result = check(benchmark, samples, sandbox)
-    assert result["pass@1"] == {"base": 1.0, "plus": 1.0}, {t: o for t, o in result["tasks"].items() if not o["passed_plus"]}
+    assert result["pass@1"] == {"base": 1.0, "plus": 1.0}, {
+        t: o for t, o in result["tasks"].items() if not o["passed_plus"]
+    }
     assert list(result["tasks"]) == [t for t in benchmark.problems if t in ids]
     for outcome in result["tasks"].values():
         assert outcome["base_status"] == outcome["plus_status"] == "pass"
@@ -151,7 +155,9 @@ def test_humaneval_32_is_fixed_and_evalplus_own_checker_is_not(benchmarks, sandb
     assert ours["tasks"]["HumanEval/32"]["passed_plus"] and ours["checker"]["fixes"] == [checker.FIND_ZERO_FIX]
     unfixed = check(benchmark, samples, sandbox, fix_humaneval_32=False)
     assert unfixed["tasks"]["HumanEval/32"]["base_status"] == "fail" and unfixed["checker"]["fixes"] == []
-    wrong = check(benchmark, [{"task_id": "HumanEval/32", "solution": returns_none(benchmark, "HumanEval/32")}], sandbox)
+    wrong = check(
+        benchmark, [{"task_id": "HumanEval/32", "solution": returns_none(benchmark, "HumanEval/32")}], sandbox
+    )
     assert not wrong["tasks"]["HumanEval/32"]["passed_base"]  # the fix does not pass everything
     assert checker.find_zero_fix_applies()  # evalplus 0.3.1 still has the bug: the fix is needed
 
@@ -176,7 +182,9 @@ def test_subset_ground_truth_is_cached_under_its_own_hash(benchmarks, sandbox, t
     good = pickle.loads(path.read_bytes())
     path.write_bytes(path.read_bytes()[:100])
     recomputed = scoring.expected_outputs(benchmark, ids)
-    assert {t: (o["base"], o["plus"]) for t, o in recomputed.items()} == {t: (o["base"], o["plus"]) for t, o in good.items()}
+    assert {t: (o["base"], o["plus"]) for t, o in recomputed.items()} == {
+        t: (o["base"], o["plus"]) for t, o in good.items()
+    }
     assert pickle.loads(path.read_bytes()).keys() == good.keys() and sorted(os.listdir(tmp_path)) == [path.name]
 
 
@@ -240,8 +248,13 @@ def test_hostile_solutions_fail_harm_nothing_and_the_evaluation_finishes(benchma
     port, accepted = listener
     with scoring.open_sandbox(parallel=2) as box:
         attacks = [a for a, levels in STOPPED_AT.items() if box.level in levels]
-        samples = [{"task_id": "Mbpp/793", "solution": hostile_solution(benchmark, "Mbpp/793", attack, canary=str(canary),
-                                                                         port=port)} for attack in attacks]
+        samples = [
+            {
+                "task_id": "Mbpp/793",
+                "solution": hostile_solution(benchmark, "Mbpp/793", attack, canary=str(canary), port=port),
+            }
+            for attack in attacks
+        ]
         samples += [{"task_id": t, "solution": canonical(benchmark, t)} for t in ("Mbpp/2", "Mbpp/3")]
         result = check(benchmark, samples, box)
         zygotes = []
@@ -306,7 +319,9 @@ def test_scores_agree_with_evalplus_evaluate(benchmarks, benchmarks_dir, tmp_pat
         problem = benchmark.problems[task_id]
         lines.append({"task_id": task_id, "completion": problem["canonical_solution"]})
         lines.append({"task_id": task_id, "solution": returns_none(benchmark, task_id)})
-    lines.append({"task_id": "HumanEval/2", "solution": "def truncate_number(number):\n    return number % 1.0 + 1e-3\n"})
+    lines.append(
+        {"task_id": "HumanEval/2", "solution": "def truncate_number(number):\n    return number % 1.0 + 1e-3\n"}
+    )
     samples.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
     script = (
@@ -315,12 +330,15 @@ def test_scores_agree_with_evalplus_evaluate(benchmarks, benchmarks_dir, tmp_pat
         "os._exit(0)  # skip the 20 s its stall-checker thread still sleeps\n"
     )
     env = {**os.environ, "HUMANEVAL_OVERRIDE_PATH": str(dataset), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    run = subprocess.run([sys.executable, "-c", script, str(samples)], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(samples)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     theirs = json.loads((tmp_path / "samples_eval_results.json").read_text())["eval"]
 
-    ours = harness.score_samples_file(samples, "humaneval", str(benchmarks_dir), tmp_path / "data", tmp_path / "ours",
-                                      parallel=2, progress=False)
+    ours = harness.score_samples_file(
+        samples, "humaneval", str(benchmarks_dir), tmp_path / "data", tmp_path / "ours", parallel=2, progress=False
+    )
     raw = json.loads((tmp_path / "ours" / "humaneval_raw_results.json").read_text())["eval"]
     assert sorted(raw) == sorted(theirs)
     for task_id in ids:
@@ -332,7 +350,9 @@ def test_scores_agree_with_evalplus_evaluate(benchmarks, benchmarks_dir, tmp_pat
         else:
             assert mine == upstream, task_id
             assert [r["base_fail_tests"] for r in raw[task_id]] == [r["base_fail_tests"] for r in theirs[task_id]]
-    assert ours["benchmarks"]["humaneval"]["pass@1"]["plus"] == pytest.approx((4 * 1 / 2 + 1 / 3) / 5)  # mean over tasks
+    assert ours["benchmarks"]["humaneval"]["pass@1"]["plus"] == pytest.approx(
+        (4 * 1 / 2 + 1 / 3) / 5
+    )  # mean over tasks
 
 
 # -- pre-generated samples --------------------------------------------------------------------------
@@ -348,13 +368,20 @@ def test_score_samples_file_writes_eval_results(benchmarks, benchmarks_dir, tmp_
         handle.write("\n".join(json.dumps(row) for row in rows) + "\n\n")
     out = tmp_path / "eval"
     with caplog.at_level("INFO", logger="inversecoder"):
-        results = harness.score_samples_file(samples, "humaneval", str(benchmarks_dir), tmp_path / "data", out, parallel=2)
+        results = harness.score_samples_file(
+            samples, "humaneval", str(benchmarks_dir), tmp_path / "data", out, parallel=2
+        )
     assert "HumanEval+ v0.1.10 (3/164 tasks): pass@1 base 0.667, plus 0.667" in caplog.text
     on_disk = json.loads((out / "eval_results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     summary = on_disk["benchmarks"]["humaneval"]
     assert summary["hash"] == "fe585eb4df8c88d844eeb463ea4d0302" and summary["version"] == "v0.1.10"
-    assert (summary["n_tasks"], summary["n_tasks_total"], summary["subset"], summary["samples_per_task"]) == (3, 164, True, 1)
+    assert (summary["n_tasks"], summary["n_tasks_total"], summary["subset"], summary["samples_per_task"]) == (
+        3,
+        164,
+        True,
+        1,
+    )
     assert list(summary["tasks"]) == ["HumanEval/0", "HumanEval/2", "HumanEval/32"]  # dataset order
     assert summary["pass@1"]["plus"] == pytest.approx(2 / 3)
     settings = on_disk["settings"]
@@ -384,7 +411,9 @@ def test_score_samples_file_reports_bad_input(benchmarks_dir, tmp_path):
     with pytest.raises(UserError, match="no samples"):
         score("\n")
     with pytest.raises(UserError, match="not found"):
-        harness.score_samples_file(tmp_path / "missing.jsonl", "mbpp", str(benchmarks_dir), tmp_path / "d", tmp_path / "o")
+        harness.score_samples_file(
+            tmp_path / "missing.jsonl", "mbpp", str(benchmarks_dir), tmp_path / "d", tmp_path / "o"
+        )
 
 
 # -- the full anchors (opt-in) ----------------------------------------------------------------------
@@ -415,9 +444,14 @@ def test_full_anchors_canonical_all_pass_and_wrong_all_fail(benchmarks, request,
             assert check(benchmark, wrong, box)["pass@1"] == {"base": 0.0, "plus": 0.0}
             if name == "humaneval":  # evalplus's own checker on the same programs: HumanEval/32 fails
                 expected = scoring.expected_outputs(benchmark, benchmark.problems)
-                theirs = [t for t, problem in benchmark.problems.items()
-                          if evalplus.evaluate.check_correctness(name, 0, problem, canonical(benchmark, t), expected[t],
-                                                                 fast_check=True)["plus"][0] != "pass"]
+                theirs = [
+                    t
+                    for t, problem in benchmark.problems.items()
+                    if evalplus.evaluate.check_correctness(
+                        name, 0, problem, canonical(benchmark, t), expected[t], fast_check=True
+                    )["plus"][0]
+                    != "pass"
+                ]
                 assert theirs == ["HumanEval/32"]
 
 
@@ -498,7 +532,11 @@ def test_generate_solutions_prefill_fence_and_errors(benchmarks, tmp_path):
     assert samples[0]["raw_completion"] == "\n    return False\n```\nsome prose"
     assert samples[1]["solution"].startswith("\ndef similar_elements") and samples[1]["finish_reason"] == "length"
     assert samples[2] == {
-        "task_id": "Mbpp/3", "solution": "", "raw_completion": "", "finish_reason": "error", "error": "prompt too long"
+        "task_id": "Mbpp/3",
+        "solution": "",
+        "raw_completion": "",
+        "finish_reason": "error",
+        "error": "prompt too long",
     }
 
 
@@ -522,8 +560,15 @@ def test_generate_n_samples_per_task_with_their_own_seeds(benchmarks, tmp_path):
     samples = generation.generate_solutions(model, tasks, 8, decoding=decoding)
     assert [(s["task_id"], s["seed"]) for s in samples] == [(t.task_id, seed) for t in tasks for seed in (5, 6, 7)]
     assert samples[4]["solution"] == f"\n# {tasks[1].task_id} seed 6\n"
-    assert decoding.record() == {"greedy": False, "max_new_tokens": 8, "stop": ["```"], "n_samples": 3,
-                                 "temperature": 0.8, "top_p": 0.95, "seeds": "sample j uses seed 5 + j"}
+    assert decoding.record() == {
+        "greedy": False,
+        "max_new_tokens": 8,
+        "stop": ["```"],
+        "n_samples": 3,
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "seeds": "sample j uses seed 5 + j",
+    }
     with pytest.raises(ConfigError, match="temperature > 0"):
         generation.Decoding(n_samples=10)
     with pytest.raises(ConfigError, match="n_samples must be >= 1"):
@@ -549,9 +594,17 @@ def test_evaluate_model_end_to_end(benchmarks_dir, tiny_model_dir, tmp_path, cap
     on_disk = json.loads((out / "eval_results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     assert set(on_disk) == {"benchmarks", "settings", "versions"}
-    for name, dataset, version, count in (("humaneval", "HumanEval+", "v0.1.10", 164), ("mbpp", "MBPP+", "v0.2.0", 378)):
+    for name, dataset, version, count in (
+        ("humaneval", "HumanEval+", "v0.1.10", 164),
+        ("mbpp", "MBPP+", "v0.2.0", 378),
+    ):
         summary = on_disk["benchmarks"][name]
-        assert (summary["dataset"], summary["version"], summary["n_tasks"], summary["limit"]) == (dataset, version, 3, 3)
+        assert (summary["dataset"], summary["version"], summary["n_tasks"], summary["limit"]) == (
+            dataset,
+            version,
+            3,
+            3,
+        )
         assert summary["n_tasks_total"] == count and len(summary["hash"]) == 32
         assert 0.0 <= summary["pass@1"]["plus"] <= summary["pass@1"]["base"] <= 1.0
         assert len(summary["tasks"]) == 3
@@ -579,8 +632,14 @@ def test_evaluate_model_end_to_end(benchmarks_dir, tiny_model_dir, tmp_path, cap
 
     # pass@k: n sampled solutions per task
     sampled = harness.evaluate_model(
-        CachedModel(backend, cache, progress=False), EvalConfig(limit=2, max_new_tokens=8, benchmarks=["mbpp"]),
-        str(benchmarks_dir), tmp_path / "data", tmp_path / "sampled", n_samples=3, temperature=0.8, top_p=0.95,
+        CachedModel(backend, cache, progress=False),
+        EvalConfig(limit=2, max_new_tokens=8, benchmarks=["mbpp"]),
+        str(benchmarks_dir),
+        tmp_path / "data",
+        tmp_path / "sampled",
+        n_samples=3,
+        temperature=0.8,
+        top_p=0.95,
     )
     summary = sampled["benchmarks"]["mbpp"]
     assert summary["samples_per_task"] == 3 and all(task["n"] == 3 for task in summary["tasks"].values())

@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = {"builders": "builders", "trainers": "trainers", "eval": "eval", "hub_cards": "hub_cards",
-            "core": "inversecoder/core"}
+PACKAGES = {
+    "builders": "builders",
+    "trainers": "trainers",
+    "eval": "eval",
+    "hub_cards": "hub_cards",
+    "core": "inversecoder/core",
+}
 TOP = ("inversecoder.workflow", "inversecoder.cli", "inversecoder.plan", "inversecoder.tiny_model")
 
 
@@ -34,14 +39,18 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
 @pytest.mark.parametrize("package", ["builders", "trainers", "eval", "hub_cards"])
 def test_a_package_imports_only_the_core_and_itself(package):
     allowed = ("inversecoder.core", f"inversecoder.{package}")
-    crossing = {path: sorted(name for name in names if not name.startswith(allowed))
-                for path, names in imported_modules(REPO / PACKAGES[package]).items()}
+    crossing = {
+        path: sorted(name for name in names if not name.startswith(allowed))
+        for path, names in imported_modules(REPO / PACKAGES[package]).items()
+    }
     assert {path: names for path, names in crossing.items() if names} == {}
 
 
 def test_the_core_imports_nothing_above_it():
-    crossing = {path: sorted(name for name in names if not name.startswith("inversecoder.core"))
-                for path, names in imported_modules(REPO / PACKAGES["core"]).items()}
+    crossing = {
+        path: sorted(name for name in names if not name.startswith("inversecoder.core"))
+        for path, names in imported_modules(REPO / PACKAGES["core"]).items()
+    }
     assert {path: names for path, names in crossing.items() if names} == {}
 
 

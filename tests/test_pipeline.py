@@ -41,8 +41,10 @@ def write_recipe(path: Path, model: Path, benchmarks: Path | None, **extra) -> P
 
 
 def tables(dataset_dir: Path) -> dict[str, list[dict]]:
-    return {name: pq.read_table(next((dataset_dir / name).glob("*.parquet"))).to_pylist()
-            for name in ("data", "candidates", "rejected", "original")}
+    return {
+        name: pq.read_table(next((dataset_dir / name).glob("*.parquet"))).to_pylist()
+        for name in ("data", "candidates", "rejected", "original")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,14 @@ def built(tiny_model_dir, benchmarks_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("build")
     # The semantic layer is tested in test_decontaminate.py and end to end in test_run.py; here it would
     # only add minutes of CPU embedding.
-    recipe = write_recipe(out / "r.yaml", tiny_model_dir, benchmarks_dir, source={"limit": None}, summarize={"num_samples": 2},
-                          decontaminate={"semantic": False})
+    recipe = write_recipe(
+        out / "r.yaml",
+        tiny_model_dir,
+        benchmarks_dir,
+        source={"limit": None},
+        summarize={"num_samples": 2},
+        decontaminate={"semantic": False},
+    )
     config = load_config(recipe, output_dir=str(out / "run"))
     result = build_dataset(config, progress=False, write_card=write_dataset_card)
     return config, result
@@ -102,19 +110,30 @@ def test_contaminated_source_rows_are_removed_with_their_task_and_their_pairs(bu
     report = load_dataset(str(result.dataset_dir), "contamination", split="train").to_list()
     original = [r for r in report if r["where"] == "original"]
     assert any(r["task_id"] == "HumanEval/0" and r["benchmark"] == "humaneval" for r in original)
-    assert all(r["layer"] in LAYERS and 0 < r["score"] <= 1 and r["evidence"] and r["candidate_id"] is None for r in original)
+    assert all(
+        r["layer"] in LAYERS and 0 < r["score"] <= 1 and r["evidence"] and r["candidate_id"] is None for r in original
+    )
     flagged = {r["row_id"] for r in original}
     # No published pair comes from a contaminated source row: such pairs go with it, said so in `rejected`.
     published = set(load_dataset(str(result.dataset_dir), "default", split="train")["row_id"])
     assert not published & flagged
-    inherited = [r for r in decontaminated if r["stage"] == "decontaminate-generated" and r["reason"].startswith("its source row had a")]
+    inherited = [
+        r
+        for r in decontaminated
+        if r["stage"] == "decontaminate-generated" and r["reason"].startswith("its source row had a")
+    ]
     assert inherited and {r["row_id"] for r in inherited} <= flagged
-    inherited_report = [r for r in report if r["where"] == "generated" and r["row_id"] in {i["row_id"] for i in inherited}]
+    inherited_report = [
+        r for r in report if r["where"] == "generated" and r["row_id"] in {i["row_id"] for i in inherited}
+    ]
     assert inherited_report and all(r["layer"] == SOURCE_ROW and r["candidate_id"] for r in inherited_report)
     card = (result.dataset_dir / "README.md").read_text()
     removed = result.counts["generated pairs removed by decontamination"]
     assert re.search(rf"{removed} generated and \d+ original pairs were removed", card)
-    assert re.search(rf"\| source row \| {len(inherited)} \| 0 \|", card) and "`source row`: a generated pair removed" in card
+    assert (
+        re.search(rf"\| source row \| {len(inherited)} \| 0 \|", card)
+        and "`source row`: a generated pair removed" in card
+    )
 
 
 def test_card_reports_duplicate_rates_of_the_published_pairs(built):
@@ -160,7 +179,10 @@ def test_a_finished_build_reruns_without_model_calls_and_writes_the_same(built):
 def _run_cli(recipe: Path, out: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "inversecoder.cli", "build-dataset", str(recipe), "--output-dir", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
 
 

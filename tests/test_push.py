@@ -51,19 +51,33 @@ def hub(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client_env(hub, tmp_path_factory) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("HF_", "HUGGING_FACE_")) and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("HF_", "HUGGING_FACE_"))
+        and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
     return env | {
-        "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
-        "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path_factory.mktemp("hf_home")), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost", "TOKENIZERS_PARALLELISM": "false",
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_DATASETS_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_TOKEN": TOKEN,
+        "HF_HOME": str(tmp_path_factory.mktemp("hf_home")),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "TOKENIZERS_PARALLELISM": "false",
     }
 
 
 def run_push(env: dict[str, str], kind: str, folder: Path, repo_id: str, *extra: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "inversecoder.cli", "push", kind, str(folder), "--repo-id", repo_id, *extra],
-        env=env, capture_output=True, text=True, timeout=180,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     OUTPUTS.append(result.stdout + result.stderr)
     return result
@@ -71,7 +85,9 @@ def run_push(env: dict[str, str], kind: str, folder: Path, repo_id: str, *extra:
 
 def run_client(env: dict[str, str], code: str) -> dict:
     """Run `code` (which prints one JSON line last) in a fresh interpreter with the client environment."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300
+    )
     OUTPUTS.append(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -107,6 +123,7 @@ def new_requests(hub: HubServer, since: int) -> list[tuple[str, str, int]]:
 
 # -- token -----------------------------------------------------------------------------------------
 
+
 def test_missing_or_invalid_token_fails_clearly_before_any_work(hub, client_env, dataset_dir, tmp_path):
     since = len(hub.requests)
     no_token = {k: v for k, v in client_env.items() if k != "HF_TOKEN"} | {"HF_HOME": str(tmp_path / "empty")}
@@ -129,11 +146,14 @@ def test_the_token_saved_by_hf_auth_login_is_used(client_env, tmp_path):
     home.mkdir()
     (home / "token").write_text(TOKEN)  # what `hf auth login` writes to $HF_HOME/token
     env = {k: v for k, v in client_env.items() if k != "HF_TOKEN"} | {"HF_HOME": str(home)}
-    out = run_client(env, """
+    out = run_client(
+        env,
+        """
         import json
         from inversecoder.hub_cards.push import resolve_token
         print(json.dumps({"ok": bool(resolve_token())}))
-    """)
+    """,
+    )
     assert out == {"ok": True}
 
 
@@ -150,6 +170,7 @@ def test_run_push_config_is_checked_before_any_work(tmp_path):
 
 # -- dataset ---------------------------------------------------------------------------------------
 
+
 def test_dataset_push_is_one_tagged_commit_that_load_dataset_pins(hub, client_env, dataset_dir):
     result = run_push(client_env, "dataset", dataset_dir, DATASET_REPO)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -164,7 +185,9 @@ def test_dataset_push_is_one_tagged_commit_that_load_dataset_pins(hub, client_en
     assert HUB_RECORD not in stored and "build_info.json" in stored
     assert hub.repo("dataset", DATASET_REPO)["commits"][history[0]]["tree"]["data/train-00000-of-00001.parquet"]["lfs"]
 
-    out = run_client(client_env, f"""
+    out = run_client(
+        client_env,
+        f"""
         import json
         from datasets import load_dataset
         from huggingface_hub import DatasetCard, snapshot_download
@@ -176,7 +199,8 @@ def test_dataset_push_is_one_tagged_commit_that_load_dataset_pins(hub, client_en
         print(json.dumps({{"pinned": pinned.to_list(), "latest": list(latest), "n_latest": latest["train"].num_rows,
                           "candidates": candidates.num_rows, "text": card.text,
                           "configs": [c["config_name"] for c in card.data.configs], "folder": folder}}))
-    """)
+    """,
+    )
     local = rows(dataset_dir, "data")
     assert out["pinned"] == local and out["n_latest"] == len(local) and out["latest"] == ["train"]
     assert out["candidates"] == len(rows(dataset_dir, "candidates"))
@@ -207,7 +231,9 @@ def test_pushing_the_same_build_again_changes_nothing(hub, client_env, dataset_d
 def test_run_push_helpers_use_the_config(hub, client_env, dataset_dir):
     """What `inversecoder run CONFIG --push` calls: the config's repo ids, the token checked first."""
     recipe = dataset_dir.parent.parent / "r.yaml"
-    out = run_client(client_env, f"""
+    out = run_client(
+        client_env,
+        f"""
         import json
         from inversecoder.core.config import load_config
         from inversecoder.hub_cards.push import check_push_config, push_run_dataset, push_run_model
@@ -215,7 +241,8 @@ def test_run_push_helpers_use_the_config(hub, client_env, dataset_dir):
         token = check_push_config(config)
         result = push_run_dataset(config, token)
         print(json.dumps({{"commit": result.commit_sha, "tag": result.tag, "model": push_run_model(config, token)}}))
-    """)
+    """,
+    )
     assert out == {"commit": hub.tags("dataset", DATASET_REPO)["v1.0"], "tag": "v1.0", "model": None}
 
 
@@ -231,8 +258,11 @@ def test_a_published_tag_is_never_moved(hub, client_env, tiny_model_dir, tmp_pat
     assert not (other / HUB_RECORD).exists()
 
 
-@pytest.mark.parametrize("fault, status", [("lfs_put", 507), ("commit", 500), ("commit", None)],
-                         ids=["lfs-upload-fails", "commit-fails", "commit-connection-dropped"])
+@pytest.mark.parametrize(
+    "fault, status",
+    [("lfs_put", 507), ("commit", 500), ("commit", None)],
+    ids=["lfs-upload-fails", "commit-fails", "commit-connection-dropped"],
+)
 def test_a_failed_upload_leaves_no_tag_and_a_rerun_finishes(hub, client_env, dataset_dir, tmp_path, fault, status):
     folder = shutil.copytree(dataset_dir, tmp_path / "ds", ignore=shutil.ignore_patterns(HUB_RECORD))
     repo = f"{ORG}/flaky-{fault}-{status}"
@@ -256,10 +286,18 @@ def test_a_failed_upload_leaves_no_tag_and_a_rerun_finishes(hub, client_env, dat
 
 EVAL_RESULTS = {
     "benchmarks": {
-        name: {"dataset": dataset, "version": version, "hash": "0" * 32, "n_tasks": n, "limit": None,
-               "pass@1": {"base": base, "plus": plus}}
+        name: {
+            "dataset": dataset,
+            "version": version,
+            "hash": "0" * 32,
+            "n_tasks": n,
+            "limit": None,
+            "pass@1": {"base": base, "plus": plus},
+        }
         for name, dataset, version, n, base, plus in (
-            ("humaneval", "HumanEval+", "v0.1.10", 164, 0.5, 0.4625), ("mbpp", "MBPP+", "v0.2.0", 378, 0.625, 0.5))
+            ("humaneval", "HumanEval+", "v0.1.10", 164, 0.5, 0.4625),
+            ("mbpp", "MBPP+", "v0.2.0", 378, 0.625, 0.5),
+        )
     },
     "settings": {"decoding": {"max_new_tokens": 512}, "backend": {"backend": "transformers", "revision": "local"}},
 }
@@ -271,11 +309,22 @@ def model_dir(tiny_model_dir, dataset_dir, tmp_path_factory) -> Path:
     folder = shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("model") / "model")
     info = json.loads((dataset_dir / "build_info.json").read_text())
     card = render_model_card(
-        model_name="tiny-coder", base_model=str(tiny_model_dir), base_revision=None, license="apache-2.0", datasets=[],
-        eval_results=EVAL_RESULTS, dataset_hub=read_hub_record(dataset_dir), repo_id="<org>/tiny-coder",
+        model_name="tiny-coder",
+        base_model=str(tiny_model_dir),
+        base_revision=None,
+        license="apache-2.0",
+        datasets=[],
+        eval_results=EVAL_RESULTS,
+        dataset_hub=read_hub_record(dataset_dir),
+        repo_id="<org>/tiny-coder",
         dataset={"path": str(dataset_dir), "version": info["version"], "fingerprint": info["fingerprint"]},
-        generator=info["generator"], source=str(SAMPLE), chat_format="@@ Instruction\n{instruction}",
-        train={"mode": "two-stage"}, stages=[], seed=1, versions={"inversecoder": "0.1.0"},
+        generator=info["generator"],
+        source=str(SAMPLE),
+        chat_format="@@ Instruction\n{instruction}",
+        train={"mode": "two-stage"},
+        stages=[],
+        seed=1,
+        versions={"inversecoder": "0.1.0"},
     )
     card.save(folder / "README.md")
     return folder
@@ -293,7 +342,9 @@ def test_model_push_round_trips_with_its_lineage_and_eval_results(hub, client_en
     with pytest.raises(urllib.error.HTTPError, match="404"):  # private: invisible without a token
         urllib.request.urlopen(f"{hub.url}/api/models/{MODEL_REPO}", timeout=10)
 
-    out = run_client(client_env, f"""
+    out = run_client(
+        client_env,
+        f"""
         import json, hashlib, pathlib
         from huggingface_hub import ModelCard, snapshot_download
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -309,12 +360,18 @@ def test_model_push_round_trips_with_its_lineage_and_eval_results(hub, client_en
             "files": {{str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
                       for p in folder.rglob("*") if p.is_file()}},
         }}))
-    """)
+    """,
+    )
     assert out["model"] == "LlamaForCausalLM" and "Sort a list." in out["chat"]
     assert out["datasets"] == [DATASET_REPO]  # lineage: repo id in the metadata ...
     assert f"`{DATASET_REPO}`" in out["text"] and dataset_commit in out["text"]  # ... and the commit in the body
     assert f'revision="{dataset_commit}"' in out["text"]
-    assert out["results"] == {"HumanEval/pass@1": 50.0, "HumanEval+/pass@1": 46.2, "MBPP/pass@1": 62.5, "MBPP+/pass@1": 50.0}
+    assert out["results"] == {
+        "HumanEval/pass@1": 50.0,
+        "HumanEval+/pass@1": 46.2,
+        "MBPP/pass@1": 62.5,
+        "MBPP+/pass@1": 50.0,
+    }
     assert f'AutoModelForCausalLM.from_pretrained("{MODEL_REPO}")' in out["text"]
     for name in ("model.safetensors", "tokenizer.json", "config.json", "chat_template.jinja"):
         assert out["files"][name] == hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
@@ -342,11 +399,16 @@ def test_private_push_to_an_existing_public_repo_is_refused(hub, client_env, dat
 
 # -- the token never leaks -------------------------------------------------------------------------
 
+
 def test_the_token_is_never_printed_or_written(hub, dataset_dir, model_dir, client_env):
     assert OUTPUTS and not any(TOKEN in text for text in OUTPUTS)
     places = [hub.root, dataset_dir, model_dir, Path(client_env["HF_HOME"])]
-    leaks = [str(path) for place in places for path in Path(place).rglob("*")
-             if path.is_file() and TOKEN.encode() in path.read_bytes()]
+    leaks = [
+        str(path)
+        for place in places
+        for path in Path(place).rglob("*")
+        if path.is_file() and TOKEN.encode() in path.read_bytes()
+    ]
     assert leaks == []
 
 
@@ -361,21 +423,40 @@ def test_run_push_publishes_the_dataset_then_the_model_that_pins_it(hub, client_
         "dataset": {"name": "run-push", "version": "v2.0"},
         "train": {"global_batch_size": 4, "per_device_batch_size": 4, "warmup_steps": 1, "max_length": 256},
         "evaluate": {"enabled": False},
-        "push": {"dataset_repo_id": f"{ORG}/run-push-data", "model_repo_id": f"{ORG}/run-push-model", "model_tag": "v2.0"},
+        "push": {
+            "dataset_repo_id": f"{ORG}/run-push-data",
+            "model_repo_id": f"{ORG}/run-push-model",
+            "model_tag": "v2.0",
+        },
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     result = subprocess.run(
-        [sys.executable, "-m", "inversecoder.cli", "run", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "out"), "--push"],
-        env=client_env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "inversecoder.cli",
+            "run",
+            str(tmp_path / "r.yaml"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--push",
+        ],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     OUTPUTS.append(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     dataset_commit = hub.tags("dataset", f"{ORG}/run-push-data")["v2.0"]
     assert hub.tags("model", f"{ORG}/run-push-model")["v2.0"]
-    card = run_client(client_env, f"""
+    card = run_client(
+        client_env,
+        f"""
         import json
         from huggingface_hub import ModelCard
         card = ModelCard.load("{ORG}/run-push-model")
         print(json.dumps({{"datasets": card.data.datasets, "text": card.text}}))
-    """)
+    """,
+    )
     assert card["datasets"] == [f"{ORG}/run-push-data"] and dataset_commit in card["text"]

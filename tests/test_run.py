@@ -22,15 +22,23 @@ def finished_run(tiny_model_dir, benchmarks_dir, tmp_path_factory):
         "source": {"path": str(SAMPLE), "limit": 24},
         "generator": {"model": None},  # step 0 trains M from the base model
         "summarize": {"num_samples": 2, "max_new_tokens": 8},
-        "train": {"base_model": str(tiny_model_dir), "global_batch_size": 8, "per_device_batch_size": 4,
-                  "warmup_steps": 1, "max_length": 512, "original_epochs": 1},
+        "train": {
+            "base_model": str(tiny_model_dir),
+            "global_batch_size": 8,
+            "per_device_batch_size": 4,
+            "warmup_steps": 1,
+            "max_length": 512,
+            "original_epochs": 1,
+        },
         "evaluate": {"limit": 3, "max_new_tokens": 16},
     }
     (root / "r.yaml").write_text(yaml.safe_dump(recipe))
     out = root / "out"
     result = subprocess.run(
         [sys.executable, "-m", "inversecoder.cli", "run", str(root / "r.yaml"), "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout
@@ -47,7 +55,9 @@ def test_model_folder_loads_with_its_chat_template_and_eos(finished_run):
     out, _ = finished_run
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model")
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "Sort a list."}], tokenize=False, add_generation_prompt=True)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Sort a list."}], tokenize=False, add_generation_prompt=True
+    )
     assert rendered == prompts.magicoder_prompt("Sort a list.")
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
     stages = json.loads((out / "model" / "training_config.json").read_text())["stages"]
@@ -73,7 +83,12 @@ def test_model_card_eval_results_parse_back_from_eval_results_json(finished_run)
 def test_the_generator_is_compared_with_inversecoder_in_the_card_and_summary(finished_run):
     out, stdout = finished_run
     assert [line for line in stdout.splitlines() if line.startswith("[")] == [
-        "[generator] running", "[dataset] running", "[train] running", "[evaluate] running", "[evaluate-generator] running"]
+        "[generator] running",
+        "[dataset] running",
+        "[train] running",
+        "[evaluate] running",
+        "[evaluate-generator] running",
+    ]
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["generator"] == str(out / "generator" / "model")
     assert [row["benchmark"] for row in summary["comparison"]] == ["HumanEval", "HumanEval+", "MBPP", "MBPP+"]
@@ -102,8 +117,19 @@ def test_a_second_run_skips_every_step_and_a_changed_setting_reruns_only_what_fo
     assert steps == ["generator", "dataset", "train", "evaluate", "evaluate-generator"]
     assert all("up to date" in line for line in again.stdout.splitlines() if line.startswith("["))
 
-    plan = subprocess.run([*command, "evaluate.max_new_tokens=12", "--dry-run"], capture_output=True, text=True, timeout=600)
+    plan = subprocess.run(
+        [*command, "evaluate.max_new_tokens=12", "--dry-run"], capture_output=True, text=True, timeout=600
+    )
     assert plan.returncode == 0, plan.stderr[-2000:]
-    actions = {line.split()[0]: line.split()[1] for line in plan.stdout.splitlines()
-               if line.split() and line.split()[0] in ("generator", "dataset", "train", "evaluate", "evaluate-generator")}
-    assert actions == {"generator": "skip", "dataset": "skip", "train": "skip", "evaluate": "run", "evaluate-generator": "run"}
+    actions = {
+        line.split()[0]: line.split()[1]
+        for line in plan.stdout.splitlines()
+        if line.split() and line.split()[0] in ("generator", "dataset", "train", "evaluate", "evaluate-generator")
+    }
+    assert actions == {
+        "generator": "skip",
+        "dataset": "skip",
+        "train": "skip",
+        "evaluate": "run",
+        "evaluate-generator": "run",
+    }

@@ -275,7 +275,9 @@ def test_fallback_levels(level, canary):
         assert box.level == level
         isolated = level in NAMESPACE_LEVELS
         assert (box.info["network"] == "NOT isolated") is not isolated
-        outcome = box.run_source("import os\nprint(sorted(os.environ), flush=True)\nwhile True:\n    pass", wall_seconds=1.0)
+        outcome = box.run_source(
+            "import os\nprint(sorted(os.environ), flush=True)\nwhile True:\n    pass", wall_seconds=1.0
+        )
         assert outcome.timed_out and b"HF_TOKEN" not in outcome.stdout and b"'HOME'" in outcome.stdout
         closed = canary / "closed"  # the harness user's directory, not world-writable
         closed.mkdir(mode=0o755)
@@ -292,12 +294,15 @@ except OSError as error:
             assert outcome.stdout.startswith(b"blocked"), outcome.stdout + outcome.stderr
             assert not (closed / "outside.txt").exists()
         if isolated:
-            outcome = box.run_source("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
-                                     "except OSError as error:\n    print(error.errno)")
+            outcome = box.run_source(
+                "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+                "except OSError as error:\n    print(error.errno)"
+            )
             assert outcome.stdout == b"101\n"
         if level in UID_LEVELS:
-            outcome = box.run_source(f"import posix\ntry:\n    posix.kill({os.getpid()}, 0)\nexcept OSError as e:\n"
-                                     "    print(e.errno)")
+            outcome = box.run_source(
+                f"import posix\ntry:\n    posix.kill({os.getpid()}, 0)\nexcept OSError as e:\n    print(e.errno)"
+            )
             assert outcome.stdout == b"1\n"  # EPERM: another uid's process
     assert box.info["level"] == level
 

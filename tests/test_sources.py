@@ -50,7 +50,10 @@ def test_bad_rows_become_rejected_records_and_good_rows_get_stable_ids(tmp_path)
         11: "'instruction' contains a lone surrogate",
         12: "'response' is longer than source.max_chars",
     }
-    assert [r.detail for r in data.rejected if r.source_index in (11, 12)] == ["'\\ud800' at character 12", "120 characters > 100"]
+    assert [r.detail for r in data.rejected if r.source_index in (11, 12)] == [
+        "'\\ud800' at character 12",
+        "120 characters > 100",
+    ]
     assert next(r for r in data.rejected if r.source_index == 9).detail == "same as source row 0"
     assert data.info["rows_read"] == 13 and len(data.info["sha256"]) == 64
     again = load_source(SourceConfig(path=str(tmp_path / "c.jsonl"), max_chars=100))
@@ -58,7 +61,9 @@ def test_bad_rows_become_rejected_records_and_good_rows_get_stable_ids(tmp_path)
 
 
 def test_limit_counts_source_rows(tmp_path):
-    path = write_lines(tmp_path / "c.jsonl", [json.dumps({"instruction": f"i{n}", "response": "print(1)"}).encode() for n in range(10)])
+    path = write_lines(
+        tmp_path / "c.jsonl", [json.dumps({"instruction": f"i{n}", "response": "print(1)"}).encode() for n in range(10)]
+    )
     data = load_source(SourceConfig(path=str(path), limit=4))
     assert len(data.rows) == 4 and data.info["rows_read"] == 4
 
@@ -87,7 +92,10 @@ def test_custom_columns(tmp_path):
     [
         (lambda p: None, "source file not found"),
         (lambda p: p.write_text(""), "has no rows"),
-        (lambda p: p.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n"), "source has no column 'instruction' (available: answer, question)"),
+        (
+            lambda p: p.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n"),
+            "source has no column 'instruction' (available: answer, question)",
+        ),
     ],
 )
 def test_unusable_sources_are_config_errors(tmp_path, setup, message):

@@ -54,13 +54,20 @@ class StandInBackend(Backend):
         out = []
         for request in requests:
             h = zlib.crc32(request.prompt.encode() + str(request.seed).encode())
-            out.append(Completion(None, "error", error="boom") if h % 23 == 0 else
-                       Completion(f" function that handles case {h % 6}", "stop"))
+            out.append(
+                Completion(None, "error", error="boom")
+                if h % 23 == 0
+                else Completion(f" function that handles case {h % 6}", "stop")
+            )
         return out
 
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
-        return [YesNoScore(None, error="no score") if zlib.crc32(p.encode()) % 31 == 0 else
-                YesNoScore((zlib.crc32(p.encode()) % 997) / 997, 0.9) for p in prompts]
+        return [
+            YesNoScore(None, error="no score")
+            if zlib.crc32(p.encode()) % 31 == 0
+            else YesNoScore((zlib.crc32(p.encode()) % 997) / 997, 0.9)
+            for p in prompts
+        ]
 
 
 def stand_in_model(cache_dir: Path) -> CachedModel:
@@ -69,9 +76,14 @@ def stand_in_model(cache_dir: Path) -> CachedModel:
 
 
 def _config(tmp_path: Path, name: str, benchmarks_dir, **source):
-    recipe = {"seed": 3, "benchmarks_dir": str(benchmarks_dir), "source": {"path": str(SAMPLE), **source},
-              "generator": {"model": "stand-in"}, "summarize": {"num_samples": 3},
-              "decontaminate": {"semantic": False}}
+    recipe = {
+        "seed": 3,
+        "benchmarks_dir": str(benchmarks_dir),
+        "source": {"path": str(SAMPLE), **source},
+        "generator": {"model": "stand-in"},
+        "summarize": {"num_samples": 3},
+        "decontaminate": {"semantic": False},
+    }
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
     return load_config(tmp_path / f"{name}.yaml", output_dir=str(tmp_path / name))
 
@@ -84,13 +96,18 @@ def _build(monkeypatch, config, shard: int, file_rows: int = 200_000):
 
 
 def _tables(folder: Path) -> dict[str, list[dict]]:
-    return {name: [row for f in config_files(folder, name) for row in pq.read_table(f).to_pylist()] for name in DATA_DIRS}
+    return {
+        name: [row for f in config_files(folder, name) for row in pq.read_table(f).to_pylist()] for name in DATA_DIRS
+    }
 
 
 def _card(folder: Path) -> list[str]:
     """The card without its build time and file lists (which differ with the number of files)."""
-    return [line for line in (folder / "README.md").read_text().splitlines()
-            if "Built:" not in line and "parquet" not in line and line.strip() not in ("path:",)]
+    return [
+        line
+        for line in (folder / "README.md").read_text().splitlines()
+        if "Built:" not in line and "parquet" not in line and line.strip() not in ("path:",)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +131,19 @@ def test_a_streamed_build_writes_what_one_shard_writes(builds):
     assert {r["stage"] for r in _tables(many.dataset_dir)["rejected"]} >= {"summarize", "score", "dedup-generated"}
 
 
-def test_a_streamed_build_with_the_tiny_model_writes_what_one_shard_writes(tiny_model_dir, benchmarks_dir, tmp_path, monkeypatch):
+def test_a_streamed_build_with_the_tiny_model_writes_what_one_shard_writes(
+    tiny_model_dir, benchmarks_dir, tmp_path, monkeypatch
+):
     built = {}
     for name, shard in (("one", 10_000), ("many", 4)):
-        recipe = {"seed": 5, "benchmarks_dir": str(benchmarks_dir), "source": {"path": str(SAMPLE), "limit": 14},
-                  "generator": {"model": str(tiny_model_dir), "device": "cpu"},
-                  "summarize": {"num_samples": 2, "max_new_tokens": 12}, "decontaminate": {"semantic": False}}
+        recipe = {
+            "seed": 5,
+            "benchmarks_dir": str(benchmarks_dir),
+            "source": {"path": str(SAMPLE), "limit": 14},
+            "generator": {"model": str(tiny_model_dir), "device": "cpu"},
+            "summarize": {"num_samples": 2, "max_new_tokens": 12},
+            "decontaminate": {"semantic": False},
+        }
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
         config = load_config(tmp_path / f"{name}.yaml", output_dir=str(tmp_path / name))
         monkeypatch.setattr(pipeline, "SHARD_SNIPPETS", shard)
@@ -132,8 +156,10 @@ def test_a_streamed_build_with_the_tiny_model_writes_what_one_shard_writes(tiny_
 
 
 def _rounded(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    return {name: [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
-            for name, rows in tables.items()}
+    return {
+        name: [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+        for name, rows in tables.items()
+    }
 
 
 def test_a_multi_file_folder_loads_every_config(builds):
@@ -177,9 +203,21 @@ def test_every_stage_returns_a_stage_result_and_leaves_its_input_alone(benchmark
 
 
 def test_sizes_in_the_card_do_not_depend_on_sharding():
-    rows = [{"row_id": f"r{i}", "candidate_id": None if i % 3 else f"c{i}", "k": i, "seed": i * 7, "prefix": "Write a" * (i % 4),
-             "instruction": None if i % 5 == 0 else "x" * i, "finish_reason": "stop", "score": None if i % 2 else 0.5,
-             "yes_no_mass": 0.9, "selected": i % 4 == 0} for i in range(50)]
+    rows = [
+        {
+            "row_id": f"r{i}",
+            "candidate_id": None if i % 3 else f"c{i}",
+            "k": i,
+            "seed": i * 7,
+            "prefix": "Write a" * (i % 4),
+            "instruction": None if i % 5 == 0 else "x" * i,
+            "finish_reason": "stop",
+            "score": None if i % 2 else 0.5,
+            "yes_no_mass": 0.9,
+            "selected": i % 4 == 0,
+        }
+        for i in range(50)
+    ]
     whole = pa.Table.from_pylist(rows, schema=SCHEMAS["candidates"]).nbytes
     for split in (1, 7, 50):
         sizes: dict = {}

@@ -50,8 +50,16 @@ class Options(TypedDict, total=False):
 
 
 #: Fast retries and health checks, so faults are survived in seconds.
-FAST: Options = {"concurrency": 3, "request_timeout": 20.0, "max_retries": 5, "retry_backoff": 0.02, "retry_backoff_max": 0.2,
-                 "health_interval": 0.2, "health_timeout": 2.0, "progress": False}
+FAST: Options = {
+    "concurrency": 3,
+    "request_timeout": 20.0,
+    "max_retries": 5,
+    "retry_backoff": 0.02,
+    "retry_backoff_max": 0.2,
+    "health_interval": 0.2,
+    "health_timeout": 2.0,
+    "progress": False,
+}
 
 
 def fast_with(**changes: Unpack[Options]) -> Options:
@@ -60,10 +68,14 @@ def fast_with(**changes: Unpack[Options]) -> Options:
 
 
 SNIPPETS = [f"```python\ndef f{i}(x):\n    return x * {i} + {i % 3}\n```" for i in range(16)]
-GENERATE = [GenerationRequest(prompts.summarize_prompt(code, "Write a python"), candidate_seed(7, f"row{i}", 0))
-            for i, code in enumerate(SNIPPETS)]
+GENERATE = [
+    GenerationRequest(prompts.summarize_prompt(code, "Write a python"), candidate_seed(7, f"row{i}", 0))
+    for i, code in enumerate(SNIPPETS)
+]
 SAMPLED = SamplingParams(temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_new_tokens=8, stop=("```",))
-SCORE = [prompts.score_prompt(f"Write a function that returns x times {i}.", code) for i, code in enumerate(SNIPPETS[:8])]
+SCORE = [
+    prompts.score_prompt(f"Write a function that returns x times {i}.", code) for i, code in enumerate(SNIPPETS[:8])
+]
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +139,28 @@ def kill_and_restart_when(server, served: int, pause: float = 0.5) -> threading.
 
 # -- the double is faithful ----------------------------------------------------------------------
 def test_openapi_validator_catches_malformed_bodies(schemas):
-    good: dict[str, Any] = {"generated_text": "x", "details": {"finish_reason": "length", "generated_tokens": 1, "seed": None, "prefill": [],
-                                               "tokens": [{"id": 1, "text": "x", "logprob": -0.5, "special": False}]}}
+    good: dict[str, Any] = {
+        "generated_text": "x",
+        "details": {
+            "finish_reason": "length",
+            "generated_tokens": 1,
+            "seed": None,
+            "prefill": [],
+            "tokens": [{"id": 1, "text": "x", "logprob": -0.5, "special": False}],
+        },
+    }
     assert schemas.errors(good, "GenerateResponse") == []
-    assert schemas.errors({"details": None}, "GenerateResponse") == ["GenerateResponse: missing required field 'generated_text'"]
-    bad = {**good, "details": {**good["details"], "finish_reason": "done", "tokens": [{"id": "1", "text": "x", "logprob": None, "special": False}]}}
+    assert schemas.errors({"details": None}, "GenerateResponse") == [
+        "GenerateResponse: missing required field 'generated_text'"
+    ]
+    bad = {
+        **good,
+        "details": {
+            **good["details"],
+            "finish_reason": "done",
+            "tokens": [{"id": "1", "text": "x", "logprob": None, "special": False}],
+        },
+    }
     problems = schemas.errors(bad, "GenerateResponse")
     assert any("finish_reason" in p and "not one of" in p for p in problems)
     assert any("tokens[0].id: expected integer" in p for p in problems)
@@ -147,8 +176,18 @@ def test_the_double_answers_as_tgis_openapi_document_says(servers, schemas):
     status, _, info = http_json(server.url + "/info")
     assert status == 200 and schemas.errors(info, "Info") == []
     assert http_json(server.url + "/health")[0] == 200
-    body: dict[str, Any] = {"inputs": SCORE[0], "parameters": {"details": True, "decoder_input_details": True, "top_n_tokens": 3,
-                                              "do_sample": True, "temperature": 0.7, "seed": 5, "max_new_tokens": 3}}
+    body: dict[str, Any] = {
+        "inputs": SCORE[0],
+        "parameters": {
+            "details": True,
+            "decoder_input_details": True,
+            "top_n_tokens": 3,
+            "do_sample": True,
+            "temperature": 0.7,
+            "seed": 5,
+            "max_new_tokens": 3,
+        },
+    }
     status, headers, error = http_json(server.url + "/generate", body)
     assert (status, headers["Retry-After"], error["error_type"]) == (429, "1", "overloaded")
     server.set_faults(fail_first=0)
@@ -159,7 +198,11 @@ def test_the_double_answers_as_tgis_openapi_document_says(servers, schemas):
     assert details["prefill"][0]["logprob"] is None and all(t["logprob"] < 0 for t in details["prefill"][1:])
     assert http_json(server.url + "/generate", body)[2] == answer  # same seed, same answer
     status, _, tokens = http_json(server.url + "/tokenize", {"inputs": "Yes No"})
-    assert status == 200 and schemas.errors(tokens, "TokenizeResponse") == [] and "".join(t["text"] for t in tokens) == "Yes No"
+    assert (
+        status == 200
+        and schemas.errors(tokens, "TokenizeResponse") == []
+        and "".join(t["text"] for t in tokens) == "Yes No"
+    )
     body["parameters"]["top_n_tokens"] = 9
     status, _, error = http_json(server.url + "/generate", body)
     assert status == 422 and error["error_type"] == "validation" and "<= 5" in error["error"]
@@ -181,12 +224,18 @@ def answer_ranks(embedded, prompt: str) -> dict[int, int]:
 @pytest.mark.parametrize("where", ["outside top_n", "one inside top_n", "all inside top_n"])
 def test_scores_equal_the_embedded_backend(servers, embedded, tiny_model_dir, where):
     ranks = answer_ranks(embedded, SCORE[0])
-    top_n = {"outside top_n": 1, "one inside top_n": min(ranks.values()) + 1, "all inside top_n": len(embedded.tokenizer)}[where]
+    top_n = {
+        "outside top_n": 1,
+        "one inside top_n": min(ranks.values()) + 1,
+        "all inside top_n": len(embedded.tokenizer),
+    }[where]
     if where == "outside top_n":
         assert min(ranks.values()) >= 1  # the tiny model never prefers Yes/No: every answer token is outside
     server = servers.start(max_top_n_tokens=len(embedded.tokenizer))
     backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(top_n_tokens=top_n))
-    got = backend.score_yes_no({"outside top_n": SCORE, "one inside top_n": SCORE[:1], "all inside top_n": SCORE[:3]}[where])
+    got = backend.score_yes_no(
+        {"outside top_n": SCORE, "one inside top_n": SCORE[:1], "all inside top_n": SCORE[:3]}[where]
+    )
     want = embedded.score_yes_no(SCORE[: len(got)])
     for g, w in zip(got, want, strict=True):
         assert g.error is None and g.prompt_tokens == w.prompt_tokens
@@ -210,15 +259,19 @@ def test_sampling_is_reproducible_per_seed_and_greedy_matches_embedded(servers, 
     assert alone.generate(GENERATE, SAMPLED) == reference[0]  # one slot or six: the same completions
     both = TGIBackend([a.url, b.url], str(tiny_model_dir), **FAST)
     reseeded = [GenerationRequest(r.prompt, r.seed + 1) for r in GENERATE]
-    assert sum(x.text != y.text for x, y in zip(both.generate(reseeded, SAMPLED), reference[0], strict=True)) >= len(GENERATE) // 2
+    assert (
+        sum(x.text != y.text for x, y in zip(both.generate(reseeded, SAMPLED), reference[0], strict=True))
+        >= len(GENERATE) // 2
+    )
     greedy = SamplingParams(repetition_penalty=1.1, max_new_tokens=10, stop=("(",))
     got, want = both.generate(GENERATE[:6], greedy), embedded.generate(GENERATE[:6], greedy)
-    assert [(c.text, c.finish_reason, c.generated_tokens) for c in got] == [(c.text, c.finish_reason, c.generated_tokens) for c in want]
+    assert [(c.text, c.finish_reason, c.generated_tokens) for c in got] == [
+        (c.text, c.finish_reason, c.generated_tokens) for c in want
+    ]
     info = both.info()
     assert (info.backend, info.model, info.details["tgi_version"]) == ("tgi", str(tiny_model_dir), "3.3.6-dev0")
     assert info.revision == embedded.revision  # a local model: the same content hash
     assert info.details["totals"]["generated_tokens"] > 0
-
 
 
 def test_generation_answers_drop_the_token_list_before_huggingface_hub_parses_them():
@@ -227,12 +280,20 @@ def test_generation_answers_drop_the_token_list_before_huggingface_hub_parses_th
 
     from inversecoder.core.backends.tgi import _without_token_details
 
-    answer: dict[str, Any] = {"generated_text": "ab", "details": {"finish_reason": "length", "generated_tokens": 2, "seed": 1,
-                                                   "prefill": [], "tokens": [{"id": 5, "text": "a", "logprob": -0.1,
-                                                                              "special": False}] * 2}}
+    answer: dict[str, Any] = {
+        "generated_text": "ab",
+        "details": {
+            "finish_reason": "length",
+            "generated_tokens": 2,
+            "seed": 1,
+            "prefill": [],
+            "tokens": [{"id": 5, "text": "a", "logprob": -0.1, "special": False}] * 2,
+        },
+    }
     lean = json.loads(_without_token_details(json.dumps(answer).encode()))
     assert lean["details"]["tokens"] == [] and {k: v for k, v in lean["details"].items() if k != "tokens"} == {
-        k: v for k, v in answer["details"].items() if k != "tokens"}
+        k: v for k, v in answer["details"].items() if k != "tokens"
+    }
     assert json.loads(_without_token_details(json.dumps([answer]).encode()))[0]["details"]["tokens"] == []
     assert _without_token_details(b"not json") == b"not json"
     assert json.loads(_without_token_details(b'{"error": "x"}')) == {"error": "x"}
@@ -247,20 +308,33 @@ def test_the_token_list_is_dropped_on_https_endpoints_too_after_decoding():
 
     from inversecoder.core.backends import tgi
 
-    answer: dict[str, Any] = {"generated_text": "a", "details": {"finish_reason": "length", "generated_tokens": 1, "tokens": [{"id": 1}]}}
+    answer: dict[str, Any] = {
+        "generated_text": "a",
+        "details": {"finish_reason": "length", "generated_tokens": 1, "tokens": [{"id": 1}]},
+    }
     body = gzip.compress(json.dumps(answer).encode())
 
     class GzipTLS(httpx2.AsyncBaseTransport):
         async def handle_async_request(self, request):
-            return httpx2.Response(200, headers={"content-type": "application/json", "content-encoding": "gzip",
-                                                 "content-length": str(len(body))}, stream=httpx2.ByteStream(body), request=request)
+            return httpx2.Response(
+                200,
+                headers={
+                    "content-type": "application/json",
+                    "content-encoding": "gzip",
+                    "content-length": str(len(body)),
+                },
+                stream=httpx2.ByteStream(body),
+                request=request,
+            )
 
     async def ask(summary_only: bool):
         transport = tgi._Http11Transport()
         transport._fallback = GzipTLS()
         token = tgi._TOKEN_DETAILS.set(not summary_only)
         try:
-            response = await transport.handle_async_request(httpx2.Request("POST", "https://tgi.example/generate", content=b"{}"))
+            response = await transport.handle_async_request(
+                httpx2.Request("POST", "https://tgi.example/generate", content=b"{}")
+            )
             await response.aread()
             return response.json()
         finally:
@@ -279,7 +353,9 @@ def test_batches_overlap_so_a_slow_item_holds_back_only_its_own_batch(servers, t
     batches = [[0, 1], [2, 3, 4, 5]]
     done = list(backend.generate_batches(GENERATE, batches, SAMPLED))
     assert [k for k, _ in done] == [1, 0]
-    assert {k: results for k, results in done} == {k: [reference[0][i] for i in batch] for k, batch in enumerate(batches)}
+    assert {k: results for k, results in done} == {
+        k: [reference[0][i] for i in batch] for k, batch in enumerate(batches)
+    }
 
 
 def test_leaving_the_batch_stream_early_cancels_its_requests(servers, tiny_model_dir, reference):
@@ -368,14 +444,26 @@ def test_retry_after_as_seconds_or_http_date_and_capped_jittered_backoff(tiny_mo
     body = {"error": "unhealthy", "error_type": "healthcheck"}
     in_30s = email.utils.formatdate(time.time() + 30, usegmt=True)
     for status, header, expected in ((503, "7", 7.0), (503, in_30s, 30.0), (429, "0.5", 0.5), (503, "soon", None)):
-        error = httpx2.HTTPStatusError("x", request=request, response=httpx2.Response(status, json=body, headers={"retry-after": header}, request=request))
+        error = httpx2.HTTPStatusError(
+            "x",
+            request=request,
+            response=httpx2.Response(status, json=body, headers={"retry-after": header}, request=request),
+        )
         verdict = classify(error)
-        assert verdict.retry and (verdict.retry_after == pytest.approx(expected, abs=1.5) if expected else verdict.retry_after is None)
-    backend = TGIBackend([servers.start().url], str(tiny_model_dir), **fast_with(retry_backoff=1.0, retry_backoff_max=8.0, request_timeout=20.0))
+        assert verdict.retry and (
+            verdict.retry_after == pytest.approx(expected, abs=1.5) if expected else verdict.retry_after is None
+        )
+    backend = TGIBackend(
+        [servers.start().url],
+        str(tiny_model_dir),
+        **fast_with(retry_backoff=1.0, retry_backoff_max=8.0, request_timeout=20.0),
+    )
     for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)):  # doubling, capped
         delays = [backend._backoff(attempt, None) for _ in range(200)]
         assert ceiling / 2 <= min(delays) < max(delays) <= ceiling  # jittered in [cap/2, cap]
-    assert backend._backoff(1, 12.0) == 12.0 and backend._backoff(1, 600.0) == 20.0  # Retry-After, within the request timeout
+    assert (
+        backend._backoff(1, 12.0) == 12.0 and backend._backoff(1, 600.0) == 20.0
+    )  # Retry-After, within the request timeout
 
 
 def test_a_request_past_its_timeout_fails_alone_and_the_rest_complete(servers, tiny_model_dir, reference):
@@ -383,12 +471,20 @@ def test_a_request_past_its_timeout_fails_alone_and_the_rest_complete(servers, t
     backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(request_timeout=0.5, max_retries=1))
     results = backend.generate(GENERATE[:6], SAMPLED)
     error = results[3].error
-    assert results[3].text is None and results[3].retryable and error is not None and "timed out" in error and "2 attempts" in error
+    assert (
+        results[3].text is None
+        and results[3].retryable
+        and error is not None
+        and "timed out" in error
+        and "2 attempts" in error
+    )
     assert [r for i, r in enumerate(results) if i != 3] == [r for i, r in enumerate(reference[0][:6]) if i != 3]
     assert backend.endpoint_stats()[0]["went_down"] >= 1  # a timeout takes the endpoint out until /health passes
 
 
-def test_a_failing_endpoint_records_failures_and_the_next_run_completes_them(servers, tiny_model_dir, reference, tmp_path):
+def test_a_failing_endpoint_records_failures_and_the_next_run_completes_them(
+    servers, tiny_model_dir, reference, tmp_path
+):
     server = servers.start(faults={"error_rate": 1.0, "statuses": [500]})
     backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(max_retries=2))
     cache = ResultCache(tmp_path / "calls.sqlite")
@@ -416,7 +512,9 @@ def test_every_endpoint_is_kept_full_and_never_overloaded(servers, tiny_model_di
 def test_stop_sequences_beyond_the_servers_limit_are_cut_locally(servers, embedded, tiny_model_dir):
     server = servers.start(max_stop_sequences=1)
     backend = TGIBackend([server.url], str(tiny_model_dir), **FAST)
-    greedy = SamplingParams(repetition_penalty=1.1, max_new_tokens=10, stop=("never seen", "nth"))  # the 2nd is cut here
+    greedy = SamplingParams(
+        repetition_penalty=1.1, max_new_tokens=10, stop=("never seen", "nth")
+    )  # the 2nd is cut here
     got, want = backend.generate(GENERATE[:6], greedy), embedded.generate(GENERATE[:6], greedy)
     assert [(c.text, c.finish_reason) for c in got] == [(c.text, c.finish_reason) for c in want]
     assert any(c.finish_reason == "stop" for c in got) and "status 422" not in server.stats()["counts"]
@@ -434,8 +532,13 @@ def test_the_hub_token_goes_only_to_hugging_face_https_hosts(servers, tiny_model
     assert counts["POST /generate"] >= 4 and "with authorization" not in counts  # a self-hosted TGI over http: never
     assert may_carry_hub_token("https://abc123.us-east-1.aws.endpoints.huggingface.cloud")
     assert may_carry_hub_token("https://org-space.hf.space/generate")
-    for url in ("http://abc.endpoints.huggingface.cloud", "https://tgi.example.com", "https://huggingface.cloud.evil.com",
-                "http://127.0.0.1:8080", "https://nothuggingface.co"):
+    for url in (
+        "http://abc.endpoints.huggingface.cloud",
+        "https://tgi.example.com",
+        "https://huggingface.cloud.evil.com",
+        "http://127.0.0.1:8080",
+        "https://nothuggingface.co",
+    ):
         assert not may_carry_hub_token(url), url
 
 
@@ -454,7 +557,9 @@ def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir,
     c = servers.start(model_id="org/other-model", model_sha="a" * 40)
     with pytest.raises(ConfigError, match="different models"):
         TGIBackend([a.url, c.url], str(tiny_model_dir), **FAST)
-    with pytest.raises(ConfigError, match=r"generator.model is 'org/tiny' but the TGI endpoints serve 'org/other-model'"):
+    with pytest.raises(
+        ConfigError, match=r"generator.model is 'org/tiny' but the TGI endpoints serve 'org/other-model'"
+    ):
         TGIBackend([c.url], "org/tiny", **FAST)
     with pytest.raises(ConfigError, match=r"generator.revision"):
         TGIBackend([a.url], str(tiny_model_dir), "c" * 40, **FAST)
@@ -465,7 +570,9 @@ def test_endpoints_serving_different_models_are_refused(servers, tiny_model_dir,
     refs = Path(constants.HF_HUB_CACHE) / f"models--{str(tiny_model_dir).replace('/', '--')}" / "refs"
     refs.mkdir(parents=True)
     (refs / "release").write_text("c" * 40)
-    with pytest.raises(ConfigError, match=r"generator.revision is 'release' \(c{40}\) but the TGI endpoints serve revision a{40}"):
+    with pytest.raises(
+        ConfigError, match=r"generator.revision is 'release' \(c{40}\) but the TGI endpoints serve revision a{40}"
+    ):
         TGIBackend([a.url], str(tiny_model_dir), "release", **FAST)
 
 
@@ -478,7 +585,9 @@ def test_overlong_prompts_are_rejected_without_a_request(servers, tiny_model_dir
         return len(backend._tokenizer(text)["input_ids"])
 
     words = " ".join(["word"] * 100)
-    medium = next(t for t in (" ".join(["word"] * k) for k in range(5, 100)) if count(t) > 31)  # fits 40, not 40 + 30 > 60
+    medium = next(
+        t for t in (" ".join(["word"] * k) for k in range(5, 100)) if count(t) > 31
+    )  # fits 40, not 40 + 30 > 60
     assert count(words) > 40 and 31 < count(medium) <= 40 and count("def f(x):") + 30 <= 60
     requests = [GenerationRequest("def f(x):", 1), GenerationRequest(words, 2), GenerationRequest(medium, 3)]
     model = CachedModel(backend, ResultCache(tmp_path / "calls.sqlite"), progress=False)
@@ -490,7 +599,9 @@ def test_overlong_prompts_are_rejected_without_a_request(servers, tiny_model_dir
     assert scores[0].score is None and "at most 40" in str(scores[0].error) and not scores[0].retryable
     counts = server.stats()["counts"]
     assert counts["POST /generate"] == 1 and "status 422" not in counts
-    assert model.generate(requests, SamplingParams(max_new_tokens=30)) == results and model.computed == 3  # rejections are cached
+    assert (
+        model.generate(requests, SamplingParams(max_new_tokens=30)) == results and model.computed == 3
+    )  # rejections are cached
 
 
 def test_dead_and_slow_endpoints_leave_the_rotation_and_return(servers, tiny_model_dir, reference):
@@ -535,25 +646,37 @@ def test_an_endpoint_joining_with_lower_limits_is_refused(servers, tiny_model_di
 
 def test_check_endpoints_reports_health_info_and_limits(servers, tiny_model_dir):
     a, b = servers.start(), servers.start(max_top_n_tokens=3)
-    config = GeneratorConfig(backend="tgi", model=str(tiny_model_dir), endpoints=[a.url, b.url, "http://127.0.0.1:9"], health_timeout=2.0)
+    config = GeneratorConfig(
+        backend="tgi", model=str(tiny_model_dir), endpoints=[a.url, b.url, "http://127.0.0.1:9"], health_timeout=2.0
+    )
     rows = check_endpoints(config)
     assert [r["healthy"] for r in rows] == [True, True, False]
-    assert rows[0]["model_id"] == str(tiny_model_dir) and rows[0]["max_input_tokens"] == 3000 and rows[0]["version"] == "3.3.6-dev0"
+    assert (
+        rows[0]["model_id"] == str(tiny_model_dir)
+        and rows[0]["max_input_tokens"] == 3000
+        and rows[0]["version"] == "3.3.6-dev0"
+    )
     assert (rows[0]["max_top_n_tokens"], rows[1]["max_top_n_tokens"]) == (">= 5", "3")
     report = format_endpoint_report(rows)
     assert "DOWN: cannot connect" in report and f"2/3 endpoints healthy, serving {tiny_model_dir}@no sha" in report
     assert rows[0]["prefill_logprobs"] == "yes" and "--enable-prefill-logprobs" not in report
     c = servers.start(model_sha="f" * 40, prefill_logprobs=False)
     report = format_endpoint_report(check_endpoints(GeneratorConfig(backend="tgi", endpoints=[a.url, c.url])))
-    assert "REFUSED" in report and "no (--enable-prefill-logprobs)" in report and "note: endpoints marked 'no'" in report
+    assert (
+        "REFUSED" in report and "no (--enable-prefill-logprobs)" in report and "note: endpoints marked 'no'" in report
+    )
 
 
-def test_an_endpoint_without_prompt_logprobs_fails_those_scores_clearly_and_stays_up(servers, tiny_model_dir, reference):
+def test_an_endpoint_without_prompt_logprobs_fails_those_scores_clearly_and_stays_up(
+    servers, tiny_model_dir, reference
+):
     server = servers.start(prefill_logprobs=False)  # TGI >= 3.0 launched without --enable-prefill-logprobs
     backend = TGIBackend([server.url], str(tiny_model_dir), **fast_with(top_n_tokens=1))  # Yes/No outside the top 1
     scores = backend.score_yes_no(SCORE[:4])
     assert all(s.score is None and s.retryable and "--enable-prefill-logprobs" in str(s.error) for s in scores), scores
-    assert backend.totals["retries"] == 0 and backend.endpoint_stats()[0]["up"]  # not a fault of the server: no retry, no strike
+    assert (
+        backend.totals["retries"] == 0 and backend.endpoint_stats()[0]["up"]
+    )  # not a fault of the server: no retry, no strike
     assert backend.generate(GENERATE[:2], SAMPLED) == reference[0][:2]  # and it goes on serving
 
 
@@ -598,17 +721,33 @@ def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny
     from inversecoder.hub_cards.dataset_card import write_dataset_card
 
     a, b = servers.start(), servers.start()
-    generator = {"backend": "tgi", "model": str(tiny_model_dir), "endpoints": [a.url, b.url],
-                 **{k: v for k, v in FAST.items() if k != "progress"}, "concurrency": 2}
-    recipe = {"seed": 5, "source": {"path": str(SAMPLE), "limit": 10}, "generator": generator,
-              "summarize": {"num_samples": 2, "max_new_tokens": 8}, "decontaminate": {"enabled": False}}
+    generator = {
+        "backend": "tgi",
+        "model": str(tiny_model_dir),
+        "endpoints": [a.url, b.url],
+        **{k: v for k, v in FAST.items() if k != "progress"},
+        "concurrency": 2,
+    }
+    recipe = {
+        "seed": 5,
+        "source": {"path": str(SAMPLE), "limit": 10},
+        "generator": generator,
+        "summarize": {"num_samples": 2, "max_new_tokens": 8},
+        "decontaminate": {"enabled": False},
+    }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
 
     def build(name):
-        result = build_dataset(load_config(tmp_path / "r.yaml", output_dir=str(tmp_path / name)), progress=False,
-                               write_card=write_dataset_card)
-        return {folder.name: pq.read_table(next(folder.glob("*.parquet"))).to_pylist()
-                for folder in sorted(result.dataset_dir.iterdir()) if folder.is_dir() and folder.name != "assets"}
+        result = build_dataset(
+            load_config(tmp_path / "r.yaml", output_dir=str(tmp_path / name)),
+            progress=False,
+            write_card=write_dataset_card,
+        )
+        return {
+            folder.name: pq.read_table(next(folder.glob("*.parquet"))).to_pylist()
+            for folder in sorted(result.dataset_dir.iterdir())
+            if folder.is_dir() and folder.name != "assets"
+        }
 
     clean = build("clean")
     assert len(clean["data"]) >= 5 and len(clean["candidates"]) == 2 * len(clean["data"])
@@ -629,24 +768,35 @@ def test_build_dataset_on_two_endpoints_survives_a_kill_and_errors(servers, tiny
     assert retries > 0  # the injected faults were retried, and the card says how often
 
 
-def test_evaluate_runs_the_served_model_on_the_endpoints_and_matches_embedded(servers, tiny_model_dir, benchmarks_dir, tmp_path):
+def test_evaluate_runs_the_served_model_on_the_endpoints_and_matches_embedded(
+    servers, tiny_model_dir, benchmarks_dir, tmp_path
+):
     from inversecoder.core.config import load_config
     from inversecoder.workflow import evaluate
 
     server = servers.start()
     results = {}
     for backend in ("tgi", "transformers"):
-        generator = {"backend": backend, "model": str(tiny_model_dir), "endpoints": [server.url],
-                     **{k: v for k, v in FAST.items() if k != "progress"}}
-        recipe = {"benchmarks_dir": str(benchmarks_dir), "generator": generator,
-                  "evaluate": {"model": str(tiny_model_dir), "limit": 2, "max_new_tokens": 12}}
+        generator = {
+            "backend": backend,
+            "model": str(tiny_model_dir),
+            "endpoints": [server.url],
+            **{k: v for k, v in FAST.items() if k != "progress"},
+        }
+        recipe = {
+            "benchmarks_dir": str(benchmarks_dir),
+            "generator": generator,
+            "evaluate": {"model": str(tiny_model_dir), "limit": 2, "max_new_tokens": 12},
+        }
         (tmp_path / f"{backend}.yaml").write_text(yaml.safe_dump(recipe))
         results[backend] = evaluate(load_config(tmp_path / f"{backend}.yaml", output_dir=str(tmp_path / backend)))
     served = results["tgi"]["settings"]["backend"]
     assert served["backend"] == "tgi" and served["details"]["tgi_version"] == "3.3.6-dev0"
     assert server.stats()["counts"]["generated"] == 4  # 2 HumanEval+ and 2 MBPP+ tasks, greedy
     for name in ("humaneval", "mbpp"):
-        samples = [(tmp_path / backend / "eval" / f"{name}_samples.jsonl").read_text() for backend in ("tgi", "transformers")]
+        samples = [
+            (tmp_path / backend / "eval" / f"{name}_samples.jsonl").read_text() for backend in ("tgi", "transformers")
+        ]
         assert samples[0] == samples[1]  # greedy: the endpoints write exactly what the embedded model writes
         assert results["tgi"]["benchmarks"][name]["pass@1"] == results["transformers"]["benchmarks"][name]["pass@1"]
 
@@ -657,13 +807,25 @@ def test_check_endpoints_command_prints_the_report_and_fails_on_a_dead_endpoint(
 
     a = servers.start()
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"generator: {{backend: tgi, model: {tiny_model_dir}, endpoints: [{a.url}], health_timeout: 2.0}}\n")
+    recipe.write_text(
+        f"generator: {{backend: tgi, model: {tiny_model_dir}, endpoints: [{a.url}], health_timeout: 2.0}}\n"
+    )
     command = [sys.executable, "-m", "inversecoder.cli", "check-endpoints", str(recipe)]
     healthy = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert healthy.returncode == 0, healthy.stderr
     assert a.url in healthy.stdout and "1/1 endpoints healthy" in healthy.stdout
-    broken = subprocess.run([*command, "generator.endpoints=[" + a.url + ", http://127.0.0.1:9]"], capture_output=True, text=True, timeout=120)
+    broken = subprocess.run(
+        [*command, "generator.endpoints=[" + a.url + ", http://127.0.0.1:9]"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert broken.returncode == 2 and "1 of 2 endpoints unreachable or unhealthy: http://127.0.0.1:9" in broken.stderr
     other = servers.start(model_sha="f" * 40)
-    refused = subprocess.run([*command, "generator.endpoints=[" + a.url + ", " + other.url + "]"], capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [*command, "generator.endpoints=[" + a.url + ", " + other.url + "]"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 2 and "REFUSED" in refused.stdout and "different models or revisions" in refused.stderr

@@ -32,18 +32,27 @@ N_GENERATED, N_ORIGINAL = 48, 32
 
 def generated_rows(n: int) -> list[dict]:
     return [
-        {"instruction": f"Write a python function that multiplies its argument by {i}.",
-         "response": f"```python\ndef times_{i}(x):\n    return x * {i}\n```", "score": 0.5 + i / 1000,
-         "language": "python", "row_id": f"g{i}", "source_index": i, "candidate_id": f"g{i}-0"}
+        {
+            "instruction": f"Write a python function that multiplies its argument by {i}.",
+            "response": f"```python\ndef times_{i}(x):\n    return x * {i}\n```",
+            "score": 0.5 + i / 1000,
+            "language": "python",
+            "row_id": f"g{i}",
+            "source_index": i,
+            "candidate_id": f"g{i}-0",
+        }
         for i in range(n)
     ]
 
 
 def original_rows(n: int) -> list[dict]:
     return [
-        {"instruction": f"Implement a function that adds {i} to a number.",
-         "response": f"Here it is:\n```python\ndef add_{i}(x):\n    return x + {i}\n```", "row_id": f"o{i}",
-         "source_index": i}
+        {
+            "instruction": f"Implement a function that adds {i} to a number.",
+            "response": f"Here it is:\n```python\ndef add_{i}(x):\n    return x + {i}\n```",
+            "row_id": f"o{i}",
+            "source_index": i,
+        }
         for i in range(n)
     ]
 
@@ -54,11 +63,25 @@ def write_dataset(folder: Path, generated: list[dict], original: list[dict]) -> 
     import pyarrow.parquet as pq
 
     schemas = {
-        "data": pa.schema([("instruction", pa.string()), ("response", pa.string()), ("score", pa.float64()),
-                           ("language", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()),
-                           ("candidate_id", pa.string())]),
-        "original": pa.schema([("instruction", pa.string()), ("response", pa.string()), ("row_id", pa.string()),
-                               ("source_index", pa.int64())]),
+        "data": pa.schema(
+            [
+                ("instruction", pa.string()),
+                ("response", pa.string()),
+                ("score", pa.float64()),
+                ("language", pa.string()),
+                ("row_id", pa.string()),
+                ("source_index", pa.int64()),
+                ("candidate_id", pa.string()),
+            ]
+        ),
+        "original": pa.schema(
+            [
+                ("instruction", pa.string()),
+                ("response", pa.string()),
+                ("row_id", pa.string()),
+                ("source_index", pa.int64()),
+            ]
+        ),
     }
     empty = []
     for sub, name, rows in (("data", "default", generated), ("original", "original", original)):
@@ -74,8 +97,16 @@ def write_dataset(folder: Path, generated: list[dict], original: list[dict]) -> 
 
 def run_config(model_dir: Path, **train: Any) -> RunConfig:
     """Small, fast settings: 8 sequences per step as 2 x 4, so gradient accumulation is exercised."""
-    settings: dict[str, Any] = dict(base_model=str(model_dir), global_batch_size=8, per_device_batch_size=4, learning_rate=1e-3,
-                    warmup_steps=1, max_length=256, logging_steps=1, save_steps=1000)
+    settings: dict[str, Any] = dict(
+        base_model=str(model_dir),
+        global_batch_size=8,
+        per_device_batch_size=4,
+        learning_rate=1e-3,
+        warmup_steps=1,
+        max_length=256,
+        logging_steps=1,
+        save_steps=1000,
+    )
     settings.update(train)
     return RunConfig(seed=0, train=TrainConfig(**settings))
 
@@ -141,8 +172,9 @@ def test_two_stage_model_folder(trained, bare_model_dir):
     assert tokenizer.chat_template == prompts.CHAT_TEMPLATE
     assert tokenizer.pad_token == tokenizer.eos_token, "a missing pad token falls back to EOS"
     question = "Write a function that reverses a string."
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                             tokenize=False)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
     assert rendered == prompts.magicoder_prompt(question)
     assert GenerationConfig.from_pretrained(model_dir).eos_token_id == tokenizer.eos_token_id
 
@@ -252,7 +284,7 @@ def test_loss_is_on_response_and_eos_only(tiny_model_dir, dataset_dir, tmp_path)
     for row, index in enumerate((0, 12)):
         labels = dataset[index]["labels"]
         assert batch["labels"][row, : len(labels)].tolist() == labels
-        assert (batch["labels"][row, len(labels):] == -100).all(), "padding carries no loss"
+        assert (batch["labels"][row, len(labels) :] == -100).all(), "padding carries no loss"
 
 
 def test_gradient_accumulation_follows_global_batch(monkeypatch, tmp_path):
@@ -281,7 +313,11 @@ def test_gradient_accumulation_follows_global_batch(monkeypatch, tmp_path):
 
     paper = config_for()
     assert (paper.optim, paper.learning_rate, paper.warmup_steps, paper.lr_scheduler_type) == (
-        "adafactor", 5e-5, 15, "linear")
+        "adafactor",
+        5e-5,
+        15,
+        "linear",
+    )
     assert (paper.max_length, paper.max_grad_norm, paper.save_total_limit) == (1024, 0.0, 2)
     assert paper.completion_only_loss is True and paper.packing is False and paper.report_to == []
     assert paper.stage == "stage1" and paper.output_dir == str(tmp_path)

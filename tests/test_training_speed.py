@@ -36,7 +36,12 @@ def test_auto_choice_by_hardware(monkeypatch):
     cpu = speed.choose(TrainConfig(), device="cpu")
     assert (cpu.packing, cpu.attn_implementation, cpu.liger, cpu.torch_compile) == (False, "sdpa", False, False)
     gpu = speed.choose(TrainConfig(), device="cuda")
-    assert (gpu.packing, gpu.attn_implementation, gpu.liger, gpu.torch_compile) == (True, "flex_attention", False, False)
+    assert (gpu.packing, gpu.attn_implementation, gpu.liger, gpu.torch_compile) == (
+        True,
+        "flex_attention",
+        False,
+        False,
+    )
     assert set(gpu.reasons) == {"packing", "attention", "kernels", "torch_compile", "static_shape"}
     assert gpu.static_shape and not cpu.static_shape, "flex attention recompiles at every new packed length"
     assert speed.static_length(gpu, 8, 2048) == 16384 and speed.static_length(cpu, 8, 2048) is None
@@ -46,8 +51,12 @@ def test_auto_choice_by_hardware(monkeypatch):
     assert (fast.attn_implementation, fast.liger) == ("flash_attention_2", True)
     assert speed.choose(TrainConfig(), device="cpu").liger is False, "Liger is Triton: GPU only"
     kwargs = speed.sft_kwargs(fast)
-    assert kwargs == {"packing": True, "packing_strategy": "bfd", "use_liger_kernel": True,
-                      "model_init_kwargs": {"attn_implementation": "flash_attention_2"}}
+    assert kwargs == {
+        "packing": True,
+        "packing_strategy": "bfd",
+        "use_liger_kernel": True,
+        "model_init_kwargs": {"attn_implementation": "flash_attention_2"},
+    }
 
     forced = TrainConfig(packing="true", attn_implementation="eager", kernels="none", torch_compile="true")
     plan = speed.choose(forced, device="cuda")
@@ -57,8 +66,12 @@ def test_auto_choice_by_hardware(monkeypatch):
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"packing": "sometimes"}, "train.packing"), ({"attn_implementation": "fast"}, "attn_implementation"),
-     ({"kernels": "triton"}, "train.kernels"), ({"torch_compile": "maybe"}, "torch_compile")],
+    [
+        ({"packing": "sometimes"}, "train.packing"),
+        ({"attn_implementation": "fast"}, "attn_implementation"),
+        ({"kernels": "triton"}, "train.kernels"),
+        ({"torch_compile": "maybe"}, "torch_compile"),
+    ],
 )
 def test_bad_speed_settings(changes, message):
     from inversecoder.trainers import speed
@@ -74,8 +87,9 @@ def test_cpu_sft_config_keeps_the_paper_batches(tmp_path):
     assert args.packing is False and args.model_init_kwargs == {"attn_implementation": "sdpa"}
     assert args.speed_plan is not None  # sft_config_for always records its plan
     assert args.speed_plan["device"] in ("cpu", "cuda", "mps") and args.speed_plan["reasons"]["packing"]
-    merged = recipe.sft_config_for(TrainConfig(sft_args={"model_init_kwargs": {"dtype": "float32"}}), tmp_path, 1.0,
-                                   0, "stage1")
+    merged = recipe.sft_config_for(
+        TrainConfig(sft_args={"model_init_kwargs": {"dtype": "float32"}}), tmp_path, 1.0, 0, "stage1"
+    )
     assert merged.model_init_kwargs == {"attn_implementation": "sdpa", "dtype": "float32"}
 
 
@@ -87,16 +101,29 @@ def test_packed_global_batch_counts_documents(tmp_path):
     assert speed.packed_batch(512, 8, 8, 4.0) == (8, 2)  # 8 rows x 8 GPUs x 2 steps x 4 docs = 512 documents
     assert speed.packed_batch(512, 8, 1, 4.0) == (8, 16)
     assert speed.packed_batch(8, 4, 1, 4.0) == (2, 1), "never more documents per step than the global batch"
-    args = recipe.sft_config_for(TrainConfig(packing="true", max_length=1024), tmp_path, 1.0, 0, "stage1",
-                                 lengths=[250] * 4096)
+    args = recipe.sft_config_for(
+        TrainConfig(packing="true", max_length=1024), tmp_path, 1.0, 0, "stage1", lengths=[250] * 4096
+    )
     assert args.packing is True and args.packing_strategy == "bfd" and args.documents_per_row == 4.0
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 16)
     assert args.pad_to_multiple_of is None, "sdpa on a CPU: no compiled kernel, no padding"
-    flex = recipe.sft_config_for(TrainConfig(packing="true", max_length=1024, attn_implementation="flex_attention"),
-                                 tmp_path, 1.0, 0, "stage1", lengths=[250] * 4096)
+    flex = recipe.sft_config_for(
+        TrainConfig(packing="true", max_length=1024, attn_implementation="flex_attention"),
+        tmp_path,
+        1.0,
+        0,
+        "stage1",
+        lengths=[250] * 4096,
+    )
     assert flex.pad_to_multiple_of == 8 * 1024, "one shape per step: 8 rows x max_length"
-    explicit = recipe.sft_config_for(TrainConfig(packing="true", sft_args={"gradient_accumulation_steps": 3}),
-                                     tmp_path, 1.0, 0, "stage1", lengths=[250] * 64)
+    explicit = recipe.sft_config_for(
+        TrainConfig(packing="true", sft_args={"gradient_accumulation_steps": 3}),
+        tmp_path,
+        1.0,
+        0,
+        "stage1",
+        lengths=[250] * 64,
+    )
     assert explicit.gradient_accumulation_steps == 3
 
 
@@ -108,18 +135,33 @@ def _rows(n: int):
 
     from inversecoder.core import prompts
 
-    return datasets.Dataset.from_list([
-        {"prompt": prompts.magicoder_prompt(f"Write a function number {i} that " + "adds and multiplies " * (i % 5)),
-         "completion": f"```python\ndef f_{i}(x):\n" + f"    x = x * {i} + 1\n" * (1 + i % 7) + "    return x\n```"}
-        for i in range(n)
-    ])
+    return datasets.Dataset.from_list(
+        [
+            {
+                "prompt": prompts.magicoder_prompt(
+                    f"Write a function number {i} that " + "adds and multiplies " * (i % 5)
+                ),
+                "completion": f"```python\ndef f_{i}(x):\n"
+                + f"    x = x * {i} + 1\n" * (1 + i % 7)
+                + "    return x\n```",
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def _trainer(model_dir: Path, out: Path, rows, **train):
     from inversecoder.trainers import recipe, speed
 
-    config = TrainConfig(base_model=str(model_dir), learning_rate=1e-3, warmup_steps=0, max_length=256,
-                         logging_steps=1, save_steps=1000, **train)
+    config = TrainConfig(
+        base_model=str(model_dir),
+        learning_rate=1e-3,
+        warmup_steps=0,
+        max_length=256,
+        logging_steps=1,
+        save_steps=1000,
+        **train,
+    )
     lengths = speed.document_lengths(recipe._load_tokenizer(str(model_dir), None), rows)
     args = recipe.sft_config_for(config, out, 1.0, 0, "stage1", lengths=lengths)
     return recipe._build_trainer(args, str(model_dir), None, rows)
@@ -129,16 +171,25 @@ def test_packed_and_unpacked_give_the_same_loss_and_gradients(tiny_model_dir, tm
     import torch
 
     rows = _rows(12)
-    padded = _trainer(tiny_model_dir, tmp_path / "padded", rows, packing="false", global_batch_size=12,
-                      per_device_batch_size=12)
-    packed = _trainer(tiny_model_dir, tmp_path / "packed", rows, packing="true", global_batch_size=12,
-                      per_device_batch_size=12)
+    padded = _trainer(
+        tiny_model_dir, tmp_path / "padded", rows, packing="false", global_batch_size=12, per_device_batch_size=12
+    )
+    packed = _trainer(
+        tiny_model_dir, tmp_path / "packed", rows, packing="true", global_batch_size=12, per_device_batch_size=12
+    )
     assert packed.args.packing and packed.padding_free and not padded.padding_free
     assert len(packed.train_dataset) < len(rows), "several documents share a packed row"
     assert sum(len(r["seq_lengths"]) for r in packed.train_dataset) == len(rows)
     # Padded to one shape as under flex attention on a GPU: the pads change nothing.
-    fixed = _trainer(tiny_model_dir, tmp_path / "fixed", rows, packing="true", global_batch_size=12,
-                     per_device_batch_size=12, sft_args={"pad_to_multiple_of": 4096})
+    fixed = _trainer(
+        tiny_model_dir,
+        tmp_path / "fixed",
+        rows,
+        packing="true",
+        global_batch_size=12,
+        per_device_batch_size=12,
+        sft_args={"pad_to_multiple_of": 4096},
+    )
     assert packed.args.gradient_accumulation_steps == 1
     assert packed.args.per_device_train_batch_size >= len(packed.train_dataset), "one step sees every document"
 
@@ -183,9 +234,20 @@ def test_packed_two_stage_run_writes_the_model_folder(tiny_model_dir, tmp_path):
     from inversecoder.trainers import train_model
 
     dataset_dir = write_dataset(tmp_path / "dataset", generated_rows(16), original_rows(8))
-    config = RunConfig(seed=0, train=TrainConfig(
-        base_model=str(tiny_model_dir), packing="true", global_batch_size=8, per_device_batch_size=4,
-        learning_rate=1e-3, warmup_steps=1, max_length=256, logging_steps=1, save_steps=1000))
+    config = RunConfig(
+        seed=0,
+        train=TrainConfig(
+            base_model=str(tiny_model_dir),
+            packing="true",
+            global_batch_size=8,
+            per_device_batch_size=4,
+            learning_rate=1e-3,
+            warmup_steps=1,
+            max_length=256,
+            logging_steps=1,
+            save_steps=1000,
+        ),
+    )
     model_dir = train_model(config, dataset_dir, tmp_path / "work", tmp_path / "model")
     assert (model_dir / "model.safetensors").is_file()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -198,8 +260,10 @@ def test_packed_two_stage_run_writes_the_model_folder(tiny_model_dir, tmp_path):
         # about 8 documents per optimizer step, whatever the packing
         docs = args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] * args["documents_per_row"]
         assert 4 <= docs <= 16
-        assert stage["peak_memory_gib"] > 0 and stage["peak_memory_kind"] in ("process_max_rss",
-                                                                            "cuda_max_memory_allocated")
+        assert stage["peak_memory_gib"] > 0 and stage["peak_memory_kind"] in (
+            "process_max_rss",
+            "cuda_max_memory_allocated",
+        )
         assert args["speed_plan"]["packing"] is True
     logs = json.loads((model_dir / "training_logs.json").read_text())
     assert all(history[-1]["peak_memory_gib"] > 0 for history in logs.values())

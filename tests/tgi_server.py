@@ -127,8 +127,12 @@ class OpenAPISchemas:
             for i, item in enumerate(value):
                 self._check(item, schema.get("items", {}), f"{where}[{i}]", found)
         if kind in ("integer", "number"):
-            bounds = [("minimum", lambda v, b: v >= b), ("maximum", lambda v, b: v <= b),
-                      ("exclusiveMinimum", lambda v, b: v > b), ("exclusiveMaximum", lambda v, b: v < b)]
+            bounds = [
+                ("minimum", lambda v, b: v >= b),
+                ("maximum", lambda v, b: v <= b),
+                ("exclusiveMinimum", lambda v, b: v > b),
+                ("exclusiveMaximum", lambda v, b: v < b),
+            ]
             for key, ok in bounds:
                 bound = schema.get(key)
                 if isinstance(bound, (int, float)) and not isinstance(bound, bool) and not ok(value, bound):
@@ -175,7 +179,10 @@ class TinyModel:
 
     def tokenize(self, text: str) -> list[dict[str, Any]]:
         encoded = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-        return [{"id": i, "text": text[a:b], "start": a, "stop": b} for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)]
+        return [
+            {"id": i, "text": text[a:b], "start": a, "stop": b}
+            for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+        ]
 
     def generate(self, body: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         """TGI's validation (router/src/validation.rs) and generation for one request."""
@@ -198,7 +205,9 @@ class TinyModel:
             raise ValidationFailure(f"`top_n_tokens` must be >= 0 and <= {settings['max_top_n_tokens']}")
         stop = p.get("stop") or []
         if len(stop) > settings["max_stop_sequences"]:
-            raise ValidationFailure(f"`stop` supports up to {settings['max_stop_sequences']} stop sequences. Given: {len(stop)}")
+            raise ValidationFailure(
+                f"`stop` supports up to {settings['max_stop_sequences']} stop sequences. Given: {len(stop)}"
+            )
         ids = self.tokenizer(inputs, add_special_tokens=True)["input_ids"]
         n = len(ids)
         max_new = p.get("max_new_tokens")
@@ -209,8 +218,10 @@ class TinyModel:
         if n > settings["max_input_tokens"]:
             raise ValidationFailure(f"`inputs` must have less than {settings['max_input_tokens']} tokens. Given: {n}")
         if n + max_new > settings["max_total_tokens"]:
-            raise ValidationFailure(f"`inputs` tokens + `max_new_tokens` must be <= {settings['max_total_tokens']}. "
-                                    f"Given: {n} `inputs` tokens and {max_new} `max_new_tokens`")
+            raise ValidationFailure(
+                f"`inputs` tokens + `max_new_tokens` must be <= {settings['max_total_tokens']}. "
+                f"Given: {n} `inputs` tokens and {max_new} `max_new_tokens`"
+            )
         # TGI samples when asked to or when any warper is set.
         sampling = bool(p.get("do_sample")) or (temperature not in (None, 1.0)) or (top_p not in (None, 1.0))
         seed = p.get("seed")
@@ -224,9 +235,12 @@ class TinyModel:
             if p.get("decoder_input_details") and settings["prefill_logprobs"]:
                 prompt_logprobs = torch.log_softmax(all_logits[:-1], dim=-1)
                 prefill = [self.token(ids[0], None, False)] + [
-                    self.token(ids[i], float(prompt_logprobs[i - 1, ids[i]]), False) for i in range(1, n)]
+                    self.token(ids[i], float(prompt_logprobs[i - 1, ids[i]]), False) for i in range(1, n)
+                ]
             logits = all_logits[-1]
-            generator = torch.Generator().manual_seed(int(seed)) if sampling and seed is not None else None  # drawn above
+            generator = (
+                torch.Generator().manual_seed(int(seed)) if sampling and seed is not None else None
+            )  # drawn above
             seen = torch.zeros_like(logits, dtype=torch.bool)
             seen[torch.tensor(ids)] = True
             generated, tokens, top_tokens, finish = [], [], [], "length"
@@ -250,7 +264,9 @@ class TinyModel:
                 tokens.append(self.token(token, float(logprobs[token])))
                 if top_n:
                     values, index = torch.topk(logprobs, top_n)
-                    top_tokens.append([self.token(int(i), float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)])
+                    top_tokens.append(
+                        [self.token(int(i), float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)]
+                    )
                 generated.append(token)
                 seen[token] = True
                 if token in self.eos_ids:
@@ -267,8 +283,13 @@ class TinyModel:
                 logits = out.logits[0, -1].float()
         response: dict[str, Any] = {"generated_text": self.tokenizer.decode(generated, skip_special_tokens=True)}
         if p.get("details"):
-            details = {"finish_reason": finish, "generated_tokens": len(generated), "seed": seed if sampling else None,
-                       "prefill": prefill, "tokens": tokens}
+            details = {
+                "finish_reason": finish,
+                "generated_tokens": len(generated),
+                "seed": seed if sampling else None,
+                "prefill": prefill,
+                "tokens": tokens,
+            }
             if top_tokens:
                 details["top_tokens"] = top_tokens
             response["details"] = details
@@ -338,12 +359,20 @@ class ServerState:
     def info(self) -> dict[str, Any]:
         s = self.settings
         info = {
-            "model_id": s["model_id"], "model_sha": s["model_sha"], "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": s["max_concurrent_requests"], "max_best_of": 2,
-            "max_stop_sequences": s["max_stop_sequences"], "max_input_tokens": s["max_input_tokens"],
-            "max_total_tokens": s["max_total_tokens"], "validation_workers": 2, "max_client_batch_size": 4,
-            "router": "text-generation-router", "version": s["version"],
-            "sha": "db931fcf42da018a3657580c64bf2720f167f9ab", "docker_label": None,
+            "model_id": s["model_id"],
+            "model_sha": s["model_sha"],
+            "model_pipeline_tag": "text-generation",
+            "max_concurrent_requests": s["max_concurrent_requests"],
+            "max_best_of": 2,
+            "max_stop_sequences": s["max_stop_sequences"],
+            "max_input_tokens": s["max_input_tokens"],
+            "max_total_tokens": s["max_total_tokens"],
+            "validation_workers": 2,
+            "max_client_batch_size": 4,
+            "router": "text-generation-router",
+            "version": s["version"],
+            "sha": "db931fcf42da018a3657580c64bf2720f167f9ab",
+            "docker_label": None,
         }
         if s.get("report_top_n"):
             info["max_top_n_tokens"] = s["max_top_n_tokens"]
@@ -365,7 +394,11 @@ class Handler(BaseHTTPRequestHandler):
         route = self.path.split("?", 1)[0]
         if route == "/_stats":
             with self.state.lock:
-                stats = {"counts": dict(self.state.counts), "violations": list(self.state.violations), "pid": os.getpid()}
+                stats = {
+                    "counts": dict(self.state.counts),
+                    "violations": list(self.state.violations),
+                    "pid": os.getpid(),
+                }
             return self._send(200, stats)
         self.state.count(f"GET {route}")
         if self.headers.get("Authorization"):
@@ -401,7 +434,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, None)
         self._validate(body, "GenerateRequest", f"request {route}")
         if route == "/generate":
-            time.sleep(sum(seconds for text, seconds in self.state.faults["slow"].items() if text in body.get("inputs", "")))
+            time.sleep(
+                sum(seconds for text, seconds in self.state.faults["slow"].items() if text in body.get("inputs", ""))
+            )
         fault = self.state.fault_for(route, raw)
         if fault and fault[0] == "drop":
             self.state.count("dropped")
@@ -435,10 +470,18 @@ class Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(self.state.faults["retry_after"])
         self._send(status, body, "ErrorResponse", headers)
 
-    def _send(self, status: int, payload: Any, schema: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, payload: Any, schema: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         if schema:
             self._validate(payload, schema, f"response {schema}")
-        data = b"" if payload is None else json.dumps(payload).encode() if not isinstance(payload, str) else payload.encode()
+        data = (
+            b""
+            if payload is None
+            else json.dumps(payload).encode()
+            if not isinstance(payload, str)
+            else payload.encode()
+        )
         self.state.count(f"status {status}")
         self.send_response(status)
         self.send_header("Content-Type", "application/json" if not isinstance(payload, str) else "text/plain")
@@ -477,8 +520,14 @@ def _die_with_parent() -> None:
 
 
 DEFAULT_SETTINGS = {
-    "model_sha": None, "version": TGI_VERSION, "max_input_tokens": 3000, "max_total_tokens": 4096,
-    "max_stop_sequences": 4, "max_concurrent_requests": 128, "max_top_n_tokens": 5, "report_top_n": False,
+    "model_sha": None,
+    "version": TGI_VERSION,
+    "max_input_tokens": 3000,
+    "max_total_tokens": 4096,
+    "max_stop_sequences": 4,
+    "max_concurrent_requests": 128,
+    "max_top_n_tokens": 5,
+    "report_top_n": False,
     "prefill_logprobs": True,  # TGI >= 3.0 without --enable-prefill-logprobs: False (an empty `prefill`, no error)
 }
 
@@ -488,6 +537,7 @@ def zygote(openapi: str | None) -> None:
     then fork one server process per `start` command."""
     _die_with_parent()
     import torch  # the slow imports, before anyone waits
+
     importlib.import_module("transformers")
 
     model: TinyModel | None = None
@@ -521,7 +571,9 @@ def zygote(openapi: str | None) -> None:
                         import torch
 
                         torch.set_num_threads(1)
-                        DoubleServer(sock, ServerState(model, schemas, settings, faults)).serve_forever(poll_interval=0.05)
+                        DoubleServer(sock, ServerState(model, schemas, settings, faults)).serve_forever(
+                            poll_interval=0.05
+                        )
                     finally:
                         os._exit(0)
                 port = sock.getsockname()[1]
@@ -597,7 +649,9 @@ class TGIServers:
         args = [sys.executable, str(Path(__file__).resolve())]
         if openapi and Path(openapi).is_file():
             args += ["--openapi", str(openapi)]
-        self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env
+        )
         assert self._process.stdin is not None and self._process.stdout is not None  # both are pipes
         self._stdin, self._stdout = self._process.stdin, self._process.stdout
         self._lines: queue.Queue[str] = queue.Queue()

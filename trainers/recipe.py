@@ -44,8 +44,15 @@ COMPLETE = ".complete"
 STAGE_INFO = "stage.json"
 PLAN = "plan.json"
 _NOT_IN_FINGERPRINT = (
-    "enabled", "logging_steps", "save_steps", "bf16", "gradient_checkpointing", "per_device_batch_size",
-    "attn_implementation", "kernels", "torch_compile",
+    "enabled",
+    "logging_steps",
+    "save_steps",
+    "bf16",
+    "gradient_checkpointing",
+    "per_device_batch_size",
+    "attn_implementation",
+    "kernels",
+    "torch_compile",
 )
 """Knobs that change speed, memory or bookkeeping but not what is learned: a resume may change them."""
 
@@ -61,8 +68,10 @@ class InverseCoderSFTConfig(trl.SFTConfig):
     stage: str = field(default="", metadata={"help": "Name of the training stage (stage1, stage2, mix)."})
     documents_per_row: float | None = field(
         default=None,
-        metadata={"help": "With packing: estimated documents per packed row; global_batch_size then counts "
-                          "documents, and the rows per micro-batch and the accumulation are derived from it."},
+        metadata={
+            "help": "With packing: estimated documents per packed row; global_batch_size then counts "
+            "documents, and the rows per micro-batch and the accumulation are derived from it."
+        },
     )
     speed_plan: dict | None = field(
         default=None, metadata={"help": "The packing/attention/kernels/compile choice and its reasons (a record)."}
@@ -79,8 +88,10 @@ class InverseCoderSFTConfig(trl.SFTConfig):
                     self.global_batch_size, self.per_device_train_batch_size, world_size()
                 )
         if self.packing and self.pad_to_multiple_of in (None, "auto"):
-            self.pad_to_multiple_of = speed.static_length(
-                self.speed_plan, self.per_device_train_batch_size, self.max_length) or self.pad_to_multiple_of
+            self.pad_to_multiple_of = (
+                speed.static_length(self.speed_plan, self.per_device_train_batch_size, self.max_length)
+                or self.pad_to_multiple_of
+            )
         super().__post_init__()
 
 
@@ -135,7 +146,12 @@ def _checked_sft_args(sft_args: dict[str, Any]) -> dict[str, Any]:
 
 
 def sft_config_for(
-    train: TrainConfig, output_dir: Path, epochs: float, seed: int, stage: str, lengths: list[int] | None = None,
+    train: TrainConfig,
+    output_dir: Path,
+    epochs: float,
+    seed: int,
+    stage: str,
+    lengths: list[int] | None = None,
 ) -> InverseCoderSFTConfig:
     """The paper's hyper-parameters as an SFTConfig; `train.sft_args` is applied last and wins.
 
@@ -259,7 +275,9 @@ def _plan(config: RunConfig, dataset_dir: Path, work_dir: Path) -> tuple[list[St
     train = config.train  # its mode is one of MODES: checked when the config was read
     original = load_pairs(dataset_dir, "original")
     if train.mode == "original":
-        return [Stage("original", ["original"], train.original_epochs, original, work_dir / "original")], {"original": len(original)}
+        return [Stage("original", ["original"], train.original_epochs, original, work_dir / "original")], {
+            "original": len(original)
+        }
     generated = load_pairs(dataset_dir, "default")
     sizes = {"default": len(generated), "original": len(original)}
     if train.mode == "two-stage":
@@ -297,8 +315,14 @@ def _fingerprint(train: TrainConfig, stage: Stage, start: str, revision: str | N
     knobs are left out."""
     settings = {k: v for k, v in train.model_dump().items() if k not in _NOT_IN_FINGERPRINT}
     data = {
-        "settings": settings, "seed": seed, "stage": stage.name, "configs": stage.configs, "epochs": stage.epochs,
-        "start": None if previous else start, "revision": revision, "previous": previous,
+        "settings": settings,
+        "seed": seed,
+        "stage": stage.name,
+        "configs": stage.configs,
+        "epochs": stage.epochs,
+        "start": None if previous else start,
+        "revision": revision,
+        "previous": previous,
         "data": _content_hash(stage.rows),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -409,8 +433,12 @@ def _run_stage(
 ) -> dict[str, Any]:
     """Train one stage (or skip it: already complete, or no rows) and return its record."""
     record: dict[str, Any] = {
-        "stage": stage.name, "configs": stage.configs, "rows": len(stage.rows), "epochs": stage.epochs,
-        "start_model": start, "fingerprint": fingerprint,
+        "stage": stage.name,
+        "configs": stage.configs,
+        "rows": len(stage.rows),
+        "epochs": stage.epochs,
+        "start_model": start,
+        "fingerprint": fingerprint,
     }
     _start_fresh_if_changed(stage.folder, fingerprint, stage.name)
     if (stage.final / COMPLETE).is_file():
@@ -428,7 +456,9 @@ def _run_stage(
     peak = speed.peak_memory()
     trainer.state.log_history.append({**peak, "step": trainer.state.global_step})
     record.update(
-        sft_args=_public(args.to_dict()), global_step=trainer.state.global_step, **peak,
+        sft_args=_public(args.to_dict()),
+        global_step=trainer.state.global_step,
+        **peak,
         log_history=trainer.state.log_history,
     )
     _save_final(trainer, stage.final, record)
@@ -439,7 +469,11 @@ def _run_stage(
 
 
 def _export(
-    final: Path, model_dir: Path, config: RunConfig, base: tuple[str, str | None], sizes: dict[str, int],
+    final: Path,
+    model_dir: Path,
+    config: RunConfig,
+    base: tuple[str, str | None],
+    sizes: dict[str, int],
     records: list[dict[str, Any]],
 ) -> None:
     """The model folder users load: weights, tokenizer with the chat template, and how it was trained; it
@@ -448,8 +482,14 @@ def _export(
         _write_model_folder(partial, final, base, config, sizes, records)
 
 
-def _write_model_folder(partial: Path, final: Path, base: tuple[str, str | None], config: RunConfig, sizes: dict[str, int],
-                        records: list[dict[str, Any]]) -> None:
+def _write_model_folder(
+    partial: Path,
+    final: Path,
+    base: tuple[str, str | None],
+    config: RunConfig,
+    sizes: dict[str, int],
+    records: list[dict[str, Any]],
+) -> None:
     from transformers import GenerationConfig
 
     shutil.copytree(final, partial, ignore=shutil.ignore_patterns(STAGE_INFO, COMPLETE, "training_args.bin"))
@@ -460,12 +500,19 @@ def _write_model_folder(partial: Path, final: Path, base: tuple[str, str | None]
     generation.pad_token_id = tokenizer.pad_token_id
     generation.save_pretrained(partial)
     stages = [{k: v for k, v in r.items() if k != "log_history"} for r in records]
-    write_json(partial / "training_config.json", _public({
-        "base_model": base[0], "base_revision": base[1], "seed": config.seed,
-        "train": config.train.model_dump(),
-        "dataset_sizes": sizes,
-        "stages": stages,
-    }))
+    write_json(
+        partial / "training_config.json",
+        _public(
+            {
+                "base_model": base[0],
+                "base_revision": base[1],
+                "seed": config.seed,
+                "train": config.train.model_dump(),
+                "dataset_sizes": sizes,
+                "stages": stages,
+            }
+        ),
+    )
     write_json(partial / "training_logs.json", {r["stage"]: r["log_history"] for r in records})
 
 
@@ -481,8 +528,11 @@ def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir:
         # Packed rows hold several documents: the global batch keeps counting documents (see speed.py).
         tokenizer = _load_tokenizer(*base)
         stage_args = [
-            sft_config_for(config.train, s.folder, s.epochs, config.seed, s.name,
-                           lengths=speed.document_lengths(tokenizer, s.rows)) if args.packing else args
+            sft_config_for(
+                config.train, s.folder, s.epochs, config.seed, s.name, lengths=speed.document_lengths(tokenizer, s.rows)
+            )
+            if args.packing
+            else args
             for s, args in zip(stages, stage_args, strict=True)
         ]
     start, revision = base

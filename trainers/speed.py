@@ -97,8 +97,8 @@ def choose(train: Any, device: str | None = None) -> SpeedPlan:
         packing = gpu
         reasons["packing"] = (
             "auto: GPU, padding-free bfd packing with per-document masks (about half a padded batch is padding)"
-            if gpu else
-            f"auto: {device}, no block-sparse attention kernel (a packed row gets a dense mask): paper's padded batches"
+            if gpu
+            else f"auto: {device}, no block-sparse attention kernel (a packed row gets a dense mask): paper's padded batches"
         )
     else:
         packing = packing_setting == "true"
@@ -124,8 +124,11 @@ def choose(train: Any, device: str | None = None) -> SpeedPlan:
     kernels = train.kernels
     if kernels == "auto":
         liger = gpu and installed("liger_kernel")
-        reasons["kernels"] = "auto: Liger kernels" if liger else (
-            "auto: liger-kernel not installed" if gpu else f"auto: {device}, Liger kernels are GPU (Triton) only")
+        reasons["kernels"] = (
+            "auto: Liger kernels"
+            if liger
+            else ("auto: liger-kernel not installed" if gpu else f"auto: {device}, Liger kernels are GPU (Triton) only")
+        )
     else:
         liger = kernels == "liger"
         if liger and not installed("liger_kernel"):
@@ -141,8 +144,10 @@ def choose(train: Any, device: str | None = None) -> SpeedPlan:
         reasons["torch_compile"] = f"set to {compile_setting}"
     static = packing and (attention == "flex_attention" or compiled)
     reasons["static_shape"] = (
-        "packed rows padded to rows x max_length: compiled kernels would recompile at every new length" if static
-        else "not needed: no compiled kernel sees the packed row's length")
+        "packed rows padded to rows x max_length: compiled kernels would recompile at every new length"
+        if static
+        else "not needed: no compiled kernel sees the packed row's length"
+    )
     return SpeedPlan(device, packing, attention, liger, compiled, static, reasons)
 
 

@@ -54,7 +54,7 @@ def _local_copy(name: str, benchmarks_dir: Path, cache_dir: Path) -> Path:
 
 def load_benchmark(name: str, benchmarks_dir: str | None, cache_dir: Path) -> Benchmark:
     """Load one benchmark (`humaneval` or `mbpp`) with evalplus's loader, from `benchmarks_dir` (None:
-the shipped copies; `download`: evalplus's downloader)."""
+    the shipped copies; `download`: evalplus's downloader)."""
     if name not in BENCHMARK_FILES:
         raise ConfigError(f"unknown benchmark '{name}': choose from {', '.join(BENCHMARK_FILES)}")
     import evalplus.data.humaneval as humaneval

@@ -61,7 +61,11 @@ def unsafe_execute_function(fix_find_zero: bool = True) -> Callable[..., None]:
             source = inspect.getsource(function)
             if source.count(_FIND_ZERO_BUG) == 1:
                 namespace = dict(vars(evalplus_eval))  # its globals (np, _poly, reliability_guard, ...)
-                code = compile(source.replace(_FIND_ZERO_BUG, _FIND_ZERO_FIXED), inspect.getsourcefile(function) or "evalplus", "exec")
+                code = compile(
+                    source.replace(_FIND_ZERO_BUG, _FIND_ZERO_FIXED),
+                    inspect.getsourcefile(function) or "evalplus",
+                    "exec",
+                )
                 exec(code, namespace)  # evalplus's own source, patched above
                 function = namespace["unsafe_execute"]
             elif _FIND_ZERO_FIXED not in source:
@@ -141,12 +145,26 @@ def untrusted_check(
     wall = run_deadline(time_limits, fast_check)
     outcome = sandbox.call(
         f"{__name__}:execute",
-        (dataset, entry_point, code, inputs, expected, time_limits, atol, fast_check,
-         sandbox.limits.memory_bytes, fix_find_zero),
-        wall_seconds=wall, cpu_seconds=math.ceil(wall) + 1, shared_bytes=_HEADER.size + max(len(inputs), 1),
+        (
+            dataset,
+            entry_point,
+            code,
+            inputs,
+            expected,
+            time_limits,
+            atol,
+            fast_check,
+            sandbox.limits.memory_bytes,
+            fix_find_zero,
+        ),
+        wall_seconds=wall,
+        cpu_seconds=math.ceil(wall) + 1,
+        shared_bytes=_HEADER.size + max(len(inputs), 1),
         shared_init=_HEADER.pack(_UNKNOWN, 0),  # as evalplus's Value("i", _UNKNOWN): a run that dies reads as unknown
     )
-    if outcome.error:  # the sandbox failed, not the program: counted in sandbox.errors, scored as evalplus scores a dead run
+    if (
+        outcome.error
+    ):  # the sandbox failed, not the program: counted in sandbox.errors, scored as evalplus scores a dead run
         return TIMEOUT, []
     stat_code, progress = _HEADER.unpack_from(outcome.shared, 0)
     progress = min(max(progress, 0), len(inputs))
@@ -181,9 +199,17 @@ def check_correctness(
     suites = [("base", "base_input")] + ([] if base_only else [("plus", "plus_input")])
     for name, inputs in suites:
         result[name] = untrusted_check(
-            sandbox, dataset, solution, problem[inputs], problem["entry_point"],
-            expected=expected_output[name], atol=problem["atol"], ref_time=expected_output[f"{name}_time"],
-            fast_check=fast_check, min_time_limit=min_time_limit, gt_time_limit_factor=gt_time_limit_factor,
+            sandbox,
+            dataset,
+            solution,
+            problem[inputs],
+            problem["entry_point"],
+            expected=expected_output[name],
+            atol=problem["atol"],
+            ref_time=expected_output[f"{name}_time"],
+            fast_check=fast_check,
+            min_time_limit=min_time_limit,
+            gt_time_limit_factor=gt_time_limit_factor,
             fix_find_zero=fix_find_zero,
         )
     return result

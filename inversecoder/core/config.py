@@ -137,8 +137,10 @@ def _check_size(data: Any) -> None:
         node = pending.pop()
         count += 1
         if count > MAX_CONFIG_NODES:
-            raise ConfigError(f"the config holds more than {MAX_CONFIG_NODES} values once its YAML aliases are "
-                              "expanded (anchors of lists of anchors?): refusing it")
+            raise ConfigError(
+                f"the config holds more than {MAX_CONFIG_NODES} values once its YAML aliases are "
+                "expanded (anchors of lists of anchors?): refusing it"
+            )
         if isinstance(node, dict):
             pending.extend(node.keys())
             pending.extend(node.values())

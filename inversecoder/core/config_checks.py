@@ -112,11 +112,22 @@ def _options(tp: Any) -> tuple[str, ...]:
     return ()
 
 
-_TYPES = {"int_type": "expected int", "float_type": "expected float", "string_type": "expected str",
-          "bool_type": "expected bool (true or false)", "list_type": "expected a list", "dict_type": "expected a mapping",
-          "model_type": "expected a mapping of fields", "finite_number": "expected a finite number"}
-_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
-           "less_than": ("<", "lt")}
+_TYPES = {
+    "int_type": "expected int",
+    "float_type": "expected float",
+    "string_type": "expected str",
+    "bool_type": "expected bool (true or false)",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping of fields",
+    "finite_number": "expected a finite number",
+}
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
 
 
 def config_error(error: ValidationError, root: type[BaseModel], prefix: str = "") -> ConfigError:
@@ -136,8 +147,11 @@ def config_error(error: ValidationError, root: type[BaseModel], prefix: str = ""
         names = [part for part in loc if isinstance(part, str)]
         owner = _model_at(root, loc[: loc.index(names[-1])])
         options = _options(owner.model_fields[names[-1]].annotation) if owner else ()
-        message = (f"must be one of {', '.join(options)}; got {show(value)}{did_you_mean(value, options)}"
-                   if options else first["msg"])
+        message = (
+            f"must be one of {', '.join(options)}; got {show(value)}{did_you_mean(value, options)}"
+            if options
+            else first["msg"]
+        )
     elif kind in ("too_short", "string_too_short") and isinstance(value, str):
         message = "must not be empty"
     elif kind in ("too_long", "too_short"):
@@ -168,7 +182,9 @@ def text(value: Any) -> Any:
 Text = Annotated[str, BeforeValidator(text)]
 Name = Annotated[str, BeforeValidator(text), Field(min_length=1)]
 Switch = Annotated[SwitchValue, BeforeValidator(text)]
-Benchmarks = Annotated[list[Annotated[BenchmarkName, BeforeValidator(text)]], Field(min_length=1, max_length=len(BENCHMARKS))]
+Benchmarks = Annotated[
+    list[Annotated[BenchmarkName, BeforeValidator(text)]], Field(min_length=1, max_length=len(BENCHMARKS))
+]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -220,15 +236,18 @@ def transformers_choice(value: str, default: str, kind: str) -> str:
     names: type[enum.Enum] = OptimizerNames if kind == "optim" else SchedulerType
     options = [member.value for member in names]
     if value not in options:
-        raise ValueError(f"not a transformers {kind} name ({names.__name__}); got {show(value)}{did_you_mean(value, options)}")
+        raise ValueError(
+            f"not a transformers {kind} name ({names.__name__}); got {show(value)}{did_you_mean(value, options)}"
+        )
     return value
 
 
 class Section(BaseModel):
     """Strict: an int is accepted where a float is expected, but no string for a number and no number for a bool."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False,
-                              use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
     SECTION: ClassVar[str] = ""
 
     def __init__(self, /, **data: Any) -> None:

@@ -77,8 +77,16 @@ class GeneratorConfig(Section):
     SECTION: ClassVar[str] = "generator"
     #: TGI settings that never change a result (see `RunConfig.result_dict`).
     TRANSPORT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "endpoints", "concurrency", "request_timeout", "max_retries", "retry_backoff", "retry_backoff_max",
-        "health_interval", "health_timeout", "requests_per_batch")
+        "endpoints",
+        "concurrency",
+        "request_timeout",
+        "max_retries",
+        "retry_backoff",
+        "retry_backoff_max",
+        "health_interval",
+        "health_timeout",
+        "requests_per_batch",
+    )
 
     backend: Annotated[BackendName, BeforeValidator(text)] = "transformers"
     """`transformers` (in-process, the default) or `tgi` (text-generation-inference endpoints)."""
@@ -126,8 +134,11 @@ class GeneratorConfig(Section):
             parts = urlsplit(url.strip())
             if "@" in parts.netloc:
                 # The resolved config is saved beside every artifact and endpoints appear in logs and cards.
-                raise FieldError((i,), "an endpoint URL carries credentials (user:password@); they would be "
-                                       "written to logs and to the dataset's build files. TGI needs none.")
+                raise FieldError(
+                    (i,),
+                    "an endpoint URL carries credentials (user:password@); they would be "
+                    "written to logs and to the dataset's build files. TGI needs none.",
+                )
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise FieldError((i,), f"{show(url)} is not an http(s)://host:port URL")
             if url.strip().rstrip("/") in seen:
@@ -138,7 +149,9 @@ class GeneratorConfig(Section):
     @model_validator(mode="after")
     def _backoff(self) -> GeneratorConfig:
         if self.retry_backoff_max < self.retry_backoff:
-            raise FieldError(("retry_backoff_max",), f"must be >= retry_backoff ({self.retry_backoff}), got {self.retry_backoff_max}")
+            raise FieldError(
+                ("retry_backoff_max",), f"must be >= retry_backoff ({self.retry_backoff}), got {self.retry_backoff_max}"
+            )
         return self
 
 
@@ -174,12 +187,17 @@ class DecontaminateConfig(Section):
     """Word n-gram size for the overlap test (bigcode / Magicoder use 13)."""
     min_substring_words: int = Field(8, ge=1, le=1000)
     """Benchmark strings shorter than this (in words) are too generic for the substring test."""
-    allow_list: Annotated[list[Text], Field(max_length=MAX_LIST)] = Field(default_factory=lambda: [
-        "Write a function to sort a list of elements.", "Write a function to replace characters in a string.",
-        "Write a function to sort a dictionary by value.", "Write a function to convert degrees to radians.",
-        "Concatenate list of strings into a single string", "def add(x: int, y: int):\n    return x + y",
-        "def strlen(string: str) -> int:\n    return len(string)",
-    ])
+    allow_list: Annotated[list[Text], Field(max_length=MAX_LIST)] = Field(
+        default_factory=lambda: [
+            "Write a function to sort a list of elements.",
+            "Write a function to replace characters in a string.",
+            "Write a function to sort a dictionary by value.",
+            "Write a function to convert degrees to radians.",
+            "Concatenate list of strings into a single string",
+            "def add(x: int, y: int):\n    return x + y",
+            "def strlen(string: str) -> int:\n    return len(string)",
+        ]
+    )
     """Benchmark strings (statements, solutions, test calls) never used as substring evidence: trivial code or text."""
     code: bool = True
     """Code layer: the response's identifier-normalized token shingles against each canonical solution."""
@@ -203,8 +221,11 @@ class DecontaminateConfig(Section):
     @model_validator(mode="after")
     def _runtime_on_its_device(self) -> DecontaminateConfig:
         if self.semantic_runtime.startswith("onnxruntime") and self.semantic_device not in ("auto", "cpu"):
-            raise FieldError(("semantic_runtime",), f"{self.semantic_runtime} runs on the CPU; with semantic_device="
-                                                    f"{self.semantic_device!r} use semantic_runtime torch (or auto)")
+            raise FieldError(
+                ("semantic_runtime",),
+                f"{self.semantic_runtime} runs on the CPU; with semantic_device="
+                f"{self.semantic_device!r} use semantic_runtime torch (or auto)",
+            )
         return self
 
 
@@ -246,8 +267,10 @@ class DatasetConfig(Section):
 
 def _attention(value: str) -> str:
     if value not in ATTENTION and not value.startswith("kernels-community/"):
-        raise ValueError(f"must be one of {', '.join(ATTENTION)} or a kernels-community/... kernel; got {show(value)}"
-                         f"{did_you_mean(value, ATTENTION)}")
+        raise ValueError(
+            f"must be one of {', '.join(ATTENTION)} or a kernels-community/... kernel; got {show(value)}"
+            f"{did_you_mean(value, ATTENTION)}"
+        )
     return value
 
 
@@ -273,7 +296,9 @@ class TrainConfig(Section):
     """Peak learning rate."""
     warmup_steps: int = Field(15, ge=0, le=10_000_000)
     """Linear warmup steps (each stage restarts its schedule)."""
-    lr_scheduler_type: Annotated[Text, AfterValidator(lambda v: transformers_choice(v, "linear", "scheduler"))] = "linear"
+    lr_scheduler_type: Annotated[Text, AfterValidator(lambda v: transformers_choice(v, "linear", "scheduler"))] = (
+        "linear"
+    )
     """Learning-rate schedule after warmup."""
     optim: Annotated[Text, AfterValidator(lambda v: transformers_choice(v, "adafactor", "optim"))] = "adafactor"
     """Optimizer (any `transformers` optim name)."""
@@ -354,8 +379,11 @@ class EvalConfig(Section):
     @model_validator(mode="after")
     def _sampling(self) -> EvalConfig:
         if self.n_samples > 1 and self.temperature <= 0:
-            raise FieldError(("n_samples",), f"{self.n_samples} solutions per task need evaluate.temperature > 0 "
-                                             "(greedy decoding gives one solution)")
+            raise FieldError(
+                ("n_samples",),
+                f"{self.n_samples} solutions per task need evaluate.temperature > 0 "
+                "(greedy decoding gives one solution)",
+            )
         return self
 
 

@@ -18,5 +18,7 @@ DOWNLOAD = "download"
 def require(path: Path) -> Path:
     """`path`, or a FileNotFoundError naming the shipped file that is missing (a broken checkout)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the project ships it in data/ (see data/README.md); restore it with git")
+        raise FileNotFoundError(
+            f"{path} is missing: the project ships it in data/ (see data/README.md); restore it with git"
+        )
     return path

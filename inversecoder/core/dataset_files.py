@@ -13,33 +13,72 @@ from typing import Any
 import pyarrow as pa
 
 SCHEMAS: dict[str, pa.Schema] = {
-    "default": pa.schema([
-        ("instruction", pa.string()), ("response", pa.string()), ("score", pa.float64()),
-        ("language", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()),
-        ("candidate_id", pa.string()),
-    ]),
-    "candidates": pa.schema([
-        ("row_id", pa.string()), ("candidate_id", pa.string()), ("k", pa.int64()), ("seed", pa.int64()),
-        ("prefix", pa.string()), ("instruction", pa.string()), ("finish_reason", pa.string()),
-        ("score", pa.float64()), ("yes_no_mass", pa.float64()), ("selected", pa.bool_()),
-    ]),
-    "rejected": pa.schema([
-        ("source_index", pa.int64()), ("row_id", pa.string()), ("stage", pa.string()),
-        ("reason", pa.string()), ("detail", pa.string()),
-    ]),
-    "original": pa.schema([
-        ("instruction", pa.string()), ("response", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()),
-    ]),
+    "default": pa.schema(
+        [
+            ("instruction", pa.string()),
+            ("response", pa.string()),
+            ("score", pa.float64()),
+            ("language", pa.string()),
+            ("row_id", pa.string()),
+            ("source_index", pa.int64()),
+            ("candidate_id", pa.string()),
+        ]
+    ),
+    "candidates": pa.schema(
+        [
+            ("row_id", pa.string()),
+            ("candidate_id", pa.string()),
+            ("k", pa.int64()),
+            ("seed", pa.int64()),
+            ("prefix", pa.string()),
+            ("instruction", pa.string()),
+            ("finish_reason", pa.string()),
+            ("score", pa.float64()),
+            ("yes_no_mass", pa.float64()),
+            ("selected", pa.bool_()),
+        ]
+    ),
+    "rejected": pa.schema(
+        [
+            ("source_index", pa.int64()),
+            ("row_id", pa.string()),
+            ("stage", pa.string()),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+        ]
+    ),
+    "original": pa.schema(
+        [
+            ("instruction", pa.string()),
+            ("response", pa.string()),
+            ("row_id", pa.string()),
+            ("source_index", pa.int64()),
+        ]
+    ),
     # One row per (removed row, benchmark task it matched): where it was (generated / original), the
     # strongest layer that matched that task, its score and the benchmark text that matched.
-    "contamination": pa.schema([
-        ("where", pa.string()), ("row_id", pa.string()), ("source_index", pa.int64()), ("candidate_id", pa.string()),
-        ("task_id", pa.string()), ("benchmark", pa.string()), ("layer", pa.string()), ("field", pa.string()),
-        ("score", pa.float64()), ("evidence", pa.string()),
-    ]),
+    "contamination": pa.schema(
+        [
+            ("where", pa.string()),
+            ("row_id", pa.string()),
+            ("source_index", pa.int64()),
+            ("candidate_id", pa.string()),
+            ("task_id", pa.string()),
+            ("benchmark", pa.string()),
+            ("layer", pa.string()),
+            ("field", pa.string()),
+            ("score", pa.float64()),
+            ("evidence", pa.string()),
+        ]
+    ),
 }
-DATA_DIRS = {"default": "data", "candidates": "candidates", "rejected": "rejected", "original": "original",
-             "contamination": "contamination"}
+DATA_DIRS = {
+    "default": "data",
+    "candidates": "candidates",
+    "rejected": "rejected",
+    "original": "original",
+    "contamination": "contamination",
+}
 HISTOGRAM = "assets/score_histogram.png"
 
 
@@ -78,6 +117,8 @@ def load_config_rows(dataset_dir: Path, config_name: str):
     if files:
         return load_dataset("parquet", data_files={"train": files}, split="train")
     info_path = dataset_dir / "build_info.json"
-    if info_path.is_file() and config_name in json.loads(info_path.read_text(encoding="utf-8")).get("empty_configs", []):
+    if info_path.is_file() and config_name in json.loads(info_path.read_text(encoding="utf-8")).get(
+        "empty_configs", []
+    ):
         return Dataset(SCHEMAS[config_name].empty_table())
     raise FileNotFoundError(f"{dataset_dir} has no '{config_name}' config")

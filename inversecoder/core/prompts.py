@@ -33,8 +33,7 @@ def magicoder_prompt(instruction: str, response_prefix: str = "") -> str:
 def summarize_prompt(code_block: str, prefix: str) -> str:
     """Step 2: ask for the problem description of a fenced code block, response seeded with `prefix`."""
     instruction = (
-        "This is a response code snippet to a programming problem, please give the problem description:\n"
-        f"{code_block}"
+        f"This is a response code snippet to a programming problem, please give the problem description:\n{code_block}"
     )
     return magicoder_prompt(instruction, prefix)
 

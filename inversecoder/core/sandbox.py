@@ -87,7 +87,16 @@ UID_LEVELS = ("namespaces+uid", "uid")
 UID_BASE = 0x7F000000
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1,
+    2,
+    4,
+    8,
+    32,
+    4096,
+    16384,
+    1 << 18,
+)
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (syscalls added after 5.1 share it)
@@ -109,10 +118,39 @@ BASE_ENVIRONMENT = {
 #: Imported by every zygote before it forks: programs import them for free, and they stay importable
 #: in the `uid` level even when the Python installation is in a directory the sandbox uid cannot enter.
 COMMON_MODULES = (
-    "array", "bisect", "calendar", "cmath", "collections", "copy", "dataclasses", "datetime", "decimal",
-    "encodings.ascii", "encodings.idna", "encodings.latin_1", "enum", "errno", "fractions", "functools",
-    "hashlib", "heapq", "itertools", "json", "math", "numbers", "operator", "queue", "random", "re", "socket",
-    "statistics", "string", "struct", "textwrap", "typing", "unicodedata",
+    "array",
+    "bisect",
+    "calendar",
+    "cmath",
+    "collections",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "encodings.ascii",
+    "encodings.idna",
+    "encodings.latin_1",
+    "enum",
+    "errno",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "operator",
+    "queue",
+    "random",
+    "re",
+    "socket",
+    "statistics",
+    "string",
+    "struct",
+    "textwrap",
+    "typing",
+    "unicodedata",
 )
 
 
@@ -322,8 +360,15 @@ def _count_tasks(uid: int) -> int:
     return count
 
 
-def _program(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, control: mmap.mmap,
-             outputs: tuple[int, int] | None, workdir: str) -> None:
+def _program(
+    state: _State,
+    job: dict[str, Any],
+    fn: Callable,
+    shared: mmap.mmap,
+    control: mmap.mmap,
+    outputs: tuple[int, int] | None,
+    workdir: str,
+) -> None:
     """The sandboxed process: lock itself in, then run `fn(shared, *args)`. Never returns."""
     code = 1
     try:
@@ -426,8 +471,14 @@ def _kill_uid(uid: int) -> None:
     os.waitpid(helper, 0)
 
 
-def _guard(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, control: mmap.mmap,
-           outputs: tuple[int, int] | None) -> None:
+def _guard(
+    state: _State,
+    job: dict[str, Any],
+    fn: Callable,
+    shared: mmap.mmap,
+    control: mmap.mmap,
+    outputs: tuple[int, int] | None,
+) -> None:
     """Per job: set up the namespaces, start the program, enforce the deadline. Never returns."""
     code = 70
     try:
@@ -475,8 +526,14 @@ def _guard(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, 
         os._exit(code)
 
 
-def _init(state: _State, job: dict[str, Any], fn: Callable, shared: mmap.mmap, control: mmap.mmap,
-          outputs: tuple[int, int] | None) -> None:
+def _init(
+    state: _State,
+    job: dict[str, Any],
+    fn: Callable,
+    shared: mmap.mmap,
+    control: mmap.mmap,
+    outputs: tuple[int, int] | None,
+) -> None:
     """PID 1 of the job's namespace: a /proc of its own, start the program, reap. Never returns."""
     code = 71
     try:
@@ -541,8 +598,9 @@ def _run_job(state: _State, job: dict[str, Any]) -> dict[str, Any]:
     if not done:
         detail = control[_CONTROL.size : _CONTROL.size + error_size].decode(errors="replace")
         control.close()
-        reply.update(exit_code=None, signal=None, timed_out=False,
-                     error=detail or f"sandbox guard died (status {guard_status})")
+        reply.update(
+            exit_code=None, signal=None, timed_out=False, error=detail or f"sandbox guard died (status {guard_status})"
+        )
         return reply
     control.close()
     reply["timed_out"] = bool(timed_out)
@@ -599,8 +657,17 @@ def _probe_level(level: str, state: _State) -> str | None:
         verdict = "unknown"
         try:
             _enter(level)
-            reply = _run_job(state, {"entry": f"{__name__}:_probe", "payload": pickle.dumps(()), "wall": 10.0,
-                                     "cpu": 10, "shared": 4096, "capture": True})
+            reply = _run_job(
+                state,
+                {
+                    "entry": f"{__name__}:_probe",
+                    "payload": pickle.dumps(()),
+                    "wall": 10.0,
+                    "cpu": 10,
+                    "shared": 4096,
+                    "capture": True,
+                },
+            )
             if reply.get("error"):
                 verdict = reply["error"]
             elif reply["exit_code"] != 0:
@@ -698,16 +765,28 @@ def serve(spec: dict[str, Any]) -> None:
     unreachable = []
     if state.level == "uid":
         unreachable = [p for p in paths if _blocked_root(p, state.uid, state.gid)]
-    _write_message(protocol_out, {
-        "level": state.level, "reasons": reasons, "pid": os.getpid(),
-        "reexposed": sorted(p for ps in state.reexpose.values() for p in ps), "unreachable": unreachable,
-    })
+    _write_message(
+        protocol_out,
+        {
+            "level": state.level,
+            "reasons": reasons,
+            "pid": os.getpid(),
+            "reexposed": sorted(p for ps in state.reexpose.values() for p in ps),
+            "unreachable": unreachable,
+        },
+    )
     while (job := _read_message(protocol_in)) is not None:
         try:
             reply = _run_job(state, job)
         except Exception as error:  # report, keep serving
-            reply = {"error": f"{type(error).__name__}: {error}", "exit_code": None, "signal": None,
-                     "timed_out": False, "wall_seconds": 0.0, "shared": b""}
+            reply = {
+                "error": f"{type(error).__name__}: {error}",
+                "exit_code": None,
+                "signal": None,
+                "timed_out": False,
+                "wall_seconds": 0.0,
+                "shared": b"",
+            }
         _write_message(protocol_out, reply)
 
 
@@ -729,8 +808,12 @@ class _Worker:
         self.spec = spec
         self.process = subprocess.Popen(
             [sys.executable, "-B", "-c", _ZYGOTE_MAIN, json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_zygote_environment(), cwd="/",
-            start_new_session=True, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_zygote_environment(),
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
         )
         self.hello: dict[str, Any] | None = None
 
@@ -795,8 +878,8 @@ class _Worker:
 class Sandbox:
     """A pool of `workers` zygotes; `call` is thread-safe (each call borrows an idle zygote).
 
-        with Sandbox(workers=2) as sandbox:
-            outcome = sandbox.run_source("print('hi')", wall_seconds=5)
+    with Sandbox(workers=2) as sandbox:
+        outcome = sandbox.run_source("print('hi')", wall_seconds=5)
     """
 
     def __init__(
@@ -849,8 +932,14 @@ class Sandbox:
             )
 
     def _spec(self, uid: int) -> dict[str, Any]:
-        return {"limits": asdict(self.limits), "uid": uid, "gid": uid, "isolation": self.isolation,
-                "preload": self.preload, "scratch": self._scratch}
+        return {
+            "limits": asdict(self.limits),
+            "uid": uid,
+            "gid": uid,
+            "isolation": self.isolation,
+            "preload": self.preload,
+            "scratch": self._scratch,
+        }
 
     @property
     def workers(self) -> int:
@@ -869,7 +958,8 @@ class Sandbox:
         return {
             "level": level,
             "network": "own network namespace (no interface up)" if namespaces else "NOT isolated",
-            "filesystem": "read-only, private tmpfs /tmp, own /proc" if namespaces
+            "filesystem": "read-only, private tmpfs /tmp, own /proc"
+            if namespaces
             else "private temp dir; the rest as the program's uid allows",
             "processes": "own PID namespace and session" if namespaces else "own session",
             "uid": "unprivileged sandbox uid per worker" if level in UID_LEVELS else "the harness user's",
@@ -902,9 +992,12 @@ class Sandbox:
             raise SandboxError("sandbox is closed")
         payload = pickle.dumps(tuple(args), protocol=pickle.HIGHEST_PROTOCOL)
         job = {
-            "entry": entry, "wall": float(wall_seconds),
+            "entry": entry,
+            "wall": float(wall_seconds),
             "cpu": int(cpu_seconds if cpu_seconds is not None else int(wall_seconds) + 2),
-            "shared": int(shared_bytes), "shared_init": bytes(shared_init), "capture": capture_output,
+            "shared": int(shared_bytes),
+            "shared_init": bytes(shared_init),
+            "capture": capture_output,
             "env": dict(env or {}),
         }
         worker = self._idle.get()
@@ -923,8 +1016,14 @@ class Sandbox:
             with self._lock:
                 self.errors += 1
         return Outcome(
-            reply.get("exit_code"), reply.get("signal"), bool(reply.get("timed_out")), reply.get("wall_seconds", 0.0),
-            reply.get("shared", b""), reply.get("stdout", b""), reply.get("stderr", b""), reply.get("error"),
+            reply.get("exit_code"),
+            reply.get("signal"),
+            bool(reply.get("timed_out")),
+            reply.get("wall_seconds", 0.0),
+            reply.get("shared", b""),
+            reply.get("stdout", b""),
+            reply.get("stderr", b""),
+            reply.get("error"),
         )
 
     def _replace(self, dead: _Worker) -> _Worker:
@@ -960,5 +1059,3 @@ class Sandbox:
 def run_script(shared: mmap.mmap, source: str) -> None:
     """Entry for `Sandbox.run_source` (runs sandboxed)."""
     exec(compile(source, "<sandboxed>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-
-

@@ -87,9 +87,13 @@ class BackendInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def open_model(config: RunConfig, model: str | None = None, revision: str | None = None, progress: bool = True) -> CachedModel:
+def open_model(
+    config: RunConfig, model: str | None = None, revision: str | None = None, progress: bool = True
+) -> CachedModel:
     """The configured backend (serving `model`, default `generator.model`) behind the run's result cache."""
-    return CachedModel(make_backend(config.generator, model, revision), ResultCache(config.layout.model_calls), progress=progress)
+    return CachedModel(
+        make_backend(config.generator, model, revision), ResultCache(config.layout.model_calls), progress=progress
+    )
 
 
 def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
@@ -101,7 +105,9 @@ def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
     return (MemoryError, oom) if oom else (MemoryError,)
 
 
-def run_halving_on_oom(compute: Callable[[list[int]], list[R]], batch: list[int], failed: Callable[[str], R]) -> list[R]:
+def run_halving_on_oom(
+    compute: Callable[[list[int]], list[R]], batch: list[int], failed: Callable[[str], R]
+) -> list[R]:
     """Run a batch; out of memory, run its halves. A single item that still does not fit becomes a
     retryable error (recorded, not cached) instead of ending the run."""
     try:
@@ -143,13 +149,24 @@ class Backend(abc.ABC):
     ) -> Iterator[tuple[int, list[Completion]]]:
         """Yields (position in `batches`, completions of that batch) as each batch is done."""
         for k, batch in enumerate(batches):
-            yield k, run_halving_on_oom(
-                lambda b: self.generate([requests[i] for i in b], params), list(batch), Completion.failed)
+            yield (
+                k,
+                run_halving_on_oom(
+                    lambda b: self.generate([requests[i] for i in b], params), list(batch), Completion.failed
+                ),
+            )
 
-    def score_batches(self, prompts: Sequence[str], batches: Sequence[Sequence[int]]) -> Iterator[tuple[int, list[YesNoScore]]]:
+    def score_batches(
+        self, prompts: Sequence[str], batches: Sequence[Sequence[int]]
+    ) -> Iterator[tuple[int, list[YesNoScore]]]:
         """Yields (position in `batches`, scores of that batch) as each batch is done."""
         for k, batch in enumerate(batches):
-            yield k, run_halving_on_oom(lambda b: self.score_yes_no([prompts[i] for i in b]), list(batch), YesNoScore.failed)
+            yield (
+                k,
+                run_halving_on_oom(
+                    lambda b: self.score_yes_no([prompts[i] for i in b]), list(batch), YesNoScore.failed
+                ),
+            )
 
     def close(self) -> None:
         """Release connections, threads or memory; the backend is not used afterwards."""
@@ -214,16 +231,23 @@ class CachedModel:
         keys = [cache_key(op="generate", prompt=r.prompt, seed=r.seed, params=settings, **identity) for r in requests]
         batches = self.backend.plan_batches([r.prompt for r in requests], params.max_new_tokens)
 
-        return self._run(keys, batches, lambda todo: self.backend.generate_batches(requests, todo, params), Completion,
-                         desc, unit="gen")
+        return self._run(
+            keys,
+            batches,
+            lambda todo: self.backend.generate_batches(requests, todo, params),
+            Completion,
+            desc,
+            unit="gen",
+        )
 
     def score_yes_no(self, prompts: Sequence[str], desc: str = "score") -> list[YesNoScore]:
         identity = self._identity()
         keys = [cache_key(op="score_yes_no", prompt=p, **identity) for p in prompts]
         batches = self.backend.plan_batches(list(prompts), 1)
 
-        return self._run(keys, batches, lambda todo: self.backend.score_batches(prompts, todo), YesNoScore, desc,
-                         unit="pair")
+        return self._run(
+            keys, batches, lambda todo: self.backend.score_batches(prompts, todo), YesNoScore, desc, unit="pair"
+        )
 
     def _run(self, keys, batches, stream, result_type, desc: str, unit: str) -> list:
         """Results for `keys`: from the cache, else from the backend's batch stream (`stream(batches)` yields
@@ -240,8 +264,10 @@ class CachedModel:
         done = stream(todo)
         # closing(): an error here (a full disk, Ctrl-C during a write) stops the backend's requests at once,
         # rather than whenever the garbage collector gets to the stream.
-        with tqdm(total=total, desc=desc, unit=unit, disable=not self.progress or total == 0, dynamic_ncols=True) as bar, \
-                contextlib.closing(done):
+        with (
+            tqdm(total=total, desc=desc, unit=unit, disable=not self.progress or total == 0, dynamic_ncols=True) as bar,
+            contextlib.closing(done),
+        ):
             for k, outputs in done:
                 batch = todo[k]
                 fresh = {}

@@ -127,13 +127,17 @@ class _Http11Transport(httpx2.AsyncBaseTransport):
                     continue
             connection[1].close()
         try:
-            reader, writer = await _deadline(asyncio.open_connection(*key), timeouts.get("connect"), httpx2.ConnectTimeout, request)
+            reader, writer = await _deadline(
+                asyncio.open_connection(*key), timeouts.get("connect"), httpx2.ConnectTimeout, request
+            )
         except OSError as error:
             raise httpx2.ConnectError(str(error), request=request) from None
         try:
             return await self._exchange((reader, writer), key, payload, request, timeouts)
         except _StaleConnection:
-            raise httpx2.RemoteProtocolError("server disconnected without sending a response", request=request) from None
+            raise httpx2.RemoteProtocolError(
+                "server disconnected without sending a response", request=request
+            ) from None
 
     async def _exchange(self, connection, key, payload: bytes, request: httpx2.Request, timeouts) -> httpx2.Response:
         reader, writer = connection
@@ -151,7 +155,10 @@ class _Http11Transport(httpx2.AsyncBaseTransport):
             elif length is not None:
                 content = await _deadline(reader.readexactly(length), timeouts.get("read"), httpx2.ReadTimeout, request)
             else:
-                content, keep_alive = await _deadline(reader.read(), timeouts.get("read"), httpx2.ReadTimeout, request), False
+                content, keep_alive = (
+                    await _deadline(reader.read(), timeouts.get("read"), httpx2.ReadTimeout, request),
+                    False,
+                )
         except BaseException as error:
             writer.close()  # never reuse a connection with an answer in flight
             if isinstance(error, asyncio.IncompleteReadError) and not error.partial and not received:
@@ -159,7 +166,9 @@ class _Http11Transport(httpx2.AsyncBaseTransport):
             if isinstance(error, (ConnectionResetError, BrokenPipeError)) and not received:
                 raise _StaleConnection from None
             if isinstance(error, (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError)):
-                raise httpx2.RemoteProtocolError(f"malformed or truncated response: {type(error).__name__}", request=request) from None
+                raise httpx2.RemoteProtocolError(
+                    f"malformed or truncated response: {type(error).__name__}", request=request
+                ) from None
             if isinstance(error, OSError):
                 raise httpx2.ReadError(f"connection lost: {error}", request=request) from None
             raise
@@ -193,13 +202,18 @@ def _is_generate(request: httpx2.Request) -> bool:
 
 def _encoded(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the body is compressed (left as it is: httpx2 decodes it)."""
-    return any(name.lower() == b"content-encoding" and value.strip().lower() not in (b"", b"identity") for name, value in headers)
+    return any(
+        name.lower() == b"content-encoding" and value.strip().lower() not in (b"", b"identity")
+        for name, value in headers
+    )
 
 
 def _summary_response(headers: list[tuple[bytes, bytes]], content: bytes, request: httpx2.Request) -> httpx2.Response:
     """A 200 `/generate` answer without its token list; length and encoding headers no longer apply."""
     kept = [(name, value) for name, value in headers if name.lower() not in (b"content-length", b"content-encoding")]
-    return httpx2.Response(200, headers=kept, stream=httpx2.ByteStream(_without_token_details(content)), request=request)
+    return httpx2.Response(
+        200, headers=kept, stream=httpx2.ByteStream(_without_token_details(content)), request=request
+    )
 
 
 def _without_token_details(content: bytes) -> bytes:
@@ -268,7 +282,9 @@ async def _deadline(awaitable: Awaitable[T], seconds: float | None, error: type[
 
 
 #: The origins (scheme://host:port) the current backend call may reach; None outside backend calls.
-_ENDPOINT_ORIGINS: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("inversecoder_tgi_origins", default=None)
+_ENDPOINT_ORIGINS: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "inversecoder_tgi_origins", default=None
+)
 _factory_lock = threading.Lock()
 _factory_installed = False
 
@@ -288,8 +304,9 @@ def may_carry_hub_token(url: str | httpx2.URL) -> bool:
     hosts. A self-hosted TGI needs no token, and over plain http it would travel in clear text."""
     parts = urlsplit(str(url))
     host = (parts.hostname or "").lower()
-    return parts.scheme == "https" and any(host == suffix or (suffix.startswith(".") and host.endswith(suffix))
-                                           for suffix in HUB_TOKEN_HOSTS)
+    return parts.scheme == "https" and any(
+        host == suffix or (suffix.startswith(".") and host.endswith(suffix)) for suffix in HUB_TOKEN_HOSTS
+    )
 
 
 def endpoint_http_client(origins: frozenset[str]) -> httpx2.AsyncClient:
@@ -300,8 +317,10 @@ def endpoint_http_client(origins: frozenset[str]) -> httpx2.AsyncClient:
 
     async def hook(request: httpx2.Request) -> None:
         if _origin(request.url) not in origins and constants.is_offline_mode():
-            raise OfflineModeIsEnabled(f"Cannot reach {request.url}: offline mode is enabled (HF_HUB_OFFLINE) "
-                                       "and it is not a configured TGI endpoint")
+            raise OfflineModeIsEnabled(
+                f"Cannot reach {request.url}: offline mode is enabled (HF_HUB_OFFLINE) "
+                "and it is not a configured TGI endpoint"
+            )
         if "authorization" in request.headers and not may_carry_hub_token(request.url):
             del request.headers["authorization"]  # huggingface_hub adds the user's token to every request
 
@@ -454,7 +473,9 @@ class EndpointInfo:
                 version=str(data.get("version", "unknown")),
                 sha=data.get("sha"),
                 # TGI < 2 called it max_input_length
-                max_input_tokens=int(data["max_input_tokens"] if "max_input_tokens" in data else data["max_input_length"]),
+                max_input_tokens=int(
+                    data["max_input_tokens"] if "max_input_tokens" in data else data["max_input_length"]
+                ),
                 max_total_tokens=int(data["max_total_tokens"]),
                 max_best_of=data.get("max_best_of"),
                 max_stop_sequences=int(data.get("max_stop_sequences", 4)),
@@ -561,10 +582,12 @@ class _MisconfiguredEndpoint(Exception):
     no retry and no strike (the endpoint works); the item fails for this run and is retried by the next."""
 
 
-NO_PREFILL_LOGPROBS = ("the endpoint returned no prompt logprobs (TGI >= 3.0 computes them only when launched with "
-                       "--enable-prefill-logprobs), so P(Yes)/P(No) of an answer token outside the top n cannot be read "
-                       "exactly: relaunch TGI with --enable-prefill-logprobs, or raise its --max-top-n-tokens and "
-                       "generator.top_n_tokens so that every answer token is inside the top n")
+NO_PREFILL_LOGPROBS = (
+    "the endpoint returned no prompt logprobs (TGI >= 3.0 computes them only when launched with "
+    "--enable-prefill-logprobs), so P(Yes)/P(No) of an answer token outside the top n cannot be read "
+    "exactly: relaunch TGI with --enable-prefill-logprobs, or raise its --max-top-n-tokens and "
+    "generator.top_n_tokens so that every answer token is inside the top n"
+)
 
 
 class _ItemError(Exception):
@@ -665,13 +688,23 @@ class TGIBackend(Backend):
     ):
         urls = [_normalize_url(url) for url in endpoints]
         if not urls:
-            raise ConfigError("generator.endpoints is empty: backend 'tgi' needs at least one URL, e.g. [http://h1:8080]")
+            raise ConfigError(
+                "generator.endpoints is empty: backend 'tgi' needs at least one URL, e.g. [http://h1:8080]"
+            )
         if len(set(urls)) != len(urls):
             raise ConfigError(f"generator.endpoints lists an endpoint twice: {urls}")
-        for name, value, least in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0), ("top_n_tokens", top_n_tokens, 0)):
+        for name, value, least in (
+            ("concurrency", concurrency, 1),
+            ("max_retries", max_retries, 0),
+            ("top_n_tokens", top_n_tokens, 0),
+        ):
             if value < least:
                 raise ConfigError(f"generator.{name} must be >= {least}, got {value}")
-        for name, seconds in (("request_timeout", request_timeout), ("health_interval", health_interval), ("health_timeout", health_timeout)):
+        for name, seconds in (
+            ("request_timeout", request_timeout),
+            ("health_interval", health_interval),
+            ("health_timeout", health_timeout),
+        ):
             if not seconds > 0:
                 raise ConfigError(f"generator.{name} must be > 0 seconds, got {seconds}")
         if requests_per_batch is not None and requests_per_batch < 1:
@@ -688,8 +721,13 @@ class TGIBackend(Backend):
         self.requests_per_batch = requests_per_batch
         self.progress = progress
         self.totals = {
-            "requests": 0, "retries": 0, "failed_items": 0, "rejected_items": 0,
-            "prompt_tokens": 0, "generated_tokens": 0, "logprob_requests": 0,
+            "requests": 0,
+            "retries": 0,
+            "failed_items": 0,
+            "rejected_items": 0,
+            "prompt_tokens": 0,
+            "generated_tokens": 0,
+            "logprob_requests": 0,
         }
         self._origins = frozenset(_origin(url) for url in urls)
         self._jitter = random.Random()
@@ -708,16 +746,26 @@ class TGIBackend(Backend):
         self.max_stop_sequences = min(e.info.max_stop_sequences for e in self.endpoints if e.info)
         reported = [e.info.max_top_n_tokens for e in self.endpoints if e.info and e.info.max_top_n_tokens is not None]
         self.top_n_tokens = min([top_n_tokens, *reported])
-        self._tokenizer = tokenizer if tokenizer is not None else _local_tokenizer(model, self.model_id, self.reference.model_sha)
+        self._tokenizer = (
+            tokenizer if tokenizer is not None else _local_tokenizer(model, self.model_id, self.reference.model_sha)
+        )
 
     @classmethod
     def from_config(cls, config: GeneratorConfig, progress: bool = True) -> TGIBackend:
         return cls(
-            config.endpoints, config.model, config.revision,
-            concurrency=config.concurrency, request_timeout=config.request_timeout, max_retries=config.max_retries,
-            retry_backoff=config.retry_backoff, retry_backoff_max=config.retry_backoff_max,
-            health_interval=config.health_interval, health_timeout=config.health_timeout,
-            top_n_tokens=config.top_n_tokens, requests_per_batch=config.requests_per_batch, progress=progress,
+            config.endpoints,
+            config.model,
+            config.revision,
+            concurrency=config.concurrency,
+            request_timeout=config.request_timeout,
+            max_retries=config.max_retries,
+            retry_backoff=config.retry_backoff,
+            retry_backoff_max=config.retry_backoff_max,
+            health_interval=config.health_interval,
+            health_timeout=config.health_timeout,
+            top_n_tokens=config.top_n_tokens,
+            requests_per_batch=config.requests_per_batch,
+            progress=progress,
         )
 
     # -- protocol -------------------------------------------------------------------------------
@@ -752,8 +800,9 @@ class TGIBackend(Backend):
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
         return dict(self.score_batches(prompts, [list(range(len(prompts)))]))[0]
 
-    def generate_batches(self, requests: Sequence[GenerationRequest], batches: Sequence[Sequence[int]],
-                         params: SamplingParams) -> Generator[tuple[int, list[Completion]], None, None]:
+    def generate_batches(
+        self, requests: Sequence[GenerationRequest], batches: Sequence[Sequence[int]], params: SamplingParams
+    ) -> Generator[tuple[int, list[Completion]], None, None]:
         """`generate` over each batch of request indices, the batches overlapping: requests flow to the
         endpoints in order without a pause at batch ends, and each batch comes back whole (its position,
         its results) as soon as its last item is done. A batch-at-a-time caller would leave the slots of a
@@ -762,11 +811,15 @@ class TGIBackend(Backend):
         async def jobs(call: _Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[Completion]]]:
             chosen = [requests[i] for i in batch]
             tokens = await self._count(call, [r.prompt for r in chosen])
-            return [functools.partial(self._generate_one, call, r, n, params) for r, n in zip(chosen, tokens, strict=True)]
+            return [
+                functools.partial(self._generate_one, call, r, n, params) for r, n in zip(chosen, tokens, strict=True)
+            ]
 
         return self._stream(batches, jobs, "generate")
 
-    def score_batches(self, prompts: Sequence[str], batches: Sequence[Sequence[int]]) -> Generator[tuple[int, list[YesNoScore]], None, None]:
+    def score_batches(
+        self, prompts: Sequence[str], batches: Sequence[Sequence[int]]
+    ) -> Generator[tuple[int, list[YesNoScore]], None, None]:
         """`score_yes_no` over each batch of prompt indices, overlapping as in `generate_batches`."""
 
         async def jobs(call: _Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[YesNoScore]]]:
@@ -777,8 +830,9 @@ class TGIBackend(Backend):
 
         return self._stream(batches, jobs, "score")
 
-    def _stream(self, batches: Sequence[Sequence[int]], jobs: Callable[[_Call, Sequence[int]], Awaitable[list]],
-                desc: str) -> Generator[tuple[int, list], None, None]:
+    def _stream(
+        self, batches: Sequence[Sequence[int]], jobs: Callable[[_Call, Sequence[int]], Awaitable[list]], desc: str
+    ) -> Generator[tuple[int, list], None, None]:
         """Start the items of all batches in order, at most 2 x the endpoints' slots at a time (the rest
         wait here, not on a slot with a deadline), and yield each batch when complete."""
 
@@ -788,7 +842,9 @@ class TGIBackend(Backend):
                 running: set[asyncio.Task] = set()
                 failed: list[BaseException] = []
 
-                async def item(k: int, position: int, job: Callable[[], Awaitable[Any]], results: list, left: list[int]) -> None:
+                async def item(
+                    k: int, position: int, job: Callable[[], Awaitable[Any]], results: list, left: list[int]
+                ) -> None:
                     try:
                         results[position] = await job()
                     finally:
@@ -839,8 +895,16 @@ class TGIBackend(Backend):
     def endpoint_stats(self) -> list[dict[str, Any]]:
         """Per endpoint: requests, errors, times out of / back in the rotation, state, last error."""
         return [
-            {"url": e.url, "up": e.up, "refused": e.refused, "requests": e.requests, "errors": e.errors,
-             "went_down": e.went_down, "came_back": e.came_back, "last_error": e.last_error}
+            {
+                "url": e.url,
+                "up": e.up,
+                "refused": e.refused,
+                "requests": e.requests,
+                "errors": e.errors,
+                "went_down": e.went_down,
+                "came_back": e.came_back,
+                "last_error": e.last_error,
+            }
             for e in self.endpoints
         ]
 
@@ -899,9 +963,14 @@ class TGIBackend(Backend):
             missing = [i for i in answers["yes"] + answers["no"] if i not in logprobs]
             if missing:
                 if self._too_long(n + 1, 1):
-                    raise _ItemError(f"prompt has {n} tokens: no room to read the exact logprob of an answer token "
-                                     f"outside the top {self.top_n_tokens} (max_input_tokens {self.max_input_tokens})", final=True)
-                found = await asyncio.gather(*(self._appended_logprob(call, prompt, ids, i) for i in missing), return_exceptions=True)
+                    raise _ItemError(
+                        f"prompt has {n} tokens: no room to read the exact logprob of an answer token "
+                        f"outside the top {self.top_n_tokens} (max_input_tokens {self.max_input_tokens})",
+                        final=True,
+                    )
+                found = await asyncio.gather(
+                    *(self._appended_logprob(call, prompt, ids, i) for i in missing), return_exceptions=True
+                )
                 for token_id, value in zip(missing, found, strict=True):
                     if isinstance(value, BaseException):
                         raise value
@@ -948,8 +1017,14 @@ class TGIBackend(Backend):
         self.totals["logprob_requests"] += 1
 
         async def send(client: AsyncInferenceClient, url: str) -> tuple[list[int], float | None]:
-            output = await client.text_generation(prompt + text, model=url + "/generate", details=True,
-                                                  decoder_input_details=True, max_new_tokens=1, do_sample=False)
+            output = await client.text_generation(
+                prompt + text,
+                model=url + "/generate",
+                details=True,
+                decoder_input_details=True,
+                max_new_tokens=1,
+                do_sample=False,
+            )
             assert output.details is not None  # asked for with details=True
             prefill = output.details.prefill
             if not prefill:
@@ -958,8 +1033,11 @@ class TGIBackend(Backend):
 
         prefill_ids, logprob = await self._request(call, send)
         if prefill_ids != [*ids, token_id] or logprob is None:
-            raise _ItemError(f"the prompt followed by {text!r} does not tokenize as the prompt plus token {token_id}: "
-                             "its exact logprob cannot be read", final=True)
+            raise _ItemError(
+                f"the prompt followed by {text!r} does not tokenize as the prompt plus token {token_id}: "
+                "its exact logprob cannot be read",
+                final=True,
+            )
         return float(logprob)
 
     def _appended_text(self, prompt: str, ids: list[int], token_id: int) -> str:
@@ -976,8 +1054,10 @@ class TGIBackend(Backend):
         if n > self.max_input_tokens:
             return f"prompt has {n} tokens; the endpoints accept at most {self.max_input_tokens} input tokens"
         if n + new_tokens > self.max_total_tokens:
-            return (f"prompt has {n} tokens; with max_new_tokens={new_tokens} it exceeds the endpoints' "
-                    f"max_total_tokens ({self.max_total_tokens})")
+            return (
+                f"prompt has {n} tokens; with max_new_tokens={new_tokens} it exceeds the endpoints' "
+                f"max_total_tokens ({self.max_total_tokens})"
+            )
         return None
 
     def _done(self, call: _Call, result: _Result) -> _Result:
@@ -990,8 +1070,10 @@ class TGIBackend(Backend):
             elapsed = max(now - call.started, 1e-9)
             call.bar.set_postfix(
                 tok_in_s=f"{(self.totals['prompt_tokens'] - call.tokens[0]) / elapsed:.0f}",
-                tok_out_s=f"{(self.totals['generated_tokens'] - call.tokens[1]) / elapsed:.0f}", retries=self.totals["retries"],
-                failed=self.totals["failed_items"], up=f"{sum(e.up for e in self.endpoints)}/{len(self.endpoints)}",
+                tok_out_s=f"{(self.totals['generated_tokens'] - call.tokens[1]) / elapsed:.0f}",
+                retries=self.totals["retries"],
+                failed=self.totals["failed_items"],
+                up=f"{sum(e.up for e in self.endpoints)}/{len(self.endpoints)}",
                 refresh=False,
             )
         return result
@@ -1096,10 +1178,15 @@ class TGIBackend(Backend):
         limits than the prompts were checked against (its 422s would reject items the others accept)."""
         if info.identity != self.reference.identity:
             return f"serves {info.model_id}@{info.model_sha}, not {self.reference.model_id}@{self.reference.model_sha}"
-        lower = [f"{name} {mine} < {ours}" for name, mine, ours in (
-            ("max_input_tokens", info.max_input_tokens, self.max_input_tokens),
-            ("max_total_tokens", info.max_total_tokens, self.max_total_tokens),
-            ("max_stop_sequences", info.max_stop_sequences, self.max_stop_sequences)) if mine < ours]
+        lower = [
+            f"{name} {mine} < {ours}"
+            for name, mine, ours in (
+                ("max_input_tokens", info.max_input_tokens, self.max_input_tokens),
+                ("max_total_tokens", info.max_total_tokens, self.max_total_tokens),
+                ("max_stop_sequences", info.max_stop_sequences, self.max_stop_sequences),
+            )
+            if mine < ours
+        ]
         return f"has lower limits than the run uses ({', '.join(lower)})" if lower else ""
 
     async def _read_info(self, call: _Call, endpoint: _Endpoint) -> EndpointInfo:
@@ -1115,7 +1202,10 @@ class TGIBackend(Backend):
         answers = await self._in_session(read_all, 0, "info", health=False)
         reachable = [(e, a) for e, a in zip(self.endpoints, answers, strict=True) if isinstance(a, EndpointInfo)]
         if not reachable:
-            reasons = "; ".join(f"{e.url}: {classify(a).message if isinstance(a, Exception) else a}" for e, a in zip(self.endpoints, answers, strict=True))
+            reasons = "; ".join(
+                f"{e.url}: {classify(a).message if isinstance(a, Exception) else a}"
+                for e, a in zip(self.endpoints, answers, strict=True)
+            )
             raise ConfigError(f"no TGI endpoint answered /info ({reasons})")
         identities = {a.identity for _, a in reachable}
         if len(identities) > 1:
@@ -1127,7 +1217,11 @@ class TGIBackend(Backend):
                 endpoint.limit = min(self.concurrency, answer.max_concurrent_requests or self.concurrency)
             else:
                 endpoint.last_error = classify(answer).message
-                log.warning("TGI endpoint %s did not answer /info (%s): it joins when /health passes", endpoint.url, endpoint.last_error)
+                log.warning(
+                    "TGI endpoint %s did not answer /info (%s): it joins when /health passes",
+                    endpoint.url,
+                    endpoint.last_error,
+                )
         return reachable[0][1]
 
     def _check_configured_model(self, model: str | None, revision: str | None) -> None:
@@ -1138,11 +1232,19 @@ class TGIBackend(Backend):
             return
         wanted = revision if re.fullmatch(r"[0-9a-f]{7,40}", revision) else _cached_ref(served.model_id, revision)
         if wanted is None:  # a branch or tag this machine cannot resolve offline: the served sha is what counts
-            log.warning("generator.revision '%s' is not a commit sha and is not in the local Hub cache; the endpoints "
-                        "serve %s at %s, which the dataset card records", revision, served.model_id, served.model_sha)
+            log.warning(
+                "generator.revision '%s' is not a commit sha and is not in the local Hub cache; the endpoints "
+                "serve %s at %s, which the dataset card records",
+                revision,
+                served.model_id,
+                served.model_sha,
+            )
         elif not served.model_sha.startswith(wanted):
-            raise ConfigError(f"generator.revision is '{revision}'" + (f" ({wanted})" if wanted != revision else "")
-                              + f" but the TGI endpoints serve revision {served.model_sha}")
+            raise ConfigError(
+                f"generator.revision is '{revision}'"
+                + (f" ({wanted})" if wanted != revision else "")
+                + f" but the TGI endpoints serve revision {served.model_sha}"
+            )
 
     # -- sessions, tokens -------------------------------------------------------------------------
     def close(self) -> None:
@@ -1163,10 +1265,22 @@ class TGIBackend(Backend):
         client, http = runner.client, runner.http
         assert http is not None  # made with the client, above
         # Shown on a terminal (under CachedModel's bar, which has the overall ETA); a log file gets none.
-        bar = tqdm(total=total, desc=f"tgi {desc}", unit="item", leave=False, dynamic_ncols=True,
-                   disable=True if not self.progress or total == 0 else None)
-        call = _Call(client, http, _Router(self.endpoints), bar, time.monotonic(),
-                     (self.totals["prompt_tokens"], self.totals["generated_tokens"]))
+        bar = tqdm(
+            total=total,
+            desc=f"tgi {desc}",
+            unit="item",
+            leave=False,
+            dynamic_ncols=True,
+            disable=True if not self.progress or total == 0 else None,
+        )
+        call = _Call(
+            client,
+            http,
+            _Router(self.endpoints),
+            bar,
+            time.monotonic(),
+            (self.totals["prompt_tokens"], self.totals["generated_tokens"]),
+        )
         checks = asyncio.create_task(self._health_loop(call)) if health else None
         try:
             return await work(call)
@@ -1184,7 +1298,10 @@ class TGIBackend(Backend):
         if self._tokenizer is not None:
             return [list(ids) for ids in self._tokenizer(prompts, add_special_tokens=True)["input_ids"]]
         found = await asyncio.gather(*(self._tokenize(call, p) for p in prompts), return_exceptions=True)
-        return [[t["id"] for t in f] if isinstance(f, list) else f if isinstance(f, _ItemError) else _ItemError(str(f)) for f in found]
+        return [
+            [t["id"] for t in f] if isinstance(f, list) else f if isinstance(f, _ItemError) else _ItemError(str(f))
+            for f in found
+        ]
 
     async def _tokenize(self, call: _Call, text: str) -> list[dict[str, Any]]:
         async def send(_client, url: str):
@@ -1200,7 +1317,10 @@ class TGIBackend(Backend):
         from inversecoder.core.backends.transformers_backend import resolve_answer_token_ids
 
         if self._tokenizer is not None:
-            answers = {"yes": resolve_answer_token_ids(self._tokenizer, "Yes"), "no": resolve_answer_token_ids(self._tokenizer, "No")}
+            answers = {
+                "yes": resolve_answer_token_ids(self._tokenizer, "Yes"),
+                "no": resolve_answer_token_ids(self._tokenizer, "No"),
+            }
             texts = {i: self._tokenizer.decode([i]) for ids in answers.values() for i in ids}
         else:  # no local tokenizer: the ids of "Yes" and " Yes" alone, as the servers tokenize them
             answers, texts = {}, {}
@@ -1215,7 +1335,9 @@ class TGIBackend(Backend):
                         ids.append(pieces[0]["id"])
                         texts[pieces[0]["id"]] = variant
                 if not ids:
-                    raise UserError(f"the served model has no single token for {word!r}: the Yes/No score would be meaningless")
+                    raise UserError(
+                        f"the served model has no single token for {word!r}: the Yes/No score would be meaningless"
+                    )
                 answers[word.lower()] = sorted(ids)
         self._answer_text = texts
         self._answers = answers
@@ -1292,13 +1414,27 @@ def _local_tokenizer(model: str | None, model_id: str, sha: str | None) -> Any:
             return AutoTokenizer.from_pretrained(folder)
         return AutoTokenizer.from_pretrained(model_id, revision=sha)
     except Exception as error:  # not available here: the servers count tokens for us
-        log.info("no local tokenizer for %s (%s): counting tokens with the endpoints' /tokenize", model_id, type(error).__name__)
+        log.info(
+            "no local tokenizer for %s (%s): counting tokens with the endpoints' /tokenize",
+            model_id,
+            type(error).__name__,
+        )
         return None
 
 
 # -- check-endpoints -------------------------------------------------------------------------------
-REPORT_FIELDS = ("model_id", "model_sha", "max_input_tokens", "max_total_tokens", "max_top_n_tokens", "max_best_of",
-                 "max_stop_sequences", "max_concurrent_requests", "version", "sha")
+REPORT_FIELDS = (
+    "model_id",
+    "model_sha",
+    "max_input_tokens",
+    "max_total_tokens",
+    "max_top_n_tokens",
+    "max_best_of",
+    "max_stop_sequences",
+    "max_concurrent_requests",
+    "version",
+    "sha",
+)
 
 
 def check_endpoints(config: GeneratorConfig, timeout: float | None = None) -> list[dict[str, Any]]:
@@ -1353,8 +1489,12 @@ def check_endpoints(config: GeneratorConfig, timeout: float | None = None) -> li
 async def _probe_top_n(client: AsyncInferenceClient, url: str, wanted: int, timeout: float) -> str:
     """'>= N' when a request with top_n_tokens=N passes; the server's limit when it says so; else '?'."""
     try:
-        await asyncio.wait_for(client.text_generation("Yes", model=url + "/generate", details=True, max_new_tokens=1,
-                                                      top_n_tokens=max(wanted, 1)), timeout)
+        await asyncio.wait_for(
+            client.text_generation(
+                "Yes", model=url + "/generate", details=True, max_new_tokens=1, top_n_tokens=max(wanted, 1)
+            ),
+            timeout,
+        )
         return f">= {max(wanted, 1)}"
     except Exception as error:
         limit = _TOP_N_LIMIT.search(classify(error).message)
@@ -1365,8 +1505,12 @@ async def _probe_prefill_logprobs(client: AsyncInferenceClient, url: str, timeou
     """'yes' when the endpoint returns prompt logprobs (exact scores of answer tokens outside the top n
     need them); TGI >= 3.0 answers an empty list unless launched with --enable-prefill-logprobs."""
     try:
-        output = await asyncio.wait_for(client.text_generation("Yes No", model=url + "/generate", details=True,
-                                                               decoder_input_details=True, max_new_tokens=1), timeout)
+        output = await asyncio.wait_for(
+            client.text_generation(
+                "Yes No", model=url + "/generate", details=True, decoder_input_details=True, max_new_tokens=1
+            ),
+            timeout,
+        )
     except Exception as error:
         return f"? ({classify(error).message})"
     assert output.details is not None  # asked for with details=True
@@ -1378,8 +1522,13 @@ def format_endpoint_report(rows: list[dict[str, Any]]) -> str:
     columns = ["url", "health", *REPORT_FIELDS, "prefill_logprobs"]
     table = []
     for row in rows:
-        health = (f"ok ({row['health_ms']} ms)" if row.get("healthy") else
-                  f"DOWN: {row['error']}" if "health_ms" not in row else f"unhealthy ({row['health_ms']} ms)")
+        health = (
+            f"ok ({row['health_ms']} ms)"
+            if row.get("healthy")
+            else f"DOWN: {row['error']}"
+            if "health_ms" not in row
+            else f"unhealthy ({row['health_ms']} ms)"
+        )
         cells = {"url": row["url"], "health": health}
         for name in (*REPORT_FIELDS, "prefill_logprobs"):
             value = row.get(name)
@@ -1399,6 +1548,8 @@ def format_endpoint_report(rows: list[dict[str, Any]]) -> str:
     else:
         lines.append(f"0/{len(rows)} endpoints reachable")
     if any(str(r.get("prefill_logprobs", "")).startswith("no") for r in rows):
-        lines.append("note: endpoints marked 'no' return no prompt logprobs: a score whose Yes/No token is outside "
-                     "the top n fails there; launch TGI with --enable-prefill-logprobs")
+        lines.append(
+            "note: endpoints marked 'no' return no prompt logprobs: a score whose Yes/No token is outside "
+            "the top n fails there; launch TGI with --enable-prefill-logprobs"
+        )
     return "\n".join(lines)

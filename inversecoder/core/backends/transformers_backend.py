@@ -68,9 +68,15 @@ def resolve_model(model: str, revision: str | None) -> tuple[Path, str]:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        path = Path(snapshot_download(model, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py"]))
+        path = Path(
+            snapshot_download(
+                model, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py"]
+            )
+        )
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as error:
-        raise ConfigError(f"cannot get model '{model}' from the Hub (offline or not found): {type(error).__name__}") from None
+        raise ConfigError(
+            f"cannot get model '{model}' from the Hub (offline or not found): {type(error).__name__}"
+        ) from None
     return path, path.name  # snapshots/<commit sha>
 
 
@@ -168,7 +174,10 @@ class TransformersBackend(Backend):
             ids = self._encode(request.prompt)
             if len(ids) > limit:
                 results[i] = Completion(
-                    None, "error", len(ids), 0,
+                    None,
+                    "error",
+                    len(ids),
+                    0,
                     error=f"prompt has {len(ids)} tokens; the model's context ({self.max_context}) leaves room "
                     f"for {max(limit, 0)} with max_new_tokens={params.max_new_tokens}",
                 )
@@ -177,7 +186,9 @@ class TransformersBackend(Backend):
                 runnable.append(i)
         # Callers usually pass one planned batch; a longer list is split so memory stays bounded.
         for batch in self.plan_batches([requests[i].prompt for i in runnable], params.max_new_tokens):
-            outputs = self._decode_loop([encoded[j] for j in batch], [requests[runnable[j]].seed for j in batch], params)
+            outputs = self._decode_loop(
+                [encoded[j] for j in batch], [requests[runnable[j]].seed for j in batch], params
+            )
             for j, output in zip(batch, outputs, strict=True):
                 results[runnable[j]] = output
         return _filled(results)
@@ -191,7 +202,12 @@ class TransformersBackend(Backend):
         for i, prompt in enumerate(prompts):
             ids = self._encode(prompt)
             if len(ids) > self.max_context:
-                results[i] = YesNoScore(None, None, len(ids), error=f"prompt has {len(ids)} tokens; the model's context is {self.max_context}")
+                results[i] = YesNoScore(
+                    None,
+                    None,
+                    len(ids),
+                    error=f"prompt has {len(ids)} tokens; the model's context is {self.max_context}",
+                )
             else:
                 encoded.append(ids)
                 runnable.append(i)
@@ -201,9 +217,13 @@ class TransformersBackend(Backend):
         for batch in self.plan_batches([prompts[i] for i in runnable], 1):
             with torch.inference_mode():
                 input_ids, attention_mask, position_ids = self._left_pad([encoded[j] for j in batch])
-                logits = model(
-                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
-                ).logits[:, -1, :].float()
+                logits = (
+                    model(
+                        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
+                    )
+                    .logits[:, -1, :]
+                    .float()
+                )
                 log_yes = torch.logsumexp(logits[:, yes_ids], dim=-1)
                 log_no = torch.logsumexp(logits[:, no_ids], dim=-1)
                 scores = torch.sigmoid(log_yes - log_no).tolist()
@@ -246,7 +266,9 @@ class TransformersBackend(Backend):
         else:
             named = getattr(torch, self._dtype_name, None)
             if not isinstance(named, torch.dtype):
-                raise ConfigError(f"generator.dtype must be auto, bfloat16, float16 or float32, got '{self._dtype_name}'")
+                raise ConfigError(
+                    f"generator.dtype must be auto, bfloat16, float16 or float32, got '{self._dtype_name}'"
+                )
             dtype = named
         model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
         # transformers wraps `to` in functools.wraps(Module.to): typeshed's _Wrapped takes the device for `self`
@@ -289,7 +311,14 @@ class TransformersBackend(Backend):
                 for row, ids in enumerate(encoded):
                     seen[row, torch.tensor(ids, device=self.device)] = True
             cache = DynamicCache(config=model.config)
-            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
+            out = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_kwarg: cache},
+            )
             logits = out.logits[:, -1, :].float()
             next_position = position_ids[:, -1:] + 1
             for _step in range(params.max_new_tokens):
@@ -301,7 +330,9 @@ class TransformersBackend(Backend):
                         finish[row] = "eos"
                         continue
                     generated[row].append(token)
-                    if params.stop and any(s in self.tokenizer.decode(generated[row][-stop_window:]) for s in params.stop):
+                    if params.stop and any(
+                        s in self.tokenizer.decode(generated[row][-stop_window:]) for s in params.stop
+                    ):
                         finish[row] = "stop"
                         continue
                     keep.append(pos)
@@ -318,8 +349,11 @@ class TransformersBackend(Backend):
                     seen.scatter_(1, step_tokens, True)
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
                 out = model(
-                    input_ids=step_tokens, attention_mask=attention_mask, position_ids=next_position,
-                    use_cache=True, **{self._cache_kwarg: cache},
+                    input_ids=step_tokens,
+                    attention_mask=attention_mask,
+                    position_ids=next_position,
+                    use_cache=True,
+                    **{self._cache_kwarg: cache},
                 )
                 logits = out.logits[:, -1, :].float()
                 next_position = next_position + 1
