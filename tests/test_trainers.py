@@ -216,7 +216,13 @@ def _keys(data):
             yield from _keys(value)
 
 
-def test_completed_stages_are_skipped(trained, dataset_dir, monkeypatch, capsys):
+@pytest.fixture(autouse=True)
+def _training_log(caplog):
+    """The recipe's progress lines (logging, INFO) are what some tests read."""
+    caplog.set_level("INFO", logger="inversecoder")
+
+
+def test_completed_stages_are_skipped(trained, dataset_dir, monkeypatch, caplog):
     from inversecoder.trainers import recipe
 
     config, work_dir, model_dir = trained
@@ -229,11 +235,11 @@ def test_completed_stages_are_skipped(trained, dataset_dir, monkeypatch, capsys)
     monkeypatch.setattr(recipe, "_build_trainer", no_training)
     assert recipe.train_model(config, dataset_dir, work_dir, model_dir) == model_dir
     assert [path.stat().st_mtime_ns for path in finals] == before
-    assert capsys.readouterr().out.count("already trained") == 2
+    assert caplog.text.count("already trained") == 2
     assert list(read(model_dir / "training_logs.json")) == ["stage1", "stage2"]
 
 
-def test_changed_settings_retrain_instead_of_reusing_stale_stages(trained, dataset_dir, tmp_path, capsys):
+def test_changed_settings_retrain_instead_of_reusing_stale_stages(trained, dataset_dir, tmp_path, caplog):
     import shutil
 
     from inversecoder.trainers import train_model
@@ -244,7 +250,7 @@ def test_changed_settings_retrain_instead_of_reusing_stale_stages(trained, datas
     changed = config.model_copy(update={"train": config.train.model_copy(update={"learning_rate": 2e-3})}, deep=True)
     old_plan = read(work_copy / "stage1" / "plan.json")["fingerprint"]
     train_model(changed, dataset_dir, work_copy, tmp_path / "model")
-    out = capsys.readouterr().out
+    out = caplog.text
     assert out.count("retraining from scratch") == 2 and "already trained" not in out
     assert read(work_copy / "stage1" / "plan.json")["fingerprint"] != old_plan
     stages = read(tmp_path / "model" / "training_config.json")["stages"]
@@ -255,10 +261,10 @@ def test_loss_is_on_response_and_eos_only(tiny_model_dir, dataset_dir, tmp_path)
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-    from inversecoder.trainers import recipe
+    from inversecoder.trainers import recipe, sft_config
 
     config = run_config(tiny_model_dir)
-    args = recipe.sft_config_for(config.train, tmp_path / "out", 1.0, 0, "stage1")
+    args = sft_config.sft_config_for(config.train, tmp_path / "out", 1.0, 0, "stage1")
     rows = recipe.load_pairs(dataset_dir, "default")
     assert rows.column_names == ["prompt", "completion"]
     source = generated_rows(N_GENERATED)
@@ -290,10 +296,10 @@ def test_loss_is_on_response_and_eos_only(tiny_model_dir, dataset_dir, tmp_path)
 def test_gradient_accumulation_follows_global_batch(monkeypatch, tmp_path):
     import torch
 
-    from inversecoder.trainers import recipe
+    from inversecoder.trainers import recipe, sft_config
 
     def config_for(**train: Any):
-        return recipe.sft_config_for(TrainConfig(**train), tmp_path, 1.0, 0, "stage1")
+        return sft_config.sft_config_for(TrainConfig(**train), tmp_path, 1.0, 0, "stage1")
 
     assert config_for(global_batch_size=512, per_device_batch_size=8).gradient_accumulation_steps == 64
     assert config_for(global_batch_size=10, per_device_batch_size=4).gradient_accumulation_steps == 3  # ceil
@@ -301,13 +307,13 @@ def test_gradient_accumulation_follows_global_batch(monkeypatch, tmp_path):
     assert explicit.gradient_accumulation_steps == 3 and explicit.global_batch_size is None
     # Several processes share the global batch (a real WORLD_SIZE > 1 makes TrainingArguments start
     # torch.distributed, so the multi-process arithmetic is checked without building a config).
-    assert recipe.gradient_accumulation_for(512, 8, 8) == 8
-    assert recipe.gradient_accumulation_for(10, 4, 2) == 2
-    assert recipe.gradient_accumulation_for(8, 4, 16) == 1
+    assert sft_config.gradient_accumulation_for(512, 8, 8) == 8
+    assert sft_config.gradient_accumulation_for(10, 4, 2) == 2
+    assert sft_config.gradient_accumulation_for(8, 4, 16) == 1
     monkeypatch.setenv("WORLD_SIZE", "4")
-    assert recipe.world_size() == 4
+    assert sft_config.world_size() == 4
     monkeypatch.delenv("WORLD_SIZE")
-    assert recipe.world_size() == 1
+    assert sft_config.world_size() == 1
     with pytest.raises(ConfigError, match="global_batch_size"):
         config_for(global_batch_size=0)
 
@@ -329,7 +335,7 @@ def test_gradient_accumulation_follows_global_batch(monkeypatch, tmp_path):
     assert config_for(sft_args={"gradient_checkpointing": True}).gradient_checkpointing is True
 
 
-def test_checkpoint_resume(tiny_model_dir, dataset_dir, tmp_path, monkeypatch, capsys):
+def test_checkpoint_resume(tiny_model_dir, dataset_dir, tmp_path, monkeypatch, caplog):
     from transformers import TrainerCallback
 
     from inversecoder.trainers import recipe
@@ -369,7 +375,7 @@ def test_checkpoint_resume(tiny_model_dir, dataset_dir, tmp_path, monkeypatch, c
     counter = CountSteps()
     callbacks[:] = [counter]
     recipe.train_model(config, dataset_dir, work_dir, model_dir)
-    assert "stage1: resuming from" in capsys.readouterr().out
+    assert "stage1: resuming from" in caplog.text
     assert counter.steps == {"stage1": 6 - 2, "stage2": 8}
     logs = read(model_dir / "training_logs.json")
     assert [e["step"] for e in logs["stage1"] if "loss" in e] == list(range(1, 7)), "history survives the resume"
@@ -389,12 +395,12 @@ def test_mix_mode(tiny_model_dir, dataset_dir, tmp_path):
     assert stage["rows"] == N_GENERATED + N_ORIGINAL and stage["sft_args"]["max_length"] == 128
 
 
-def test_empty_stage_is_skipped(tiny_model_dir, tmp_path, capsys):
+def test_empty_stage_is_skipped(tiny_model_dir, tmp_path, caplog):
     from inversecoder.trainers import train_model
 
     dataset_dir = write_dataset(tmp_path / "dataset", [], original_rows(8))
     model_dir = train_model(run_config(tiny_model_dir), dataset_dir, tmp_path / "work", tmp_path / "model")
-    assert "stage1: no rows" in capsys.readouterr().out
+    assert "stage1: no rows" in caplog.text
     stage1, stage2 = read(model_dir / "training_config.json")["stages"]
     assert stage1["skipped"] == "no rows" and stage2["start_model"] == str(tiny_model_dir)
     assert read(model_dir / "training_logs.json")["stage1"] == []

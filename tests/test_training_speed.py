@@ -81,33 +81,33 @@ def test_bad_speed_settings(changes, message):
 
 
 def test_cpu_sft_config_keeps_the_paper_batches(tmp_path):
-    from inversecoder.trainers import recipe
+    from inversecoder.trainers import sft_config
 
-    args = recipe.sft_config_for(TrainConfig(), tmp_path, 1.0, 0, "stage1")
+    args = sft_config.sft_config_for(TrainConfig(), tmp_path, 1.0, 0, "stage1")
     assert args.packing is False and args.model_init_kwargs == {"attn_implementation": "sdpa"}
     assert args.speed_plan is not None  # sft_config_for always records its plan
     assert args.speed_plan["device"] in ("cpu", "cuda", "mps") and args.speed_plan["reasons"]["packing"]
-    merged = recipe.sft_config_for(
+    merged = sft_config.sft_config_for(
         TrainConfig(sft_args={"model_init_kwargs": {"dtype": "float32"}}), tmp_path, 1.0, 0, "stage1"
     )
     assert merged.model_init_kwargs == {"attn_implementation": "sdpa", "dtype": "float32"}
 
 
 def test_packed_global_batch_counts_documents(tmp_path):
-    from inversecoder.trainers import recipe, speed
+    from inversecoder.trainers import sft_config, speed
 
     assert speed.packed_rows([600, 500, 400, 300, 200, 100], 1000) == 3  # 600+400, 500+300+200, 100 -> bfd
     assert speed.packed_rows([2000], 1024) == 1, "an over-long document is truncated into one row"
     assert speed.packed_batch(512, 8, 8, 4.0) == (8, 2)  # 8 rows x 8 GPUs x 2 steps x 4 docs = 512 documents
     assert speed.packed_batch(512, 8, 1, 4.0) == (8, 16)
     assert speed.packed_batch(8, 4, 1, 4.0) == (2, 1), "never more documents per step than the global batch"
-    args = recipe.sft_config_for(
+    args = sft_config.sft_config_for(
         TrainConfig(packing="true", max_length=1024), tmp_path, 1.0, 0, "stage1", lengths=[250] * 4096
     )
     assert args.packing is True and args.packing_strategy == "bfd" and args.documents_per_row == 4.0
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 16)
     assert args.pad_to_multiple_of is None, "sdpa on a CPU: no compiled kernel, no padding"
-    flex = recipe.sft_config_for(
+    flex = sft_config.sft_config_for(
         TrainConfig(packing="true", max_length=1024, attn_implementation="flex_attention"),
         tmp_path,
         1.0,
@@ -116,7 +116,7 @@ def test_packed_global_batch_counts_documents(tmp_path):
         lengths=[250] * 4096,
     )
     assert flex.pad_to_multiple_of == 8 * 1024, "one shape per step: 8 rows x max_length"
-    explicit = recipe.sft_config_for(
+    explicit = sft_config.sft_config_for(
         TrainConfig(packing="true", sft_args={"gradient_accumulation_steps": 3}),
         tmp_path,
         1.0,
@@ -151,7 +151,7 @@ def _rows(n: int):
 
 
 def _trainer(model_dir: Path, out: Path, rows, **train):
-    from inversecoder.trainers import recipe, speed
+    from inversecoder.trainers import recipe, sft_config, speed
 
     config = TrainConfig(
         base_model=str(model_dir),
@@ -163,7 +163,7 @@ def _trainer(model_dir: Path, out: Path, rows, **train):
         **train,
     )
     lengths = speed.document_lengths(recipe._load_tokenizer(str(model_dir), None), rows)
-    args = recipe.sft_config_for(config, out, 1.0, 0, "stage1", lengths=lengths)
+    args = sft_config.sft_config_for(config, out, 1.0, 0, "stage1", lengths=lengths)
     return recipe._build_trainer(args, str(model_dir), None, rows)
 
 
