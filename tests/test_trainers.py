@@ -296,7 +296,7 @@ def test_loss_is_on_response_and_eos_only(tiny_model_dir, dataset_dir, tmp_path)
 def test_gradient_accumulation_follows_global_batch(monkeypatch, tmp_path):
     import torch
 
-    from inversecoder.trainers import recipe, sft_config
+    from inversecoder.trainers import sft_config
 
     def config_for(**train: Any):
         return sft_config.sft_config_for(TrainConfig(**train), tmp_path, 1.0, 0, "stage1")
