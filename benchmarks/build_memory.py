@@ -8,10 +8,10 @@ model calls (it checks), so the numbers are the pipeline's: sources, stages, dec
 code layers; the semantic layer is OFF here), dedup, parquet and card writing.
 
     python benchmarks/build_memory.py --rows 100000 --samples 10          # the paper's scale: 1M candidates
-    python benchmarks/build_memory.py --rows 100000 --samples 2 --code-dir /tmp/old-checkout   # another checkout
+    python benchmarks/build_memory.py --rows 100000 --samples 2 --baseline /tmp/old-checkout   # side by side
 
-`--code-dir` runs the build from another checkout of this repository (e.g. before a change), with the same
-corpus and cache, so two versions can be compared side by side.
+`--baseline` first runs the build from another checkout of this repository (e.g. before a change), with the
+same corpus and cache, then this one, and prints both with their ratio.
 """
 
 from __future__ import annotations
@@ -150,9 +150,9 @@ def import_root(code_dir: Path, scratch: Path) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     package.mkdir(parents=True)
     for entry in (code_dir / "inversecoder").iterdir():
-        (package / entry.name).symlink_to(entry)
+        (package / entry.name).symlink_to(entry.resolve())
     for name, folder in PACKAGES.items():
-        if (code_dir / folder).is_dir():
+        if (code_dir / folder).is_dir() and not (package / name).exists():
             (package / name).symlink_to(code_dir / folder)
     return root
 
@@ -160,7 +160,10 @@ def import_root(code_dir: Path, scratch: Path) -> Path:
 CHILD = """
 import inspect, json, resource, sys
 from inversecoder.builders.pipeline import build_dataset
-from inversecoder.core.config import load_config
+try:
+    from inversecoder.core.config import load_config
+except ImportError:  # a checkout from before the core package
+    from inversecoder.config import load_config
 config = load_config(sys.argv[1], output_dir=sys.argv[2])
 kwargs = {"progress": False}
 parameters = inspect.signature(build_dataset).parameters
@@ -175,11 +178,35 @@ print(json.dumps({"counts": result.counts, "model_calls": result.model_calls, "r
 """
 
 
+def measure(code_dir: Path, config_path: Path, filled: Path, work: Path, env: dict[str, str]) -> dict:
+    """Run the build from `code_dir` on a copy of the prefilled cache; its counts, peak RSS and wall time."""
+    output = work / "run"
+    shutil.rmtree(output, ignore_errors=True)
+    (output / ".cache").mkdir(parents=True)
+    shutil.copy(filled / ".cache" / "model_calls.sqlite", output / ".cache" / "model_calls.sqlite")
+    child_env = dict(env, PYTHONPATH=str(import_root(code_dir.resolve(), work)))
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(config_path), str(output)], env=child_env, stdout=subprocess.PIPE, text=True
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"the build from {code_dir} failed (exit {done.returncode})")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["model_calls"]:
+        print(
+            f"warning: the build from {code_dir} computed model calls: the prefilled cache did not cover it",
+            file=sys.stderr,
+        )
+    return result | {"wall": wall, "peak_mib": result["maxrss_kib"] / 1024}  # ru_maxrss is in KiB on Linux
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=10, help="K candidates per snippet (summarize.num_samples)")
     parser.add_argument("--code-dir", type=Path, default=REPO, help="the checkout whose build is measured")
+    parser.add_argument("--baseline", type=Path, help="another checkout measured first, on the same corpus and cache")
     parser.add_argument("--work", type=Path, help="where corpus, model and cache go (kept and reused)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.gettempdir()) / f"inversecoder-build-memory-{args.rows}x{args.samples}"
@@ -198,6 +225,7 @@ def main() -> None:
         corpus(source, args.rows)
     recipe = {
         "seed": 1,
+        "benchmarks_dir": str(REPO / "data" / "benchmarks"),  # for checkouts that did not ship them yet
         "source": {"path": str(source)},
         "generator": {"model": str(model), "device": "cpu"},
         "summarize": {"num_samples": args.samples},
@@ -212,31 +240,26 @@ def main() -> None:
         started = time.perf_counter()
         count = prefill(config_path, filled)
         print(f"cache prefilled with {count} synthetic results in {time.perf_counter() - started:.0f} s")
-    output = work / "run"
-    shutil.rmtree(output, ignore_errors=True)
-    (output / ".cache").mkdir(parents=True)
-    shutil.copy(filled / ".cache" / "model_calls.sqlite", output / ".cache" / "model_calls.sqlite")
-    child_env = dict(env, PYTHONPATH=str(import_root(args.code_dir.resolve(), work)))
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(config_path), str(output)], env=child_env, stdout=subprocess.PIPE, text=True
-    )
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"the build failed (exit {done.returncode})")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    peak_mib = result["maxrss_kib"] / 1024  # the build process's own peak (ru_maxrss, KiB on Linux)
-    print(f"code: {args.code_dir}")
+    runs = [("baseline", args.baseline)] if args.baseline else []
+    runs.append(("this checkout" if args.code_dir == REPO else "measured", args.code_dir))
+    results = [(label, code_dir, measure(code_dir, config_path, filled, work, env)) for label, code_dir in runs]
+    counts = results[-1][2]["counts"]
     print(
-        f"corpus: {args.rows} rows x {args.samples} samples = {result['counts']['candidates generated']} candidates; "
-        f"{result['counts']['final pairs (default config)']} pairs; semantic decontamination off"
+        f"corpus: {args.rows} rows x {args.samples} samples = {counts['candidates generated']} candidates; "
+        f"{counts['final pairs (default config)']} pairs; semantic decontamination off; model calls from the cache"
     )
-    print(
-        f"model calls computed: {result['model_calls']} (reused {result['reused']}); fingerprint {result['fingerprint']}"
-    )
-    print(f"peak RSS of the build: {peak_mib:.0f} MiB; wall time: {wall:.0f} s")
-    if result["model_calls"]:
-        print("warning: the build computed model calls: the prefilled cache did not cover it", file=sys.stderr)
+    print(f"{'code':<15} {'peak RSS (MiB)':>15} {'wall (s)':>9} {'model calls':>12}  fingerprint       folder")
+    for label, code_dir, result in results:
+        print(
+            f"{label:<15} {result['peak_mib']:>15.0f} {result['wall']:>9.0f} {result['model_calls']:>12}  "
+            f"{result['fingerprint']}  {code_dir}"
+        )
+    if len(results) == 2:
+        old, new = results[0][2], results[1][2]
+        print(
+            f"peak RSS: {new['peak_mib'] / old['peak_mib']:.2f}x the baseline's; wall time {new['wall'] / old['wall']:.2f}x; "
+            f"same dataset: {old['fingerprint'] == new['fingerprint']}"
+        )
 
 
 if __name__ == "__main__":
