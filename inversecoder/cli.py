@@ -148,7 +148,7 @@ def _score_samples(args: argparse.Namespace) -> None:
         samples,
         args.benchmark,
         config.benchmarks_dir,
-        config.output / ".cache" / "benchmarks",
+        config.layout.benchmark_cache,
         output,
         config.evaluate.parallel,
         min_time_limit=config.evaluate.min_time_limit,
