@@ -96,7 +96,9 @@ def open_screen(config, context: StageContext) -> Screen:
 
 
 def screen_sources(rows, config, context: StageContext) -> StageResult:
-    """The source rows alone (the generator's training data): kept are the clean ones."""
+    """The source rows alone (the generator's training data): kept are the clean ones. `context.contaminated`
+    then holds this shard's contaminated rows only (a row's pairs are in its shard), so it never grows."""
+    context.contaminated.clear()
     if not config.decontaminate.enabled:
         return StageResult(list(rows), [], {ORIGINAL_REMOVED: 0})
     screen = open_screen(config, context)

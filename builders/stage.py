@@ -6,8 +6,8 @@ and why (the dataset's `rejected` config), `report` is a few counts for the card
 the stage adds to other configs of the dataset (`candidates`, `original`, `contamination`).
 
 The pipeline runs the stages shard by shard (a few thousand snippets at a time), so a stage sees one
-shard's rows; what must outlive a shard (the benchmark index, the duplicate index, the contaminated
-source rows) lives in the `StageContext`.
+shard's rows; what must outlive a shard (the benchmark index, the duplicate index) lives in the
+`StageContext`, which also carries the shard's source rows and its contaminated ones to the decontamination.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class StageContext:
     progress: bool = True
     #: the current shard's usable source rows (set by the source stage; the source rows are decontaminated too)
     sources: list = field(default_factory=list)
-    #: source row_id -> the benchmark matches of a contaminated source row (its generated pairs go with it)
+    #: source row_id -> the benchmark matches of the shard's contaminated source rows (their pairs go with them)
     contaminated: dict[str, list] = field(default_factory=dict)
     #: per-stage state that outlives a shard (the decontaminator, the duplicate index), by stage name
     state: dict[str, Any] = field(default_factory=dict)

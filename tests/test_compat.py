@@ -18,17 +18,21 @@ import pytest
 from conftest import BENCHMARKS_DIR, SAMPLE
 
 FIXTURE = Path(__file__).parent / "data" / "compat-f1ce952"
+SEMANTIC_FIXTURE = Path(__file__).parent / "data" / "compat-f1ce952-semantic"  # the same, semantic layer on
 
 
-@pytest.fixture
-def old_run(tiny_model_dir, tmp_path) -> Path:
-    folder = tmp_path / "old-run"
-    shutil.copytree(FIXTURE, folder)
+def lay_out(fixture: Path, tiny_model_dir: Path, folder: Path) -> Path:
+    shutil.copytree(fixture, folder)
     shutil.copytree(tiny_model_dir, folder / "tiny-model")  # built deterministically: same content revision
     (folder / "benchmarks").symlink_to(BENCHMARKS_DIR)
     lines = SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)[:12]
     (folder / "sample.jsonl").write_text("".join(lines), encoding="utf-8")
     return folder
+
+
+@pytest.fixture
+def old_run(tiny_model_dir, tmp_path) -> Path:
+    return lay_out(FIXTURE, tiny_model_dir, tmp_path / "old-run")
 
 
 def inversecoder(folder: Path, *args: str) -> str:
@@ -56,3 +60,12 @@ def test_the_old_cache_rebuilds_the_same_dataset_with_zero_model_calls(old_run):
     assert re.search(r"model calls: 0 computed, 72 from the cache", output), output
     for name, expected in before.items():
         assert rows(old_run / "out" / "dataset", name) == expected, name
+
+
+def test_the_old_embedding_cache_is_reused(tiny_model_dir, tmp_path):
+    folder = lay_out(SEMANTIC_FIXTURE, tiny_model_dir, tmp_path / "old-semantic-run")
+    before = rows(folder / "out" / "dataset", "data")
+    output = inversecoder(folder, "build-dataset", "config.yaml")
+    assert re.search(r"model calls: 0 computed, 72 from the cache", output), output
+    assert re.search(r"; 0 embeddings computed", output), output
+    assert rows(folder / "out" / "dataset", "data") == before

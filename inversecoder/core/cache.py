@@ -33,6 +33,17 @@ class ResultCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        self._adopt_old_embeddings()
+
+    def _adopt_old_embeddings(self) -> None:
+        """Embedding caches written before the result cache held blobs (table `batches`: key, rows, data)
+        move into `blobs` under the same keys, once, so their embeddings are not computed again."""
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "batches" in tables:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("INSERT OR IGNORE INTO blobs (key, value) SELECT key, data FROM batches")
+                self._db.execute("DROP TABLE batches")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         keys = list(dict.fromkeys(keys))
