@@ -133,6 +133,29 @@ def test_sft_args_typo_is_refused_by_the_cli_with_a_suggestion():
 @pytest.mark.parametrize(
     "override, message",
     [
+        ("train.sft_args={learning_rate: abc}", "train.sft_args.learning_rate: expected float, got 'abc'"),
+        ("train.sft_args={packing: maybe}", "train.sft_args.packing: expected bool, got 'maybe'"),
+        (
+            "train.sft_args={num_train_epochs: -5}",
+            "train.sft_args.num_train_epochs: must be > 0.0, got -5 (as train.generated_epochs)",
+        ),
+        (
+            "train.sft_args={per_device_train_batch_size: 100000000}",
+            "train.sft_args.per_device_train_batch_size: must be <= 4096, got 100000000 (as train.per_device_batch_size)",
+        ),
+        (
+            "train.sft_args={max_length: 100000000000}",
+            "train.sft_args.max_length: must be <= 1048576, got 100000000000 (as train.max_length)",
+        ),
+    ],
+)
+def test_sft_args_values_are_checked_like_the_fields_they_shadow(override, message):
+    assert one_line_error(cli("show-config", "configs/demo.yaml", override)) == message
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
         ("train.learning_rate=-0.001", "train.learning_rate: must be > 0.0, got -0.001"),
         ("train.learning_rate=1e-4", "write it as 1.0e-5"),  # YAML 1.1 reads 1e-4 as text: say so
         ("evaluate.min_time_limit=-1", "evaluate.min_time_limit: must be > 0.0, got -1"),

@@ -9,13 +9,23 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import re
 import reprlib
 import typing
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PydanticSchemaGenerationError,
+    TypeAdapter,
+    ValidationError,
+)
 
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.sandbox import LEVELS as SANDBOX_LEVELS
@@ -217,13 +227,39 @@ def sft_field_names() -> set[str]:
 
 
 def check_sft_args(args: dict[str, Any], names: Iterable[str] | None = None) -> None:
-    """A `FieldError` for the first key of `train.sft_args` that the recipe sets or SFTConfig lacks."""
+    """A `FieldError` for the first key of `train.sft_args` that the recipe sets or SFTConfig lacks, or whose
+    value does not have the type that SFTConfig declares for it."""
     names = sft_field_names() if names is None else set(names)
-    for key in args:
+    for key, value in args.items():
         if key in RESERVED_SFT_ARGS:
             raise FieldError((key,), "set by the recipe (one folder per stage): cannot be overridden")
         if key not in names:
             raise FieldError((key,), f"not a trl.SFTConfig field{did_you_mean(key, sorted(names))}")
+        declared = _sft_types().get(key)
+        if declared is not None:
+            try:
+                TypeAdapter(declared).validate_python(value)
+            except ValidationError:
+                raise FieldError((key,), f"expected {_type_name(declared)}, got {show(value)}") from None
+
+
+@functools.cache
+def _sft_types() -> dict[str, Any]:
+    """trl.SFTConfig's field types (those pydantic can check)."""
+    import trl
+
+    found = {}
+    for name, declared in typing.get_type_hints(trl.SFTConfig).items():
+        try:
+            TypeAdapter(declared)
+        except PydanticSchemaGenerationError:
+            continue
+        found[name] = declared
+    return found
+
+
+def _type_name(declared: Any) -> str:
+    return getattr(declared, "__name__", None) or str(declared).replace("typing.", "")
 
 
 def transformers_choice(value: str, default: str, kind: str) -> str:

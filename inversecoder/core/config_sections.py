@@ -47,6 +47,7 @@ from inversecoder.core.config_checks import (
     transformers_choice,
     unique,
 )
+from inversecoder.core.errors import ConfigError
 
 
 class SourceConfig(Section):
@@ -329,11 +330,32 @@ class TrainConfig(Section):
     sft_args: dict[str, Any] = Field(default_factory=dict)
     """Any other `trl.SFTConfig` field, passed through as is."""
 
+    #: `sft_args` keys that set what a field of this section sets: that field's checks (ranges, names) apply.
+    SHADOWED: ClassVar[dict[str, str]] = {
+        "learning_rate": "learning_rate",
+        "num_train_epochs": "generated_epochs",
+        "warmup_steps": "warmup_steps",
+        "lr_scheduler_type": "lr_scheduler_type",
+        "optim": "optim",
+        "per_device_train_batch_size": "per_device_batch_size",
+        "max_length": "max_length",
+        "max_grad_norm": "max_grad_norm",
+        "logging_steps": "logging_steps",
+        "save_steps": "save_steps",
+    }
+
     @field_validator("sft_args")
     @classmethod
     def _sft_args(cls, sft_args: dict[str, Any]) -> dict[str, Any]:
         if sft_args:  # trl takes seconds to import: only when there is something to check
             check_sft_args(sft_args)
+            for key, name in cls.SHADOWED.items():
+                if key in sft_args:
+                    try:
+                        cls.model_validate({name: sft_args[key]})  # a section's errors are ConfigErrors
+                    except ConfigError as error:
+                        message = str(error).split(": ", 1)[-1]
+                        raise FieldError((key,), f"{message} (as train.{name})") from None
         return sft_args
 
 
