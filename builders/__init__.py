@@ -1,1 +1,2 @@
-"""Dataset builders: sources, extraction, model backends, the pipeline stages and the dataset folder."""
+"""Dataset builders: the source, the stages (extract, summarize, score, select, decontaminate, dedup), the
+pipeline that walks them shard by shard, and the dataset folder writer."""

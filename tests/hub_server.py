@@ -1,5 +1,7 @@
 """A small Hugging Face Hub-protocol server for tests, on 127.0.0.1.
 
+One module (over 500 lines): the Hub protocol's routes depend on one in-memory store of repos, refs and LFS objects.
+
 The real clients (`huggingface_hub`, `datasets`, `transformers`) talk to it through
 `HF_ENDPOINT=http://127.0.0.1:PORT` with `HF_HUB_DISABLE_XET=1` (plain LFS uploads). It implements
 what they use to publish and to read back:

@@ -1,5 +1,7 @@
 """The evaluation harness against the real EvalPlus data, evalplus's own checker and our sandbox.
 
+One module (over 500 lines) because its tests share the benchmark data, ground truth and sandbox fixtures.
+
 Correctness anchors: canonical solutions pass (164/164 on HumanEval+ with the HumanEval/32 fix, where
 evalplus 0.3.1's own checker gives 163; 378/378 on MBPP+) and wrong solutions score 0. The default
 run checks a fast subset (the first tasks and every special oracle); the full anchors take several

@@ -1,5 +1,7 @@
 """The `tgi` backend against TGI-protocol test servers that serve the real tiny model (tests/tgi_server.py).
 
+One module (over 500 lines) because every test shares one pool of server processes, started once per module.
+
 Every test uses real components: real HTTP on 127.0.0.1, real server processes (killed with SIGKILL),
 `huggingface_hub.AsyncInferenceClient`, the embedded backend as the reference for scores, and the
 OpenAPI document for the shape of every body both ways. HF_HUB_OFFLINE=1 (conftest) stays set.
@@ -29,7 +31,7 @@ from inversecoder.core.config import GeneratorConfig
 from inversecoder.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from typing import Unpack
+    from typing_extensions import Unpack
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,5 +1,7 @@
 """A text-generation-inference test double: the real tiny model behind TGI's HTTP protocol, faults on demand.
 
+One module (over 500 lines): the server, its forked children and the client helpers share one wire protocol.
+
 TGI cannot be installed where the tests run, so this serves the routes the `tgi` backend uses, shaped
 as TGI's OpenAPI document says (`data/tgi/openapi.json`): `POST /generate` (details, top_n_tokens,
 decoder_input_details, seed, stop, do_sample, temperature, top_p, repetition_penalty, max_new_tokens),

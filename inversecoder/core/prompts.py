@@ -1,4 +1,4 @@
-"""The paper's prompt templates, verbatim (../shared/paper/inverse-instruct.md).
+"""The paper's prompt templates, verbatim (InverseCoder, arXiv 2407.05700, and its released code).
 
 Blank lines matter: the model was trained on exactly this Magicoder format, so every prompt we send
 (summarize, self-evaluate, evaluate) and every training example goes through these functions.
