@@ -30,7 +30,7 @@ from inversecoder.builders.dedup import DuplicateRates, dedup_stage, dedup_summa
 from inversecoder.builders.sources import SourceRow, SourceStream, source_stage
 from inversecoder.builders.stage import Stage, StageContext, add_counts
 from inversecoder.core.backends import CachedModel, open_model
-from inversecoder.core.config import RunConfig, config_yaml
+from inversecoder.core.config import DATASET_SECTIONS, RunConfig, config_yaml
 from inversecoder.core.dataset_files import HISTOGRAM
 from inversecoder.core.files import atomic_path
 from inversecoder.core.layout import BUILD_CONFIG, BUILD_INFO, BUILD_REPORT
@@ -189,7 +189,8 @@ def build_dataset(
             "fingerprint": files["fingerprint"],
             "empty_configs": files["empty_configs"],
         }
-        (scratch / BUILD_CONFIG).write_text(config_yaml(config), encoding="utf-8")
+        # Published with the dataset: the sections that built it, secrets redacted (no train/evaluate/push).
+        (scratch / BUILD_CONFIG).write_text(config_yaml(config, DATASET_SECTIONS), encoding="utf-8")
         (scratch / BUILD_INFO).write_text(json_text(build_info), encoding="utf-8")
         (scratch / BUILD_REPORT).write_text(json_text(report), encoding="utf-8")
         if write_card is not None:

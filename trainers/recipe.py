@@ -5,7 +5,8 @@ original pairs with a fresh optimizer and learning-rate schedule (that order bea
 `mode: mix` reproduces for the ablation). Data is prompt-completion: TRL appends EOS to the completion
 and puts loss on completion tokens only, which is the paper's "loss on response tokens + EOS".
 
-Runs are resumable: each stage trains in `work_dir/<stage>`, resumes from its last checkpoint, and is
+Runs are resumable: each stage trains in `work_dir/<stage>`, resumes from its newest complete checkpoint
+(broken ones, from a kill while one was written, are set aside: `checkpoints.py`), and is
 skipped once `<stage>/final` holds its completion marker. A stage's fingerprint (settings, start model,
 data content) is stored with it: after a change of config or dataset the stage retrains from scratch
 rather than reusing a stale model or resuming from checkpoints of other settings.
@@ -28,8 +29,9 @@ from inversecoder.core import prompts
 from inversecoder.core.config import TRAIN_MODES, RunConfig, TrainConfig
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.files import atomic_path, read_json, write_json
-from inversecoder.trainers import speed
-from inversecoder.trainers.sft_config import InverseCoderSFTConfig, sft_config_for
+from inversecoder.core.secrets import redact
+from inversecoder.trainers import checkpoints, speed
+from inversecoder.trainers.sft_config import InverseCoderSFTConfig, secrets_outside, sft_config_for
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +204,14 @@ def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str) -> None:
     _wait_for_everyone()
 
 
-def _last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+def _last_checkpoint(folder: Path, stage: str, save_only_model: bool) -> str | None:
+    """The newest complete checkpoint: the main process sets broken ones aside (`checkpoints.py`), then
+    every process resumes from the newest one left."""
+    if _is_main_process():
+        checkpoints.last_complete(folder, stage, save_only_model)
+    _wait_for_everyone()
+    found = checkpoints.checkpoints(folder)
+    return str(found[0]) if found else None
 
 
 def _load_tokenizer(path: str, revision: str | None) -> PreTrainedTokenizerBase:
@@ -233,11 +239,16 @@ def _build_trainer(
 
 
 def _public(data: Any) -> Any:
-    """Drop every key that mentions a token (hub tokens and the like) before anything is written."""
+    """What may be written: every key that mentions a token is dropped (TrainingArguments.to_dict turns each
+    `*_token` value into a placeholder, so they say nothing), every other secret-named one redacted."""
+    return redact(_without_tokens(data))
+
+
+def _without_tokens(data: Any) -> Any:
     if isinstance(data, dict):
-        return {k: _public(v) for k, v in data.items() if "token" not in str(k).lower()}
+        return {k: _without_tokens(v) for k, v in data.items() if "token" not in str(k).lower()}
     if isinstance(data, (list, tuple)):
-        return [_public(v) for v in data]
+        return [_without_tokens(v) for v in data]
     return data
 
 
@@ -295,22 +306,23 @@ def _run_stage(
     if len(stage.rows) == 0:
         logger.info(f"{stage.name}: no rows in {'+'.join(stage.configs)}, skipped (the next stage starts from {start})")
         return {**record, "skipped": "no rows", "sft_args": None, "log_history": []}
-    trainer = _build_trainer(args, start, revision, stage.rows)
-    checkpoint = _last_checkpoint(stage.folder)
-    if checkpoint:
-        logger.info(f"{stage.name}: resuming from {checkpoint}")
-    speed.reset_peak_memory()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    peak = speed.peak_memory()
-    trainer.state.log_history.append({**peak, "step": trainer.state.global_step})
-    record.update(
-        sft_args=_public(args.to_dict()),
-        global_step=trainer.state.global_step,
-        **peak,
-        log_history=trainer.state.log_history,
-    )
-    _save_final(trainer, stage.final, record)
-    del trainer
+    with secrets_outside(args):  # the Trainer saves its args into every checkpoint and the final folder
+        trainer = _build_trainer(args, start, revision, stage.rows)
+        checkpoint = _last_checkpoint(stage.folder, stage.name, args.save_only_model)
+        if checkpoint:
+            logger.info(f"{stage.name}: resuming from {checkpoint}")
+        speed.reset_peak_memory()
+        trainer.train(resume_from_checkpoint=checkpoint)
+        peak = speed.peak_memory()
+        trainer.state.log_history.append({**peak, "step": trainer.state.global_step})
+        record.update(
+            sft_args=_public(args.to_dict()),
+            global_step=trainer.state.global_step,
+            **peak,
+            log_history=trainer.state.log_history,
+        )
+        _save_final(trainer, stage.final, record)
+        del trainer
     _free_memory()
     _remove_checkpoints(stage.folder)
     return record

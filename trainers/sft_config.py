@@ -6,9 +6,11 @@ speed settings of `trainers/speed.py`, and `train.sft_args` passed through after
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import trl
 
 from inversecoder.core.config import FieldError, TrainConfig, check_sft_args
 from inversecoder.core.errors import ConfigError
+from inversecoder.core.secrets import is_secret_name
 from inversecoder.trainers import speed
 
 
@@ -165,6 +168,48 @@ def sft_config_for(
         return InverseCoderSFTConfig(**kwargs)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid training settings for {stage}: {error}") from None
+
+
+# -------------------------------------------------------------------------------------------- secrets
+
+
+@contextlib.contextmanager
+def secrets_outside(args: InverseCoderSFTConfig) -> Iterator[None]:
+    """While the block runs, `args` holds no credential and the Hub token is `HF_TOKEN` instead.
+
+    The Trainer saves its whole arguments (`torch.save`, `training_args.bin`) into every checkpoint and
+    into the stage's final folder: a `train.sft_args.hub_token` (or a `token` in `model_init_kwargs`)
+    would be in those files. Every secret-named field is cleared for the block, and the token goes to
+    huggingface_hub through the environment, which it reads whenever no token is passed (what the Trainer
+    does with `hub_token=None`: pushing and model downloads see the same token). Restored afterwards."""
+    cleared = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if is_secret_name(f.name)}
+    cleared = {name: value for name, value in cleared.items() if value not in (None, "")}
+    init = args.model_init_kwargs if isinstance(args.model_init_kwargs, dict) else None
+    init_secrets = {key: value for key, value in (init or {}).items() if is_secret_name(key)}
+    tokens = {value for value in (*cleared.values(), *init_secrets.values()) if isinstance(value, str) and value}
+    if len(tokens) > 1:
+        raise ConfigError(
+            "train.sft_args: the hub token and model_init_kwargs' token differ; give one token (HF_TOKEN)"
+        )
+    for name in cleared:
+        setattr(args, name, None)
+    if init is not None and init_secrets:
+        args.model_init_kwargs = {key: value for key, value in init.items() if key not in init_secrets}
+    previous = os.environ.get("HF_TOKEN")
+    if tokens:
+        os.environ["HF_TOKEN"] = tokens.pop()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HF_TOKEN", None)
+        else:
+            os.environ["HF_TOKEN"] = previous
+        for name, value in cleared.items():
+            setattr(args, name, value)
+        if init is not None and init_secrets:
+            kept = args.model_init_kwargs if isinstance(args.model_init_kwargs, dict) else {}
+            args.model_init_kwargs = {**kept, **init_secrets}
 
 
 # ----------------------------------------------------------------------------------------------- data

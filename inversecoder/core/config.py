@@ -60,7 +60,9 @@ from inversecoder.core.config_sections import (
     TrainConfig,
 )
 from inversecoder.core.errors import ConfigError
+from inversecoder.core.files import write_atomic
 from inversecoder.core.layout import Layout
+from inversecoder.core.secrets import redact
 
 MAX_CONFIG_NODES = 50_000
 """Values (mappings, lists and scalars) a config may hold once YAML aliases are expanded: a few hundred is
@@ -186,15 +188,22 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), output_d
         raise config_error(error, RunConfig) from None
 
 
-def config_yaml(config: RunConfig) -> str:
-    """The resolved config as YAML: plain values only (no anchors, no Python objects)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+DATASET_SECTIONS = ("seed", "benchmarks_dir", "source", "generator", "summarize", "decontaminate", "dedup", "dataset")
+"""What a dataset is built from: the dataset's `build_config.yaml` holds these (not train, evaluate, push, plan)."""
 
 
-def save_config(config: RunConfig, path: Path) -> None:
-    """Write the resolved config (no secrets are ever part of it) next to an artifact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config_yaml(config), encoding="utf-8")
+def config_yaml(config: RunConfig, sections: Sequence[str] = ()) -> str:
+    """The resolved config as YAML (the named top-level fields only, when given): plain values only (no
+    anchors, no Python objects), every secret-named field redacted (`core.secrets`)."""
+    data = config.model_dump(mode="json")
+    if sections:
+        data = {name: value for name, value in data.items() if name in sections}
+    return yaml.safe_dump(redact(data), sort_keys=False)
+
+
+def save_config(config: RunConfig, path: Path, sections: Sequence[str] = ()) -> None:
+    """Write the resolved config next to an artifact, atomically and without secrets (see `config_yaml`)."""
+    write_atomic(path, config_yaml(config, sections))
 
 
 def describe_fields() -> list[tuple[str, str, str]]:
