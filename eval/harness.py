@@ -26,6 +26,7 @@ from inversecoder.core.backends.base import CachedModel
 from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchmark
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import file_sha256, write_atomic, write_json
+from inversecoder.core.layout import EVAL_RESULTS
 from inversecoder.core.sandbox import Sandbox
 from inversecoder.core.versions import version
 from inversecoder.eval.generation import Decoding, build_tasks, generate_solutions, prompt_templates
@@ -182,7 +183,7 @@ def evaluate_model(
         "backend": dataclasses.asdict(model.info()),
     }
     results["versions"] = versions()
-    write_json(output_dir / "eval_results.json", results)
+    write_json(output_dir / EVAL_RESULTS, results)
     return results
 
 
@@ -286,5 +287,5 @@ def score_samples_file(
         },
         "versions": versions(),
     }
-    write_json(output_dir / "eval_results.json", results)
+    write_json(output_dir / EVAL_RESULTS, results)
     return results

@@ -29,6 +29,7 @@ from inversecoder.core import prompts
 from inversecoder.core.config import TRAIN_MODES, RunConfig, TrainConfig
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.files import atomic_path, read_json, write_json
+from inversecoder.core.layout import TRAINING_CONFIG, TRAINING_LOGS
 from inversecoder.core.secrets import redact
 from inversecoder.trainers import checkpoints, speed
 from inversecoder.trainers.sft_config import InverseCoderSFTConfig, secrets_outside, sft_config_for
@@ -361,7 +362,7 @@ def _write_model_folder(
     generation.save_pretrained(partial)
     stages = [{k: v for k, v in r.items() if k != "log_history"} for r in records]
     write_json(
-        partial / "training_config.json",
+        partial / TRAINING_CONFIG,
         _public(
             {
                 "base_model": base[0],
@@ -373,7 +374,7 @@ def _write_model_folder(
             }
         ),
     )
-    write_json(partial / "training_logs.json", {r["stage"]: r["log_history"] for r in records})
+    write_json(partial / TRAINING_LOGS, {r["stage"]: r["log_history"] for r in records})
 
 
 def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir: Path) -> Path:

@@ -6,11 +6,13 @@ it. A config is one or more parquet files `DIR/train-00000-of-000NN.parquet`, in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
+from inversecoder.core.files import read_json
+from inversecoder.core.layout import BUILD_INFO
 
 SCHEMAS: dict[str, pa.Schema] = {
     "default": pa.schema(
@@ -116,9 +118,7 @@ def load_config_rows(dataset_dir: Path, config_name: str):
     files = [str(p) for p in config_files(dataset_dir, config_name)]
     if files:
         return load_dataset("parquet", data_files={"train": files}, split="train")
-    info_path = dataset_dir / "build_info.json"
-    if info_path.is_file() and config_name in json.loads(info_path.read_text(encoding="utf-8")).get(
-        "empty_configs", []
-    ):
+    info = read_json(dataset_dir / BUILD_INFO) or {}
+    if config_name in info.get("empty_configs", []):
         return Dataset(SCHEMAS[config_name].empty_table())
     raise FileNotFoundError(f"{dataset_dir} has no '{config_name}' config")
