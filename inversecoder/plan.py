@@ -8,6 +8,7 @@ throughput figures (`plan.*`: measured on our benchmarks, or set for your hardwa
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from inversecoder.core.config import RunConfig
@@ -61,16 +62,13 @@ def _hours(tokens: float, per_gpu_per_s: float, config: RunConfig, scale: float)
 
 def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
     """The steps with their actions, work and time estimates, plus notes on how the figures were made."""
-    from inversecoder.builders.sources import load_source
-    from inversecoder.builders.stages import extract
+    from inversecoder.builders.extract import extract_code
+    from inversecoder.builders.sources import SourceRow, SourceStream
     from inversecoder.core import prompts
     from inversecoder.workflow import step_status
 
     status = step_status(config)
     notes: list[str] = []
-    source = load_source(config.source)
-    snippets, _ = extract(source.rows)
-    by_id = {row.row_id: row for row in source.rows}
     tokenizer, tokenizer_name = _tokenizer(config)
     if tokenizer is None:
         notes.append("no tokenizer could be loaded (offline, or no model named): token counts are characters / 4")
@@ -86,16 +84,20 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
             )
 
     k = config.summarize.num_samples
-    instructions = [by_id[s.row_id].instruction for s in snippets]
-    code_tokens = count([prompts.summarize_prompt(s.code_block, "Write a") for s in snippets])
-    instruction_tokens = count(instructions)
-    score_tokens = count(
-        [prompts.score_prompt(text, s.code_block) for text, s in zip(instructions, snippets, strict=True)]
-    )
-    original_tokens = count([prompts.magicoder_prompt(r.instruction, r.response) for r in source.rows])
-    generated_pair_tokens = count(
-        [prompts.magicoder_prompt(text, s.code_block) for text, s in zip(instructions, snippets, strict=True)]
-    )
+    # The corpus streams through in chunks: memory holds one chunk's prompts, never the corpus.
+    code_tokens = instruction_tokens = score_tokens = original_tokens = generated_pair_tokens = 0
+    usable = snippet_count = 0
+    source = SourceStream(config.source)
+    rows = (row for _, row in source if isinstance(row, SourceRow))
+    while chunk := list(itertools.islice(rows, 1024)):
+        usable += len(chunk)
+        original_tokens += count([prompts.magicoder_prompt(r.instruction, r.response) for r in chunk])
+        pairs = [(r.instruction, block) for r in chunk if (block := extract_code(r.response).code_block) is not None]
+        snippet_count += len(pairs)
+        code_tokens += count([prompts.summarize_prompt(code, "Write a") for _, code in pairs])
+        instruction_tokens += count([text for text, _ in pairs])
+        score_tokens += count([prompts.score_prompt(text, code) for text, code in pairs])
+        generated_pair_tokens += count([prompts.magicoder_prompt(text, code) for text, code in pairs])
 
     params = _params_billions(config)
     scale = (params / config.plan.reference_params_b) if params else 1.0
@@ -115,16 +117,16 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
         PlannedStep(
             "generator",
             status["generator"],
-            f"fine-tune {train.base_model} on {len(source.rows)} original pairs x {train.original_epochs} epochs "
+            f"fine-tune {train.base_model} on {usable} original pairs x {train.original_epochs} epochs "
             f"= {original_tokens * train.original_epochs:,.0f} tokens",
             _hours(original_tokens * train.original_epochs, config.plan.training_tokens_per_s, config, scale),
         ),
         PlannedStep(
             "dataset",
             status["dataset"],
-            f"{source.info['rows_read']} rows, {len(snippets)} snippets; {len(snippets) * k:,} generations "
-            f"(~{generated_tokens:,} tokens expected, at most {len(snippets) * k * config.summarize.max_new_tokens:,}) "
-            f"+ {len(snippets) * k:,} scorings; {prefill_tokens:,} prompt tokens",
+            f"{source.info['rows_read']} rows, {snippet_count} snippets; {snippet_count * k:,} generations "
+            f"(~{generated_tokens:,} tokens expected, at most {snippet_count * k * config.summarize.max_new_tokens:,}) "
+            f"+ {snippet_count * k:,} scorings; {prefill_tokens:,} prompt tokens",
             generation_hours,
         ),
         PlannedStep(
