@@ -24,6 +24,7 @@ from inversecoder.core.config import RunConfig, save_config
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import read_json, write_atomic, write_json
 from inversecoder.core.layout import EVAL_RESULTS
+from inversecoder.core.lock import output_lock
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +78,18 @@ def _build(config: RunConfig) -> Path:
     return build_dataset(resolved(config), write_card=write_dataset_card).dataset_dir
 
 
+def _require_dataset(config: RunConfig) -> None:
+    if not (config.layout.dataset / "README.md").is_file():
+        raise UserError(
+            f"no dataset at {config.layout.dataset}: run `inversecoder build-dataset` (or `run`) with this config first"
+        )
+
+
 def _train(config: RunConfig) -> Path:
     from inversecoder.trainers.recipe import train_model
 
+    _require_dataset(config)
     layout = config.layout
-    if not (layout.dataset / "README.md").is_file():
-        raise UserError(
-            f"no dataset at {layout.dataset}: run `inversecoder build-dataset` (or `run`) with this config first"
-        )
     return train_model(resolved(config), layout.dataset, layout.train, layout.model)
 
 
@@ -100,11 +105,17 @@ def _evaluate_into(config: RunConfig, model: str, output: Path) -> dict[str, Any
     )
 
 
+def _require_model(config: RunConfig) -> None:
+    if config.evaluate.model is None and not (config.layout.model / "config.json").is_file():
+        raise UserError(
+            f"no trained model at {config.layout.model}: run `inversecoder train` first or set evaluate.model"
+        )
+
+
 def _evaluate(config: RunConfig) -> dict[str, Any]:
     config = resolved(config)
     layout = config.layout
-    if config.evaluate.model is None and not (layout.model / "config.json").is_file():
-        raise UserError(f"no trained model at {layout.model}: run `inversecoder train` first or set evaluate.model")
+    _require_model(config)
     return _evaluate_into(config, config.evaluate.model or str(layout.model), layout.eval)
 
 
@@ -268,32 +279,42 @@ def run_steps(
 
 
 # -- commands ---------------------------------------------------------------------------------------
+# Every command that writes into OUTPUT holds its lock for the whole command (see core/lock.py).
 def build(config: RunConfig) -> Path:
     """Build (or refresh) the dataset; when no generator is named, step 0 makes M first (or reuses it)."""
-    run_steps(config, "generator", "dataset", force=("dataset",))
+    resolved(config)  # before the lock: a config error leaves no folder behind
+    with output_lock(config.layout.root):
+        run_steps(config, "generator", "dataset", force=("dataset",))
     return config.layout.dataset
 
 
 def train(config: RunConfig) -> Path:
-    run_steps(config, "train", "train", force=("train",))
-    write_report(config)
+    _require_dataset(config)
+    with output_lock(config.layout.root):
+        run_steps(config, "train", "train", force=("train",))
+        write_report(config)
     return config.layout.model
 
 
 def evaluate(config: RunConfig) -> dict[str, Any]:
-    run_steps(config, "evaluate", "evaluate", force=("evaluate",))
-    write_report(config)
+    _require_model(config)
+    with output_lock(config.layout.root):
+        run_steps(config, "evaluate", "evaluate", force=("evaluate",))
+        write_report(config)
     return read_json(config.layout.eval / EVAL_RESULTS) or {}
 
 
 def run_all(config: RunConfig, start: str | None = None, until: str | None = None, push: bool = False) -> None:
     """The whole loop; each step resumes from what the output folder already holds."""
-    token = None
-    if push:
-        from inversecoder.hub_cards.push import check_push_config
+    resolved(config)
+    _selected(start, until)  # config and step names fail before the lock (which creates the folder)
+    with output_lock(config.layout.root):
+        token = None
+        if push:
+            from inversecoder.hub_cards.push import check_push_config
 
-        token = check_push_config(config)  # repo ids and token, before any work
-    run_steps(config, start, until, token=token)
+            token = check_push_config(config)  # repo ids and token, before any work
+        run_steps(config, start, until, token=token)
     layout = config.layout
     rows = [
         ("generator", layout.generator_model, "the model M that wrote the data"),

@@ -60,6 +60,7 @@ from inversecoder.core.config_sections import (
     TrainConfig,
 )
 from inversecoder.core.errors import ConfigError
+from inversecoder.core.files import write_atomic
 from inversecoder.core.layout import Layout
 
 MAX_CONFIG_NODES = 50_000
@@ -193,8 +194,7 @@ def config_yaml(config: RunConfig) -> str:
 
 def save_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config (no secrets are ever part of it) next to an artifact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config_yaml(config), encoding="utf-8")
+    write_atomic(path, config_yaml(config))
 
 
 def describe_fields() -> list[tuple[str, str, str]]:
