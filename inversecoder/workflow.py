@@ -25,6 +25,8 @@ from inversecoder.core.errors import UserError
 from inversecoder.core.files import read_json, write_atomic, write_json
 from inversecoder.core.layout import EVAL_RESULTS
 from inversecoder.core.lock import output_lock
+from inversecoder.core.manifest import read_manifest, write_manifest
+from inversecoder.step_records import Record, check, read_records, record
 
 logger = logging.getLogger(__name__)
 
@@ -205,30 +207,41 @@ def fingerprints(config: RunConfig) -> dict[str, str]:
     return found
 
 
-def step_status(config: RunConfig) -> dict[str, str]:
-    """`run`, `skip` (done with the same fingerprint) or `disabled`, for every step."""
+def step_folder(config: RunConfig, step: Step) -> Path:
+    """The folder a step writes (its output marker's folder): what its manifest covers."""
+    return step.output(config).parent
+
+
+def step_status(
+    config: RunConfig, reasons: dict[str, str] | None = None, done: dict[str, Record] | None = None
+) -> dict[str, str]:
+    """`run`, `skip` (done with the same fingerprint, its files as it wrote them) or `disabled`, for every
+    step; `reasons` (when given) gets, per step that reruns although recorded, why."""
     prints = fingerprints(config)
-    done = read_json(config.layout.steps) or {}
+    root = config.layout.root
+    done = read_records(config.layout.steps) if done is None else done
     status = {}
     for step in STEPS:
+        entry = done.get(step.name)
         if not step.enabled(config):
             status[step.name] = "disabled"
-        elif done.get(step.name) == prints[step.name] and step.output(config).exists():
-            status[step.name] = "skip"
-        else:
+        elif entry is None or entry.fingerprint != prints[step.name]:
             status[step.name] = "run"
+        elif not step.output(config).exists():
+            status[step.name] = "run"
+            if reasons is not None:
+                reasons[step.name] = f"{step.output(config)} is missing"
+        else:
+            why = check(root, step_folder(config, step), entry, dataset=step.name == "dataset")
+            status[step.name] = "run" if why else "skip"
+            if why and reasons is not None:
+                reasons[step.name] = why
     # A step that reruns makes every step after it that reads it rerun too.
     for step in STEPS:
         if status[step.name] == "skip" and any(status.get(up) == "run" for up in step.after):
             status[step.name] = "run"
     status["report"] = "run"
     return status
-
-
-def _record(config: RunConfig, name: str, fingerprint: str) -> None:
-    state = read_json(config.layout.steps) or {}
-    state[name] = fingerprint
-    write_json(config.layout.steps, state)
 
 
 def _selected(start: str | None, until: str | None) -> list[str]:
@@ -255,17 +268,27 @@ def run_steps(
     resolved(config)  # a run with no model at all fails here, before any work
     selected = _selected(start, until)
     save_config(config, config.layout.run_config)
-    status = step_status(config)
+    reasons: dict[str, str] = {}
+    steps_file = config.layout.steps
+    done = read_records(steps_file)
+    status = step_status(config, reasons, done)
     prints = fingerprints(config)
     for step in STEPS:
         if step.name not in selected or status[step.name] == "disabled":
             continue
+        folder = step_folder(config, step)
         if status[step.name] == "skip" and step.name not in force:
             logger.info("[%s] up to date (fingerprint %s), skipped", step.name, prints[step.name])
+            if done[step.name].files is None:  # an older record, verified: add its manifest
+                if step.name == "dataset" and read_manifest(folder) is None:
+                    write_manifest(folder)
+                record(steps_file, done, step.name, prints[step.name], folder)
             continue
+        if step.name in reasons:
+            logger.warning("[%s] %s: running it again", step.name, reasons[step.name])
         logger.info("[%s] running", step.name)
         step.run(config)
-        _record(config, step.name, prints[step.name])
+        record(steps_file, done, step.name, prints[step.name], folder)
     if token and "dataset" in selected:
         from inversecoder.hub_cards.push import push_run_dataset
 
