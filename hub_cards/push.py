@@ -6,10 +6,11 @@
 
 How a push goes:
 
-1. The folder is checked locally (card metadata parses, a dataset has its version and fingerprint, a
-   model has weights and a chat template) and the token is checked with `whoami` before anything is sent.
+1. The folder is checked locally (its files match its manifest.json, card metadata parses, a dataset has
+   its version and fingerprint, a model has weights and a chat template) and the token is checked with
+   `whoami` before anything is sent (see `hub_folder.py`; every Hub request has a deadline).
 2. The repo is created if missing. If the tag already exists it is never moved: the same build (a
-   dataset with the same content and config fingerprints, a model with the same files) is a no-op,
+   same files, a dataset's card aside) is a no-op,
    anything else is an error.
 3. One `create_commit` with every file (and the deletion of remote files the folder no longer has);
    files the Hub already holds are skipped through the preupload oids, so identical content makes no
