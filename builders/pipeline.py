@@ -34,6 +34,7 @@ from inversecoder.core.config import DATASET_SECTIONS, RunConfig, config_yaml
 from inversecoder.core.dataset_files import HISTOGRAM
 from inversecoder.core.files import atomic_path
 from inversecoder.core.layout import BUILD_CONFIG, BUILD_INFO, BUILD_REPORT
+from inversecoder.core.manifest import write_manifest
 from inversecoder.core.rows import Rejected
 from inversecoder.core.versions import package_versions
 
@@ -195,6 +196,7 @@ def build_dataset(
         (scratch / BUILD_REPORT).write_text(json_text(report), encoding="utf-8")
         if write_card is not None:
             write_card(scratch, report)
+        write_manifest(scratch)  # every file with its sha256: checked before the folder is trusted or pushed
     fingerprint = files["fingerprint"]
     logger.info(
         f"dataset: {counts['final pairs (default config)']} pairs written to {dataset_dir} (fingerprint {fingerprint}); "

@@ -6,10 +6,11 @@
 
 How a push goes:
 
-1. The folder is checked locally (card metadata parses, a dataset has its version and fingerprint, a
-   model has weights and a chat template) and the token is checked with `whoami` before anything is sent.
+1. The folder is checked locally (its files match its manifest.json, card metadata parses, a dataset has
+   its version and fingerprint, a model has weights and a chat template) and the token is checked with
+   `whoami` before anything is sent (see `hub_folder.py`; every Hub request has a deadline).
 2. The repo is created if missing. If the tag already exists it is never moved: the same build (a
-   dataset with the same content and config fingerprints, a model with the same files) is a no-op,
+   same files, a dataset's card aside) is a no-op,
    anything else is an error.
 3. One `create_commit` with every file (and the deletion of remote files the folder no longer has);
    files the Hub already holds are skipped through the preupload oids, so identical content makes no
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +37,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inversecoder.core.errors import UserError
-from inversecoder.core.files import file_sha256
+from inversecoder.core.files import write_json
+from inversecoder.core.lock import LOCK_FILE, output_lock
+from inversecoder.hub_cards.hub_folder import (
+    HUB_RECORD,
+    README,
+    TIMEOUT_ENV,
+    check_dataset_folder,
+    check_model_folder,
+    hub_timeout,
+    install_deadline,
+    is_timeout,
+    local_files,
+    remote_files,
+    same_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +60,8 @@ if TYPE_CHECKING:
 
     from inversecoder.core.config import RunConfig
 
-HUB_RECORD = "hub.json"
-README = "README.md"
 PLACEHOLDER = re.compile(r"<org>/[A-Za-z0-9][\w.-]*")
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
-_SKIPPED_DIRS = {"__pycache__", ".git", ".cache", ".huggingface"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +102,7 @@ def resolve_token() -> str:
 
     if constants.HF_HUB_OFFLINE:
         raise UserError("HF_HUB_OFFLINE is set: unset it to push to the Hugging Face Hub")
+    seconds = install_deadline()
     token = get_token()
     if not token:
         raise UserError(
@@ -113,6 +125,11 @@ def resolve_token() -> str:
             ) from None
         raise UserError(f"could not check {source} with {constants.ENDPOINT} (HTTP {status})") from None
     except Exception as error:  # connection refused, DNS, timeout: httpx errors
+        if is_timeout(error):
+            raise UserError(
+                f"the Hugging Face Hub at {constants.ENDPOINT} did not answer within {seconds:g} s "
+                f"({TIMEOUT_ENV} sets the limit)"
+            ) from None
         raise UserError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__})") from None
     role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
     if role == "read":
@@ -128,75 +145,8 @@ def _check_repo_id(repo_id: str) -> None:
         raise UserError(f"invalid repo id {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.')")
 
 
-def _local_files(folder: Path) -> list[str]:
-    """Paths (posix, relative) of what gets published: everything but hidden files, caches and `hub.json`."""
-    paths = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if not path.is_file() or rel.as_posix() == HUB_RECORD:
-            continue
-        if any(part.startswith(".") or part in _SKIPPED_DIRS or part.endswith(".partial") for part in rel.parts):
-            continue
-        paths.append(rel.as_posix())
-    return paths
-
-
 def _publishable_readme(folder: Path, repo_id: str) -> bytes:
     return PLACEHOLDER.sub(repo_id, (folder / README).read_text(encoding="utf-8")).encode("utf-8")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
-
-
-def _check_dataset_folder(folder: Path) -> dict[str, Any]:
-    from huggingface_hub import DatasetCard
-
-    if not (folder / README).is_file() or not (folder / "build_info.json").is_file():
-        raise UserError(
-            f"{folder} is not a dataset folder (no README.md / build_info.json): run `inversecoder build-dataset` first"
-        )
-    info = _read_json(folder / "build_info.json")
-    if not info.get("version") or not info.get("fingerprint"):
-        raise UserError(f"{folder / 'build_info.json'} has no version or content fingerprint: rebuild the dataset")
-    try:
-        card = DatasetCard((folder / README).read_text(encoding="utf-8"))
-    except Exception as error:
-        raise UserError(f"the dataset card {folder / README} has invalid metadata: {error}") from None
-    if not card.data.get("configs"):
-        raise UserError(f"the dataset card {folder / README} lists no `configs`: rebuild the dataset")
-    return info
-
-
-def _check_model_folder(folder: Path) -> None:
-    from huggingface_hub import ModelCard
-
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{folder} is not a model folder (no config.json): run `inversecoder train` first")
-    if not list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin")):
-        raise UserError(f"{folder} has no weights (*.safetensors)")
-    tokenizer_config = (
-        _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
-    )
-    if not (folder / "chat_template.jinja").is_file() and not tokenizer_config.get("chat_template"):
-        raise UserError(
-            f"{folder} has no chat template (chat_template.jinja or tokenizer_config.json): "
-            "a model pushed without it cannot be prompted correctly"
-        )
-    if not (folder / README).is_file():
-        raise UserError(f"{folder} has no model card (README.md): run `inversecoder train` or `evaluate` to write it")
-    try:
-        card = ModelCard((folder / README).read_text(encoding="utf-8"))
-    except Exception as error:
-        raise UserError(f"the model card {folder / README} has invalid metadata: {error}") from None
-    if not card.data.get("datasets"):  # ModelCard.data is typed as the base CardData
-        logger.warning(
-            f"the model card in {folder} names no Hub dataset: push the dataset first, then rewrite the "
-            "card (`inversecoder evaluate` or `train`) so that it names the dataset by repo id and commit"
-        )
 
 
 def read_hub_record(folder: str | Path) -> dict[str, Any] | None:
@@ -221,55 +171,7 @@ def read_hub_record(folder: str | Path) -> dict[str, Any] | None:
 
 
 def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    tmp = folder / (HUB_RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(folder / HUB_RECORD)
-
-
-# -- comparing with what the Hub holds -------------------------------------------------------------
-
-
-def _git_blob_oid(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _remote_files(api: HfApi, repo_id: str, repo_type: str, revision: str) -> dict[str, Any]:
-    from huggingface_hub.hf_api import RepoFile
-
-    return {
-        entry.path: entry
-        for entry in api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type=repo_type)
-        if isinstance(entry, RepoFile) and entry.path != ".gitattributes"
-    }
-
-
-def _same_files(api: HfApi, repo_id: str, repo_type: str, revision: str, contents: dict[str, bytes | Path]) -> bool:
-    """Whether the repo at `revision` holds exactly `contents` (LFS files by sha256, others by git oid)."""
-    remote = _remote_files(api, repo_id, repo_type, revision)
-    if set(remote) != set(contents):
-        return False
-    for path, entry in remote.items():
-        content = contents[path]
-        if entry.lfs is not None:
-            local = hashlib.sha256(content).hexdigest() if isinstance(content, bytes) else file_sha256(content)
-            if local != entry.lfs.sha256:
-                return False
-        elif _git_blob_oid(content if isinstance(content, bytes) else content.read_bytes()) != entry.blob_id:
-            return False
-    return True
-
-
-def _same_dataset_build(api: HfApi, repo_id: str, revision: str, info: dict[str, Any]) -> bool:
-    """Whether the dataset at `revision` is this build: same content and config fingerprints (the card's
-    build time may differ, the data may not)."""
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        path = api.hf_hub_download(repo_id, "build_info.json", repo_type="dataset", revision=revision)
-    except EntryNotFoundError:
-        return False
-    remote = json.loads(Path(path).read_text(encoding="utf-8"))
-    return all(remote.get(key) == info.get(key) for key in ("fingerprint", "config_fingerprint"))
+    write_json(folder / HUB_RECORD, record)
 
 
 # -- pushing --------------------------------------------------------------------------------------
@@ -279,6 +181,8 @@ def _describe(error: BaseException) -> str:
     """One line about a failed request (status and URL; huggingface_hub never puts the token in these)."""
     from huggingface_hub.errors import HfHubHTTPError
 
+    if is_timeout(error):
+        return f"no answer within {hub_timeout():g} s ({TIMEOUT_ENV} sets the limit)"
     cause = error
     while not isinstance(cause, HfHubHTTPError) and cause.__cause__ is not None:
         cause = cause.__cause__
@@ -300,8 +204,9 @@ def _push(
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
 
+    install_deadline()
     api = HfApi(endpoint=constants.ENDPOINT, token=token)
-    contents: dict[str, bytes | Path] = {path: folder / path for path in _local_files(folder)}
+    contents: dict[str, bytes | Path] = {path: folder / path for path in local_files(folder)}
     contents[README] = _publishable_readme(folder, repo_id)
     prefix = "" if repo_type == "model" else f"{repo_type}s/"
     where = f"{repo_type} {repo_id}"
@@ -326,7 +231,7 @@ def _push(
             url = f"{api.endpoint}/{prefix}{repo_id}/commit/{tags[tag]}"
             logger.info(f"{where}: tag {tag} already holds this build, nothing to push: {url}")
             return PushResult(repo_id, repo_type, tags[tag], url, tag, created_commit=False, created_tag=False)
-        remote = _remote_files(api, repo_id, repo_type, "main") if head else {}
+        remote = remote_files(api, repo_id, repo_type, "main") if head else {}
     except UserError:
         raise
     except Exception as error:  # HTTP errors (no write access, ...), connection errors
@@ -387,7 +292,7 @@ def push_dataset(
     """
     folder = Path(folder)
     _check_repo_id(repo_id)
-    info = _check_dataset_folder(folder)
+    info = check_dataset_folder(folder)
     version = info["version"]
     if tag is not None and tag != version:
         raise UserError(
@@ -395,6 +300,7 @@ def push_dataset(
             f"revision=...)` snippet name {version}; rebuild with dataset.version={tag} to publish it as {tag}"
         )
     token = token or resolve_token()
+    contents: dict[str, bytes | Path] = {path: folder / path for path in local_files(folder)}
     message = f"Publish {info.get('name', folder.name)} {version} (content fingerprint {info['fingerprint']})"
     result = _push(
         folder,
@@ -404,7 +310,7 @@ def push_dataset(
         private,
         token,
         message,
-        lambda api, revision: _same_dataset_build(api, repo_id, revision, info),
+        lambda api, revision: same_files(api, repo_id, "dataset", revision, contents, ignore=frozenset({README})),
     )
     _write_record(
         folder,
@@ -427,13 +333,13 @@ def push_model(
     `tag` is given. Writes `FOLDER/hub.json`."""
     folder = Path(folder)
     _check_repo_id(repo_id)
-    _check_model_folder(folder)
+    check_model_folder(folder)
     token = token or resolve_token()
-    contents = {path: folder / path for path in _local_files(folder)}
+    contents = {path: folder / path for path in local_files(folder)}
     readme = _publishable_readme(folder, repo_id)
 
     def same_build(api: HfApi, revision: str) -> bool:
-        return _same_files(api, repo_id, "model", revision, {**contents, README: readme})
+        return same_files(api, repo_id, "model", revision, {**contents, README: readme})
 
     result = _push(folder, repo_id, "model", tag, private, token, f"Publish {folder.name} (inversecoder)", same_build)
     _write_record(folder, result.record())
@@ -496,5 +402,12 @@ def run_command(args: argparse.Namespace) -> PushResult:
         raise UserError(f"no such folder: {folder}")
     _check_repo_id(args.repo_id)
     token = resolve_token()
+    if (folder.resolve().parent / LOCK_FILE).exists():  # OUTPUT/dataset or OUTPUT/model: no run may write it now
+        with output_lock(folder.resolve().parent):
+            return _run_push(args, folder, token)
+    return _run_push(args, folder, token)
+
+
+def _run_push(args: argparse.Namespace, folder: Path, token: str) -> PushResult:
     push = push_dataset if args.kind == "dataset" else push_model
     return push(folder, args.repo_id, args.tag, args.private, token=token)

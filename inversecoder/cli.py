@@ -14,6 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from inversecoder import __version__
 from inversecoder.core.errors import UserError
@@ -135,7 +136,7 @@ def _score_samples(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from inversecoder.core.config import load_config
-    from inversecoder.eval.harness import score_samples_file
+    from inversecoder.core.lock import output_lock
 
     if not args.benchmark:
         raise UserError("--samples needs --benchmark humaneval|mbpp")
@@ -144,7 +145,19 @@ def _score_samples(args: argparse.Namespace) -> None:
         raise UserError(f"samples file not found: {samples}")
     config = load_config(args.config, list(args.overrides), output_dir=args.output_dir)
     output = Path(args.output_dir) if args.output_dir else samples.parent / f"{samples.stem}-eval"
-    results = score_samples_file(
+    with output_lock(output):
+        results = _score(args, samples, config, output)
+    bench = results["benchmarks"][args.benchmark]
+    print(
+        f"{bench['dataset']}: pass@1 base {bench['pass@1']['base']:.3f}, plus {bench['pass@1']['plus']:.3f} "
+        f"({bench['n_tasks']} tasks); results in {output / 'eval_results.json'}"
+    )
+
+
+def _score(args: argparse.Namespace, samples: Any, config: Any, output: Any) -> dict[str, Any]:
+    from inversecoder.eval.harness import score_samples_file
+
+    return score_samples_file(
         samples,
         args.benchmark,
         config.benchmarks_dir,
@@ -156,11 +169,6 @@ def _score_samples(args: argparse.Namespace) -> None:
         fix_humaneval_32=config.evaluate.fix_humaneval_32,
         isolation=config.evaluate.sandbox,
         require_isolation=config.evaluate.require_isolation,
-    )
-    bench = results["benchmarks"][args.benchmark]
-    print(
-        f"{bench['dataset']}: pass@1 base {bench['pass@1']['base']:.3f}, plus {bench['pass@1']['plus']:.3f} "
-        f"({bench['n_tasks']} tasks); results in {output / 'eval_results.json'}"
     )
 
 

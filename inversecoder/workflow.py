@@ -24,6 +24,9 @@ from inversecoder.core.config import RunConfig, save_config
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import read_json, write_atomic, write_json
 from inversecoder.core.layout import EVAL_RESULTS
+from inversecoder.core.lock import output_lock
+from inversecoder.core.manifest import read_manifest, write_manifest
+from inversecoder.step_records import Record, check, read_records, record
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +80,18 @@ def _build(config: RunConfig) -> Path:
     return build_dataset(resolved(config), write_card=write_dataset_card).dataset_dir
 
 
+def _require_dataset(config: RunConfig) -> None:
+    if not (config.layout.dataset / "README.md").is_file():
+        raise UserError(
+            f"no dataset at {config.layout.dataset}: run `inversecoder build-dataset` (or `run`) with this config first"
+        )
+
+
 def _train(config: RunConfig) -> Path:
     from inversecoder.trainers.recipe import train_model
 
+    _require_dataset(config)
     layout = config.layout
-    if not (layout.dataset / "README.md").is_file():
-        raise UserError(
-            f"no dataset at {layout.dataset}: run `inversecoder build-dataset` (or `run`) with this config first"
-        )
     return train_model(resolved(config), layout.dataset, layout.train, layout.model)
 
 
@@ -100,11 +107,17 @@ def _evaluate_into(config: RunConfig, model: str, output: Path) -> dict[str, Any
     )
 
 
+def _require_model(config: RunConfig) -> None:
+    if config.evaluate.model is None and not (config.layout.model / "config.json").is_file():
+        raise UserError(
+            f"no trained model at {config.layout.model}: run `inversecoder train` first or set evaluate.model"
+        )
+
+
 def _evaluate(config: RunConfig) -> dict[str, Any]:
     config = resolved(config)
     layout = config.layout
-    if config.evaluate.model is None and not (layout.model / "config.json").is_file():
-        raise UserError(f"no trained model at {layout.model}: run `inversecoder train` first or set evaluate.model")
+    _require_model(config)
     return _evaluate_into(config, config.evaluate.model or str(layout.model), layout.eval)
 
 
@@ -194,30 +207,41 @@ def fingerprints(config: RunConfig) -> dict[str, str]:
     return found
 
 
-def step_status(config: RunConfig) -> dict[str, str]:
-    """`run`, `skip` (done with the same fingerprint) or `disabled`, for every step."""
+def step_folder(config: RunConfig, step: Step) -> Path:
+    """The folder a step writes (its output marker's folder): what its manifest covers."""
+    return step.output(config).parent
+
+
+def step_status(
+    config: RunConfig, reasons: dict[str, str] | None = None, done: dict[str, Record] | None = None
+) -> dict[str, str]:
+    """`run`, `skip` (done with the same fingerprint, its files as it wrote them) or `disabled`, for every
+    step; `reasons` (when given) gets, per step that reruns although recorded, why."""
     prints = fingerprints(config)
-    done = read_json(config.layout.steps) or {}
+    root = config.layout.root
+    done = read_records(config.layout.steps) if done is None else done
     status = {}
     for step in STEPS:
+        entry = done.get(step.name)
         if not step.enabled(config):
             status[step.name] = "disabled"
-        elif done.get(step.name) == prints[step.name] and step.output(config).exists():
-            status[step.name] = "skip"
-        else:
+        elif entry is None or entry.fingerprint != prints[step.name]:
             status[step.name] = "run"
+        elif not step.output(config).exists():
+            status[step.name] = "run"
+            if reasons is not None:
+                reasons[step.name] = f"{step.output(config)} is missing"
+        else:
+            why = check(root, step_folder(config, step), entry, dataset=step.name == "dataset")
+            status[step.name] = "run" if why else "skip"
+            if why and reasons is not None:
+                reasons[step.name] = why
     # A step that reruns makes every step after it that reads it rerun too.
     for step in STEPS:
         if status[step.name] == "skip" and any(status.get(up) == "run" for up in step.after):
             status[step.name] = "run"
     status["report"] = "run"
     return status
-
-
-def _record(config: RunConfig, name: str, fingerprint: str) -> None:
-    state = read_json(config.layout.steps) or {}
-    state[name] = fingerprint
-    write_json(config.layout.steps, state)
 
 
 def _selected(start: str | None, until: str | None) -> list[str]:
@@ -244,17 +268,27 @@ def run_steps(
     resolved(config)  # a run with no model at all fails here, before any work
     selected = _selected(start, until)
     save_config(config, config.layout.run_config)
-    status = step_status(config)
+    reasons: dict[str, str] = {}
+    steps_file = config.layout.steps
+    done = read_records(steps_file)
+    status = step_status(config, reasons, done)
     prints = fingerprints(config)
     for step in STEPS:
         if step.name not in selected or status[step.name] == "disabled":
             continue
+        folder = step_folder(config, step)
         if status[step.name] == "skip" and step.name not in force:
             logger.info("[%s] up to date (fingerprint %s), skipped", step.name, prints[step.name])
+            if done[step.name].files is None:  # an older record, verified: add its manifest
+                if step.name == "dataset" and read_manifest(folder) is None:
+                    write_manifest(folder)
+                record(steps_file, done, step.name, prints[step.name], folder)
             continue
+        if step.name in reasons:
+            logger.warning("[%s] %s: running it again", step.name, reasons[step.name])
         logger.info("[%s] running", step.name)
         step.run(config)
-        _record(config, step.name, prints[step.name])
+        record(steps_file, done, step.name, prints[step.name], folder)
     if token and "dataset" in selected:
         from inversecoder.hub_cards.push import push_run_dataset
 
@@ -268,32 +302,42 @@ def run_steps(
 
 
 # -- commands ---------------------------------------------------------------------------------------
+# Every command that writes into OUTPUT holds its lock for the whole command (see core/lock.py).
 def build(config: RunConfig) -> Path:
     """Build (or refresh) the dataset; when no generator is named, step 0 makes M first (or reuses it)."""
-    run_steps(config, "generator", "dataset", force=("dataset",))
+    resolved(config)  # before the lock: a config error leaves no folder behind
+    with output_lock(config.layout.root):
+        run_steps(config, "generator", "dataset", force=("dataset",))
     return config.layout.dataset
 
 
 def train(config: RunConfig) -> Path:
-    run_steps(config, "train", "train", force=("train",))
-    write_report(config)
+    _require_dataset(config)
+    with output_lock(config.layout.root):
+        run_steps(config, "train", "train", force=("train",))
+        write_report(config)
     return config.layout.model
 
 
 def evaluate(config: RunConfig) -> dict[str, Any]:
-    run_steps(config, "evaluate", "evaluate", force=("evaluate",))
-    write_report(config)
+    _require_model(config)
+    with output_lock(config.layout.root):
+        run_steps(config, "evaluate", "evaluate", force=("evaluate",))
+        write_report(config)
     return read_json(config.layout.eval / EVAL_RESULTS) or {}
 
 
 def run_all(config: RunConfig, start: str | None = None, until: str | None = None, push: bool = False) -> None:
     """The whole loop; each step resumes from what the output folder already holds."""
-    token = None
-    if push:
-        from inversecoder.hub_cards.push import check_push_config
+    resolved(config)
+    _selected(start, until)  # config and step names fail before the lock (which creates the folder)
+    with output_lock(config.layout.root):
+        token = None
+        if push:
+            from inversecoder.hub_cards.push import check_push_config
 
-        token = check_push_config(config)  # repo ids and token, before any work
-    run_steps(config, start, until, token=token)
+            token = check_push_config(config)  # repo ids and token, before any work
+        run_steps(config, start, until, token=token)
     layout = config.layout
     rows = [
         ("generator", layout.generator_model, "the model M that wrote the data"),

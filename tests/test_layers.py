@@ -19,7 +19,13 @@ PACKAGES = {
     "hub_cards": "hub_cards",
     "core": "inversecoder/core",
 }
-TOP = ("inversecoder.workflow", "inversecoder.cli", "inversecoder.plan", "inversecoder.tiny_model")
+TOP = (
+    "inversecoder.workflow",
+    "inversecoder.step_records",
+    "inversecoder.cli",
+    "inversecoder.plan",
+    "inversecoder.tiny_model",
+)
 
 
 def imported_modules(folder: Path, package: str) -> dict[str, set[str]]:

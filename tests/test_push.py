@@ -18,10 +18,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -31,6 +33,7 @@ from hub_server import HubServer, Token
 from inversecoder.builders.pipeline import build_dataset
 from inversecoder.core.config import load_config
 from inversecoder.core.errors import UserError
+from inversecoder.core.manifest import write_manifest
 from inversecoder.hub_cards.dataset_card import write_dataset_card
 from inversecoder.hub_cards.model_card import render_model_card
 from inversecoder.hub_cards.push import HUB_RECORD, check_push_config, read_hub_record
@@ -256,6 +259,64 @@ def test_a_published_tag_is_never_moved(hub, client_env, tiny_model_dir, tmp_pat
     assert result.returncode == 2 and "rebuild with dataset.version=v2.0" in result.stderr
     assert hub.history("dataset", DATASET_REPO) == commits and hub.tags("dataset", DATASET_REPO) == tags
     assert not (other / HUB_RECORD).exists()
+
+
+def changed_copy(dataset_dir: Path, target: Path) -> Path:
+    """The build with one instruction of its data changed (build_info.json still names the old fingerprint)."""
+    folder = shutil.copytree(dataset_dir, target, ignore=shutil.ignore_patterns(HUB_RECORD))
+    path = folder / "data" / "train-00000-of-00001.parquet"
+    table = pq.read_table(path).to_pylist()
+    table[0]["instruction"] += " (edited)"
+    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(path)), path)
+    return folder
+
+
+def test_a_changed_data_file_is_never_published_under_the_existing_tag(hub, client_env, dataset_dir, tmp_path):
+    commits, tags = hub.history("dataset", DATASET_REPO), hub.tags("dataset", DATASET_REPO)
+    folder = changed_copy(dataset_dir, tmp_path / "changed")
+    result = run_push(client_env, "dataset", folder, DATASET_REPO)  # the folder no longer matches its manifest
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not match its manifest.json" in lines[0], result.stderr
+    assert "data/train-00000-of-00001.parquet changed" in lines[0]
+
+    write_manifest(folder)  # the manifest made to match: the Hub's tag still holds other files
+    result = run_push(client_env, "dataset", folder, DATASET_REPO)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tag v1.0" in lines[0] and "never moved" in lines[0], result.stderr
+    assert "already holds this build" not in result.stdout
+    assert hub.history("dataset", DATASET_REPO) == commits and hub.tags("dataset", DATASET_REPO) == tags
+
+
+def test_a_damaged_dataset_folder_is_refused(hub, client_env, dataset_dir, tmp_path):
+    since = len(hub.requests)
+    folder = shutil.copytree(dataset_dir, tmp_path / "damaged", ignore=shutil.ignore_patterns(HUB_RECORD))
+    shutil.rmtree(folder / "data")
+    shutil.rmtree(folder / "candidates")
+    result = run_push(client_env, "dataset", folder, f"{ORG}/damaged")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not match its manifest.json" in lines[0]
+    assert "data/train-00000-of-00001.parquet missing" in lines[0]
+    assert hub.repo("dataset", f"{ORG}/damaged") is None
+    assert {path for _, path, _ in new_requests(hub, since)} - {"/api/agent-harnesses"} == {"/api/whoami-v2"}
+
+    (folder / "manifest.json").unlink()  # a folder without its manifest cannot be checked: refused too
+    result = run_push(client_env, "dataset", folder, f"{ORG}/damaged")
+    assert result.returncode == 2 and "has no manifest.json" in result.stderr, result.stderr
+
+
+def test_a_hub_that_never_answers_fails_within_the_deadline(client_env, dataset_dir, listener):
+    port, accepted = listener
+    env = client_env | {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "INVERSECODER_HUB_TIMEOUT": "2"}
+    started = time.monotonic()
+    result = run_push(env, "dataset", dataset_dir, f"{ORG}/never-answered")
+    assert time.monotonic() - started < 60 and accepted  # it connected, then gave up
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer within 2 s" in lines[0], result.stderr
+    assert "INVERSECODER_HUB_TIMEOUT" in lines[0]
 
 
 @pytest.mark.parametrize(

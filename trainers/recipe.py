@@ -30,6 +30,7 @@ from inversecoder.core.config import TRAIN_MODES, RunConfig, TrainConfig
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.files import atomic_path, read_json, write_json
 from inversecoder.core.layout import TRAINING_CONFIG, TRAINING_LOGS
+from inversecoder.core.manifest import write_manifest
 from inversecoder.core.secrets import redact
 from inversecoder.trainers import checkpoints, speed
 from inversecoder.trainers.sft_config import InverseCoderSFTConfig, secrets_outside, sft_config_for
@@ -341,6 +342,7 @@ def _export(
     replaces `model_dir` whole, so a crash leaves the previous folder or the new one."""
     with atomic_path(model_dir) as partial:
         _write_model_folder(partial, final, base, config, sizes, records)
+        write_manifest(partial)  # every file with its sha256: checked before the folder is trusted or pushed
 
 
 def _write_model_folder(

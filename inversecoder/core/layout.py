@@ -70,6 +70,11 @@ class Layout:
         return self.cache / "embeddings.sqlite"
 
     @property
+    def lock(self) -> Path:
+        """Held (flock) by the one run writing into this folder; holds that run's pid, host, command, start."""
+        return self.root / ".lock"
+
+    @property
     def steps(self) -> Path:
         return self.root / "steps.json"
 
@@ -87,6 +92,7 @@ class Layout:
 
 
 EVAL_RESULTS = "eval_results.json"
+MANIFEST = "manifest.json"
 BUILD_INFO = "build_info.json"
 BUILD_CONFIG = "build_config.yaml"
 BUILD_REPORT = "build_report.json"
