@@ -148,7 +148,7 @@ def build_dataset(
 ) -> BuildResult:
     """Run steps 1-4 and write `OUTPUT/dataset` (see the module docstring); `write_card(folder, report)`
     writes the card into the folder before it is published."""
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     source = SourceStream(config.source)
     model = open_model(config, progress=progress)
     info = model.info()

@@ -1,14 +1,18 @@
 """Step 0: read the instruction corpus, validate every row, give each a stable content id.
 
-A file (.jsonl, .json, .parquet), a local dataset folder or a Hub dataset id (through `load_dataset`).
+A file (.jsonl, .json, .parquet), a local folder of such files, or a Hub dataset id (through `load_dataset`).
+A folder's files (those `datasets` would pick for the split) are read one after another like one file, so
+a broken line or a value of another type in one of them is a rejected row, not a failed build; a folder
+whose card names its files (`configs:`) or that holds other formats is read by `load_dataset`.
 An unusable configuration (missing file, unknown column, no rows) is a `ConfigError`; an unusable row
 (bad JSON or UTF-8, null, non-string or empty fields, exact duplicate) becomes a `Rejected` record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,20 +106,82 @@ def _read_dataset(config: SourceConfig) -> Iterator[Any]:
     yield from dataset
 
 
+READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
+
+
+def _reader(path: Path) -> Callable[[Path], Iterator[Any]] | None:
+    return READERS.get(path.suffix.lower())
+
+
+def _card_names_files(folder: Path) -> bool:
+    """Whether the folder's README.md has `configs:` in its YAML header (then `datasets` reads what it names)."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return False
+    import yaml
+
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return False
+    try:
+        header = yaml.safe_load(text.split("---", 2)[1])
+    except (yaml.YAMLError, IndexError):
+        return False
+    return isinstance(header, dict) and "configs" in header
+
+
+def _folder_files(folder: Path, split: str) -> list[Path] | None:
+    """The files `datasets` would read for `split` of a local folder, in its order, when all of them are
+    .jsonl, .json or .parquet; None when `load_dataset` must read the folder (a card that names the files,
+    other formats, no such split)."""
+    from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
+
+    if _card_names_files(folder):
+        return None
+    try:
+        patterns = get_data_patterns(str(folder))
+        files = DataFilesDict.from_patterns(patterns, base_path=str(folder))
+    except (EmptyDatasetError, FileNotFoundError, ValueError):
+        return None
+    chosen = [Path(name) for name in files.get(split, [])]
+    if not chosen or not all(_reader(name) for name in chosen):
+        return None
+    return chosen
+
+
+def _read_files(folder: Path, files: list[Path]) -> Iterator[Any]:
+    """The records of every file in turn; a bad record's detail names its file."""
+    for path in files:
+        reader = _reader(path)
+        assert reader is not None  # _folder_files keeps only files it has a reader for
+        for record in reader(path):
+            if isinstance(record, _BadRecord):
+                record.detail = f"{path.relative_to(folder)} {record.detail}".strip()
+            yield record
+
+
 def _records(config: SourceConfig) -> tuple[Iterator[Any], dict[str, Any]]:
     path = Path(config.path).expanduser()
     if path.is_file():
-        info = {"path": str(config.path), "kind": "file", "sha256": file_sha256(path)}
-        name = path.name.lower()
-        if name.endswith(".jsonl"):
-            return _read_jsonl(path), info
-        if name.endswith(".json"):
-            return _read_json(path), info
-        if name.endswith(".parquet"):
-            return _read_parquet(path), info
-        raise ConfigError(f"source file {path} must be .jsonl, .json or .parquet")
+        info: dict[str, Any] = {"path": str(config.path), "kind": "file", "sha256": file_sha256(path)}
+        reader = _reader(path)
+        if reader is None:
+            raise ConfigError(f"source file {path} must be .jsonl, .json or .parquet")
+        return reader(path), info
     if path.is_dir():
-        return _read_dataset(config), {"path": str(config.path), "kind": "folder"}
+        files = _folder_files(path, config.split)
+        if files is None:
+            return _read_dataset(config), {"path": str(config.path), "kind": "folder"}
+        digest = hashlib.sha256()
+        for name in files:
+            digest.update(f"{name.relative_to(path)}\0{file_sha256(name)}\n".encode())
+        info = {
+            "path": str(config.path),
+            "kind": "folder",
+            "files": len(files),
+            "sha256": digest.hexdigest(),
+        }
+        return _read_files(path, files), info
     if config.path.startswith((".", "/", "~")) or Path(config.path).suffix in (".jsonl", ".json", ".parquet"):
         raise ConfigError(f"source file not found: {config.path}")
     return _read_dataset(config), {"path": config.path, "kind": "hub", "revision": config.revision or "main"}

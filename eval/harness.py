@@ -17,7 +17,7 @@ import json
 import logging
 import platform
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +77,7 @@ def _write_benchmark_files(
         {
             "hash": benchmark.hash,
             "groundtruth_hash": checked["groundtruth_hash"],
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
             "tasks": checked["tasks"],
             "samples": raw,
             "eval": checked["eval"],

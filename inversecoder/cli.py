@@ -18,6 +18,7 @@ from typing import Any
 
 from inversecoder import __version__
 from inversecoder.core.errors import UserError
+from inversecoder.core.files import check_writable_folder, storage_problem
 
 OVERRIDES_HELP = "override any config field, e.g. source.limit=20 summarize.num_samples=4 generator.model=PATH"
 
@@ -145,6 +146,7 @@ def _score_samples(args: argparse.Namespace) -> None:
         raise UserError(f"samples file not found: {samples}")
     config = load_config(args.config, list(args.overrides), output_dir=args.output_dir)
     output = Path(args.output_dir) if args.output_dir else samples.parent / f"{samples.stem}-eval"
+    check_writable_folder(output)
     with output_lock(output):
         results = _score(args, samples, config, output)
     bench = results["benchmarks"][args.benchmark]
@@ -172,10 +174,15 @@ def _score(args: argparse.Namespace, samples: Any, config: Any, output: Any) -> 
     )
 
 
+WRITERS = ("build-dataset", "train", "evaluate", "run")
+"""The commands that write into the output folder: it is checked (a folder, writable, not full) before any work."""
+
+
 def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "make-tiny-model":
         from inversecoder.tiny_model import make_tiny_model
 
+        check_writable_folder(args.dir, "model folder")
         path = make_tiny_model(args.dir, hidden_size=args.hidden_size, num_layers=args.layers, seed=args.seed)
         print(f"tiny model written to {path}")
         return
@@ -192,6 +199,8 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "evaluate" and not args.config:
         raise UserError("evaluate needs a CONFIG (or --samples FILE --benchmark NAME)")
     config = _load(args)
+    if args.command in WRITERS and not getattr(args, "dry_run", False):
+        check_writable_folder(config.output_dir)
     if args.command == "check-endpoints":
         from inversecoder.core.backends.tgi import check_endpoints, format_endpoint_report
 
@@ -273,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         _dispatch(args)
     except UserError as error:
         print(f"inversecoder: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a disk that fills up (or turns read-only) during the run
+        problem = storage_problem(error)
+        if problem is None:
+            raise
+        print(f"inversecoder: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninversecoder: interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)

@@ -108,3 +108,65 @@ def test_unusable_sources_are_config_errors(tmp_path, setup, message):
 def test_unknown_hub_dataset_offline_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot load source 'nobody/no-such-dataset'"):
         load_source(SourceConfig(path="nobody/no-such-dataset"))
+
+
+def _folder_with_damage(folder):
+    """Three files: one with a truncated last line, one whose 'response' is a number, a parquet file whose
+    'response' column is of another type than the others'."""
+    folder.mkdir()
+    rows = [{"instruction": f"Task {n}.", "response": f"print({n})"} for n in range(6)]
+    write_lines(folder / "a.jsonl", [json.dumps(rows[0]).encode(), json.dumps(rows[1]).encode()[:-9]])
+    write_lines(
+        folder / "b.jsonl",
+        [json.dumps({"instruction": "Number", "response": 7}).encode(), json.dumps(rows[2]).encode()],
+    )
+    pq.write_table(pa.Table.from_pylist([{"instruction": "Int column", "response": 8}]), folder / "c.parquet")
+    (folder / "d.json").write_text(json.dumps(rows[3:]))
+    return folder
+
+
+def test_a_folder_reads_like_one_file_with_bad_rows_rejected(tmp_path):
+    folder = _folder_with_damage(tmp_path / "corpus")
+    data = load_source(SourceConfig(path=str(folder)))
+    assert [r.instruction for r in data.rows] == ["Task 0.", "Task 2.", "Task 3.", "Task 4.", "Task 5."]
+    assert [(r.source_index, r.reason) for r in data.rejected] == [
+        (1, "not valid JSON"),
+        (2, "'response' is int, not a string"),
+        (4, "'response' is int, not a string"),
+    ]
+    assert data.rejected[0].detail.startswith("a.jsonl line 2: ")
+    assert data.info["kind"] == "folder" and data.info["files"] == 4 and data.info["rows_read"] == 8
+    # the same rows, with the same ids, as one file holding the good lines
+    single = tmp_path / "one.jsonl"
+    single.write_text(
+        "".join(json.dumps({"instruction": r.instruction, "response": r.response}) + "\n" for r in data.rows)
+    )
+    assert [r.row_id for r in load_source(SourceConfig(path=str(single))).rows] == [r.row_id for r in data.rows]
+
+
+def test_build_dataset_from_a_damaged_folder_rejects_its_bad_rows(tmp_path, tiny_model_dir):
+    from conftest import REPO
+    from test_cli import cli
+
+    folder = _folder_with_damage(tmp_path / "corpus")
+    out = tmp_path / "out"
+    result = cli(
+        "build-dataset",
+        "configs/demo.yaml",
+        f"source.path={folder}",
+        f"generator.model={tiny_model_dir}",
+        "summarize.num_samples=1",
+        "decontaminate.enabled=false",
+        "--output-dir",
+        str(out),
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "5 usable rows of 8 read" in result.stdout
+    rejected = pq.read_table(next((out / "dataset" / "rejected").glob("*.parquet"))).to_pylist()
+    reasons = {(r["source_index"], r["reason"]) for r in rejected if r["stage"] == "source"}
+    assert reasons == {
+        (1, "not valid JSON"),
+        (2, "'response' is int, not a string"),
+        (4, "'response' is int, not a string"),
+    }

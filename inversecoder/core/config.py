@@ -171,6 +171,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), output_d
             raise ConfigError(f"config file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8"
+            ) from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
         if loaded is not None and not isinstance(loaded, dict):

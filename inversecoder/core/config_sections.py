@@ -56,7 +56,7 @@ class SourceConfig(Section):
     SECTION: ClassVar[str] = "source"
 
     path: Name = "ise-uiuc/Magicoder-Evol-Instruct-110K"
-    """A local .jsonl/.json/.parquet file, a local dataset folder, or a Hub dataset id."""
+    """A local .jsonl/.json/.parquet file, a local folder of such files (read like one file), or a Hub dataset id."""
     revision: Text | None = None
     """Hub revision (branch, tag or commit sha) of a Hub dataset; recorded in the card."""
     split: Name = "train"

@@ -8,6 +8,7 @@ the target in one step.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from inversecoder.core.errors import UserError
 
 
 def file_sha256(path: str | Path) -> str:
@@ -78,3 +81,60 @@ def read_json(path: str | Path) -> Any:
     """The parsed file, or None when it does not exist."""
     path = Path(path)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_problem(error: OSError) -> str | None:
+    """A one-line description of an error the user fixes on the disk (full, over quota, read-only), or None."""
+    if error.errno in NO_SPACE or "No space left on device" in str(error):
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"no space left on the device{where}: free some space and rerun the same command (finished work is kept)"
+    if error.errno == errno.EROFS:
+        return f"read-only file system: cannot write {error.filename or 'the output'}; choose another --output-dir"
+    return None
+
+
+def check_writable_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Fail early, in one line (`UserError`), when `path` cannot be the folder everything is written to: the
+    root of the filesystem, a file (or under one), read-only, not writable or on a full disk. A missing
+    folder is not created here; its nearest existing parent is checked instead."""
+    path = Path(path).expanduser()
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor):
+        raise UserError(f"{what} {path} is the root of the filesystem: choose a folder of its own")
+    existing = resolved
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == resolved:
+            raise UserError(f"{what} {path} is a file, not a folder")
+        raise UserError(f"{what} {path} cannot be created: {existing} is a file, not a folder")
+    try:
+        if shutil.disk_usage(existing).free == 0:
+            raise UserError(f"no space left on the device of {what} {path}: free some space first")
+        if existing == resolved:  # a real write: permissions, a read-only mount, a full disk, all at once
+            handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=existing)
+            try:
+                os.write(handle, b"0")
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+                os.unlink(probe)
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise OSError(errno.EROFS if _read_only(existing) else errno.EACCES, "not writable", str(existing))
+    except OSError as error:
+        if error.errno in NO_SPACE:
+            raise UserError(f"no space left on the device of {what} {path}: free some space first") from None
+        if error.errno == errno.EROFS:
+            raise UserError(f"{what} {path} is on a read-only file system") from None
+        raise UserError(f"{what} {path} is not writable: {error.strerror or error}") from None
+    return path
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

@@ -10,6 +10,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import functools
+import types
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -200,6 +203,34 @@ def make_backend(config: GeneratorConfig, model: str | None = None, revision: st
     raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{config.backend}'")
 
 
+_FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {}
+
+
+def _field_types(result_type: type) -> dict[str, tuple[type, ...]]:
+    """The types each field of a result dataclass accepts (an int where a float goes: JSON writes 1.0 as 1.0,
+    other writers as 1)."""
+    if result_type in _FIELD_TYPES:
+        return _FIELD_TYPES[result_type]
+    accepted: dict[str, tuple[type, ...]] = {}
+    for name, hint in typing.get_type_hints(result_type).items():
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        accepted[name] = tuple(t for option in options for t in ((float, int) if option is float else (option,)))
+    _FIELD_TYPES[result_type] = accepted
+    return accepted
+
+
+def stored_result(result_type: type[R], value: Any) -> R:
+    """A result rebuilt from its cached dict; ValueError or TypeError when the value is not one (a damaged or
+    foreign row): the cache then treats it as missing."""
+    if not isinstance(value, dict):
+        raise TypeError(f"a stored result is {type(value).__name__}, not an object")
+    result = result_type(**value)  # TypeError on a missing or unknown field
+    for name, accepted in _field_types(result_type).items():
+        if not isinstance(getattr(result, name), accepted):
+            raise TypeError(f"field {name!r} of a stored result is {type(getattr(result, name)).__name__}")
+    return result
+
+
 class CachedModel:
     """A backend behind the result cache, with progress bars and call counts.
 
@@ -251,12 +282,18 @@ class CachedModel:
 
     def _run(self, keys, batches, stream, result_type, desc: str, unit: str) -> list:
         """Results for `keys`: from the cache, else from the backend's batch stream (`stream(batches)` yields
-        each batch's position and results when done); each batch is stored in one transaction."""
-        stored = self.cache.get_many(keys)
-        results: list[Any] = [None] * len(keys)
-        for i, key in enumerate(keys):
-            if key in stored:
-                results[i] = result_type(**stored[key])
+        each batch's position and results when done); each batch is stored in one transaction.
+
+        A stored result that cannot be read back (a damaged row) is computed again with its whole batch, as
+        the batch was when it was stored: a result can depend on its batch's shape (padding), so recomputing
+        it alone could change it."""
+        unreadable: set[str] = set()
+        stored = self.cache.get_many(keys, decode=functools.partial(stored_result, result_type), unreadable=unreadable)
+        results: list[Any] = [stored.get(key) for key in keys]
+        for batch in batches:
+            if any(keys[i] in unreadable for i in batch):
+                for i in batch:
+                    results[i] = None
         self.reused += sum(r is not None for r in results)
         todo = [[i for i in batch if results[i] is None] for batch in batches]
         todo = [batch for batch in todo if batch]

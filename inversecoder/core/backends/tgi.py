@@ -277,7 +277,7 @@ async def _deadline(awaitable: Awaitable[T], seconds: float | None, error: type[
         return await awaitable
     try:
         return await asyncio.wait_for(awaitable, seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise error(f"no answer within {seconds:g}s", request=request) from None
 
 
@@ -537,7 +537,7 @@ class _Router:
         self._waiters.append(waiter)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if waiter.done() and not waiter.cancelled():
                 return waiter.result()  # handed over just as the wait ended
             waiter.cancel()
