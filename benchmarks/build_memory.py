@@ -257,7 +257,8 @@ def main() -> None:
     if len(results) == 2:
         old, new = results[0][2], results[1][2]
         print(
-            f"peak RSS: {new['peak_mib'] / old['peak_mib']:.2f}x the baseline's; wall time {new['wall'] / old['wall']:.2f}x; "
+            f"peak RSS: {new['peak_mib'] / old['peak_mib']:.2f}x the baseline's; "
+            f"wall time {new['wall'] / old['wall']:.2f}x; "
             f"same dataset: {old['fingerprint'] == new['fingerprint']}"
         )
 

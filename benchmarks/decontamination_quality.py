@@ -92,14 +92,16 @@ def main() -> None:
     pairs = [(row["instruction"], row["response"]) for row in rows]
     per_layer = checker.layer_matches(pairs)
     print(
-        f"labelled set: {sum(labels)} positives ({sum(r['task_id'].startswith('HumanEval') for r in rows if r['task_id'])} "
+        f"labelled set: {sum(labels)} positives "
+        f"({sum(r['task_id'].startswith('HumanEval') for r in rows if r['task_id'])} "
         f"HumanEval+, {sum(r['task_id'].startswith('Mbpp') for r in rows if r['task_id'])} MBPP+; "
         f"{sum(bool(r['response']) for r in rows if r['task_id'])} with code), {len(labels) - sum(labels)} negatives "
         f"({sum(bool(r['response']) for r in rows if not r['task_id'])} with code); {len(tasks)} tasks"
     )
     print(
         f"thresholds: semantic {config.semantic_threshold}, code {config.code_threshold} "
-        f"(solutions >= {config.code_min_tokens} tokens), ngram {config.ngram}, substring >= {config.min_substring_words} words\n"
+        f"(solutions >= {config.code_min_tokens} tokens), ngram {config.ngram}, "
+        f"substring >= {config.min_substring_words} words\n"
     )
     print(f"{'layer':<10} {'precision':>9} {'recall':>7} {'found':>9} {'right task':>10} {'negatives flagged':>18}")
 
@@ -111,8 +113,8 @@ def main() -> None:
             right.append(row["task_id"] is not None and task_index[row["task_id"]] in hit)
         m = metrics(flagged, right, labels)
         print(
-            f"{name:<10} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['tp']:>4}/{m['positives']:<4} {m['right_task']:>10} "
-            f"{m['fp']:>9}/{m['negatives']}"
+            f"{name:<10} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['tp']:>4}/{m['positives']:<4} "
+            f"{m['right_task']:>10} {m['fp']:>9}/{m['negatives']}"
         )
 
     for layer in LAYERS:

@@ -109,12 +109,53 @@ WORDS = [
     "mode",
 ]
 TEMPLATES = [
-    "def {f}({a}, {b}):\n    {c} = []\n    for {i} in range(len({a})):\n        if {a}[{i}] % {b} == 0:\n            {c}.append({a}[{i}])\n    return {c}\n",
-    "def {f}({a}):\n    {c} = {{}}\n    for {i} in {a}:\n        {c}[{i}] = {c}.get({i}, 0) + 1\n    return sorted({c}.items(), key=lambda kv: -kv[1])\n",
-    "class {F}:\n    def __init__(self, {a}):\n        self.{a} = {a}\n\n    def {f}(self, {b}):\n        return [x for x in self.{a} if x != {b}]\n",
-    "import re\n\ndef {f}({a}: str) -> list:\n    # split on anything that is not a word character\n    return [w.lower() for w in re.split(r'\\W+', {a}) if w]\n",
-    "def {f}({a}, {b}=0):\n    if not {a}:\n        return {b}\n    {c} = {a}[0]\n    for {i} in {a}[1:]:\n        {c} = max({c}, {i})\n    return {c} + {b}\n",
-    "try:\n    with open({a}) as {c}:\n        {b} = {c}.read().splitlines()\nexcept FileNotFoundError:\n    {b} = []\nprint(len({b}))\n",
+    (
+        "def {f}({a}, {b}):\n"
+        "    {c} = []\n"
+        "    for {i} in range(len({a})):\n"
+        "        if {a}[{i}] % {b} == 0:\n"
+        "            {c}.append({a}[{i}])\n"
+        "    return {c}\n"
+    ),
+    (
+        "def {f}({a}):\n"
+        "    {c} = {{}}\n"
+        "    for {i} in {a}:\n"
+        "        {c}[{i}] = {c}.get({i}, 0) + 1\n"
+        "    return sorted({c}.items(), key=lambda kv: -kv[1])\n"
+    ),
+    (
+        "class {F}:\n"
+        "    def __init__(self, {a}):\n"
+        "        self.{a} = {a}\n"
+        "\n"
+        "    def {f}(self, {b}):\n"
+        "        return [x for x in self.{a} if x != {b}]\n"
+    ),
+    (
+        "import re\n"
+        "\n"
+        "def {f}({a}: str) -> list:\n"
+        "    # split on anything that is not a word character\n"
+        "    return [w.lower() for w in re.split(r'\\W+', {a}) if w]\n"
+    ),
+    (
+        "def {f}({a}, {b}=0):\n"
+        "    if not {a}:\n"
+        "        return {b}\n"
+        "    {c} = {a}[0]\n"
+        "    for {i} in {a}[1:]:\n"
+        "        {c} = max({c}, {i})\n"
+        "    return {c} + {b}\n"
+    ),
+    (
+        "try:\n"
+        "    with open({a}) as {c}:\n"
+        "        {b} = {c}.read().splitlines()\n"
+        "except FileNotFoundError:\n"
+        "    {b} = []\n"
+        "print(len({b}))\n"
+    ),
 ]
 NAMES = [
     "data",
@@ -274,7 +315,8 @@ def main() -> None:
     peak = matmul_gflops()
     print(
         f"semantic: {work:.2f} GFLOP per row; {fastest} computes {work * len(sample) / semantic[fastest]:.0f} GFLOP/s, "
-        f"{baseline} {work * len(sample) / semantic[baseline]:.0f} GFLOP/s; this CPU multiplies fp32 matrices at {peak:.0f} GFLOP/s, "
+        f"{baseline} {work * len(sample) / semantic[baseline]:.0f} GFLOP/s; "
+        f"this CPU multiplies fp32 matrices at {peak:.0f} GFLOP/s, "
         f"so {len(corpus)} rows take at least {work * len(corpus) / peak / 60:.0f} min of fp32 arithmetic"
     )
     total["semantic"] = semantic[fastest] * len(corpus) / len(sample)
@@ -292,7 +334,8 @@ def main() -> None:
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes slow every rate)")
     print(
         f"for {len(corpus)} rows on this machine: substring + ngram + code {lexical / 60:.1f} min, "
-        f"semantic {total['semantic'] / 60:.1f} min ({fastest}; projected from {len(sample)} rows), dedup {total['dedup'] / 60:.1f} min; "
+        f"semantic {total['semantic'] / 60:.1f} min ({fastest}; projected from {len(sample)} rows), "
+        f"dedup {total['dedup'] / 60:.1f} min; "
         f"all {sum(total.values()) / 60:.1f} min"
     )
 

@@ -135,7 +135,8 @@ def main() -> None:
         f"{args.parallel} workers, {os.cpu_count()} CPUs"
     )
     print(
-        f"{'':20s} {'cold call':>10s} {'tests/s':>9s} {'process':>9s}   {'warm call':>10s} {'tests/s':>9s} {'process':>9s}"
+        f"{'':20s} {'cold call':>10s} {'tests/s':>9s} {'process':>9s}   "
+        f"{'warm call':>10s} {'tests/s':>9s} {'process':>9s}"
     )
     for name, phases in times.items():
         cells = [
@@ -149,7 +150,8 @@ def main() -> None:
         for k in ("call", "process")
     ]
     print(
-        f"{'ratio (ours faster)':20s} {ratios[0]:9.2f}x {'':9s} {ratios[1]:8.2f}x   {ratios[2]:9.2f}x {'':9s} {ratios[3]:8.2f}x"
+        f"{'ratio (ours faster)':20s} {ratios[0]:9.2f}x {'':9s} {ratios[1]:8.2f}x   "
+        f"{ratios[2]:9.2f}x {'':9s} {ratios[3]:8.2f}x"
     )
     expected = {"HumanEval/32"} & tasks
     agree = sum(mine == upstream for mine, upstream in zip(ours, theirs, strict=True))

@@ -114,11 +114,13 @@ def main() -> None:
         else f"cpu ({torch.get_num_threads()} threads)"
     )
     print(
-        f"\nYes/No scoring, {len(texts)} pairs, {tokens} prompt tokens, model {args.model or args.model_shape}, {device}"
+        f"\nYes/No scoring, {len(texts)} pairs, {tokens} prompt tokens, "
+        f"model {args.model or args.model_shape}, {device}"
     )
     print(f"{'path':<44}{'pairs/s':>10}{'tokens/s':>12}")
     print(
-        f"{'naive (batches of 16, padded, full logits)':<44}{len(texts) / naive_time:>10.1f}{tokens / naive_time:>12.0f}"
+        f"{'naive (batches of 16, padded, full logits)':<44}"
+        f"{len(texts) / naive_time:>10.1f}{tokens / naive_time:>12.0f}"
     )
     print(f"{'ours (length-sorted budget, last logits)':<44}{len(texts) / our_time:>10.1f}{tokens / our_time:>12.0f}")
     print(f"speed-up: {naive_time / our_time:.2f}x   largest score difference: {difference:.2e}")

@@ -324,20 +324,22 @@ def main() -> None:
         f"{f' +- {args.spread:.0%}' if args.spread else ''}: ideal {ideal:.0f} req/s; {os.cpu_count()} CPU cores here"
     )
     print(
-        f"{'client':<24} {'tokens':>6} {'requests':>8} {'seconds':>8} {'req/s':>8} {'share of ideal':>15} {'client CPU/request':>19}"
+        f"{'client':<24} {'tokens':>6} {'requests':>8} {'seconds':>8} {'req/s':>8} "
+        f"{'share of ideal':>15} {'client CPU/request':>19}"
     )
     for name, n, tokens, row in rows:
         if row is not None:
             print(
-                f"{name:<24} {tokens:>6} {n:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} {row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us"
+                f"{name:<24} {tokens:>6} {n:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} "
+                f"{row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us"
             )
     print(
-        f"{'bare asyncio (no hf_hub)':<24} {args.tokens:>6} {args.requests:>8} {bare['seconds']:>8.2f} {bare['rate']:>8.0f} "
-        f"{bare['rate'] / ideal:>14.0%} {bare['cpu_us']:>16.0f} us"
+        f"{'bare asyncio (no hf_hub)':<24} {args.tokens:>6} {args.requests:>8} "
+        f"{bare['seconds']:>8.2f} {bare['rate']:>8.0f} {bare['rate'] / ideal:>14.0%} {bare['cpu_us']:>16.0f} us"
     )
     print(
-        f"{'hf_hub, in memory':<24} {args.tokens:>6} {min(args.requests, 3000):>8} {in_memory['seconds']:>8.2f} {'':>8} {'':>15} "
-        f"{in_memory['cpu_us']:>16.0f} us"
+        f"{'hf_hub, in memory':<24} {args.tokens:>6} {min(args.requests, 3000):>8} "
+        f"{in_memory['seconds']:>8.2f} {'':>8} {'':>15} {in_memory['cpu_us']:>16.0f} us"
     )
     budget = args.latency / (0.9 * args.endpoints * args.concurrency) * 1e6  # us of CPU per request at 90% of ideal
     print(
@@ -347,9 +349,11 @@ def main() -> None:
     ours, serial, stock, long_ours, long_kept = (row for _, _, _, row in rows)
     assert ours is not None and serial is not None  # args.requests > 0
     print(
-        f"ratio: {ours['rate'] / ideal:.2f} of ideal (target >= 0.90); {ours['rate'] / serial['rate']:.2f}x one batch at a time; "
+        f"ratio: {ours['rate'] / ideal:.2f} of ideal (target >= 0.90); "
+        f"{ours['rate'] / serial['rate']:.2f}x one batch at a time; "
         + (
-            f"{ours['rate'] / stock['rate']:.1f}x the stock transport's rate, {stock['cpu_us'] / ours['cpu_us']:.1f}x less CPU per request"
+            f"{ours['rate'] / stock['rate']:.1f}x the stock transport's rate, "
+            f"{stock['cpu_us'] / ours['cpu_us']:.1f}x less CPU per request"
             if stock
             else ""
         )

@@ -14,8 +14,9 @@ Variants: `stock` = `trl.SFTConfig` defaults (padded batches of 16, sdpa); `reci
 for this machine (`trainers/speed.py`), packed rows holding the same 16 documents per step. A variant may force
 recipe settings after a colon: `recipe:kernels=none`, `recipe:packing=true`, `recipe:compile=true`,
 `recipe:attn=sdpa`, `recipe:pad=N` (pad each packed micro-batch to a multiple of N tokens; the recipe pads to
-rows x max-length under flex attention or compile, see trainers/speed.py), `recipe:rows=8` (8 packed rows per step: the recipe's own micro-batch,
-`train.per_device_batch_size`, instead of 16 documents; the global batch is kept by accumulation in training).
+rows x max-length under flex attention or compile, see trainers/speed.py), `recipe:rows=8` (8 packed rows per step:
+the recipe's own micro-batch, `train.per_device_batch_size`, instead of 16 documents; the global batch is kept by
+accumulation in training).
 Default: `stock,recipe` plus `recipe:packing=true` on a CPU (where the recipe does not pack).
 """
 

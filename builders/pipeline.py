@@ -167,11 +167,13 @@ def build_dataset(
         totals, reasons = run_stages(source, config, context, writer)
         counts = {name: totals.get(name, 0) for name in COUNTS}
         logger.info(
-            f"source: {counts['usable source rows']} usable rows of {source.info['rows_read']} read from {config.source.path}"
+            f"source: {counts['usable source rows']} usable rows of {source.info['rows_read']} "
+            f"read from {config.source.path}"
         )
         logger.info(f"extract: {counts['code snippets extracted']} code snippets")
         logger.info(
-            f"self-evaluate: {counts['candidates generated']} candidates scored, {counts['pairs selected']} pairs selected"
+            f"self-evaluate: {counts['candidates generated']} candidates scored, "
+            f"{counts['pairs selected']} pairs selected"
         )
         summaries = {
             stage.name: stage.summary(config, context, counts) for stage in STAGES if stage.summary is not None
@@ -199,7 +201,8 @@ def build_dataset(
         write_manifest(scratch)  # every file with its sha256: checked before the folder is trusted or pushed
     fingerprint = files["fingerprint"]
     logger.info(
-        f"dataset: {counts['final pairs (default config)']} pairs written to {dataset_dir} (fingerprint {fingerprint}); "
+        f"dataset: {counts['final pairs (default config)']} pairs written to {dataset_dir} "
+        f"(fingerprint {fingerprint}); "
         f"model calls: {model.computed} computed, {model.reused} from the cache"
     )
     return BuildResult(dataset_dir, counts, model.computed, model.reused, fingerprint)

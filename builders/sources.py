@@ -273,7 +273,8 @@ class SourceStream:
             if columns_seen and column not in columns_seen:
                 available = ", ".join(sorted(map(str, columns_seen)))
                 raise ConfigError(
-                    f"source has no column '{column}' (available: {available}); set source.instruction_column / source.response_column"
+                    f"source has no column '{column}' (available: {available}); "
+                    "set source.instruction_column / source.response_column"
                 )
         self.info["rows_read"] = total
 

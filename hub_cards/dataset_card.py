@@ -147,8 +147,10 @@ def write_original_card(folder: Path, report: dict[str, Any]) -> Path:
             dataset_info=dataset_infos(tables),
         ).to_yaml()
         + "\n---\n\n"
-        f"# Training data of the generator M\n\n{report['rows']} pairs of `{report['source']}` that are usable and "
-        f"clean ({report['decontaminated']} removed by decontamination): the base model is fine-tuned on them to make M.\n"
+        "# Training data of the generator M\n\n"
+        f"{report['rows']} pairs of `{report['source']}` that are usable and "
+        f"clean ({report['decontaminated']} removed by decontamination): "
+        "the base model is fine-tuned on them to make M.\n"
     )
     card.save(folder / "README.md")
     return folder / "README.md"

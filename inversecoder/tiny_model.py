@@ -1,9 +1,9 @@
 """`inversecoder make-tiny-model DIR`: a small Llama-architecture model built offline, deterministically.
 
 The tokenizer is a byte-level BPE trained on text shipped with this package (`data/tiny_model_corpus.jsonl.gz`:
-Python sources frozen at one commit, plus the paper's prompts), with "Yes"/"No" guaranteed to be single tokens so that self-evaluation scores
-are meaningful; the Magicoder format is its chat template. Weights are random (seeded): the tiny model
-exercises every code path at laptop speed, it does not write good instructions.
+Python sources frozen at one commit, plus the paper's prompts), with "Yes"/"No" guaranteed to be single tokens so that
+self-evaluation scores are meaningful; the Magicoder format is its chat template. Weights are random (seeded): the
+tiny model exercises every code path at laptop speed, it does not write good instructions.
 """
 
 from __future__ import annotations

@@ -358,7 +358,8 @@ def run_all(config: RunConfig, start: str | None = None, until: str | None = Non
 def comparison(
     ours: dict[str, Any] | None, generator: dict[str, Any] | None, base: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Per benchmark and test set: pass@1 (in %) of InverseCoder, its generator M (and the base model), and the delta."""
+    """Per benchmark and test set: pass@1 (in %) of InverseCoder, its generator M (and the base model),
+    and the delta."""
     rows = []
     for name, bench in ((ours or {}).get("benchmarks") or {}).items():
         for key, suffix in (("base", ""), ("plus", "+")):

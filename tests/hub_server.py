@@ -6,7 +6,8 @@ The real clients (`huggingface_hub`, `datasets`, `transformers`) talk to it thro
 `HF_ENDPOINT=http://127.0.0.1:PORT` with `HF_HUB_DISABLE_XET=1` (plain LFS uploads). It implements
 what they use to publish and to read back:
 
-- auth: `whoami-v2` (and an empty `agent-harnesses` registry); tokens map to a user, its orgs and a role (`read` / `write`)
+- auth: `whoami-v2` (and an empty `agent-harnesses` registry); tokens map to a user, its orgs and a role
+  (`read` / `write`)
 - repos: create (with the Hub's initial `.gitattributes` commit), info (+ `/revision/REV`), visibility
 - writes: preupload (upload mode + the existing file's `oid`, so unchanged files are skipped),
   LFS batch + PUT (per repo, by sha256: what a repo already holds is not asked again),
@@ -211,7 +212,13 @@ class HubServer:
     @staticmethod
     def _commit_sha(tree: dict[str, Any], parent: str | None, date: str, title: str, message: str) -> str:
         listing = "".join(f"{path} {entry['oid']}\n" for path, entry in sorted(tree.items()))
-        text = f"tree {hashlib.sha1(listing.encode()).hexdigest()}\nparent {parent or ''}\ndate {date}\n\n{title}\n\n{message}"
+        text = (
+            f"tree {hashlib.sha1(listing.encode()).hexdigest()}\n"
+            f"parent {parent or ''}\n"
+            f"date {date}\n\n"
+            f"{title}\n\n"
+            f"{message}"
+        )
         return hashlib.sha1(text.encode()).hexdigest()
 
     def _add_commit(

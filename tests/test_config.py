@@ -141,7 +141,10 @@ def test_sft_args_typo_is_refused_by_the_cli_with_a_suggestion():
         ),
         (
             "train.sft_args={per_device_train_batch_size: 100000000}",
-            "train.sft_args.per_device_train_batch_size: must be <= 4096, got 100000000 (as train.per_device_batch_size)",
+            (
+                "train.sft_args.per_device_train_batch_size: must be <= 4096, got 100000000 "
+                "(as train.per_device_batch_size)"
+            ),
         ),
         (
             "train.sft_args={max_length: 100000000000}",
@@ -178,14 +181,20 @@ def test_sft_args_values_are_checked_like_the_fields_they_shadow(override, messa
         ),
         (
             "train.optim=adamw_torh",
-            "train.optim: not a transformers optim name (OptimizerNames); got 'adamw_torh' (did you mean 'adamw_torch'?)",
+            (
+                "train.optim: not a transformers optim name (OptimizerNames); got 'adamw_torh' "
+                "(did you mean 'adamw_torch'?)"
+            ),
         ),
         ("train.lr_scheduler_type=cosin", "(did you mean 'cosine'?)"),
         ("train.bf16=maybe", "train.bf16: must be one of auto, true, false; got 'maybe'"),
         ("train.kernels=ligr", "train.kernels: must be one of auto, liger, none; got 'ligr' (did you mean 'liger'?)"),
         (
             "evaluate.sandbox=namespace",
-            "evaluate.sandbox: must be one of auto, namespaces+uid, namespaces, uid, rlimits; got 'namespace' (did you mean 'namespaces'?)",
+            (
+                "evaluate.sandbox: must be one of auto, namespaces+uid, namespaces, uid, rlimits; got 'namespace' "
+                "(did you mean 'namespaces'?)"
+            ),
         ),
         (
             "evaluate.benchmarks=[humaneval, mbp]",

@@ -16,8 +16,9 @@ status codes (422 validation, 424 generation, 429 overloaded, 500 incomplete gen
   keeps in `generated_text`), one request at a time, so a result depends only on its request.
 - Faults (`POST /_control`): an error rate over chosen statuses (with Retry-After), the first N
   attempts of every request failing, added latency (for all requests, or for prompts containing a
-  given text), dropped connections (TCP reset), an unhealthy /health. Which attempt fails is a hash of (fault seed, route, body, attempt number): the same
-  requests meet the same faults whatever their order, so outcomes compare with a fault-free run.
+  given text), dropped connections (TCP reset), an unhealthy /health. Which attempt fails is a hash of
+  (fault seed, route, body, attempt number): the same requests meet the same faults whatever their order, so
+  outcomes compare with a fault-free run.
 - Every request body and every response body is checked against the OpenAPI schemas when the spec is
   given; `GET /_stats` returns the violations (tests assert there are none) and the request counts.
 

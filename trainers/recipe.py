@@ -77,7 +77,8 @@ def load_pairs(dataset_dir: Path, config_name: str) -> datasets.Dataset:
         rows = load_config_rows(dataset_dir, config_name)
     except FileNotFoundError:
         raise ConfigError(
-            f"{dataset_dir} has no '{config_name}' config; two-stage and mix training need dataset.include_original: true"
+            f"{dataset_dir} has no '{config_name}' config; "
+            "two-stage and mix training need dataset.include_original: true"
         ) from None
     _check_columns(rows.column_names, dataset_dir, config_name)
     return rows.map(_to_prompt_completion, remove_columns=rows.column_names, desc=f"Formatting {config_name}")

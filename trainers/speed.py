@@ -33,7 +33,7 @@ chunked fused LM head (no full logits tensor), so cross-entropy needs no extra k
 
 With packing, a row holds several documents; to keep the paper's global batch (512 *documents* per optimizer
 step) the micro-batch of rows and the accumulation are derived from the estimated documents per row.
-"""
+"""  # noqa: E501 (a markdown table row cannot be wrapped)
 
 from __future__ import annotations
 
@@ -98,7 +98,10 @@ def choose(train: Any, device: str | None = None) -> SpeedPlan:
         reasons["packing"] = (
             "auto: GPU, padding-free bfd packing with per-document masks (about half a padded batch is padding)"
             if gpu
-            else f"auto: {device}, no block-sparse attention kernel (a packed row gets a dense mask): paper's padded batches"
+            else (
+                f"auto: {device}, no block-sparse attention kernel (a packed row gets a dense mask): "
+                "paper's padded batches"
+            )
         )
     else:
         packing = packing_setting == "true"

