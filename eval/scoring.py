@@ -1,8 +1,9 @@
 """Checking solutions with evalplus's checker in our sandbox: ground truth, verdicts, pass@k.
 
 Scoring is evalplus 0.3.1's, step for step: the ground truth is its canonical solutions run with its
-`trusted_exec` (timed; the time limits derive from it), each program goes through its
-`unsafe_execute` (output comparison, atol, special oracles), statuses and pass@k are its own
+`trusted_exec` (timed; the time limits derive from it), each program is judged by its
+`unsafe_execute`'s comparison (output comparison, atol, special oracles; in this process, on the
+outputs the sandboxed program returned as data: see `checker.py`), statuses and pass@k are its own
 (`estimate_pass_at_k`: the unbiased estimator; the "+" score needs base and plus tests). What
 differs, and is recorded in eval_results.json:
 - each program runs in `inversecoder.core.sandbox` (no network, read-only file system, own uid and
@@ -146,6 +147,15 @@ def _run_checks(
         completion_ids[sample["task_id"]] = completion_ids.get(sample["task_id"], -1) + 1
         jobs.append((index, completion_ids[sample["task_id"]]))
 
+    # each task's expected outputs, encoded and hashed once for all its samples (the judge's side)
+    expectations = {
+        task_id: {
+            suite: checker.expectation(expected[task_id][suite], benchmark.problems[task_id][f"{suite}_input"])
+            for suite in ("base", "plus")
+        }
+        for task_id in dict.fromkeys(sample["task_id"] for sample in samples)
+    }
+
     def check(job: tuple[int, int]) -> dict[str, Any]:
         index, completion_id = job
         sample = samples[index]
@@ -162,6 +172,7 @@ def _run_checks(
             min_time_limit=min_time_limit,
             gt_time_limit_factor=gt_time_limit_factor,
             fix_find_zero=fix_humaneval_32,
+            expectations=expectations[sample["task_id"]],
         )
 
     workers = max(1, min(sandbox.workers, len(samples)))
@@ -329,7 +340,8 @@ def checker_settings(
         else []
     )
     return {
-        "checker": "evalplus.eval.unsafe_execute (fast check: stops at the first failing input)",
+        "checker": "evalplus.eval.unsafe_execute's comparison, outside the program's process (fast check: "
+        "stops at the first failing input)",
         "min_time_limit": min_time_limit,
         "gt_time_limit_factor": gt_time_limit_factor,
         "timeout_per_task": float(os.environ.get("EVALPLUS_TIMEOUT_PER_TASK", checker.DEFAULT_TIMEOUT_PER_TASK)),

@@ -19,7 +19,7 @@ Process tree (one "zygote" per parallel worker; a job is one program run)::
 
 The zygote forks (10-30 ms a job on a busy 2-core VM) instead of starting an interpreter (0.5 s with
 numpy). The harness never unpickles anything the program wrote: results come back through a
-shared memory page as plain integers, and the program has no descriptor of the zygote's pipes.
+shared memory page as bytes its caller decodes, and the program has no descriptor of the zygote's pipes.
 
 Isolation levels (the best one the kernel allows is probed when a zygote starts; recorded in
 `Sandbox.info` and in eval_results.json):
@@ -43,9 +43,8 @@ and RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE and RLIMIT_
 privileges are dropped.
 
 Not covered: memory is limited per process (RLIMIT_AS), so a program may hold up to
-`max_processes` x `memory_bytes` (no memory cgroup is created); a program can forge its OWN result
-(as with evalplus: it runs in the process that compares its outputs, e.g. an object whose __eq__
-is always True), never another program's.
+`max_processes` x `memory_bytes` (no memory cgroup is created). Verdicts are not decided in here:
+`checker.py` has the program return its outputs as data and compares them in the harness.
 
 One module, though long: the zygote imports it alone (`_ZYGOTE_MAIN`) before it isolates itself, so
 everything that runs inside (kernel interfaces, guard, init, program) must load from here without
@@ -588,7 +587,10 @@ def _run_job(state: _State, job: dict[str, Any]) -> dict[str, Any]:
     _, guard_status = os.waitpid(guard, 0)
     wall = time.monotonic() - start
     done, status, timed_out, error_size = _CONTROL.unpack_from(control, 0)
-    reply: dict[str, Any] = {"wall_seconds": wall, "shared": bytes(shared[: int(job.get("shared", 0))])}
+    returned = int(job.get("shared", 0))
+    if job.get("shared_trim") and returned >= 8:  # the page's first 8 bytes: how much of it was used
+        returned = max(8, min(struct.unpack_from("<Q", shared, 0)[0], returned))
+    reply: dict[str, Any] = {"wall_seconds": wall, "shared": bytes(shared[:returned])}
     if outputs:
         limit = state.limits.file_size_bytes
         reply["stdout"], reply["stderr"] = (os.pread(fd, limit, 0) for fd in outputs)
@@ -980,6 +982,7 @@ class Sandbox:
         cpu_seconds: int | None = None,
         shared_bytes: int = 0,
         shared_init: bytes = b"",
+        shared_trim: bool = False,
         capture_output: bool = False,
         env: dict[str, str] | None = None,
     ) -> Outcome:
@@ -987,7 +990,8 @@ class Sandbox:
 
         `shared_page` is an mmap of `shared_bytes` (starting as `shared_init`, then zeros) that comes
         back as `Outcome.shared`: the only channel from the program to the caller besides its exit
-        status (and its output, with `capture_output`)."""
+        status (and its output, with `capture_output`). With `shared_trim`, the page's first 8 bytes
+        (little-endian) say how many of its bytes come back (a large page costs only what is used)."""
         if self._closed:
             raise SandboxError("sandbox is closed")
         payload = pickle.dumps(tuple(args), protocol=pickle.HIGHEST_PROTOCOL)
@@ -997,6 +1001,7 @@ class Sandbox:
             "cpu": int(cpu_seconds if cpu_seconds is not None else int(wall_seconds) + 2),
             "shared": int(shared_bytes),
             "shared_init": bytes(shared_init),
+            "shared_trim": shared_trim,
             "capture": capture_output,
             "env": dict(env or {}),
         }
