@@ -156,6 +156,7 @@ def _score_samples(args: argparse.Namespace) -> None:
         fix_humaneval_32=config.evaluate.fix_humaneval_32,
         isolation=config.evaluate.sandbox,
         require_isolation=config.evaluate.require_isolation,
+        allow_weak_sandbox=config.evaluate.allow_weak_sandbox,
     )
     bench = results["benchmarks"][args.benchmark]
     print(
