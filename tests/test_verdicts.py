@@ -173,8 +173,19 @@ def test_anything_else_is_not_encodable():
         x: int
 
     point = Point(1)
-    for value in (Mine(), Sub(1.0), [Sub(1.0)], {"k": Mine()}, np.float64(1.5), point):
+    for value in (Mine(), Sub(1.0), [Sub(1.0)], {"k": Mine()}, point):
         assert values.encode(value) is None, value
+    # buffer objects come back as the bytes they hold, never as what they claimed to be
+    assert values.decode(encoded(np.float64(1.5))) == np.float64(1.5).tobytes()
+    assert values.decode(encoded([bytearray(b"ab")])) == [b"ab"]
+
+
+def test_nan_is_found_where_a_copy_would_not_compare_equal():
+    import collections
+
+    assert values.has_nan([1.0, [2, (math.nan,)]]) and values.has_nan({"k": complex(0, math.nan)})
+    assert values.has_nan(collections.Counter("a"))  # marked containers: no fast path either
+    assert not values.has_nan([1.0, 2, "x", {"k": (True, None, b"")}])
 
 
 @pytest.mark.parametrize(

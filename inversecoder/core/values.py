@@ -9,7 +9,8 @@ stdlib containers the trusted side rebuilds itself (`collections.Counter`, `Orde
 `defaultdict` (without its factory) and `deque`), carried as the tuple `(..., name, contents)`
 (a bare Ellipsis is not a value we accept, so the marker cannot be confused with one). Anything else,
 a user-defined class or a subclass of a builtin (a float whose `__eq__` always says True), is not
-encodable: `encode` returns None, and that output fails its input.
+encodable: `encode` returns None, and that output fails its input (objects with the buffer
+protocol, such as numpy scalars, come back as the bytes they hold: see `encode`).
 
 `decode` is the trusted side: a parser of that subset of marshal written here (never `marshal.loads`,
 which is documented as unsafe on hostile bytes), with limits on nesting and sizes; anything else
@@ -20,6 +21,7 @@ trusted process on the expected outputs, so that equal values in the same order 
 
 from __future__ import annotations
 
+import cmath
 import collections
 import marshal
 import struct
@@ -29,6 +31,7 @@ MAX_DEPTH = 100  # nesting the decoder accepts (the comparison recurses in C as 
 _WALK_DEPTH = 200
 _I32, _U32, _F64, _C128 = struct.Struct("<i"), struct.Struct("<I"), struct.Struct("<d"), struct.Struct("<dd")
 _SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
+_EXACT_NUMBERS = frozenset({bool, int, float, complex})
 _SPECIAL: dict[type, str] = {
     collections.Counter: "Counter",
     collections.OrderedDict: "OrderedDict",
@@ -46,24 +49,44 @@ class _Unencodable(Exception):
 
 
 def encode(value: Any) -> bytes | None:
-    """The value's bytes, or None when it is (or holds) anything but the accepted types."""
+    """The value's bytes, or None when it is (or holds) anything but the accepted types.
+
+    marshal refuses every subclass and foreign class, except objects with the buffer protocol (a
+    numpy scalar, a bytearray), which it writes as bytes: they come back as bytes, never as what they
+    were, so a numpy float fails a float comparison as the policy wants, and a bytearray compares as
+    the bytes it holds (as it does in Python)."""
     try:
-        data = marshal.dumps(value, 2)
+        return marshal.dumps(value, 2)
     except (ValueError, RecursionError):  # unmarshallable (a subclass, a class of its own), or too deep
-        data = None
-    if data is not None and _same(marshal.loads(data), value):
-        return data
-    try:  # NaN (unequal to itself), buffer objects marshal takes for bytes, the stdlib containers
+        pass
+    try:  # the stdlib containers, as marked tuples
         return marshal.dumps(_plain(value, 0), 2)
     except (_Unencodable, ValueError, RecursionError):
         return None
 
 
-def _same(loaded: Any, value: Any) -> bool:
-    try:
-        return bool(loaded == value)
-    except Exception:
+def has_nan(value: Any, depth: int = 0) -> bool:
+    """Whether a (trusted) value holds a NaN, or anything a decoded copy would not equal (marked containers)."""
+    kind = type(value)
+    if kind is float or kind is complex:
+        return value != value
+    if kind in _SCALARS:
         return False
+    if depth > _WALK_DEPTH:
+        return True
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        kinds = set(map(type, value))
+        if kinds <= _EXACT_NUMBERS:
+            try:
+                return any(map(cmath.isnan, value))  # C speed
+            except OverflowError:  # an int beyond floats: only floats and complex can be NaN
+                return any(x != x for x in value)
+        if kinds <= _SCALARS:
+            return any(has_nan(item, depth + 1) for item in value if type(item) is float or type(item) is complex)
+        return any(has_nan(item, depth + 1) for item in value)
+    if kind is dict:
+        return any(has_nan(k, depth + 1) or has_nan(v, depth + 1) for k, v in value.items())
+    return True
 
 
 def _plain(value: Any, depth: int) -> Any:
