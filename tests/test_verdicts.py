@@ -290,4 +290,9 @@ def test_verdicts_agree_with_evalplus_on_every_task(benchmarks, request, name):
         pytest.skip("every task against evalplus takes tens of minutes: run with `pytest -m slow`")
     benchmark = benchmarks[name]
     with scoring.open_sandbox(parallel=0) as box:
-        assert agreement(benchmark, list(benchmark.problems), box, fix=False) == []
+        disagreements = agreement(benchmark, list(benchmark.problems), box, fix=False)
+    # Mbpp/255's canonical solution returns a 644 MB list on one plus input: evalplus's own forked
+    # checker, which inherits this process's whole ground truth under its 4 GiB limit, fails it there
+    # (measured: at input 87 of 109); ours passes it. A resource limit of evalplus's, not its comparison.
+    resources = [d for d in disagreements if d[:3] == ("Mbpp/255", 0, "plus") and d[3][0] == "pass"]
+    assert [d for d in disagreements if d not in resources] == []
