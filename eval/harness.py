@@ -152,6 +152,7 @@ def evaluate_model(
     seed: int | None = None,
     isolation: str | None = None,
     require_isolation: bool | None = None,
+    allow_weak_sandbox: bool | None = None,
 ) -> dict[str, Any]:
     """Every benchmark in `config.benchmarks`; writes {name}_samples.jsonl, {name}_raw_results.json and
     eval_results.json (scores, per-task outcomes, and the settings and versions that produced them)
@@ -166,6 +167,9 @@ def evaluate_model(
         require_isolation=require_isolation
         if require_isolation is not None
         else getattr(config, "require_isolation", False),
+        allow_weak_sandbox=allow_weak_sandbox
+        if allow_weak_sandbox is not None
+        else getattr(config, "allow_weak_sandbox", False),
     ) as sandbox:
         for name in config.benchmarks:
             benchmark = load_benchmark(name, benchmarks_dir, Path(cache_dir))
@@ -241,6 +245,7 @@ def score_samples_file(
     fix_humaneval_32: bool = True,
     isolation: str = "auto",
     require_isolation: bool = False,
+    allow_weak_sandbox: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """`inversecoder evaluate --samples FILE --benchmark humaneval|mbpp`: score pre-generated samples.
@@ -262,6 +267,7 @@ def score_samples_file(
         fix_humaneval_32=fix_humaneval_32,
         isolation=isolation,
         require_isolation=require_isolation,
+        allow_weak_sandbox=allow_weak_sandbox,
         progress=progress,
     )
     _write_benchmark_files(output_dir, loaded, samples, checked, write_samples=False)

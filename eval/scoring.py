@@ -1,8 +1,9 @@
 """Checking solutions with evalplus's checker in our sandbox: ground truth, verdicts, pass@k.
 
 Scoring is evalplus 0.3.1's, step for step: the ground truth is its canonical solutions run with its
-`trusted_exec` (timed; the time limits derive from it), each program goes through its
-`unsafe_execute` (output comparison, atol, special oracles), statuses and pass@k are its own
+`trusted_exec` (timed; the time limits derive from it), each program is judged by its
+`unsafe_execute`'s comparison (output comparison, atol, special oracles; in this process, on the
+outputs the sandboxed program returned as data: see `checker.py`), statuses and pass@k are its own
 (`estimate_pass_at_k`: the unbiased estimator; the "+" score needs base and plus tests). What
 differs, and is recorded in eval_results.json:
 - each program runs in `inversecoder.core.sandbox` (no network, read-only file system, own uid and
@@ -30,9 +31,9 @@ from typing import Any
 
 from inversecoder.core import checker
 from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark
-from inversecoder.core.errors import UserError
+from inversecoder.core.errors import ConfigError, UserError
 from inversecoder.core.files import atomic_path
-from inversecoder.core.sandbox import Limits, Sandbox
+from inversecoder.core.sandbox import NAMESPACE_LEVELS, Limits, Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +105,28 @@ def expected_outputs(benchmark: Benchmark, task_ids: Iterable[str]) -> dict[str,
 
 
 def open_sandbox(
-    parallel: int = 0, limits: Limits | None = None, isolation: str = "auto", require_isolation: bool = False
+    parallel: int = 0,
+    limits: Limits | None = None,
+    isolation: str = "auto",
+    require_isolation: bool = False,
+    allow_weak_sandbox: bool = False,
 ) -> Sandbox:
-    """The sandbox the checks run in: `parallel` workers (0: one per CPU core)."""
+    """The sandbox the checks run in: `parallel` workers (0: one per CPU core). A level without a mount
+    namespace (`uid`, `rlimits`: programs can read the user's files) is refused unless
+    `allow_weak_sandbox`."""
     workers = min(max(1, parallel or os.cpu_count() or 1), 1024)
-    return Sandbox(
+    sandbox = Sandbox(
         workers, limits=limits, isolation=isolation, preload=[checker.__name__], require_isolation=require_isolation
     )
+    if sandbox.level not in NAMESPACE_LEVELS and not allow_weak_sandbox:
+        level, reasons = sandbox.level, sandbox.info["levels_unavailable"]
+        sandbox.close()
+        why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())[:300]
+        raise ConfigError(
+            f"evaluate.allow_weak_sandbox: the sandbox reached only level '{level}' (no mount namespace: programs "
+            f"could read your files); set it to true to run anyway, or allow user namespaces ({why or 'requested'})"
+        )
+    return sandbox
 
 
 def _outcome(result: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +162,15 @@ def _run_checks(
         completion_ids[sample["task_id"]] = completion_ids.get(sample["task_id"], -1) + 1
         jobs.append((index, completion_ids[sample["task_id"]]))
 
+    # each task's expected outputs, encoded and hashed once for all its samples (the judge's side)
+    expectations = {
+        task_id: {
+            suite: checker.expectation(expected[task_id][suite], benchmark.problems[task_id][f"{suite}_input"])
+            for suite in ("base", "plus")
+        }
+        for task_id in dict.fromkeys(sample["task_id"] for sample in samples)
+    }
+
     def check(job: tuple[int, int]) -> dict[str, Any]:
         index, completion_id = job
         sample = samples[index]
@@ -162,6 +187,7 @@ def _run_checks(
             min_time_limit=min_time_limit,
             gt_time_limit_factor=gt_time_limit_factor,
             fix_find_zero=fix_humaneval_32,
+            expectations=expectations[sample["task_id"]],
         )
 
     workers = max(1, min(sandbox.workers, len(samples)))
@@ -259,6 +285,7 @@ def check_solutions(
     limits: Limits | None = None,
     isolation: str = "auto",
     require_isolation: bool = False,
+    allow_weak_sandbox: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run evalplus's base and plus tests on every sample (any number per task), each in the sandbox.
@@ -267,7 +294,8 @@ def check_solutions(
     (and pass@10 / pass@100 when every task has that many samples), "eval": evalplus's per-sample
     format, "groundtruth_hash", "checker": settings, "sandbox": what the programs ran under,
     "seconds"}; only the tasks present in `samples` are scored. Pass `sandbox` to reuse one (else one
-    is started with `parallel` workers, `limits`, `isolation` and `require_isolation`).
+    is started with `parallel` workers, `limits`, `isolation`, `require_isolation` and
+    `allow_weak_sandbox`).
     """
     unknown = sorted({s["task_id"] for s in samples} - set(benchmark.problems))
     if unknown:
@@ -289,7 +317,7 @@ def check_solutions(
     task_ids = {s["task_id"] for s in samples}
     expected = expected_outputs(benchmark, task_ids)
     owned = sandbox is None
-    sandbox = sandbox or open_sandbox(parallel, limits, isolation, require_isolation)
+    sandbox = sandbox or open_sandbox(parallel, limits, isolation, require_isolation, allow_weak_sandbox)
     errors_before = sandbox.errors
     try:
         results = _run_checks(
@@ -329,7 +357,8 @@ def checker_settings(
         else []
     )
     return {
-        "checker": "evalplus.eval.unsafe_execute (fast check: stops at the first failing input)",
+        "checker": "evalplus.eval.unsafe_execute's comparison, outside the program's process (fast check: "
+        "stops at the first failing input)",
         "min_time_limit": min_time_limit,
         "gt_time_limit_factor": gt_time_limit_factor,
         "timeout_per_task": float(os.environ.get("EVALPLUS_TIMEOUT_PER_TASK", checker.DEFAULT_TIMEOUT_PER_TASK)),

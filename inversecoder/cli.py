@@ -171,6 +171,7 @@ def _score(args: argparse.Namespace, samples: Any, config: Any, output: Any) -> 
         fix_humaneval_32=config.evaluate.fix_humaneval_32,
         isolation=config.evaluate.sandbox,
         require_isolation=config.evaluate.require_isolation,
+        allow_weak_sandbox=config.evaluate.allow_weak_sandbox,
     )
 
 

@@ -648,3 +648,21 @@ def test_evaluate_model_end_to_end(benchmarks_dir, tiny_model_dir, tmp_path, cap
     assert sampled["settings"]["decoding"]["n_samples"] == 3 and sampled["settings"]["decoding"]["temperature"] == 0.8
     rows = [json.loads(line) for line in (tmp_path / "sampled" / "mbpp_samples.jsonl").read_text().splitlines()]
     assert [row["seed"] for row in rows] == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize("level", ["uid", "rlimits"])
+def test_weak_levels_are_refused_without_the_opt_in(benchmarks, level):
+    """Without a mount namespace a program can read the user's files: one ConfigError line, unless
+    `evaluate.allow_weak_sandbox` is set."""
+    samples = [{"task_id": "HumanEval/0", "solution": canonical(benchmarks["humaneval"], "HumanEval/0")}]
+    with pytest.raises(ConfigError, match=r"^evaluate\.allow_weak_sandbox: .*'" + level + "'") as caught:
+        scoring.check_solutions(benchmarks["humaneval"], samples, parallel=1, isolation=level)
+    assert "\n" not in str(caught.value)
+    try:
+        result = scoring.check_solutions(
+            benchmarks["humaneval"], samples, parallel=1, isolation=level, allow_weak_sandbox=True
+        )
+    except Exception as error:  # the level itself may be unavailable on this kernel
+        pytest.skip(f"level {level} unavailable here: {error}")
+    assert result["sandbox"]["level"] == level and result["pass@1"]["plus"] == 1.0
+    assert EvalConfig().allow_weak_sandbox is False

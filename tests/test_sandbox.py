@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 
@@ -326,3 +328,55 @@ def test_python_stays_importable_when_it_lives_in_a_closed_directory(sandbox):
     visible = set(json.loads(sandbox.run_source(program).stdout))
     allowed = {path.split("/")[2] for path in sandbox.info["reexposed_paths"] if path.startswith("/root/")}
     assert visible <= allowed
+
+
+# -- secrets at the namespace levels ----------------------------------------------------------------
+READ_TOKEN = """
+import os
+import shutil
+home = {home!r}
+for path in (home + "/.cache/huggingface/token", "/etc/shadow"):
+    try:
+        with open(path) as handle:
+            print(path, repr(handle.read()))
+    except OSError as error:
+        print(path, type(error).__name__)
+print(sorted(os.listdir(home)) if os.path.isdir(home) else "no home")
+"""
+
+
+@pytest.mark.parametrize("level", NAMESPACE_LEVELS)
+def test_home_and_hub_token_are_hidden_at_namespace_levels(level, monkeypatch):
+    """A readable Hub token in the harness user's HOME (outside /tmp, which the sandbox replaces
+    anyway) and /etc/shadow: the program sees neither."""
+    base = next((d for d in ("/var/tmp", "/dev/shm") if os.path.isdir(d) and os.access(d, os.W_OK)), None)
+    if base is None:
+        pytest.skip("no writable /var/tmp or /dev/shm for the fake home")
+    home = tempfile.mkdtemp(prefix="inversecoder-home-", dir=base)
+    try:
+        token = os.path.join(home, ".cache", "huggingface", "token")
+        os.makedirs(os.path.dirname(token))
+        with open(token, "w") as handle:
+            handle.write(CANARY_TOKEN)
+        for folder in (home, f"{home}/.cache", f"{home}/.cache/huggingface"):
+            os.chmod(folder, 0o755)
+        os.chmod(token, 0o644)  # readable by any uid: only the hiding protects it
+        monkeypatch.setenv("HOME", home)
+        monkeypatch.setenv("HF_HOME", os.path.join(home, ".cache", "huggingface"))
+        try:
+            box = Sandbox(workers=1, isolation=level)
+        except SandboxError as error:
+            pytest.skip(f"level {level} unavailable here: {error}")
+        with box:
+            outcome = box.run_source(READ_TOKEN.format(home=home))
+        out = outcome.stdout.decode()
+        assert outcome.exit_code == 0, outcome.stderr.decode()
+        assert CANARY_TOKEN not in out
+        assert f"{token} FileNotFoundError" in out and "[]" in out.splitlines()[-1], out
+        shadow = next(line for line in out.splitlines() if line.startswith("/etc/shadow"))
+        assert shadow.endswith("''") or "Error" in shadow, shadow
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+CANARY_TOKEN = "hf_CANARY_home_token_do_not_leak_0123456789"

@@ -402,6 +402,9 @@ class EvalConfig(Section):
     `namespaces`, `uid` or `rlimits` (see the README's sandbox section)."""
     require_isolation: bool = False
     """Refuse to run programs where no network isolation is available."""
+    allow_weak_sandbox: bool = False
+    """Run programs even at the `uid` or `rlimits` level (no mount namespace: they can read your files and
+    leak them through how many tests pass); false refuses with one line."""
     fix_humaneval_32: bool = True
     """Fix evalplus 0.3.1's HumanEval/32 checker (every solution fails it); false reproduces evalplus exactly."""
     compare_generator: bool = True

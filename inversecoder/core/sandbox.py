@@ -19,7 +19,7 @@ Process tree (one "zygote" per parallel worker; a job is one program run)::
 
 The zygote forks (10-30 ms a job on a busy 2-core VM) instead of starting an interpreter (0.5 s with
 numpy). The harness never unpickles anything the program wrote: results come back through a
-shared memory page as plain integers, and the program has no descriptor of the zygote's pipes.
+shared memory page as bytes its caller decodes, and the program has no descriptor of the zygote's pipes.
 
 Isolation levels (the best one the kernel allows is probed when a zygote starts; recorded in
 `Sandbox.info` and in eval_results.json):
@@ -27,13 +27,15 @@ Isolation levels (the best one the kernel allows is probed when a zygote starts;
 | level | when | what the program gets |
 |---|---|---|
 | `namespaces+uid` | running as root with CAP_SYS_ADMIN (CI here) | everything below, plus its own unprivileged uid/gid (one per worker, from 0x7F000000 up, never a real user): file permissions apply, RLIMIT_NPROC counts only its own processes, it cannot signal the harness, and directories closed to other users (/root) stay closed; the Python installation is bind-mounted back into view read-only when it lives in one (pyenv under /root) |
-| `namespaces` | not root, unprivileged user namespaces allowed | its own user namespace (same uid as the user, all capabilities dropped): no network, read-only file system, private /tmp, fresh /proc, its own PID namespace. It can READ the user's files, but nothing can leave: no network, no writable place outside a tmpfs that vanishes, and its output is never recorded |
-| `uid` | root without namespaces (e.g. unprivileged Docker) | own uid, rlimits, private temp dir (0700), clean env, new session; NO network isolation; it can write where any user can (/tmp, /dev/shm); leftover processes are killed by uid. When Python lives where that uid cannot enter (pyenv under /root), only modules the zygote preloaded (`COMMON_MODULES`) import: `info["unreachable_paths"]` says so |
-| `rlimits` | neither (e.g. Ubuntu 24.04 AppArmor restricting user namespaces) | rlimits, private temp dir, clean environment, new session and evalplus's own guards; NO network, file-system or process isolation: the program runs as you. Pass `require_isolation=True` to refuse to run instead |
+| `namespaces` | not root, unprivileged user namespaces allowed | its own user namespace (same uid as the user, all capabilities dropped): no network, read-only file system, private /tmp, fresh /proc, its own PID namespace, and the secret locations hidden as in `namespaces+uid` (`secret_paths`: the home, Hub and cache folders, /root, /home, /etc/shadow, ...). Other files the user can read stay readable, but nothing can leave except its pass count: no network, no writable place outside a tmpfs that vanishes, and its output is never recorded |
+| `uid` | root without namespaces (e.g. unprivileged Docker; the evaluation refuses it without `evaluate.allow_weak_sandbox`) | own uid, rlimits, private temp dir (0700), clean env, new session; NO network isolation; it can write where any user can (/tmp, /dev/shm); leftover processes are killed by uid. When Python lives where that uid cannot enter (pyenv under /root), only modules the zygote preloaded (`COMMON_MODULES`) import: `info["unreachable_paths"]` says so |
+| `rlimits` | neither (e.g. Ubuntu 24.04 AppArmor restricting user namespaces; refused like `uid`) | rlimits, private temp dir, clean environment, new session and evalplus's own guards; NO network, file-system or process isolation: the program runs as you. Pass `require_isolation=True` to refuse to run instead |
 
 In the namespace levels: a new network namespace (only a loopback that is down: connecting even to
 127.0.0.1 fails with ENETUNREACH); a new mount namespace where the whole file system is read-only
-and nosuid (`mount_setattr(AT_RECURSIVE)`), /tmp is a private tmpfs of `tmpfs_bytes` (the cwd,
+and nosuid (`mount_setattr(AT_RECURSIVE)`), the harness user's home, Hub and cache folders and the
+system's secret locations are covered by empty read-only tmpfs (/dev/null over files; the Python
+installation bound back where it lives below one), /tmp is a private tmpfs of `tmpfs_bytes` (the cwd,
 HOME and TMPDIR), and /proc shows only the job's own processes (so no other process's environment);
 a new PID namespace, so `kill(-1)` or killing its parent reaches nothing outside, and killing the
 namespace's init on the deadline kills every process the program started. Always: the environment
@@ -43,9 +45,8 @@ and RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE and RLIMIT_
 privileges are dropped.
 
 Not covered: memory is limited per process (RLIMIT_AS), so a program may hold up to
-`max_processes` x `memory_bytes` (no memory cgroup is created); a program can forge its OWN result
-(as with evalplus: it runs in the process that compares its outputs, e.g. an object whose __eq__
-is always True), never another program's.
+`max_processes` x `memory_bytes` (no memory cgroup is created). Verdicts are not decided in here:
+`checker.py` has the program return its outputs as data and compares them in the harness.
 
 One module, though long: the zygote imports it alone (`_ZYGOTE_MAIN`) before it isolates itself, so
 everything that runs inside (kernel interfaces, guard, init, program) must load from here without
@@ -152,6 +153,44 @@ COMMON_MODULES = (
     "typing",
     "unicodedata",
 )
+
+
+#: Hidden from programs at the namespace levels (an empty read-only tmpfs over each directory, /dev/null
+#: over each file), besides the harness user's home and Hub/cache folders (`secret_paths`): what a
+#: program could otherwise read and leak through how many tests it passes.
+SECRET_DIRS = ("/root", "/home", "/etc/ssh", "/run/secrets", "/var/run/secrets", "/var/lib/sss")
+SECRET_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
+#: Environment variables naming folders that may hold tokens or cached data (the Hub token sits in
+#: HF_HOME/token, evalplus's ground truth in XDG_CACHE_HOME/evalplus).
+SECRET_VARIABLES = (
+    "HOME",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_DATASETS_CACHE",
+    "TRANSFORMERS_CACHE",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_RUNTIME_DIR",
+)
+
+
+def secret_paths(environ: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """(directories, files) to hide from programs: the fixed ones and those the environment names."""
+    environ = dict(os.environ if environ is None else environ)
+    folders = [environ.get(name, "") for name in SECRET_VARIABLES] + [os.path.expanduser("~"), *SECRET_DIRS]
+    folders += [environ.get("HF_TOKEN_PATH", "") and os.path.dirname(environ["HF_TOKEN_PATH"])]
+    found = set()
+    for folder in folders:
+        if folder and os.path.isabs(folder) and os.path.isdir(folder):
+            real = os.path.realpath(folder)
+            if real not in ("/", "/tmp", "/proc", "/dev", "/usr", "/etc"):
+                found.add(real)
+    ordered = sorted(found)
+    dirs = [p for p in ordered if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in ordered)]
+    files = [f for f in SECRET_FILES if os.path.isfile(f)]
+    return dirs, files
 
 
 class SandboxError(RuntimeError):
@@ -304,6 +343,7 @@ class _State:
     scratch: str  # parent of the per-job directories in the non-namespace levels
     reexpose: dict[str, list[str]] = field(default_factory=dict)  # hidden dir -> python paths to bind back
     tmp_paths: list[str] = field(default_factory=list)  # python paths under /tmp (hidden by the tmpfs)
+    hidden_files: list[str] = field(default_factory=list)  # /dev/null over each (namespace levels)
 
 
 # control page, written by guard and init only: done, wait status of the program, timed out, error length
@@ -319,12 +359,23 @@ def _build_view(state: _State) -> None:
     _make_read_only("/")
     os.umask(0o022)
     for hidden, paths in state.reexpose.items():
-        _mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        try:
+            _mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        except OSError:
+            if os.access(hidden, os.R_OK) or paths:  # visible to the program: never run with it in view
+                raise
+            continue  # a folder the program could not read anyway (/root, for a user namespace)
         for path in paths:
             os.makedirs(path, exist_ok=True)
             _mount(f"/proc/self/fd/{handles[path]}", path, None, MS_BIND | MS_REC)
             _make_read_only(path)
         _make_read_only(hidden, recursive=False)
+    for path in state.hidden_files:
+        try:
+            _mount("/dev/null", path, None, MS_BIND)
+        except OSError:
+            if os.access(path, os.R_OK):
+                raise
     options = f"size={state.limits.tmpfs_bytes},nr_inodes=4096,mode=0700"
     if state.level == "namespaces+uid":
         options += f",uid={state.uid},gid={state.gid}"
@@ -588,7 +639,10 @@ def _run_job(state: _State, job: dict[str, Any]) -> dict[str, Any]:
     _, guard_status = os.waitpid(guard, 0)
     wall = time.monotonic() - start
     done, status, timed_out, error_size = _CONTROL.unpack_from(control, 0)
-    reply: dict[str, Any] = {"wall_seconds": wall, "shared": bytes(shared[: int(job.get("shared", 0))])}
+    returned = int(job.get("shared", 0))
+    if job.get("shared_trim") and returned >= 8:  # the page's first 8 bytes: how much of it was used
+        returned = max(8, min(struct.unpack_from("<Q", shared, 0)[0], returned))
+    reply: dict[str, Any] = {"wall_seconds": wall, "shared": bytes(shared[:returned])}
     if outputs:
         limit = state.limits.file_size_bytes
         reply["stdout"], reply["stderr"] = (os.pread(fd, limit, 0) for fd in outputs)
@@ -750,10 +804,21 @@ def serve(spec: dict[str, Any]) -> None:
     for level in _candidates(spec.get("isolation", "auto")):
         state.level = level
         state.reexpose = {}
-        if level == "namespaces+uid":
-            for path in paths:
-                if path not in state.tmp_paths and (hidden := _blocked_root(path, state.uid, state.gid)):
-                    state.reexpose.setdefault(hidden, []).append(path)
+        state.hidden_files = []
+        if level in NAMESPACE_LEVELS:
+            hidden_dirs, state.hidden_files = spec.get("secrets", ([], []))
+            roots = set(hidden_dirs)
+            if level == "namespaces+uid":
+                roots |= {
+                    h for p in paths if p not in state.tmp_paths and (h := _blocked_root(p, state.uid, state.gid))
+                }
+            outermost = [
+                r for r in sorted(roots) if not any(r != q and r.startswith(q.rstrip("/") + "/") for q in roots)
+            ]
+            for root in outermost:  # each hidden folder, with the python paths below it bound back
+                state.reexpose[root] = [
+                    p for p in paths if p not in state.tmp_paths and (p == root or p.startswith(root.rstrip("/") + "/"))
+                ]
         why = _probe_level(level, state)
         if why is None:
             break
@@ -939,6 +1004,7 @@ class Sandbox:
             "isolation": self.isolation,
             "preload": self.preload,
             "scratch": self._scratch,
+            "secrets": secret_paths(),
         }
 
     @property
@@ -980,6 +1046,7 @@ class Sandbox:
         cpu_seconds: int | None = None,
         shared_bytes: int = 0,
         shared_init: bytes = b"",
+        shared_trim: bool = False,
         capture_output: bool = False,
         env: dict[str, str] | None = None,
     ) -> Outcome:
@@ -987,7 +1054,8 @@ class Sandbox:
 
         `shared_page` is an mmap of `shared_bytes` (starting as `shared_init`, then zeros) that comes
         back as `Outcome.shared`: the only channel from the program to the caller besides its exit
-        status (and its output, with `capture_output`)."""
+        status (and its output, with `capture_output`). With `shared_trim`, the page's first 8 bytes
+        (little-endian) say how many of its bytes come back (a large page costs only what is used)."""
         if self._closed:
             raise SandboxError("sandbox is closed")
         payload = pickle.dumps(tuple(args), protocol=pickle.HIGHEST_PROTOCOL)
@@ -997,6 +1065,7 @@ class Sandbox:
             "cpu": int(cpu_seconds if cpu_seconds is not None else int(wall_seconds) + 2),
             "shared": int(shared_bytes),
             "shared_init": bytes(shared_init),
+            "shared_trim": shared_trim,
             "capture": capture_output,
             "env": dict(env or {}),
         }
