@@ -198,14 +198,20 @@ def test_unknown_task_ids_are_rejected(benchmarks):
 # -- hostile programs through the real checking path ------------------------------------------------
 ATTACKS = {
     # each raises when blocked (the task fails) and returns when it got through (the task would pass)
-    "infinite_loop": "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass",
+    "infinite_loop": (
+        "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"
+    ),
     "fork_bomb": (
-        "import posix\nforked = 0\nfor _ in range(64):\n    if posix.fork() == 0:\n        while True:\n            pass\n"
-        "    forked += 1"
+        "import posix\nforked = 0\nfor _ in range(64):\n    if posix.fork() == 0:\n"
+        "        while True:\n            pass\n    forked += 1"
     ),
     "memory_bomb": "hoard = bytearray(2 ** 36)",
-    "write_outside": "import io\nwith io.open({canary!r} + '/written.txt', 'w') as handle:\n    handle.write('pwned')",
-    "delete_files": "import os, posix\nif os.path.exists({canary!r} + '/keep.txt'):\n    posix.unlink({canary!r} + '/keep.txt')",
+    "write_outside": (
+        "import io\nwith io.open({canary!r} + '/written.txt', 'w') as handle:\n    handle.write('pwned')"
+    ),
+    "delete_files": (
+        "import os, posix\nif os.path.exists({canary!r} + '/keep.txt'):\n    posix.unlink({canary!r} + '/keep.txt')"
+    ),
     "read_secret": (  # looks for the variable, not the value: the value must never reach the results
         "import io, os\nfound = 'HF_TOKEN' in os.environ\nfor pid in os.listdir('/proc'):\n    try:\n"
         "        with io.open('/proc/' + pid + '/environ', 'rb') as handle:\n"
@@ -216,7 +222,8 @@ ATTACKS = {
     "kill_parent": (
         "import os, posix, signal, time\nparent = os.getppid()\nposix.kill(parent, signal.SIGKILL)\n"
         "posix.kill(-1, signal.SIGKILL)\ntime.sleep(0.2)\ntry:\n    posix.kill(parent, 0)\n"
-        "except ProcessLookupError:\n    parent = None\nif parent is not None:\n    raise RuntimeError('parent survived')"
+        "except ProcessLookupError:\n    parent = None\n"
+        "if parent is not None:\n    raise RuntimeError('parent survived')"
     ),
 }
 # what each isolation level guarantees to stop (sandbox.py's table)
