@@ -106,10 +106,13 @@ class RunConfig(Section):
     def result_dict(self) -> dict[str, Any]:
         """`to_dict` without the settings that change how a result is fetched, not what it is (which TGI
         servers, how many requests in flight, timeouts, retries): what fingerprints are made of, so that
-        adding a server to a run does not make its finished steps or its dataset look different."""
+        adding a server to a run does not make its finished steps or its dataset look different; nor the
+        permissions that let a run proceed (`EvalConfig.PERMISSION_FIELDS`)."""
         data = self.to_dict()
         for name in GeneratorConfig.TRANSPORT_FIELDS:
             data["generator"].pop(name)
+        for name in EvalConfig.PERMISSION_FIELDS:
+            data["evaluate"].pop(name)
         return data
 
     def fingerprint(self, *sections: str) -> str:

@@ -374,6 +374,8 @@ class EvalConfig(Section):
     """Step 6: EvalPlus HumanEval+ and MBPP+, greedy pass@1 with the paper's prompts."""
 
     SECTION: ClassVar[str] = "evaluate"
+    #: Settings that permit or refuse a run but never change its results (see `RunConfig.result_dict`).
+    PERMISSION_FIELDS: ClassVar[tuple[str, ...]] = ("allow_weak_sandbox",)
 
     enabled: bool = True
     """Set false to skip evaluation in `run`."""
