@@ -24,7 +24,6 @@ import pytest
 
 from inversecoder.core import checker
 from inversecoder.core.backends.base import Backend, BackendInfo, CachedModel, Completion
-from inversecoder.core.benchmarks import load_benchmark
 from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import EvalConfig
 from inversecoder.core.errors import ConfigError, UserError
@@ -37,18 +36,6 @@ SYSTEM = (
 )
 SECRET = "hf_CANARY_harness_test_do_not_leak_9876543210"
 SPECIAL_ORACLES = ["Mbpp/2", "Mbpp/558", "Mbpp/581", "Mbpp/737", "Mbpp/787", "Mbpp/794"]
-
-
-@pytest.fixture(scope="module")
-def benchmarks(benchmarks_dir, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("bench-cache")
-    return {name: load_benchmark(name, str(benchmarks_dir), cache) for name in ("humaneval", "mbpp")}
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with scoring.open_sandbox(parallel=2) as box:
-        yield box
 
 
 def first_ids(benchmark, n: int = 8) -> list[str]:

@@ -15,17 +15,9 @@ import pytest
 import yaml
 from test_trainers import N_GENERATED, N_ORIGINAL, generated_rows, original_rows, read, run_config, write_dataset
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLI_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,8 @@ from inversecoder.core import prompts
 from inversecoder.core.config import RunConfig, TrainConfig
 from inversecoder.core.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 README = """---
 configs:
 - config_name: default
@@ -62,27 +64,9 @@ def write_dataset(folder: Path, generated: list[dict], original: list[dict]) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schemas = {
-        "data": pa.schema(
-            [
-                ("instruction", pa.string()),
-                ("response", pa.string()),
-                ("score", pa.float64()),
-                ("language", pa.string()),
-                ("row_id", pa.string()),
-                ("source_index", pa.int64()),
-                ("candidate_id", pa.string()),
-            ]
-        ),
-        "original": pa.schema(
-            [
-                ("instruction", pa.string()),
-                ("response", pa.string()),
-                ("row_id", pa.string()),
-                ("source_index", pa.int64()),
-            ]
-        ),
-    }
+    from inversecoder.core.dataset_files import SCHEMAS
+
+    schemas = {"data": SCHEMAS["default"], "original": SCHEMAS["original"]}  # what the builder writes
     empty = []
     for sub, name, rows in (("data", "default", generated), ("original", "original", original)):
         if not rows:  # as the builder does: datasets cannot load a row-less parquet config
@@ -109,18 +93,6 @@ def run_config(model_dir: Path, **train: Any) -> RunConfig:
     )
     settings.update(train)
     return RunConfig(seed=0, train=TrainConfig(**settings))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model gains nothing from intra-op threads, and on a busy 2-core machine their spin-waits
-    made this file 5x slower (120 s vs 24 s)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,10 @@ import pytest
 from inversecoder.core.config import TrainConfig
 from inversecoder.core.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_DIR = REPO / "trainers" / "accelerate"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """As in test_trainers.py: intra-op threads only slow the tiny model down on a busy machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------ choice by hardware

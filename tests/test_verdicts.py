@@ -16,20 +16,7 @@ from typing import NamedTuple
 import pytest
 
 from inversecoder.core import checker, values
-from inversecoder.core.benchmarks import load_benchmark
 from inversecoder.eval import scoring
-
-
-@pytest.fixture(scope="module")
-def benchmarks(benchmarks_dir, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("bench-cache")
-    return {name: load_benchmark(name, str(benchmarks_dir), cache) for name in ("humaneval", "mbpp")}
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with scoring.open_sandbox(parallel=2) as box:
-        yield box
 
 
 def canonical(benchmark, task_id: str) -> str:
