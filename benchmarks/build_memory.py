@@ -242,7 +242,11 @@ def main() -> None:
         print(f"cache prefilled with {count} synthetic results in {time.perf_counter() - started:.0f} s")
     runs = [("baseline", args.baseline)] if args.baseline else []
     runs.append(("this checkout" if args.code_dir == REPO else "measured", args.code_dir))
-    results = [(label, code_dir, measure(code_dir, config_path, filled, work, env)) for label, code_dir in runs]
+    results = []
+    for label, code_dir in runs:
+        results.append((label, code_dir, measure(code_dir, config_path, filled, work, env)))
+        done = results[-1][2]
+        print(f"{label}: peak RSS {done['peak_mib']:.0f} MiB, {done['wall']:.0f} s", flush=True)
     counts = results[-1][2]["counts"]
     print(
         f"corpus: {args.rows} rows x {args.samples} samples = {counts['candidates generated']} candidates; "

@@ -124,8 +124,22 @@ def test_cached_model_reruns_for_free_and_keeps_retryable_errors_out(backend, tm
     scores = first.score_yes_no(texts)
     assert first.computed == 5
     second = CachedModel(backend, ResultCache(tmp_path / "calls.sqlite"), progress=False)
-    assert second.score_yes_no(texts) == scores
-    assert second.computed == 0 and second.reused == 5
+    planned: list[int] = []
+    plan = backend.plan_batches
+
+    def counted(prompts, new_tokens):  # the real planner, counted
+        planned.append(len(prompts))
+        return plan(prompts, new_tokens)
+
+    backend.plan_batches = counted
+    try:
+        assert second.score_yes_no(texts) == scores
+        assert planned == []  # a fully cached call plans (tokenizes) nothing
+        assert second.score_yes_no([*texts, "one more"])[:5] == scores
+        assert planned[0] == 6  # a partly cached one plans them all (the batches an uninterrupted run forms)
+    finally:
+        del backend.plan_batches
+    assert second.computed == 1 and second.reused == 5 + 5
 
     class Flaky(Backend):
         calls = 0

@@ -260,11 +260,9 @@ class CachedModel:
         identity = self._identity()
         settings = dataclasses.asdict(params)
         keys = [cache_key(op="generate", prompt=r.prompt, seed=r.seed, params=settings, **identity) for r in requests]
-        batches = self.backend.plan_batches([r.prompt for r in requests], params.max_new_tokens)
-
         return self._run(
             keys,
-            batches,
+            lambda: self.backend.plan_batches([r.prompt for r in requests], params.max_new_tokens),
             lambda todo: self.backend.generate_batches(requests, todo, params),
             Completion,
             desc,
@@ -274,15 +272,20 @@ class CachedModel:
     def score_yes_no(self, prompts: Sequence[str], desc: str = "score") -> list[YesNoScore]:
         identity = self._identity()
         keys = [cache_key(op="score_yes_no", prompt=p, **identity) for p in prompts]
-        batches = self.backend.plan_batches(list(prompts), 1)
-
         return self._run(
-            keys, batches, lambda todo: self.backend.score_batches(prompts, todo), YesNoScore, desc, unit="pair"
+            keys,
+            lambda: self.backend.plan_batches(list(prompts), 1),
+            lambda todo: self.backend.score_batches(prompts, todo),
+            YesNoScore,
+            desc,
+            unit="pair",
         )
 
-    def _run(self, keys, batches, stream, result_type, desc: str, unit: str) -> list:
+    def _run(self, keys, plan, stream, result_type, desc: str, unit: str) -> list:
         """Results for `keys`: from the cache, else from the backend's batch stream (`stream(batches)` yields
-        each batch's position and results when done); each batch is stored in one transaction.
+        each batch's position and results when done); each batch is stored in one transaction. Batches are
+        planned (`plan()`, over all the keys) only when some result is missing: a finished rerun tokenizes
+        nothing.
 
         A stored result that cannot be read back (a damaged row) is computed again with its whole batch, as
         the batch was when it was stored: a result can depend on its batch's shape (padding), so recomputing
@@ -290,6 +293,10 @@ class CachedModel:
         unreadable: set[str] = set()
         stored = self.cache.get_many(keys, decode=functools.partial(stored_result, result_type), unreadable=unreadable)
         results: list[Any] = [stored.get(key) for key in keys]
+        if all(result is not None for result in results):
+            self.reused += len(results)
+            return results
+        batches = plan()
         for batch in batches:
             if any(keys[i] in unreadable for i in batch):
                 for i in batch:

@@ -135,7 +135,6 @@ class TransformersBackend(Backend):
         if generation_config.is_file():
             extra = json.loads(generation_config.read_text()).get("eos_token_id")
             self.eos_ids |= set(extra if isinstance(extra, list) else [extra] if extra is not None else [])
-        self._lengths: dict[str, int] = {}
 
     # -- protocol -------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -152,7 +151,9 @@ class TransformersBackend(Backend):
 
     def plan_batches(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
         """Length-sorted batches whose padded size (rows x (longest prompt + new tokens)) fits the budget."""
-        lengths = [self._length(p) for p in prompts]
+        if not prompts:
+            return []
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
         batches: list[list[int]] = []
         current: list[int] = []
@@ -244,11 +245,6 @@ class TransformersBackend(Backend):
     # -- internals ------------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=True)
-
-    def _length(self, text: str) -> int:
-        if text not in self._lengths:
-            self._lengths[text] = len(self._encode(text))
-        return self._lengths[text]
 
     def _load(self):
         """Load the weights once, on first use (a run served from the cache never loads them)."""
