@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from inversecoder.core import checker
 from inversecoder.core.backends.base import CachedModel
 from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchmark
+from inversecoder.core.data import DOWNLOAD
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import file_sha256, write_atomic, write_json
 from inversecoder.core.layout import EVAL_RESULTS
@@ -170,6 +171,7 @@ def evaluate_model(
         allow_weak_sandbox=allow_weak_sandbox
         if allow_weak_sandbox is not None
         else getattr(config, "allow_weak_sandbox", False),
+        hidden=[Path(cache_dir), *([benchmarks_dir] if benchmarks_dir not in (None, DOWNLOAD) else [])],
     ) as sandbox:
         for name in config.benchmarks:
             benchmark = load_benchmark(name, benchmarks_dir, Path(cache_dir))

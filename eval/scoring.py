@@ -110,13 +110,20 @@ def open_sandbox(
     isolation: str = "auto",
     require_isolation: bool = False,
     allow_weak_sandbox: bool = False,
+    hidden: Sequence[str | Path] = (),
 ) -> Sandbox:
     """The sandbox the checks run in: `parallel` workers (0: one per CPU core). A level without a mount
     namespace (`uid`, `rlimits`: programs can read the user's files) is refused unless
-    `allow_weak_sandbox`."""
+    `allow_weak_sandbox`. Programs never see evalplus's ground truth, the shipped benchmark files or the
+    folders in `hidden` (the run's benchmark copies): they hold the expected answers."""
     workers = min(max(1, parallel or os.cpu_count() or 1), 1024)
     sandbox = Sandbox(
-        workers, limits=limits, isolation=isolation, preload=[checker.__name__], require_isolation=require_isolation
+        workers,
+        limits=limits,
+        isolation=isolation,
+        preload=[checker.__name__],
+        require_isolation=require_isolation,
+        hidden=[str(_groundtruth_cache_dir()), *map(str, hidden)],
     )
     if sandbox.level not in NAMESPACE_LEVELS and not allow_weak_sandbox:
         level, reasons = sandbox.level, sandbox.info["levels_unavailable"]
@@ -317,7 +324,9 @@ def check_solutions(
     task_ids = {s["task_id"] for s in samples}
     expected = expected_outputs(benchmark, task_ids)
     owned = sandbox is None
-    sandbox = sandbox or open_sandbox(parallel, limits, isolation, require_isolation, allow_weak_sandbox)
+    sandbox = sandbox or open_sandbox(
+        parallel, limits, isolation, require_isolation, allow_weak_sandbox, hidden=[Path(benchmark.path).parent]
+    )
     errors_before = sandbox.errors
     try:
         results = _run_checks(

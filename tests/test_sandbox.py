@@ -380,3 +380,39 @@ def test_home_and_hub_token_are_hidden_at_namespace_levels(level, monkeypatch):
 
 
 CANARY_TOKEN = "hf_CANARY_home_token_do_not_leak_0123456789"
+
+
+READ_ANSWERS = """
+import gzip, io, os
+for path in {paths!r}:
+    try:
+        with io.open(path, 'rb') as handle:
+            print(path, len(handle.read()))
+    except OSError as error:
+        print(path, type(error).__name__)
+"""
+
+
+@pytest.mark.parametrize("level", NAMESPACE_LEVELS)
+def test_benchmark_answers_are_hidden_at_namespace_levels(level, canary):
+    """The shipped benchmark files and the folders the harness names (the run's benchmark copies) hold the
+    canonical solutions: a program must not read the answer of the task it is tested on."""
+    from inversecoder.core.data import BENCHMARKS_DIR
+
+    copies = canary / "copies"  # outside /tmp (the sandbox has its own): only the hiding protects it
+    copies.mkdir()
+    (copies / "HumanEvalPlus-v0.1.10.jsonl").write_text('{"canonical_solution": "answer"}\n')
+    copies.chmod(0o755)
+    (copies / "HumanEvalPlus-v0.1.10.jsonl").chmod(0o644)
+    shipped = str(BENCHMARKS_DIR / "HumanEvalPlus-v0.1.10.jsonl.gz")
+    assert not shipped.startswith("/tmp/") and not str(copies).startswith("/tmp/")
+    try:
+        box = Sandbox(workers=1, isolation=level, hidden=[str(copies)])
+    except SandboxError as error:
+        pytest.skip(f"level {level} unavailable here: {error}")
+    with box:
+        outcome = box.run_source(READ_ANSWERS.format(paths=[shipped, str(copies / "HumanEvalPlus-v0.1.10.jsonl")]))
+    out = outcome.stdout.decode()
+    assert outcome.exit_code == 0, outcome.stderr.decode()
+    assert f"{shipped} FileNotFoundError" in out, out
+    assert "FileNotFoundError" in out.splitlines()[-1], out

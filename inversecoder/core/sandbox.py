@@ -80,6 +80,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from inversecoder.core.data import BENCHMARKS_DIR
+
 LEVELS = ("namespaces+uid", "namespaces", "uid", "rlimits")
 NAMESPACE_LEVELS = ("namespaces+uid", "namespaces")
 UID_LEVELS = ("namespaces+uid", "uid")
@@ -176,10 +178,13 @@ SECRET_VARIABLES = (
 )
 
 
-def secret_paths(environ: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
-    """(directories, files) to hide from programs: the fixed ones and those the environment names."""
+def secret_paths(environ: dict[str, str] | None = None, extra: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(directories, files) to hide from programs: the fixed ones, those the environment names, the benchmark
+    data the project ships (a program must not read the canonical solution of the task it is tested on),
+    and `extra` (e.g. the run's benchmark copies and evalplus's ground truth)."""
     environ = dict(os.environ if environ is None else environ)
     folders = [environ.get(name, "") for name in SECRET_VARIABLES] + [os.path.expanduser("~"), *SECRET_DIRS]
+    folders += [str(BENCHMARKS_DIR), *extra]
     folders += [environ.get("HF_TOKEN_PATH", "") and os.path.dirname(environ["HF_TOKEN_PATH"])]
     found = set()
     for folder in folders:
@@ -955,6 +960,7 @@ class Sandbox:
         preload: Sequence[str] = (),
         require_isolation: bool = False,
         start_timeout: float = 120.0,
+        hidden: Sequence[str] = (),
     ):
         if isolation not in ("auto", *LEVELS):
             raise ValueError(f"isolation must be 'auto' or one of {LEVELS}, got {isolation!r}")
@@ -963,6 +969,7 @@ class Sandbox:
         self.preload = list(preload)
         self.require_isolation = require_isolation
         self.start_timeout = start_timeout
+        self.hidden = [str(path) for path in hidden]  # folders hidden from programs besides `secret_paths`'s
         self.errors = 0  # jobs the sandbox itself failed (worker died, setup failed)
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -1004,7 +1011,7 @@ class Sandbox:
             "isolation": self.isolation,
             "preload": self.preload,
             "scratch": self._scratch,
-            "secrets": secret_paths(),
+            "secrets": secret_paths(extra=self.hidden),
         }
 
     @property
