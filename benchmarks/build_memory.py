@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--code-dir", type=Path, default=REPO, help="the checkout whose build is measured")
     parser.add_argument("--baseline", type=Path, help="another checkout measured first, on the same corpus and cache")
     parser.add_argument("--work", type=Path, help="where corpus, model and cache go (kept and reused)")
+    parser.add_argument(
+        "--no-dedup", action="store_true", help="deduplication off (its MinHash indexes are per-row keys)"
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.gettempdir()) / f"inversecoder-build-memory-{args.rows}x{args.samples}"
     work.mkdir(parents=True, exist_ok=True)
@@ -230,6 +233,7 @@ def main() -> None:
         "generator": {"model": str(model), "device": "cpu"},
         "summarize": {"num_samples": args.samples},
         "decontaminate": {"semantic": False},
+        "dedup": {"enabled": not args.no_dedup},
         "train": {"enabled": False},
         "evaluate": {"enabled": False},
     }
@@ -250,7 +254,8 @@ def main() -> None:
     counts = results[-1][2]["counts"]
     print(
         f"corpus: {args.rows} rows x {args.samples} samples = {counts['candidates generated']} candidates; "
-        f"{counts['final pairs (default config)']} pairs; semantic decontamination off; model calls from the cache"
+        f"{counts['final pairs (default config)']} pairs; semantic decontamination off; "
+        f"dedup {'off' if args.no_dedup else 'on'}; model calls from the cache"
     )
     print(f"{'code':<15} {'peak RSS (MiB)':>15} {'wall (s)':>9} {'model calls':>12}  fingerprint       folder")
     for label, code_dir, result in results:
