@@ -164,7 +164,8 @@ STEPS: tuple[Step, ...] = (
         ("train",),
         lambda c: c.layout.eval / EVAL_RESULTS,
         _evaluate,
-        enabled=lambda c: c.evaluate.enabled,
+        # InverseCoder exists only when this run trains it, unless evaluate.model names a model to evaluate
+        enabled=lambda c: c.evaluate.enabled and (c.train.enabled or c.evaluate.model is not None),
     ),
     Step(
         "evaluate-generator",

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import SAMPLE
+from conftest import REPO, SAMPLE
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,3 +133,16 @@ def test_a_second_run_skips_every_step_and_a_changed_setting_reruns_only_what_fo
         "evaluate": "run",
         "evaluate-generator": "run",
     }
+
+
+def test_a_run_that_trains_nothing_evaluates_only_what_exists(tiny_model_dir, tmp_path):
+    """With train.enabled false there is no InverseCoder to evaluate (before: the run failed with "no trained
+    model" after building the dataset); naming evaluate.model brings the step back."""
+    from inversecoder.core.config import load_config
+    from inversecoder.workflow import step_status
+
+    overrides = [f"generator.model={tiny_model_dir}", "train.enabled=false"]
+    config = load_config(REPO / "configs" / "demo.yaml", overrides, output_dir=str(tmp_path / "out"))
+    assert step_status(config)["evaluate"] == "disabled"
+    named = load_config(REPO / "configs" / "demo.yaml", [*overrides, f"evaluate.model={tiny_model_dir}"])
+    assert step_status(named)["evaluate"] == "run"
