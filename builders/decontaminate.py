@@ -41,11 +41,14 @@ import numpy as np
 from inversecoder.builders.embeddings import SCREEN_MARGIN, Embedder
 from inversecoder.core.config import DecontaminateConfig
 
-LAYERS = ("substring", "ngram", "code", "semantic")  # strongest evidence first
+LAYERS = ("substring", "ngram", "code", "semantic")  # strongest evidence first: the direct tier
+CASCADE_LAYERS = ("execution", "judge")  # the tiers that verify retrieved candidates (builders/cascade.py)
 #: The report's layer of a generated pair removed because its source row matched (the row's own layer is kept
 #: in the report's other columns: field, score, evidence).
 SOURCE_ROW = "source row"
-REPORT_LAYERS = (*LAYERS, SOURCE_ROW)
+REPORT_LAYERS = (*LAYERS, *CASCADE_LAYERS, SOURCE_ROW)
+TIERS = ("direct", "execution", "judge")
+TIER_OF_LAYER = {layer: "direct" for layer in LAYERS} | {layer: layer for layer in CASCADE_LAYERS}
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\w+")
@@ -74,10 +77,19 @@ class BenchmarkTask:
 @dataclass(frozen=True)
 class Match:
     task_id: str
-    layer: str  # substring | ngram | code | semantic
+    layer: str  # substring | ngram | code | semantic (direct evidence) | execution | judge (the cascade's tiers)
     field: str  # which benchmark text matched: prompt, solution or test
-    score: float  # 1.0 for substring; shared share of the statement / solution; cosine similarity
+    score: float  # 1.0 for substring; shared share of the statement / solution; cosine similarity; P(Yes)
     text: str  # the evidence, shortened
+    rank: int | None = None  # the task's retrieval rank for the row (1: the most similar), when retrieved
+    similarity: float | None = None  # the retrieval similarity behind that rank
+    tests_passed: int | None = None  # execution: base inputs the row's function passed, of tests_total
+    tests_total: int | None = None
+    p_yes: float | None = None  # judge: P(Yes) / (P(Yes) + P(No)) that the row and the task are one problem
+
+    @property
+    def tier(self) -> str:
+        return TIER_OF_LAYER[self.layer]
 
     def describe(self) -> str:
         return f"{self.layer} match with {self.task_id} ({self.field})"
@@ -406,10 +418,18 @@ class Decontaminator:
             self.rescored += len(near)
         return scores
 
+    def instruction_similarity(self, instructions: Sequence[str], progress: bool = False) -> np.ndarray:
+        """`semantic_scores` of each instruction (rows x tasks), each distinct instruction embedded once."""
+        unique = sorted(set(instructions))
+        position = {text: i for i, text in enumerate(unique)}
+        similarity = self.semantic_scores(unique, progress=progress)
+        return similarity[[position[text] for text in instructions]] if len(instructions) else similarity
+
     def layer_matches(
-        self, rows: Sequence[tuple[str, str]], progress: bool = False
+        self, rows: Sequence[tuple[str, str]], progress: bool = False, similarity: np.ndarray | None = None
     ) -> list[dict[str, dict[int, Match]]]:
-        """Per (instruction, response) row and per layer: the tasks that layer matched."""
+        """Per (instruction, response) row and per layer: the tasks that layer matched (`similarity`: the
+        rows' `instruction_similarity`, when the caller has it)."""
         found = []
         for instruction, response in rows:
             text = instruction + "\n" + response
@@ -421,13 +441,12 @@ class Decontaminator:
                     "semantic": {},
                 }
             )
-        if self.embedder is not None and rows:
+        if self.embedder is not None and self.config.semantic and rows:
             threshold = self.config.semantic_threshold
-            unique = sorted({instruction for instruction, _ in rows})
-            position = {text: i for i, text in enumerate(unique)}
-            similarity = self.semantic_scores(unique, progress=progress)
-            for layers, (instruction, _) in zip(found, rows, strict=True):
-                scores = np.round(similarity[position[instruction]], 4)
+            if similarity is None:
+                similarity = self.instruction_similarity([instruction for instruction, _ in rows], progress)
+            for layers, row_scores in zip(found, similarity, strict=True):
+                scores = np.round(row_scores, 4)
                 layers["semantic"] = {
                     int(i): Match(
                         self.tasks[i].task_id, "semantic", "prompt", float(scores[i]), self.tasks[i].description[:200]
@@ -436,10 +455,13 @@ class Decontaminator:
                 }
         return found
 
-    def check_rows(self, rows: Sequence[tuple[str, str]], progress: bool = False) -> list[list[Match]]:
-        """Every (instruction, response) row's matches, one per task from its strongest layer; strongest first."""
+    def check_rows(
+        self, rows: Sequence[tuple[str, str]], progress: bool = False, similarity: np.ndarray | None = None
+    ) -> list[list[Match]]:
+        """Every (instruction, response) row's direct matches, one per task from its strongest layer; strongest
+        first."""
         results = []
-        for layers in self.layer_matches(rows, progress=progress):
+        for layers in self.layer_matches(rows, progress=progress, similarity=similarity):
             merged: dict[int, Match] = {}
             for layer in LAYERS:
                 for index, match in layers[layer].items():

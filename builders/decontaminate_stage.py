@@ -1,10 +1,14 @@
-"""Step 4 as a stage: the shard's source rows and generated pairs against the benchmarks.
+"""Step 4 as two stages: the source rows before anything is generated from them, the pairs after selection.
 
-The source rows are screened first: a contaminated one leaves the `original` config, and every pair
-generated from it goes too, whatever its new instruction says (its code answers that task; a summary
-of it can paraphrase the task in words no layer catches): layer `source row` in the report. The
-remaining pairs are screened on their own. Each removed row gets one `Rejected` record and one
-`contamination` row per benchmark task it matched.
+With `decontaminate.original` (the default), the source rows are screened first (`screen_sources_stage`):
+a contaminated one leaves the `original` config and nothing is generated from it (its code answers a
+benchmark task; a summary of it can paraphrase the task in words no layer catches). The selected pairs
+are then screened on their own (`decontaminate_stage`): their new instructions can paraphrase a task
+too, and without `original` (the paper's setting: the corpus as it is) theirs is the only screening.
+A removed pair takes its snippet's K candidates out of the `candidates` config with it. With
+`action: report` nothing is removed: contaminated rows stay and are listed, a pair whose source row
+matched under layer `source row`. Every flagged row gets one `contamination` row per task it matched
+(tier, rank, similarity, tests passed or P(Yes)); a removed one also gets one `Rejected` record.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from inversecoder.builders.decontaminate import REPORT_LAYERS, SOURCE_ROW, Decontaminator, summarize_report
+from inversecoder.builders.cascade import Cascade
+from inversecoder.builders.decontaminate import REPORT_LAYERS, SOURCE_ROW, TIER_OF_LAYER, TIERS, Decontaminator
+from inversecoder.builders.decontaminate import summarize_report
 from inversecoder.builders.stage import StageContext, StageResult
 from inversecoder.core.rows import Rejected
 
 GENERATED_REMOVED = "generated pairs removed by decontamination"
 ORIGINAL_REMOVED = "source pairs removed by decontamination"
+GENERATED_FLAGGED = "generated pairs flagged by decontamination"
+ORIGINAL_FLAGGED = "source pairs flagged by decontamination"
 #: groups of the contamination config: the source rows' matches, then the pairs of those rows, then the others
 ORIGINAL, INHERITED, GENERATED = "contamination:0", "contamination:1", "contamination:2"
 
@@ -33,37 +41,45 @@ def original_row(row) -> dict[str, Any]:
 
 @dataclass
 class Screen:
-    """The benchmark index, built once per build, and the (where, row, task, layer, score) of every match
-    so far (no evidence text): what the card's per-task and per-layer tables are made from."""
+    """The cascade, built once per build, and the (where, row, task, layer, score) of every match so far (no
+    evidence text): what the card's per-task and per-tier tables are made from."""
 
-    checker: Decontaminator
+    cascade: Cascade
+    remove: bool = True
     matches: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self):
+        self.checker: Decontaminator = self.cascade.checker
         self.benchmark_of = {task.task_id: task.benchmark for task in self.checker.tasks}
 
-    def screen(
-        self, items, where: str, candidate_id, progress: bool, rejected: list, report: list, flagged: dict | None = None
-    ) -> list:
-        """The clean items; a flagged item's rejection and report rows go to `rejected` / `report`."""
-        clean = []
-        results = self.checker.check_rows([(item.instruction, item.response) for item in items], progress=progress)
+    def close(self) -> None:
+        self.cascade.close()
+
+    def screen(self, items, where: str, candidate_id, rejected: list, report: list, flagged: dict | None = None):
+        """The items to keep (all of them under `action: report`); a flagged item's rejection (when removed) and
+        report rows go to `rejected` / `report`, its matches to `flagged`."""
+        kept = []
+        results = self.cascade.check_rows([(item.instruction, item.response) for item in items])
         for item, matches in zip(items, results, strict=True):
             if matches:
                 if flagged is not None:
                     flagged[item.row_id] = matches
-                self.remove(item, where, candidate_id(item), matches, rejected, report)
+                self.record(item, where, candidate_id(item), matches, rejected, report)
+                if not self.remove:
+                    kept.append(item)
             else:
-                clean.append(item)
-        return clean
+                kept.append(item)
+        return kept
 
-    def remove(
+    def record(
         self, item, where: str, candidate_id, matches, rejected: list, report: list, inherited: bool = False
     ) -> None:
         best = matches[0]
-        reason = f"its source row had a {best.describe()}" if inherited else best.describe()
-        rejected.append(Rejected(f"decontaminate-{where}", reason, item.source_index, item.row_id, best.text))
+        if self.remove:
+            reason = f"its source row had a {best.describe()}" if inherited else best.describe()
+            rejected.append(Rejected(f"decontaminate-{where}", reason, item.source_index, item.row_id, best.text))
         for match in matches:
+            layer = SOURCE_ROW if inherited else match.layer
             row = {
                 "where": where,
                 "row_id": item.row_id,
@@ -71,60 +87,91 @@ class Screen:
                 "candidate_id": candidate_id,
                 "task_id": match.task_id,
                 "benchmark": self.benchmark_of[match.task_id],
-                "layer": SOURCE_ROW if inherited else match.layer,
+                "tier": match.tier,
+                "layer": layer,
                 "field": match.field,
                 "score": match.score,
+                "rank": match.rank,
+                "similarity": match.similarity,
+                "tests_passed": match.tests_passed,
+                "tests_total": match.tests_total,
+                "p_yes": match.p_yes,
                 "evidence": match.text,
             }
             report.append(row)
             self.matches.append(
-                {key: row[key] for key in ("where", "row_id", "task_id", "benchmark", "layer", "score")}
+                {key: row[key] for key in ("where", "row_id", "task_id", "benchmark", "tier", "layer", "score")}
             )
 
 
 def open_screen(config, context: StageContext) -> Screen:
-    """The build's `Screen` (the benchmarks are indexed on first use)."""
+    """The build's `Screen` (the benchmarks are indexed on first use). The judge is the generator M unless
+    `decontaminate.judge_model` names one; where there is no model yet (step 0's data), no judge."""
     if "decontaminate" not in context.state:
+        settings = config.decontaminate
         checker = Decontaminator(
-            config.decontaminate,
-            config.benchmarks_dir,
-            context.layout.benchmark_cache,
-            embedding_cache=context.layout.embeddings,
+            settings, config.benchmarks_dir, context.layout.benchmark_cache, embedding_cache=context.layout.embeddings
         )
-        context.state["decontaminate"] = Screen(checker)
+        judge = context.model
+        if settings.judge and settings.judge_model is not None and checker.embedder is not None:
+            from inversecoder.core.backends import open_model
+
+            judge = open_model(config, model=settings.judge_model, progress=context.progress)
+        cascade = Cascade(
+            checker,
+            settings,
+            context.layout,
+            judge,
+            progress=context.progress,
+            benchmark_source=(config.benchmarks_dir, context.layout.benchmark_cache),
+            sandbox_hidden=[str(context.layout.benchmark_cache)],
+        )
+        context.state["decontaminate"] = Screen(cascade, remove=settings.action == "remove")
     return context.state["decontaminate"]
 
 
+def screens_sources(config) -> bool:
+    return config.decontaminate.enabled and config.decontaminate.original
+
+
 def screen_sources(rows, config, context: StageContext) -> StageResult:
-    """The source rows alone (the generator's training data): kept are the clean ones. `context.contaminated`
-    then holds this shard's contaminated rows only (a row's pairs are in its shard), so it never grows."""
+    """The source rows alone (the generator's and stage 2's training data): kept are the clean ones (all under
+    `action: report`). `context.contaminated` then holds this shard's flagged rows only (a row's pairs are in
+    its shard), so it never grows."""
     context.contaminated.clear()
-    if not config.decontaminate.enabled:
-        return StageResult(list(rows), [], {ORIGINAL_REMOVED: 0})
+    rows = list(rows)
+    if not screens_sources(config):
+        return StageResult(rows, [], {ORIGINAL_REMOVED: 0, ORIGINAL_FLAGGED: 0})
     screen = open_screen(config, context)
     rejected: list[Rejected] = []
     report: list[dict[str, Any]] = []
-    clean = screen.screen(
-        list(rows), "original", lambda r: None, context.progress, rejected, report, context.contaminated
-    )
-    return StageResult(clean, rejected, {ORIGINAL_REMOVED: len(rejected)}, tables={ORIGINAL: report})
+    kept = screen.screen(rows, "original", lambda r: None, rejected, report, context.contaminated)
+    counts = {ORIGINAL_REMOVED: len(rows) - len(kept), ORIGINAL_FLAGGED: len(context.contaminated)}
+    return StageResult(kept, rejected, counts, tables={ORIGINAL: report})
+
+
+def screen_sources_stage(rows, config, context: StageContext) -> StageResult:
+    """Before extraction: the kept source rows go on to be summarized, and are the `original` config's rows."""
+    result = screen_sources(rows, config, context)
+    kept = list(result.kept)
+    return StageResult(kept, result.rejected, result.report, dict(result.tables) | {"original": [original_row(r) for r in kept]})
 
 
 def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:
-    """The shard's source rows (`context.sources`) and its selected pairs; kept are the clean pairs, and the
-    clean source rows are the `original` config's rows."""
+    """The shard's selected pairs; kept are the clean ones (all under `action: report`). Writes the shard's
+    `candidates` (from the select stage, `context.candidates`) without those of removed pairs."""
     pairs = list(pairs)
-    sources = screen_sources(context.sources, config, context)
-    tables = dict(sources.tables) | {"original": [original_row(r) for r in sources.kept]}
+    candidates = context.candidates
+    context.candidates = []
     if not config.decontaminate.enabled:
-        return StageResult(pairs, [], {GENERATED_REMOVED: 0, ORIGINAL_REMOVED: 0}, tables)
+        return StageResult(pairs, [], {GENERATED_REMOVED: 0, GENERATED_FLAGGED: 0}, {"candidates": candidates})
     screen = open_screen(config, context)
-    rejected = list(sources.rejected)
+    rejected: list[Rejected] = []
     inherited_report: list[dict[str, Any]] = []
     generated_report: list[dict[str, Any]] = []
-    for pair in pairs:
+    for pair in pairs:  # only under `action: report` does a flagged source row have pairs
         if pair.row_id in context.contaminated:
-            screen.remove(
+            screen.record(
                 pair,
                 "generated",
                 pair.candidate_id,
@@ -133,21 +180,28 @@ def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:
                 inherited_report,
                 inherited=True,
             )
-    clean = screen.screen(
+    flagged: dict[str, Any] = {}
+    kept = screen.screen(
         [p for p in pairs if p.row_id not in context.contaminated],
         "generated",
         lambda p: p.candidate_id,
-        context.progress,
         rejected,
         generated_report,
+        flagged,
     )
-    tables |= {INHERITED: inherited_report, GENERATED: generated_report}
-    report = {GENERATED_REMOVED: len(pairs) - len(clean), **sources.report}
-    return StageResult(clean, rejected, report, tables)
+    kept += [p for p in pairs if p.row_id in context.contaminated]  # (report mode) flagged through their source
+    kept.sort(key=lambda p: (p.source_index, p.row_id))
+    if screen.remove:
+        removed = set(flagged)
+        candidates = [c for c in candidates if c["row_id"] not in removed]
+    tables = {"candidates": candidates, INHERITED: inherited_report, GENERATED: generated_report}
+    inherited = {row["row_id"] for row in inherited_report}
+    report = {GENERATED_REMOVED: len(pairs) - len(kept), GENERATED_FLAGGED: len(flagged) + len(inherited)}
+    return StageResult(kept, rejected, report, tables)
 
 
 def layer_counts(matches: list[dict]) -> list[dict]:
-    """Removed rows per layer (a row counts once, under its strongest match) and where they were."""
+    """Flagged rows per layer and tier (a row counts once, under its strongest match) and where they were."""
     strongest: dict[tuple[str, str], str] = {}
     for row in matches:
         key = (row["where"], row["row_id"])
@@ -155,6 +209,7 @@ def layer_counts(matches: list[dict]) -> list[dict]:
             strongest[key] = row["layer"]
     return [
         {
+            "tier": TIER_OF_LAYER.get(layer, SOURCE_ROW),
             "layer": layer,
             "generated": sum(1 for (w, _), best in strongest.items() if best == layer and w == "generated"),
             "original": sum(1 for (w, _), best in strongest.items() if best == layer and w == "original"),
@@ -164,23 +219,33 @@ def layer_counts(matches: list[dict]) -> list[dict]:
 
 
 def decontaminate_summary(config, context: StageContext, counts: dict[str, int]) -> dict[str, Any]:
-    """The card's decontamination section (settings, benchmark versions, per-task and per-layer tables)."""
+    """The card's decontamination section (settings, benchmark versions, what each tier did, per-task and
+    per-layer tables, the measured recall and precision)."""
     from inversecoder.builders.embeddings import EMBEDDING_MODEL, EMBEDDING_PACKAGE, SCREEN_MARGIN
+    from inversecoder.core.data import DECONTAMINATION_QUALITY, read_quality
 
-    if not config.decontaminate.enabled:
-        return {"enabled": False, "by_task": [], "by_layer": layer_counts([])}
     settings = config.decontaminate
+    if not settings.enabled:
+        return {"enabled": False, "by_task": [], "by_layer": layer_counts([])}
     screen = open_screen(config, context)
-    checker = screen.checker
-    removed_generated, removed_original = counts.get(GENERATED_REMOVED, 0), counts.get(ORIGINAL_REMOVED, 0)
+    checker, cascade = screen.checker, screen.cascade
+    flagged_generated, flagged_original = counts.get(GENERATED_FLAGGED, 0), counts.get(ORIGINAL_FLAGGED, 0)
     embedded = ""
     if checker.embedder is not None:
         embedded = f"; {checker.embedder.computed} embeddings computed ({checker.embedder.runtime})"
         if checker.embedder.approximate:
             embedded += f", {checker.rescored} rows near the threshold re-scored in fp32"
+    done = cascade.counts
+    verb = "removed" if screen.remove else "flagged (kept: action report)"
     context.logger.info(
-        f"decontaminate: {removed_generated + removed_original} rows removed, {len(screen.matches)} (row, task) "
+        f"decontaminate: {flagged_generated + flagged_original} rows {verb}, {len(screen.matches)} (row, task) "
         f"matches against {checker.task_count} benchmark tasks{embedded}"
+        + (
+            f"; cascade: {done.candidates} candidates, {done.executed} executed in {done.sandbox_runs} sandboxed "
+            f"runs ({done.executions_cached} verdicts cached), {done.judged} judged"
+            if cascade.enabled
+            else ""
+        )
     )
     layers = ["substring", f"word {settings.ngram}-gram"]
     if settings.code:
@@ -202,13 +267,33 @@ def decontaminate_summary(config, context: StageContext, counts: dict[str, int])
         )
     return {
         "enabled": True,
+        "action": settings.action,
+        "original": settings.original,
         "ngram": settings.ngram,
         "benchmarks": list(settings.benchmarks),
         "tasks": checker.task_count,
         "versions": "; ".join(f"{k} {v}" for k, v in checker.versions.items()),
         "layers": layers,
-        "removed_generated": removed_generated,
-        "removed_original": removed_original,
+        "cascade": cascade.summary(),
+        "removed_generated": counts.get(GENERATED_REMOVED, 0),
+        "removed_original": counts.get(ORIGINAL_REMOVED, 0),
+        "flagged_generated": flagged_generated,
+        "flagged_original": flagged_original,
+        "quality": read_quality(DECONTAMINATION_QUALITY),
         "by_task": summarize_report(screen.matches),
         "by_layer": layer_counts(screen.matches),
+        "by_tier": tier_counts(screen.matches),
     }
+
+
+def tier_counts(matches: list[dict]) -> list[dict]:
+    """Flagged rows per tier (under their strongest match), as `layer_counts` per layer."""
+    by_layer = layer_counts(matches)
+    return [
+        {
+            "tier": tier,
+            "generated": sum(row["generated"] for row in by_layer if row["tier"] == tier),
+            "original": sum(row["original"] for row in by_layer if row["tier"] == tier),
+        }
+        for tier in (*TIERS, SOURCE_ROW)
+    ]

@@ -16,13 +16,15 @@ from typing import Any
 from inversecoder.builders import pipeline
 from inversecoder.builders.dataset import DatasetWriter
 from inversecoder.builders.decontaminate_stage import (
+    ORIGINAL_FLAGGED,
     ORIGINAL_REMOVED,
     decontaminate_summary,
     original_row,
     screen_sources,
+    screens_sources,
 )
 from inversecoder.builders.sources import SourceStream, source_stage
-from inversecoder.builders.stage import StageContext
+from inversecoder.builders.stage import StageContext, closing_state
 from inversecoder.core.config import RunConfig
 from inversecoder.core.files import atomic_path
 from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT
@@ -37,28 +39,36 @@ def build_original_data(
     `write_card(folder, report)` writes its card before it is published."""
     source = SourceStream(config.source)
     context = StageContext(None, config.layout, logger, progress=True)
-    removed = 0
+    removed = flagged = 0
     target = Path(target)
-    with atomic_path(target) as scratch:
+    with atomic_path(target) as scratch, closing_state(context):
         scratch.mkdir(parents=True)
         writer = DatasetWriter(scratch, ["original"])
         for shard in pipeline.shards(source, pipeline.SHARD_SNIPPETS):
             shard_rows = list(source_stage(shard, config, context).kept)
-            clean = list(screen_sources(shard_rows, config, context).kept)
+            screened = screen_sources(shard_rows, config, context)
+            clean = list(screened.kept)
             removed += len(shard_rows) - len(clean)
+            flagged += screened.report[ORIGINAL_FLAGGED]
             writer.add("original", [original_row(r) for r in clean])
-        decontaminate_summary(config, context, {ORIGINAL_REMOVED: removed})  # logs what was removed
+        summary = (
+            decontaminate_summary(config, context, {ORIGINAL_REMOVED: removed, ORIGINAL_FLAGGED: flagged})
+            if screens_sources(config)
+            else {"enabled": config.decontaminate.enabled, "original": config.decontaminate.original}
+        )
         files = writer.finish()
         row_count = files["tables"]["original"]["rows"] if "original" in files["tables"] else 0
         info = {
             "source": config.source.path,
             "rows": row_count,
             "decontaminated": removed,
+            "flagged": flagged,
             "fingerprint": files["fingerprint"],
             "empty_configs": files["empty_configs"],
         }
         (scratch / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        report = info | {"license": config.dataset.license, "tables": files["tables"]}
+        screening = {key: summary.get(key) for key in ("enabled", "original", "action", "cascade", "by_tier")}
+        report = info | {"license": config.dataset.license, "tables": files["tables"], "screening": screening}
         (scratch / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if write_card is not None:
             write_card(scratch, report)

@@ -1,4 +1,5 @@
-"""`build-dataset`: source -> extract -> summarize -> self-evaluate -> select -> decontaminate -> dedup.
+"""`build-dataset`: source -> decontaminate sources -> extract -> summarize -> self-evaluate -> select ->
+decontaminate pairs -> dedup.
 
 The stages (`builders/stage.py`) run shard by shard: SHARD_SNIPPETS source rows at a time go through
 every stage, and each shard's rows are written to the dataset's parquet files before the next shard
@@ -25,10 +26,14 @@ from typing import Any
 
 from inversecoder.builders import stages
 from inversecoder.builders.dataset import DatasetWriter, rejected_reason_key
-from inversecoder.builders.decontaminate_stage import decontaminate_stage, decontaminate_summary
+from inversecoder.builders.decontaminate_stage import (
+    decontaminate_stage,
+    decontaminate_summary,
+    screen_sources_stage,
+)
 from inversecoder.builders.dedup import DuplicateRates, dedup_stage, dedup_summary
 from inversecoder.builders.sources import SourceRow, SourceStream, source_stage
-from inversecoder.builders.stage import Stage, StageContext, add_counts
+from inversecoder.builders.stage import Stage, StageContext, add_counts, closing_state
 from inversecoder.core.backends import CachedModel, open_model
 from inversecoder.core.config import DATASET_SECTIONS, RunConfig, config_yaml
 from inversecoder.core.dataset_files import HISTOGRAM
@@ -46,6 +51,7 @@ SHARD_SNIPPETS = 2048
 
 STAGES: tuple[Stage, ...] = (
     Stage("source", source_stage),
+    Stage("decontaminate-sources", screen_sources_stage),
     Stage("extract", stages.extract_stage),
     Stage("summarize", stages.summarize_stage),
     Stage("score", stages.score_stage),
@@ -62,6 +68,8 @@ COUNTS = (
     "pairs selected",
     "generated pairs removed by decontamination",
     "source pairs removed by decontamination",
+    "generated pairs flagged by decontamination",
+    "source pairs flagged by decontamination",
     "generated pairs removed as duplicates",
     "final pairs (default config)",
     "rejected records",
@@ -161,7 +169,7 @@ def build_dataset(
         + (["original"] if config.dataset.include_original else [])
         + ["contamination"]
     )
-    with atomic_path(dataset_dir) as scratch:
+    with atomic_path(dataset_dir) as scratch, closing_state(context):
         scratch.mkdir(parents=True)
         writer = DatasetWriter(scratch, names)
         totals, reasons = run_stages(source, config, context, writer)

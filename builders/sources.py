@@ -293,10 +293,8 @@ def load_source(config: SourceConfig) -> SourceData:
 
 
 def source_stage(items, config, context) -> StageResult:
-    """The shard's records: usable rows go on (and into `context.sources`, for the decontamination of
-    the source rows), unusable ones are rejected."""
+    """The shard's records: usable rows go on, unusable ones are rejected."""
     items = list(items)
     rows = [item for _, item in items if isinstance(item, SourceRow)]
     rejected = [item for _, item in items if not isinstance(item, SourceRow)]
-    context.sources = rows
     return StageResult(rows, rejected, {"source rows read": len(items), "usable source rows": len(rows)})

@@ -7,14 +7,15 @@ the stage adds to other configs of the dataset (`candidates`, `original`, `conta
 
 The pipeline runs the stages shard by shard (a few thousand snippets at a time), so a stage sees one
 shard's rows; what must outlive a shard (the benchmark index, the duplicate index) lives in the
-`StageContext`, which also carries the shard's source rows and its contaminated ones to the decontamination.
+`StageContext`, which also carries the shard's contaminated source rows and its candidates to the decontamination.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +44,10 @@ class StageContext:
     layout: Layout
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("inversecoder.builders"))
     progress: bool = True
-    #: the current shard's usable source rows (set by the source stage; the source rows are decontaminated too)
-    sources: list = field(default_factory=list)
     #: source row_id -> the benchmark matches of the shard's contaminated source rows (their pairs go with them)
     contaminated: dict[str, list] = field(default_factory=dict)
+    #: the shard's `candidates` rows, from the select stage to the decontamination (which drops removed rows')
+    candidates: list[dict[str, Any]] = field(default_factory=list)
     #: per-stage state that outlives a shard (the decontaminator, the duplicate index), by stage name
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -60,6 +61,18 @@ class Stage:
     run: StageFunction
     #: the stage's summary for the card once every shard has run (from its state in the context)
     summary: Callable[[RunConfig, StageContext, dict[str, int]], dict[str, Any]] | None = None
+
+
+@contextlib.contextmanager
+def closing_state(context: StageContext) -> Iterator[StageContext]:
+    """Close what the stages left in `context.state` (the decontamination's sandbox) when the build ends."""
+    try:
+        yield context
+    finally:
+        for value in context.state.values():
+            closer = getattr(value, "close", None)
+            if callable(closer):
+                closer()
 
 
 def add_counts(total: Counter, report: dict[str, int]) -> None:

@@ -222,7 +222,7 @@ def score_stage(rows, config, context: StageContext) -> StageResult:
 
 
 def select_stage(rows, config, context: StageContext) -> StageResult:
+    """The best pair per snippet; every candidate goes to `context.candidates` (the decontamination writes them)."""
     pairs, candidates, rejected = select(rows)
-    return StageResult(
-        pairs, rejected, {"pairs selected": len(pairs)}, tables={"candidates": [c.to_row() for c in candidates]}
-    )
+    context.candidates = [c.to_row() for c in candidates]
+    return StageResult(pairs, rejected, {"pairs selected": len(pairs)})

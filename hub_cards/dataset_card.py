@@ -148,9 +148,22 @@ def write_original_card(folder: Path, report: dict[str, Any]) -> Path:
         ).to_yaml()
         + "\n---\n\n"
         "# Training data of the generator M\n\n"
-        f"{report['rows']} pairs of `{report['source']}` that are usable and "
-        f"clean ({report['decontaminated']} removed by decontamination): "
+        f"{report['rows']} pairs of `{report['source']}` that are usable and {_original_cleaning(report)}: "
         "the base model is fine-tuned on them to make M.\n"
     )
     card.save(folder / "README.md")
     return folder / "README.md"
+
+
+def _original_cleaning(report: dict[str, Any]) -> str:
+    """How step 0's data was decontaminated, in words."""
+    screening = report.get("screening", {})
+    if not screening.get("enabled", True):
+        return "not decontaminated (decontaminate.enabled is false)"
+    if not screening.get("original", True):
+        return "not decontaminated (decontaminate.original is false: the corpus as it is, as in the paper)"
+    if screening.get("action") == "report":
+        return f"not decontaminated ({report['flagged']} contaminated rows kept: decontaminate.action is report)"
+    cascade = screening.get("cascade") or {}
+    judge = "" if cascade.get("judge") else f" (no judge: {cascade.get('judge_off')})" if cascade.get("enabled") else ""
+    return f"clean ({report['decontaminated']} removed by decontamination{judge})"

@@ -113,6 +113,8 @@ class RunConfig(Section):
             data["generator"].pop(name)
         for name in EvalConfig.PERMISSION_FIELDS:
             data["evaluate"].pop(name)
+        for name in DecontaminateConfig.TRANSPORT_FIELDS:
+            data["decontaminate"].pop(name)
         return data
 
     def fingerprint(self, *sections: str) -> str:

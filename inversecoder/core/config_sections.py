@@ -8,7 +8,7 @@ a field is its description, which the README's configuration reference shows) an
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
@@ -184,6 +184,8 @@ class DecontaminateConfig(Section):
     """Step 4: drop rows that overlap HumanEval(+) / MBPP(+)."""
 
     SECTION: ClassVar[str] = "decontaminate"
+    #: Settings of how fast the verdicts come, not what they are (see `RunConfig.result_dict`).
+    TRANSPORT_FIELDS: ClassVar[tuple[str, ...]] = ("execution_workers",)
 
     enabled: bool = True
     """Set false to skip decontamination (the card then says so)."""
@@ -227,6 +229,42 @@ class DecontaminateConfig(Section):
     semantic_runtime: Annotated[EmbeddingRuntime, BeforeValidator(text)] = "auto"
     """`torch`, `onnxruntime` (CPU, same numbers, faster) or `onnxruntime-int8` (CPU: an int8 screen, rows near the
     threshold re-scored in fp32); `auto`: torch on a GPU, onnxruntime-int8 on a CPU."""
+
+    action: Literal["remove", "report"] = "remove"
+    """`remove`: contaminated rows leave every config of the dataset (and the pairs made from them); `report`: they
+    stay and are only listed in `contamination` (the card then says the dataset is not decontaminated)."""
+    original: bool = True
+    """Also clean the source corpus (the `original` config, the generator's and stage 2's training data) and skip
+    generating from contaminated source rows; false: the corpus as it is, as the paper did (the card says which)."""
+    retrieval_top_k: int = Field(5, ge=0, le=64)
+    """The cascade's retrieval tier: each row's k most similar benchmark tasks (by its instruction against the
+    statements and by its code against the canonical solutions, the better rank counts) go on to execution and the
+    judge; 0 turns the cascade off (direct evidence only). Needs the embedding model (`semantic: true`)."""
+    retrieval_floor: Fraction = 0.45
+    """Retrieved tasks below this cosine similarity are not candidates (benchmarks/decontamination_quality.py)."""
+    execution: bool = True
+    """The execution tier: run the row's Python functions on a candidate task's base tests in the sandbox; a
+    non-trivial function that passes them all solves the task. Runs only where the sandbox has namespaces."""
+    execution_min_tokens: int = Field(20, ge=1, le=100_000)
+    """A solving function (or class) shorter than this many normalized tokens is generic code (`return a + b`),
+    not evidence; tasks whose canonical solution is this short are left to the direct layers."""
+    execution_workers: int = Field(0, ge=0, le=MAX_CONCURRENCY)
+    """Sandbox processes running rows at once (0: one per CPU core)."""
+    sandbox: Annotated[SandboxName, BeforeValidator(text)] = "auto"
+    """Isolation of the corpus programs the execution tier runs (as `evaluate.sandbox`)."""
+    allow_weak_sandbox: bool = False
+    """Run corpus programs even where the sandbox has no namespaces (`uid`, `rlimits`: programs could read your
+    files); false: the execution tier is off there, its candidates go to the judge, and the card says so."""
+    judge: bool = True
+    """The judge tier: for candidates execution cannot decide (no runnable Python function, other languages,
+    statements without code), the judge model's P(Yes) that the row and the task are the same problem."""
+    judge_model: Text | None = None
+    """The judge (a Hub id or a local folder, served like the generator); default: the generator M."""
+    judge_threshold: Fraction = 0.9
+    """P(Yes) / (P(Yes) + P(No)) at or above which the judge's Yes removes the row."""
+    judge_min_mass: Fraction = 0.5
+    """The judge's answer counts only when Yes and No hold at least this share of its first token's
+    probability: a model that does not answer Yes or No is not judging (the tiny test model never does)."""
 
     @model_validator(mode="after")
     def _runtime_on_its_device(self) -> DecontaminateConfig:

@@ -54,6 +54,18 @@ def score_prompt(instruction: str, code_block: str) -> str:
     return magicoder_prompt(question)
 
 
+def same_problem_prompt(row_text: str, task_statement: str) -> str:
+    """The decontamination judge's question (not the paper's: its own addition); the verdict is P(Yes) at the
+    first response token, scored exactly like the self-evaluation."""
+    question = (
+        f"Here is a programming task from a training set:\n{row_text}\n\n"
+        f"Here is a programming problem from a benchmark:\n{task_statement}\n\n"
+        "Do both ask for the same program (the same inputs and the same outputs), whatever their wording, "
+        "names or language? Your reply should begin with Yes or No."
+    )
+    return magicoder_prompt(question)
+
+
 def humaneval_instruction(prompt: str) -> str:
     return f"Write a solution to the following problem:\n```python\n{prompt}\n```"
 

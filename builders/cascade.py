@@ -1,0 +1,350 @@
+"""The decontamination cascade: direct evidence, then retrieval, execution and a judge for what it misses.
+
+Rewrites of a benchmark problem (renamed functions, reworded statements, loops rewritten, filler added)
+escape the direct layers (`builders/decontaminate.py`), yet their most similar benchmark task is
+almost always among the first few: the similarity ranking is good where a single global threshold is
+not. So, for each row the direct layers did not flag:
+1. retrieval: its `retrieval_top_k` most similar tasks, by the row's instruction against the problem
+   statements and by its code against the canonical solutions (the better rank counts), at or above
+   `retrieval_floor`. Tasks whose canonical solution is shorter than `execution_min_tokens` are never
+   candidates: code that solves them (`return a + b`) is everywhere, and proves nothing;
+2. execution: the row's Python code runs in the sandbox against each candidate's base tests, every
+   top-level function (and class method) whose parameters fit tried as the entry point, arguments
+   permuted, merged or passed to a constructor (`core/execution_match.py`). A function of at least
+   `execution_min_tokens` tokens that passes every base input solves the task: contaminated, whatever
+   its wording. All base inputs, not a share: they are few (3 to 10) and exactly what evalplus's base
+   score asks of a solution; a program written for another problem that passes some of them is not one.
+   The verdict is reached in this process from the outputs the program returned, never inside it;
+3. judge: candidates execution cannot decide (no Python code, no function whose parameters fit, code
+   that fails to load) are put to the judge model (default: the generator M) as "same problem?",
+   scored by the exact P(Yes) of the self-evaluation; P(Yes) >= `judge_threshold`, with Yes + No holding
+   at least `judge_min_mass` of the first token's probability, removes the row.
+
+Execution verdicts are cached in `OUTPUT/.cache/executions.sqlite` (by code, task, benchmark version and
+limits) and judge calls in the model-call cache, so a rerun executes nothing and calls no model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inversecoder.builders.decontaminate import Decontaminator, Match, canonical_tokens, code_of
+from inversecoder.core import execution_match, prompts
+from inversecoder.core.backends import CachedModel, YesNoScore
+from inversecoder.core.benchmarks import Benchmark, load_benchmark
+from inversecoder.core.cache import ResultCache, cache_key
+from inversecoder.core.config import DecontaminateConfig
+from inversecoder.core.layout import Layout
+
+logger = logging.getLogger(__name__)
+
+#: Characters of a row shown to the judge (its instruction, then its response): problems are stated early.
+JUDGE_ROW_CHARS = 3000
+#: Statuses of an execution that decide nothing (the row's code never ran a fitting function): judge them.
+UNDECIDED = ("no-function", "load-failed", "error")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A retrieved benchmark task for a row."""
+
+    task: int  # index into the checker's tasks
+    rank: int  # 1: the row's most similar task (the better of its instruction's and its code's rank)
+    similarity: float  # the cosine similarity behind that rank
+
+
+@dataclass
+class CascadeCounts:
+    """What the cascade did in this build (for the log and the card)."""
+
+    rows_retrieved: int = 0  # rows the direct layers left, that retrieval looked at
+    candidates: int = 0  # (row, task) candidates retrieved
+    executed: int = 0  # (row, task) candidates decided by running code now
+    executions_cached: int = 0  # ... decided by a verdict from an earlier run
+    sandbox_runs: int = 0  # sandboxed processes started (one per row)
+    judged: int = 0  # (row, task) candidates put to the judge
+    removed: dict[str, int] = field(default_factory=lambda: {"execution": 0, "judge": 0})
+
+
+class Cascade:
+    """Tiers 2-4 for one build: `check_rows` gives every row's matches, direct and verified."""
+
+    def __init__(
+        self,
+        checker: Decontaminator,
+        config: DecontaminateConfig,
+        layout: Layout,
+        judge: CachedModel | None,
+        progress: bool = False,
+        benchmark_source: tuple[str | None, Path] | None = None,
+        sandbox_hidden: Sequence[str] = (),
+    ):
+        self.checker = checker
+        self.config = config
+        self.layout = layout
+        self.judge = judge if config.judge else None
+        self.progress = progress
+        self.sandbox_hidden = list(sandbox_hidden)
+        self.counts = CascadeCounts()
+        self.enabled = checker.embedder is not None and config.retrieval_top_k > 0
+        self.execution_off_reason = "" if config.execution else "decontaminate.execution is false"
+        self._sandbox: Any = None
+        self._suites: dict[str, execution_match.TaskSuite] = {}
+        self._cache: ResultCache | None = None
+        self._benchmark_source = benchmark_source
+        self._benchmarks: dict[str, Benchmark] = {}
+        tasks = checker.tasks
+        #: tasks too short to prove anything by execution or by a judge (left to the direct layers)
+        self.eligible = np.array([len(canonical_tokens(t.solution)) >= config.execution_min_tokens for t in tasks])
+        self._solution_embeddings: np.ndarray | None = None
+        if self.enabled:
+            assert checker.embedder is not None
+            self._solution_embeddings = checker.embedder.encode([t.solution for t in tasks])
+
+    # -- retrieval --------------------------------------------------------------------------------------
+    def retrieve(self, rows: Sequence[tuple[str, str]], similarity: np.ndarray) -> list[list[Candidate]]:
+        """Each row's candidate tasks, best first (`similarity`: its instruction against the statements)."""
+        assert self.checker.embedder is not None and self._solution_embeddings is not None
+        codes = [code_of(response) if response.strip() else "" for _, response in rows]
+        with_code = [i for i, code in enumerate(codes) if code.strip()]
+        code_similarity = np.full(similarity.shape, -1.0, dtype=np.float32)
+        if with_code:
+            embedded = self.checker.embedder.encode([codes[i] for i in with_code], progress=self.progress)
+            code_similarity[with_code] = embedded @ self._solution_embeddings.T
+        k, floor = self.config.retrieval_top_k, self.config.retrieval_floor
+        found = []
+        for by_text, by_code in zip(similarity, code_similarity, strict=True):
+            best: dict[int, tuple[int, float]] = {}
+            for scores in (by_text, by_code):
+                masked = np.where(self.eligible, scores, -np.inf)
+                top = np.argsort(-masked, kind="stable")[:k]
+                for rank, index in enumerate(top, start=1):
+                    score = float(masked[index])
+                    if score < floor:
+                        break
+                    if index not in best or rank < best[int(index)][0]:
+                        best[int(index)] = (rank, round(score, 4))
+            ordered = sorted(best.items(), key=lambda item: (item[1][0], -item[1][1]))
+            found.append([Candidate(task, rank, score) for task, (rank, score) in ordered])
+        self.counts.rows_retrieved += len(rows)
+        self.counts.candidates += sum(len(c) for c in found)
+        return found
+
+    # -- execution --------------------------------------------------------------------------------------
+    def _open_sandbox(self) -> Any:
+        """The sandbox, opened on first use; None (with the reason kept for the card) where it may not run."""
+        if self._sandbox is None and not self.execution_off_reason:
+            from inversecoder.core.groundtruth import open_sandbox
+            from inversecoder.core.sandbox import NAMESPACE_LEVELS
+
+            sandbox = open_sandbox(
+                self.config.execution_workers,
+                isolation=self.config.sandbox,
+                allow_weak_sandbox=True,
+                hidden=self.sandbox_hidden,
+                setting="decontaminate.allow_weak_sandbox",
+            )
+            if sandbox.level not in NAMESPACE_LEVELS and not self.config.allow_weak_sandbox:
+                self.execution_off_reason = (
+                    f"the sandbox reached only level '{sandbox.level}' (no namespaces): corpus programs are not run "
+                    "(decontaminate.allow_weak_sandbox: true runs them anyway)"
+                )
+                logger.warning(f"decontaminate: execution tier off: {self.execution_off_reason}")
+                sandbox.close()
+            else:
+                self._sandbox = sandbox
+        return self._sandbox
+
+    def sandbox_level(self) -> str | None:
+        return self._sandbox.level if self._sandbox is not None else None
+
+    def _suite(self, index: int) -> execution_match.TaskSuite:
+        """The task's base tests with their expected outputs (the canonical solution run here, once)."""
+        task = self.checker.tasks[index]
+        if task.task_id not in self._suites:
+            if task.benchmark not in self._benchmarks:
+                benchmarks_dir, cache_dir = self._benchmark_source or (None, self.layout.benchmark_cache)
+                self._benchmarks[task.benchmark] = load_benchmark(task.benchmark, benchmarks_dir, cache_dir)
+            self._suites[task.task_id] = execution_match.base_suite(self._benchmarks[task.benchmark], task.task_id)
+        return self._suites[task.task_id]
+
+    def _verdict_key(self, code_hash: str, index: int) -> str:
+        task = self.checker.tasks[index]
+        return cache_key(
+            kind="execution",
+            version=execution_match.VERSION,
+            code=code_hash,
+            task=task.task_id,
+            benchmark=self.checker.versions.get(task.benchmark, ""),
+        )
+
+    def execute(self, rows: Sequence[tuple[str, str]], candidates: list[list[Candidate]]) -> list[dict[int, Any]]:
+        """Per row: candidate task -> its execution verdict (a dict), for rows with Python code."""
+        verdicts: list[dict[int, Any]] = [{} for _ in rows]
+        if self.execution_off_reason or not any(candidates):
+            return verdicts
+        if self._cache is None:
+            self._cache = ResultCache(self.layout.cache / "executions.sqlite")
+        pending: list[tuple[int, str, str, list[int]]] = []  # row, code, code hash, task indexes not cached
+        for i, ((_, response), found) in enumerate(zip(rows, candidates, strict=True)):
+            code = execution_match.python_code(response) if found else None
+            if code is None:
+                continue
+            code_hash = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+            keys = {c.task: self._verdict_key(code_hash, c.task) for c in found}
+            stored = self._cache.get_many(list(keys.values()))
+            missing = []
+            for task, key in keys.items():
+                if key in stored:
+                    verdicts[i][task] = stored[key]
+                    self.counts.executions_cached += 1
+                else:
+                    missing.append(task)
+            if missing:
+                pending.append((i, code, code_hash, missing))
+        if not pending or self._open_sandbox() is None:
+            return verdicts
+        jobs = [(code, [self._suite(task) for task in tasks]) for _, code, _, tasks in pending]
+        results = execution_match.verify_many(self._sandbox, jobs, progress=self.progress)
+        fresh: dict[str, Any] = {}
+        for (i, _, code_hash, tasks), row_verdicts in zip(pending, results, strict=True):
+            self.counts.sandbox_runs += 1
+            for task, verdict in zip(tasks, row_verdicts, strict=True):
+                value = asdict(verdict)
+                verdicts[i][task] = value
+                self.counts.executed += 1
+                if verdict.status != "error":  # the sandbox failed, not the program: try again next run
+                    fresh[self._verdict_key(code_hash, task)] = value
+        self._cache.put_many(fresh)
+        return verdicts
+
+    # -- the judge --------------------------------------------------------------------------------------
+    def judge_candidates(self, rows: Sequence[tuple[str, str]], asks: list[tuple[int, Candidate]]) -> list[Any]:
+        """The judge's YesNoScore for each (row, candidate)."""
+        if not asks or self.judge is None:
+            return []
+        prompt_list = []
+        for i, candidate in asks:
+            instruction, response = rows[i]
+            row_text = (instruction.strip() + "\n" + response.strip()).strip()[:JUDGE_ROW_CHARS]
+            prompt_list.append(prompts.same_problem_prompt(row_text, self.checker.tasks[candidate.task].description))
+        self.counts.judged += len(prompt_list)
+        return self.judge.score_yes_no(prompt_list, desc="decontaminate: judge")
+
+    @staticmethod
+    def judged_same(result: YesNoScore, config: DecontaminateConfig) -> bool:
+        """The judge's decision: P(Yes) at or above the threshold, from a model that answered Yes or No."""
+        return (
+            result.score is not None
+            and result.score >= config.judge_threshold
+            and (result.yes_no_mass or 0.0) >= config.judge_min_mass
+        )
+
+    # -- all tiers --------------------------------------------------------------------------------------
+    def check_rows(self, rows: Sequence[tuple[str, str]]) -> list[list[Match]]:
+        """Every row's matches: direct ones first; rows with none go through retrieval, execution, judge."""
+        checker = self.checker
+        similarity = None
+        if checker.embedder is not None and rows:
+            similarity = checker.instruction_similarity([instruction for instruction, _ in rows], self.progress)
+        matches = checker.check_rows(rows, progress=self.progress, similarity=similarity)
+        if not self.enabled or similarity is None:
+            return matches
+        open_rows = [i for i, found in enumerate(matches) if not found]
+        subset = [rows[i] for i in open_rows]
+        candidates = self.retrieve(subset, similarity[open_rows])
+        verdicts = self.execute(subset, candidates)
+        asks: list[tuple[int, Candidate]] = []
+        for j, found in enumerate(candidates):
+            solved = []
+            for candidate in found:
+                verdict = verdicts[j].get(candidate.task)
+                if verdict is None or verdict["status"] in UNDECIDED:
+                    asks.append((j, candidate))
+                elif (
+                    verdict["status"] == "solved" and verdict["function_tokens"] >= self.config.execution_min_tokens
+                ):
+                    solved.append(self._execution_match(candidate, verdict))
+            matches[open_rows[j]] = solved
+        scores = self.judge_candidates(subset, asks)
+        for (j, candidate), result in zip(asks, scores, strict=True):
+            if self.judged_same(result, self.config):
+                assert result.score is not None  # a Yes has a score
+                matches[open_rows[j]].append(self._judge_match(candidate, result.score))
+        for j in range(len(subset)):
+            found_now = matches[open_rows[j]]
+            if found_now:
+                found_now.sort(key=lambda m: (m.layer != "execution", m.rank or 0, m.task_id))
+                self.counts.removed[found_now[0].layer] += 1
+        return matches
+
+    def _execution_match(self, candidate: Candidate, verdict: dict[str, Any]) -> Match:
+        task = self.checker.tasks[candidate.task]
+        return Match(
+            task.task_id,
+            "execution",
+            "tests",
+            round(verdict["passed"] / max(verdict["total"], 1), 4),
+            f"{verdict['adapter']} passed {verdict['passed']}/{verdict['total']} base tests",
+            rank=candidate.rank,
+            similarity=candidate.similarity,
+            tests_passed=verdict["passed"],
+            tests_total=verdict["total"],
+        )
+
+    def _judge_match(self, candidate: Candidate, p_yes: float) -> Match:
+        task = self.checker.tasks[candidate.task]
+        return Match(
+            task.task_id,
+            "judge",
+            "prompt",
+            round(p_yes, 4),
+            task.description[:200],
+            rank=candidate.rank,
+            similarity=candidate.similarity,
+            p_yes=round(p_yes, 6),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What the card says of tiers 2-4: their settings, and what they did in this build."""
+        config, done = self.config, self.counts
+        if not self.enabled:
+            why = "decontaminate.retrieval_top_k is 0" if config.retrieval_top_k == 0 else "decontaminate.semantic is false"
+            return {"enabled": False, "why": why}
+        judge = None
+        if self.judge is not None:
+            judge = {
+                "model": self.judge.backend.info().model,
+                "threshold": config.judge_threshold,
+                "min_mass": config.judge_min_mass,
+            }
+        return {
+            "enabled": True,
+            "top_k": config.retrieval_top_k,
+            "floor": config.retrieval_floor,
+            "min_tokens": config.execution_min_tokens,
+            "eligible_tasks": int(self.eligible.sum()),
+            "execution": None
+            if self.execution_off_reason
+            else {"sandbox": self.sandbox_level() or "not needed (every verdict cached or no candidate)"},
+            "execution_off": self.execution_off_reason,
+            "judge": judge,
+            "judge_off": "" if judge else "decontaminate.judge is false" if not config.judge else "no judge model yet (step 0: M is not trained)",
+            "candidates": done.candidates,
+            "executed": done.executed,
+            "executions_cached": done.executions_cached,
+            "sandbox_runs": done.sandbox_runs,
+            "judged": done.judged,
+        }
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
