@@ -27,11 +27,12 @@ from inversecoder.core.benchmarks import BENCHMARK_NAMES, Benchmark, load_benchm
 from inversecoder.core.data import DOWNLOAD
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import file_sha256, write_atomic, write_json
+from inversecoder.core.groundtruth import open_sandbox
 from inversecoder.core.layout import EVAL_RESULTS
 from inversecoder.core.sandbox import Sandbox
 from inversecoder.core.versions import version
 from inversecoder.eval.generation import Decoding, build_tasks, generate_solutions, prompt_templates
-from inversecoder.eval.scoring import check_solutions, open_sandbox
+from inversecoder.eval.scoring import check_solutions
 
 logger = logging.getLogger(__name__)
 
