@@ -96,7 +96,7 @@ class Cascade:
         self.enabled = checker.embedder is not None and config.retrieval_top_k > 0
         self.execution_off_reason = "" if config.execution else "decontaminate.execution is false"
         self._sandbox: Any = None
-        self._suites: dict[str, execution_match.TaskSuite] = {}
+        self._suites: dict[str, execution_match.TaskSuite | None] = {}
         self._cache: ResultCache | None = None
         self._benchmark_source = benchmark_source
         self._benchmarks: dict[str, Benchmark] = {}
@@ -165,8 +165,9 @@ class Cascade:
     def sandbox_level(self) -> str | None:
         return self._sandbox.level if self._sandbox is not None else None
 
-    def _suite(self, index: int) -> execution_match.TaskSuite:
-        """The task's base tests with their expected outputs (the canonical solution run here, once)."""
+    def _suite(self, index: int) -> execution_match.TaskSuite | None:
+        """The task's base tests with their expected outputs (the canonical solution run here, once); None for a
+        task no adapter can call (inputs of several arities)."""
         task = self.checker.tasks[index]
         if task.task_id not in self._suites:
             if task.benchmark not in self._benchmarks:
@@ -174,6 +175,11 @@ class Cascade:
                 self._benchmarks[task.benchmark] = load_benchmark(task.benchmark, benchmarks_dir, cache_dir)
             self._suites[task.task_id] = execution_match.base_suite(self._benchmarks[task.benchmark], task.task_id)
         return self._suites[task.task_id]
+
+    def _known_suite(self, index: int) -> execution_match.TaskSuite:
+        suite = self._suite(index)
+        assert suite is not None  # only tasks with a suite are run
+        return suite
 
     def _verdict_key(self, code_hash: str, index: int) -> str:
         task = self.checker.tasks[index]
@@ -198,7 +204,7 @@ class Cascade:
             if code is None:
                 continue
             code_hash = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
-            keys = {c.task: self._verdict_key(code_hash, c.task) for c in found}
+            keys = {c.task: self._verdict_key(code_hash, c.task) for c in found if self._suite(c.task) is not None}
             stored = self._cache.get_many(list(keys.values()))
             missing = []
             for task, key in keys.items():
@@ -211,7 +217,7 @@ class Cascade:
                 pending.append((i, code, code_hash, missing))
         if not pending or self._open_sandbox() is None:
             return verdicts
-        jobs = [(code, [self._suite(task) for task in tasks]) for _, code, _, tasks in pending]
+        jobs = [(code, [self._known_suite(task) for task in tasks]) for _, code, _, tasks in pending]
         results = execution_match.verify_many(self._sandbox, jobs, progress=self.progress)
         fresh: dict[str, Any] = {}
         for (i, _, code_hash, tasks), row_verdicts in zip(pending, results, strict=True):
@@ -267,10 +273,9 @@ class Cascade:
             for candidate in found:
                 verdict = verdicts[j].get(candidate.task)
                 if verdict is None or verdict["status"] in UNDECIDED:
-                    asks.append((j, candidate))
-                elif (
-                    verdict["status"] == "solved" and verdict["function_tokens"] >= self.config.execution_min_tokens
-                ):
+                    if self.judge is not None:
+                        asks.append((j, candidate))
+                elif verdict["status"] == "solved" and verdict["function_tokens"] >= self.config.execution_min_tokens:
                     solved.append(self._execution_match(candidate, verdict))
             matches[open_rows[j]] = solved
         scores = self.judge_candidates(subset, asks)
@@ -316,7 +321,11 @@ class Cascade:
         """What the card says of tiers 2-4: their settings, and what they did in this build."""
         config, done = self.config, self.counts
         if not self.enabled:
-            why = "decontaminate.retrieval_top_k is 0" if config.retrieval_top_k == 0 else "decontaminate.semantic is false"
+            why = (
+                "decontaminate.retrieval_top_k is 0"
+                if config.retrieval_top_k == 0
+                else "decontaminate.semantic is false"
+            )
             return {"enabled": False, "why": why}
         judge = None
         if self.judge is not None:
@@ -336,7 +345,11 @@ class Cascade:
             else {"sandbox": self.sandbox_level() or "not needed (every verdict cached or no candidate)"},
             "execution_off": self.execution_off_reason,
             "judge": judge,
-            "judge_off": "" if judge else "decontaminate.judge is false" if not config.judge else "no judge model yet (step 0: M is not trained)",
+            "judge_off": ""
+            if judge
+            else "decontaminate.judge is false"
+            if not config.judge
+            else "no judge model yet (step 0: M is not trained)",
             "candidates": done.candidates,
             "executed": done.executed,
             "executions_cached": done.executions_cached,

@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inversecoder.builders.cascade import Cascade
-from inversecoder.builders.decontaminate import REPORT_LAYERS, SOURCE_ROW, TIER_OF_LAYER, TIERS, Decontaminator
-from inversecoder.builders.decontaminate import summarize_report
+from inversecoder.builders.decontaminate import (
+    REPORT_LAYERS,
+    SOURCE_ROW,
+    TIER_OF_LAYER,
+    TIERS,
+    Decontaminator,
+    summarize_report,
+)
 from inversecoder.builders.stage import StageContext, StageResult
 from inversecoder.core.rows import Rejected
 
@@ -154,7 +160,9 @@ def screen_sources_stage(rows, config, context: StageContext) -> StageResult:
     """Before extraction: the kept source rows go on to be summarized, and are the `original` config's rows."""
     result = screen_sources(rows, config, context)
     kept = list(result.kept)
-    return StageResult(kept, result.rejected, result.report, dict(result.tables) | {"original": [original_row(r) for r in kept]})
+    return StageResult(
+        kept, result.rejected, result.report, dict(result.tables) | {"original": [original_row(r) for r in kept]}
+    )
 
 
 def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:

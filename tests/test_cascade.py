@@ -20,7 +20,7 @@ from inversecoder.core.config import DecontaminateConfig, load_config
 from inversecoder.core.layout import Layout
 
 #: HumanEval/0's canonical solution, renamed, behind an instruction that does not say what it does
-RENAMED_HE0 = '''Here is the refactored version:
+RENAMED_HE0 = """Here is the refactored version:
 
 ```python
 def readings_too_close(readings, eps):
@@ -32,9 +32,9 @@ def readings_too_close(readings, eps):
                     return True
     return False
 ```
-'''
+"""
 #: the same, its parameters reordered and wrapped in a class
-CLASS_HE0 = '''```python
+CLASS_HE0 = """```python
 class ProximityChecker:
     def check(self, eps, readings):
         for first_index, first in enumerate(readings):
@@ -42,7 +42,7 @@ class ProximityChecker:
                 if first_index != second_index and abs(first - second) < eps:
                     return True
         return False
-```'''
+```"""
 GENERIC = "```python\ndef add(a, b):\n    return a + b\n```"
 HANGS = "```python\ndef spin(numbers, threshold):\n    while True:\n        pass\n```"
 NEUTRAL = "Can you make this function easier to read?"
@@ -80,8 +80,8 @@ def test_a_renamed_solution_behind_a_neutral_instruction_is_found_by_execution(c
         for found in (renamed, wrapped):
             best = found[0]
             assert (best.task_id, best.layer, best.tier) == ("HumanEval/0", "execution", "execution")
-            assert best.tests_passed == best.tests_total and best.tests_total >= 3
-            assert best.rank is not None and 1 <= best.rank <= 5 and best.similarity is not None
+            assert best.tests_total is not None and best.tests_passed == best.tests_total >= 3
+            assert best.rank is not None and best.similarity is not None and 1 <= best.rank <= 5
         assert "ProximityChecker().check" in wrapped[0].text
         assert generic == [] and hangs == []  # too short to be evidence; a hanging row is simply no match
         assert screen.counts.sandbox_runs >= 3 and screen.counts.removed["execution"] == 2
@@ -110,12 +110,12 @@ def test_the_execution_tier_off_sends_its_candidates_to_the_judge(checker, tmp_p
     config = load_config(None, [f"generator.model={tiny_model_dir}"], output_dir=str(tmp_path / "run"))
     judge = open_model(config, progress=False)
     screen = cascade(
-        checker, tmp_path, benchmarks_dir, model=judge, execution=False, judge_threshold=0.0, judge_min_mass=0.0
+        checker, tmp_path, benchmarks_dir, model=judge, execution=False, judge_threshold=1e-9, judge_min_mass=0.0
     )
     try:
         rows = [(NEUTRAL, RENAMED_HE0)]
         (found,) = screen.check_rows(rows)
-        # threshold 0: whatever the tiny model says, every candidate is judged "same problem", with its P(Yes)
+        # threshold ~0: whatever the tiny model says, every candidate is judged "same problem", with its P(Yes)
         assert found and all(m.layer == "judge" and m.p_yes is not None and 0 <= m.p_yes <= 1 for m in found)
         assert "HumanEval/0" in {m.task_id for m in found}
         assert screen.counts.judged == len(found) and screen.counts.sandbox_runs == 0

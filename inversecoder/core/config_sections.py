@@ -262,7 +262,7 @@ class DecontaminateConfig(Section):
     """The judge (a Hub id or a local folder, served like the generator); default: the generator M."""
     judge_threshold: Fraction = 0.9
     """P(Yes) / (P(Yes) + P(No)) at or above which the judge's Yes removes the row."""
-    judge_min_mass: Fraction = 0.5
+    judge_min_mass: float = Field(0.5, ge=0, le=1)
     """The judge's answer counts only when Yes and No hold at least this share of its first token's
     probability: a model that does not answer Yes or No is not judging (the tiny test model never does)."""
 

@@ -55,6 +55,8 @@ from inversecoder.core.call_adapters import python_code as python_code
 from inversecoder.core.sandbox import Sandbox
 
 SOLVED, FAILED, NO_FUNCTION, LOAD_FAILED, ERROR = "solved", "failed", "no-function", "load-failed", "error"
+#: Cached verdicts are keyed by it: bump it when the adapters, the limits or the verdict rule change.
+VERSION = 1
 LOAD_SECONDS = 3.0  # loading the row's code (its top-level statements), whatever its tasks
 MAX_RUN_SECONDS = 30.0  # the most one row's run may take besides the 2 s of slack
 _LAX_ORACLES = frozenset({"are_equivalent", "sum_div"})
@@ -98,6 +100,29 @@ def task_suites(benchmark: Benchmark, expected: dict[str, Any]) -> dict[str, Tas
             checker.expectation(oracle["base"], inputs),
         )
     return suites
+
+
+def base_suite(benchmark: Benchmark, task_id: str) -> TaskSuite | None:
+    """The task's base tests alone, their expected outputs from its canonical solution run here with evalplus's
+    `trusted_exec` (as for the ground truth, without the plus inputs: the execution tier does not need them);
+    None for a task whose inputs have no single arity."""
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+    from evalplus.gen.util import trusted_exec
+
+    problem = benchmark.problems[task_id]
+    not_none = MBPP_OUTPUT_NOT_NONE_TASKS if benchmark.name == "mbpp" else []
+    expected, times = trusted_exec(
+        problem["prompt"] + problem["canonical_solution"],
+        problem["base_input"],
+        problem["entry_point"],
+        record_time=True,
+        output_not_none=problem["entry_point"] in not_none,
+    )
+    oracle = {"base": expected, "base_time": times}
+    try:
+        return task_suites(benchmark, {task_id: oracle})[task_id]
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
