@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inversecoder.core.config import RunConfig, describe_fields, load_config
+from inversecoder.core.config import DecontaminateConfig, RunConfig, describe_fields, load_config
 from inversecoder.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,29 +339,67 @@ def test_saved_configs_hold_plain_values(tmp_path):
     assert load_config(tmp_path / "saved.yaml") == config
 
 
-def test_fingerprints_of_existing_output_folders_still_match():
+#: Decontamination settings added by the cascade (issue #16), with their defaults: they change what a build
+#: removes, so the dataset step of a folder built before them reruns (and what follows it).
+CASCADE_FIELDS = {
+    "action": "remove",
+    "original": True,
+    "retrieval_top_k": 5,
+    "retrieval_floor": DecontaminateConfig().retrieval_floor,
+    "execution": True,
+    "execution_min_tokens": DecontaminateConfig().execution_min_tokens,
+    "sandbox": "auto",
+    "allow_weak_sandbox": False,
+    "judge": True,
+    "judge_model": None,
+    "judge_threshold": DecontaminateConfig().judge_threshold,
+    "judge_min_mass": DecontaminateConfig().judge_min_mass,
+}
+
+
+def without_cascade_fields(monkeypatch) -> None:
+    """Make fingerprints as the config before the cascade did (its fields left out)."""
+    result_dict = RunConfig.result_dict
+
+    def older(self):
+        data = result_dict(self)
+        for name in CASCADE_FIELDS:
+            data["decontaminate"].pop(name)
+        return data
+
+    monkeypatch.setattr(RunConfig, "result_dict", older)
+
+
+def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade(monkeypatch):
     """tests/data/compat-f1ce952 was built by the dataclass config: its step fingerprint and its saved
-    config must come out the same, or every user's finished steps would rerun."""
+    config come out the same but for the cascade's settings, which change what the build removes."""
     from inversecoder.core.config import DATASET_SECTIONS, config_yaml
     from inversecoder.workflow import fingerprints
 
     config = load_config(COMPAT / "config.yaml")  # output_dir and paths are plain strings: any cwd
     assert config.output_dir == "out"
     recorded = json.loads((COMPAT / "out" / "steps.json").read_text())
-    assert fingerprints(config)["dataset"] == recorded["dataset"] == "a6fdcaad98f7fea3"
+    assert fingerprints(config)["dataset"] != recorded["dataset"] == "a6fdcaad98f7fea3"
+    with monkeypatch.context() as patch:
+        without_cascade_fields(patch)
+        assert fingerprints(config)["dataset"] == recorded["dataset"]
     # The saved config is the old one plus the fields added since (each with its default).
-    added = {"evaluate": {"allow_weak_sandbox": False}}
+    added = {"evaluate": {"allow_weak_sandbox": False}, "decontaminate": CASCADE_FIELDS | {"execution_workers": 0}}
     saved = yaml.safe_load(config_yaml(config))
     for section, fields in added.items():
         assert {name: saved[section].pop(name) for name in fields} == fields
     assert saved == yaml.safe_load((COMPAT / "out" / "run_config.yaml").read_text())
     # The dataset's build_config.yaml now holds only the sections that built it (the old one held them all).
     built = yaml.safe_load((COMPAT / "out" / "dataset" / "build_config.yaml").read_text())
-    assert yaml.safe_load(config_yaml(config, DATASET_SECTIONS)) == {k: built[k] for k in DATASET_SECTIONS}
+    now = yaml.safe_load(config_yaml(config, DATASET_SECTIONS))
+    for name in added["decontaminate"]:
+        now["decontaminate"].pop(name)
+    assert now == {k: built[k] for k in DATASET_SECTIONS}
 
 
-def test_fingerprints_of_the_shipped_recipes_are_those_of_the_dataclass_config():
-    # Computed with the dataclass config (487bc64) for the same files and overrides.
+def test_fingerprints_of_the_shipped_recipes_are_those_of_the_dataclass_config(monkeypatch):
+    # Computed with the dataclass config (487bc64) for the same files and overrides, the cascade's fields aside.
+    without_cascade_fields(monkeypatch)
     demo = load_config(REPO / "configs" / "demo.yaml", ["generator.model=/some/path"])
     assert demo.fingerprint() == "e70f22979ba29e1b"
     assert RunConfig().fingerprint() == "c5d45692f9f93c93"
