@@ -10,6 +10,8 @@ BENCHMARKS_DIR = DATA_DIR / "benchmarks"
 TGI_OPENAPI = DATA_DIR / "tgi" / "openapi.json"
 DEMO_SAMPLE = DATA_DIR / "evol_instruct_sample.jsonl"
 CALIBRATION_SET = DATA_DIR / "decontamination_calibration.jsonl"
+#: held-out rephrased-benchmark rows (recall per family of rephrasing), from benchmarks/make_rephrased.py
+REPHRASED_SET = DATA_DIR / "decontamination_rephrased.jsonl"
 TINY_MODEL_CORPUS = DATA_DIR / "tiny_model_corpus.jsonl.gz"
 #: `benchmarks_dir` value that asks for evalplus's own downloader (network) instead of the shipped files.
 DOWNLOAD = "download"
