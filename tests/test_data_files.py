@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
+from collections import Counter
 
 from inversecoder.core import data
 
@@ -24,6 +27,7 @@ def test_every_shipped_file_has_its_source_and_license_documented():
         data.TGI_OPENAPI,
         data.DEMO_SAMPLE,
         data.CALIBRATION_SET,
+        data.REPHRASED_SET,
         data.TINY_MODEL_CORPUS,
     ):
         assert path.relative_to(data.DATA_DIR).as_posix() in readme, path
@@ -37,3 +41,33 @@ def test_a_missing_shipped_file_is_an_error_naming_it(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"missing.*ships it in data/"):
         data.require(tmp_path / "HumanEvalPlus-v0.1.10.jsonl.gz")
+
+
+def test_the_rephrased_set_has_every_family_and_only_real_tasks():
+    """`decontamination_rephrased.jsonl` (benchmarks/make_rephrased.py): the minimum counts the
+    decontamination-quality figures rely on, and task ids that name shipped benchmark tasks."""
+    rows = [json.loads(line) for line in data.require(data.REPHRASED_SET).read_text().splitlines()]
+    keys = ["id", "label", "task_id", "family", "instruction", "response"]
+    assert all(list(row) == keys for row in rows)
+    assert len({row["id"] for row in rows}) == len(rows)
+    families = Counter(row["family"] for row in rows)
+    for family in ("renamed", "for-to-while", "noop", "reordered"):
+        assert families[family] >= 20, family
+    for family in ("args-reordered", "args-merged", "class-wrapped"):
+        assert families[family] >= 30, family
+    assert families["statement-only"] >= 30 and families["other-language"] >= 15
+    assert families["statement-only"] + families["other-language"] >= 30
+    assert families["negative"] >= 80 and families["generic"] >= 10
+    tasks = set()
+    for name in ("HumanEvalPlus-v0.1.10.jsonl.gz", "MbppPlus-v0.2.0.jsonl.gz"):
+        with gzip.open(data.BENCHMARKS_DIR / name, "rt") as lines:
+            tasks |= {json.loads(line)["task_id"] for line in lines}
+    for row in rows:
+        clean = row["family"] in ("negative", "generic")
+        assert row["label"] == ("clean" if clean else "contaminated"), row["id"]
+        assert (row["task_id"] is None) if clean else (row["task_id"] in tasks), row["id"]
+        assert row["instruction"].strip(), row["id"]
+        if row["family"] not in ("statement-only",):
+            assert "```" in row["response"], row["id"]
+        else:
+            assert "```" not in row["response"], row["id"]

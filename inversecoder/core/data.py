@@ -12,6 +12,7 @@ BENCHMARKS_DIR = DATA_DIR / "benchmarks"
 TGI_OPENAPI = DATA_DIR / "tgi" / "openapi.json"
 DEMO_SAMPLE = DATA_DIR / "evol_instruct_sample.jsonl"
 CALIBRATION_SET = DATA_DIR / "decontamination_calibration.jsonl"
+#: held-out rephrased-benchmark rows (recall per family of rephrasing), from benchmarks/make_rephrased.py
 REPHRASED_SET = DATA_DIR / "decontamination_rephrased.jsonl"
 #: The decontamination's measured recall and precision (written by benchmarks/decontamination_quality.py).
 DECONTAMINATION_QUALITY = DATA_DIR / "decontamination_quality.json"
