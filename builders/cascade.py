@@ -8,13 +8,15 @@ not. So, for each row the direct layers did not flag:
    statements and by its code against the canonical solutions (the better rank counts), at or above
    `retrieval_floor`. Tasks whose canonical solution is shorter than `execution_min_tokens` are never
    candidates: code that solves them (`return a + b`) is everywhere, and proves nothing;
-2. execution: the row's Python code runs in the sandbox against each candidate's base tests, every
-   top-level function (and class method) whose parameters fit tried as the entry point, arguments
-   permuted, merged or passed to a constructor (`core/execution_match.py`). A function of at least
-   `execution_min_tokens` tokens that passes every base input solves the task: contaminated, whatever
-   its wording. All base inputs, not a share: they are few (3 to 10) and exactly what evalplus's base
-   score asks of a solution; a program written for another problem that passes some of them is not one.
-   The verdict is reached in this process from the outputs the program returned, never inside it;
+2. execution: the row's Python code runs in the sandbox on each candidate's tests, every top-level
+   function (and class method) whose parameters fit tried as the entry point, arguments permuted,
+   merged or passed to a constructor (`core/execution_match.py`). A function of at least
+   `execution_min_tokens` tokens that passes every base input of the task, and 80% of the plus inputs
+   that top them up to 10, solves the task: contaminated, whatever its wording. All base inputs: they
+   are what evalplus's base score asks of a solution. Not only them: MBPP has 3, and utilities written
+   for other problems passed them by chance (5 of 108 negatives); 80% of the others, so that a copy
+   that misses an edge case still counts. The verdict is reached in this process from the outputs the
+   program returned, never inside it;
 3. judge: candidates execution cannot decide (no Python code, no function whose parameters fit, code
    that fails to load) are put to the judge model (default: the generator M) as "same problem?",
    scored by the exact P(Yes) of the self-evaluation; P(Yes) >= `judge_threshold`, with Yes + No holding
@@ -166,14 +168,16 @@ class Cascade:
         return self._sandbox.level if self._sandbox is not None else None
 
     def _suite(self, index: int) -> execution_match.TaskSuite | None:
-        """The task's base tests with their expected outputs (the canonical solution run here, once); None for a
+        """The task's tests with their expected outputs (the canonical solution run here, once); None for a
         task no adapter can call (inputs of several arities)."""
         task = self.checker.tasks[index]
         if task.task_id not in self._suites:
             if task.benchmark not in self._benchmarks:
                 benchmarks_dir, cache_dir = self._benchmark_source or (None, self.layout.benchmark_cache)
                 self._benchmarks[task.benchmark] = load_benchmark(task.benchmark, benchmarks_dir, cache_dir)
-            self._suites[task.task_id] = execution_match.base_suite(self._benchmarks[task.benchmark], task.task_id)
+            self._suites[task.task_id] = execution_match.verification_suite(
+                self._benchmarks[task.benchmark], task.task_id
+            )
         return self._suites[task.task_id]
 
     def _known_suite(self, index: int) -> execution_match.TaskSuite:
@@ -297,7 +301,7 @@ class Cascade:
             "execution",
             "tests",
             round(verdict["passed"] / max(verdict["total"], 1), 4),
-            f"{verdict['adapter']} passed {verdict['passed']}/{verdict['total']} base tests",
+            f"{verdict['adapter']} passed {verdict['passed']}/{verdict['total']} tests",
             rank=candidate.rank,
             similarity=candidate.similarity,
             tests_passed=verdict["passed"],

@@ -341,7 +341,7 @@ def test_saved_configs_hold_plain_values(tmp_path):
 
 #: Decontamination settings added by the cascade (issue #16), with their defaults: they change what a build
 #: removes, so the dataset step of a folder built before them reruns (and what follows it).
-CASCADE_FIELDS = {
+CASCADE_FIELDS: dict[str, Any] = {
     "action": "remove",
     "original": True,
     "retrieval_top_k": 5,
@@ -384,7 +384,10 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
         without_cascade_fields(patch)
         assert fingerprints(config)["dataset"] == recorded["dataset"]
     # The saved config is the old one plus the fields added since (each with its default).
-    added = {"evaluate": {"allow_weak_sandbox": False}, "decontaminate": CASCADE_FIELDS | {"execution_workers": 0}}
+    added: dict[str, dict[str, Any]] = {
+        "evaluate": {"allow_weak_sandbox": False},
+        "decontaminate": CASCADE_FIELDS | {"execution_workers": 0},
+    }
     saved = yaml.safe_load(config_yaml(config))
     for section, fields in added.items():
         assert {name: saved[section].pop(name) for name in fields} == fields

@@ -2,8 +2,9 @@
 
 The lexical and embedding layers of the decontamination see text; a rewritten solution (new names,
 reordered arguments, wrapped in a class) slips past them yet still answers the task. This tier runs
-the row's code on a candidate task's *base* tests in the sandbox: if one of its functions passes
-every base input, the row solves the task.
+the row's code on a candidate task's tests in the sandbox (`verification_suite`: the base tests, topped up
+with plus inputs to 10): if one of its functions passes every base input and 80% of the others, the row
+solves the task.
 
 The row's functions are not named like the task's entry point, so the trusted side reads the code's
 AST (never executing it) and lists `Adapter`s (`call_adapters.py`): ways to call a top-level
@@ -15,7 +16,8 @@ with evalplus's comparison (`checker.judge`). A program that forges equality, pa
 crashes only fails itself.
 
 Loading runs the top-level statements one by one (a failing test line or an `input()` after the
-definitions does not lose them); an adapter stops at its first raise, timeout or unencodable output.
+definitions does not lose them); an adapter stops at its first raise, timeout or unencodable output on
+a base input.
 MBPP's lax oracles (Mbpp/164 accepts anything, Mbpp/295 accepts 0) are judged strictly here: as
 evidence of contamination they would flag any function of the right arity.
 
@@ -56,7 +58,11 @@ from inversecoder.core.sandbox import Sandbox
 
 SOLVED, FAILED, NO_FUNCTION, LOAD_FAILED, ERROR = "solved", "failed", "no-function", "load-failed", "error"
 #: Cached verdicts are keyed by it: bump it when the adapters, the limits or the verdict rule change.
-VERSION = 1
+VERSION = 2
+#: Inputs a task is checked on at least (its base tests, then its first plus inputs), and the share of the
+#: added ones a solution must pass: a copy that misses an edge case still counts, a chance pass on 3 does not.
+MIN_INPUTS = 10
+EXTRA_SHARE = 0.8
 LOAD_SECONDS = 3.0  # loading the row's code (its top-level statements), whatever its tasks
 MAX_RUN_SECONDS = 30.0  # the most one row's run may take besides the 2 s of slack
 _LAX_ORACLES = frozenset({"are_equivalent", "sum_div"})
@@ -65,7 +71,7 @@ _MAX_PAGE = 256 * 1024**2  # outputs beyond the page's room are compared by dige
 
 @dataclass(frozen=True)
 class TaskSuite:
-    """One task's base tests as the judge needs them (built once, shared by every row checked)."""
+    """One task's tests as the judge needs them (built once, shared by every row checked)."""
 
     task_id: str
     dataset: str  # humaneval | mbpp
@@ -75,10 +81,23 @@ class TaskSuite:
     atol: float
     ref_time: list[float]  # the canonical solution's time per input: the time limits derive from it
     expect: checker.Expectation
+    #: the first `must_pass` inputs (the base tests) must all pass; the rest (plus inputs added by
+    #: `verification_suite`) at least EXTRA_SHARE of them. None: all inputs must pass.
+    must_pass: int | None = None
 
     @property
     def arity(self) -> int:
         return len(self.inputs[0]) if self.inputs else 0
+
+    @property
+    def required(self) -> int:
+        return len(self.inputs) if self.must_pass is None else self.must_pass
+
+    def solved_by(self, details: Sequence[int]) -> bool:
+        """Every required input passed, and EXTRA_SHARE of the others."""
+        base, extra = details[: self.required], details[self.required :]
+        extras = len(self.inputs) - self.required
+        return len(base) == self.required and all(base) and sum(extra) >= math.ceil(EXTRA_SHARE * extras)
 
 
 def task_suites(benchmark: Benchmark, expected: dict[str, Any]) -> dict[str, TaskSuite]:
@@ -102,35 +121,46 @@ def task_suites(benchmark: Benchmark, expected: dict[str, Any]) -> dict[str, Tas
     return suites
 
 
-def base_suite(benchmark: Benchmark, task_id: str) -> TaskSuite | None:
-    """The task's base tests alone, their expected outputs from its canonical solution run here with evalplus's
-    `trusted_exec` (as for the ground truth, without the plus inputs: the execution tier does not need them);
-    None for a task whose inputs have no single arity."""
+def verification_suite(benchmark: Benchmark, task_id: str, min_inputs: int = MIN_INPUTS) -> TaskSuite | None:
+    """The task's base tests, topped up with its first plus inputs to `min_inputs` (MBPP has 3 base tests:
+    an unrelated utility can pass them by chance, and did); their expected outputs come from the canonical
+    solution run here with evalplus's `trusted_exec`, as for the ground truth. None for a task whose inputs
+    have no single arity."""
     from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
     from evalplus.gen.util import trusted_exec
 
     problem = benchmark.problems[task_id]
+    base = list(problem["base_input"])
+    inputs = base + list(problem.get("plus_input") or [])[: max(0, min_inputs - len(base))]
     not_none = MBPP_OUTPUT_NOT_NONE_TASKS if benchmark.name == "mbpp" else []
     expected, times = trusted_exec(
         problem["prompt"] + problem["canonical_solution"],
-        problem["base_input"],
+        inputs,
         problem["entry_point"],
         record_time=True,
         output_not_none=problem["entry_point"] in not_none,
     )
-    oracle = {"base": expected, "base_time": times}
-    try:
-        return task_suites(benchmark, {task_id: oracle})[task_id]
-    except ValueError:
+    if len({len(inp) for inp in inputs}) != 1:
         return None
+    return TaskSuite(
+        task_id,
+        benchmark.name,
+        problem["entry_point"],
+        inputs,
+        expected,
+        problem["atol"],
+        times,
+        checker.expectation(expected, inputs),
+        must_pass=len(base),
+    )
 
 
 @dataclass(frozen=True)
 class ExecutionVerdict:
     task_id: str
     status: str  # solved | failed | no-function | load-failed | error (the sandbox failed, not the code)
-    passed: int = 0  # base inputs the best adapter passed
-    total: int = 0  # base inputs of the task
+    passed: int = 0  # inputs the best adapter passed
+    total: int = 0  # inputs the task was checked on
     adapter: str = ""  # the best adapter, described ("" when none passed an input)
     function_tokens: int = 0  # canonical tokens of the best adapter's function or class
 
@@ -181,7 +211,7 @@ def _call(namespace: dict[str, Any], spec: tuple[str, str, str, tuple[int, ...],
 def run_adapters(
     shared: Any,
     code: str,
-    jobs: list[tuple[list[Any], list[tuple[str, str, str, tuple[int, ...], str]]]],
+    jobs: list[tuple[list[Any], list[tuple[str, str, str, tuple[int, ...], str]], int]],
     time_limits: list[list[float]],
     memory_bytes: int | None,
     load_seconds: float = LOAD_SECONDS,
@@ -189,12 +219,12 @@ def run_adapters(
     """Sandbox entry: load `code` once, then for each job (a task's inputs and adapters) call every
     adapter on every input (a fresh deep copy each time: programs mutate their inputs), writing one
     page record per (task, adapter, input) in that order. After an adapter's first raise, timeout or
-    unencodable output, its remaining inputs get a cheap RAISED record each, so the records always
-    align; the judge decides the rest outside."""
+    unencodable output among a job's first `must` inputs, its remaining inputs get a cheap RAISED record
+    each, so the records always align; the judge decides the rest outside."""
     from evalplus.eval.utils import create_tempdir, reliability_guard, swallow_io, time_limit
 
     deepcopy = copy.deepcopy  # bound before the program can patch the module
-    page = checker._Page(shared, sum(len(inputs) * len(specs) for inputs, specs in jobs))
+    page = checker._Page(shared, sum(len(inputs) * len(specs) for inputs, specs, _ in jobs))
     with create_tempdir():
         rmtree, rmdir, chdir = shutil.rmtree, os.rmdir, os.chdir
         reliability_guard(maximum_memory_bytes=memory_bytes)
@@ -203,10 +233,10 @@ def run_adapters(
             _load(code, namespace, load_seconds, swallow_io, time_limit)
             page.state = checker._LOADED
             page.commit()
-            for (inputs, specs), limits in zip(jobs, time_limits, strict=True):
+            for (inputs, specs, must), limits in zip(jobs, time_limits, strict=True):
                 for spec in specs:
                     failed = False
-                    for inp, limit in zip(inputs, limits, strict=True):
+                    for position, (inp, limit) in enumerate(zip(inputs, limits, strict=True)):
                         if failed:
                             page.add(checker.RAISED)
                             continue
@@ -216,10 +246,10 @@ def run_adapters(
                                 out = _call(namespace, spec, args)
                         except BaseException:
                             page.add(checker.RAISED)
-                            failed = True
+                            failed = position < must
                             continue
                         data = values.encode(out)
-                        failed = data is None
+                        failed = data is None and position < must
                         page.add(checker.OPAQUE if data is None else checker.VALUE, data or b"")
         except BaseException:
             if page.state == checker._LOADING:
@@ -240,14 +270,14 @@ def _page_bytes(planned: list[tuple[int, TaskSuite, list[Adapter]]]) -> int:
     return size
 
 
-def _judge(suite: TaskSuite, state: int, records: list[tuple[int, bytes, bytes]]) -> int:
-    """Base inputs passed (all of them: the task is solved); evalplus's comparison, lax oracles strict."""
+def _judge(suite: TaskSuite, state: int, records: list[tuple[int, bytes, bytes]]) -> list[int]:
+    """Per input, 1 if it passed: evalplus's comparison, lax oracles strict."""
     lax = suite.dataset == "mbpp" and suite.entry_point in _LAX_ORACLES
     entry = f"{suite.entry_point} (strict)" if lax else suite.entry_point
     _, details = checker.judge(
         suite.dataset, entry, suite.inputs, suite.expected, suite.expect, suite.atol, False, True, state, records
     )
-    return int(sum(details))
+    return list(details) + [0] * (len(suite.inputs) - len(details))
 
 
 def verify(
@@ -288,7 +318,7 @@ def _run(
     limits = [checker.time_limits_for(suite.ref_time, min_time_limit, gt_time_limit_factor) for _, suite, _ in planned]
     budget = LOAD_SECONDS + sum(len(found) * sum(limit) for (_, _, found), limit in zip(planned, limits, strict=True))
     wall = min(budget, max_seconds) + 2
-    jobs = [(suite.inputs, [adapter.spec() for adapter in found]) for _, suite, found in planned]
+    jobs = [(suite.inputs, [adapter.spec() for adapter in found], suite.required) for _, suite, found in planned]
     outcome = sandbox.call(
         f"{__name__}:run_adapters",
         (code, jobs, limits, sandbox.limits.memory_bytes, LOAD_SECONDS),
@@ -309,18 +339,19 @@ def _run(
     offset = 0
     for index, suite, found in planned:
         size = len(suite.inputs)
-        best, best_passed = None, 0
+        best, best_passed, solved = None, 0, False
         for position, adapter in enumerate(found):
             start = offset + position * size
-            passed = _judge(suite, state, records[start : start + size])
-            if passed > best_passed:
-                best, best_passed = adapter, passed
-            if passed == size:
+            details = _judge(suite, state, records[start : start + size])
+            solved = suite.solved_by(details)
+            if solved or sum(details) > best_passed:
+                best, best_passed = adapter, sum(details)
+            if solved:
                 break
         offset += len(found) * size
         verdicts[index] = ExecutionVerdict(
             suite.task_id,
-            SOLVED if best_passed == size else FAILED,
+            SOLVED if solved else FAILED,
             best_passed,
             size,
             best.describe() if best else "",
