@@ -21,10 +21,12 @@ import argparse
 import json
 from pathlib import Path
 
+import cascade_quality
 import numpy as np
 
 from inversecoder.builders.decontaminate import LAYERS, Decontaminator, code_of, load_tasks
 from inversecoder.core.config import load_config
+from inversecoder.core.data import BENCHMARKS_DIR, DECONTAMINATION_QUALITY
 
 REPO = Path(__file__).resolve().parents[1]
 LABELLED = REPO / "data" / "decontamination_calibration.jsonl"
@@ -77,7 +79,9 @@ def cross_validated(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--benchmarks-dir", default=str(REPO.parent / "shared" / "benchmarks"))
+    parser.add_argument("--benchmarks-dir", default=str(BENCHMARKS_DIR))
+    parser.add_argument("--cost-rows", type=int, default=400, help="rows of the cost measurement")
+    parser.add_argument("--no-write", action="store_true", help=f"do not update {DECONTAMINATION_QUALITY.name}")
     parser.add_argument("overrides", nargs="*", help="decontaminate.FIELD=VALUE overrides of the defaults")
     args = parser.parse_args()
     config = load_config(None, args.overrides).decontaminate
@@ -164,6 +168,12 @@ def main() -> None:
         for layer in LAYERS:
             for match in layers[layer].values():
                 print(f"  {layer} {match.task_id} {match.score:.3f}: {row['instruction'][:90]!r}")
+
+    print("\n--- the cascade: direct evidence, retrieval, execution (the judge off) ---")
+    figures = cascade_quality.measure(args, config, rows, sample)
+    if not args.no_write:
+        DECONTAMINATION_QUALITY.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwritten: {DECONTAMINATION_QUALITY}")
 
 
 if __name__ == "__main__":

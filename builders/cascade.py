@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,12 +44,15 @@ from inversecoder.core.backends import CachedModel, YesNoScore
 from inversecoder.core.benchmarks import Benchmark, load_benchmark
 from inversecoder.core.cache import ResultCache, cache_key
 from inversecoder.core.config import DecontaminateConfig
+from inversecoder.core.generic_programs import generic_program
 from inversecoder.core.layout import Layout
 
 logger = logging.getLogger(__name__)
 
 #: Characters of a row shown to the judge (its instruction, then its response): problems are stated early.
 JUDGE_ROW_CHARS = 3000
+#: Tokens per shingle of the retrieval by code shape (3: short solutions have a few; 5, the code layer's, misses them)
+SHAPE_SHINGLE = 3
 #: Statuses of an execution that decide nothing (the row's code never ran a fitting function): judge them.
 UNDECIDED = ("no-function", "load-failed", "error")
 
@@ -71,7 +75,9 @@ class CascadeCounts:
     executed: int = 0  # (row, task) candidates decided by running code now
     executions_cached: int = 0  # ... decided by a verdict from an earlier run
     sandbox_runs: int = 0  # sandboxed processes started (one per row)
+    undecided: int = 0  # (row, task) candidates execution could not decide (put to the judge when there is one)
     judged: int = 0  # (row, task) candidates put to the judge
+    seconds: dict[str, float] = field(default_factory=lambda: {"retrieval": 0.0, "execution": 0.0, "judge": 0.0})
     removed: dict[str, int] = field(default_factory=lambda: {"execution": 0, "judge": 0})
 
 
@@ -99,6 +105,8 @@ class Cascade:
         self.execution_off_reason = "" if config.execution else "decontaminate.execution is false"
         self._sandbox: Any = None
         self._suites: dict[str, execution_match.TaskSuite | None] = {}
+        self._generic: dict[str, str | None] = {}
+        self._index = {task.task_id: i for i, task in enumerate(checker.tasks)}
         self._cache: ResultCache | None = None
         self._benchmark_source = benchmark_source
         self._benchmarks: dict[str, Benchmark] = {}
@@ -106,33 +114,66 @@ class Cascade:
         #: tasks too short to prove anything by execution or by a judge (left to the direct layers)
         self.eligible = np.array([len(canonical_tokens(t.solution)) >= config.execution_min_tokens for t in tasks])
         self._solution_embeddings: np.ndarray | None = None
+        self._postings: dict[int, np.ndarray] = {}
+        self._shingle_totals = np.zeros(len(tasks), dtype=np.int64)
         if self.enabled:
+            self._index_solutions()
             assert checker.embedder is not None
             self._solution_embeddings = checker.embedder.encode([t.solution for t in tasks])
 
     # -- retrieval --------------------------------------------------------------------------------------
+    def _index_solutions(self) -> None:
+        """Every canonical solution's embedding and its identifier-normalized 3-token shingles (all of them,
+        short solutions too: a renamed one-liner keeps its token shape, which embeddings of code miss)."""
+        assert self.checker.embedder is not None
+        tasks = self.checker.tasks
+        self._solution_embeddings = self.checker.embedder.encode([t.solution for t in tasks])
+        postings: dict[int, list[int]] = {}
+        for index, task in enumerate(tasks):
+            shingles = _shingles(task.solution)
+            self._shingle_totals[index] = len(shingles)
+            for shingle in shingles:
+                postings.setdefault(shingle, []).append(index)
+        self._postings = {key: np.asarray(value, dtype=np.int64) for key, value in postings.items()}
+
+    def code_containment(self, code: str) -> np.ndarray:
+        """Per task: the share of its canonical solution's 3-token shingles found in `code`."""
+        hits = [self._postings[s] for s in _shingles(code) if s in self._postings]
+        if not hits:
+            return np.zeros(len(self.checker.tasks))
+        counts = np.bincount(np.concatenate(hits), minlength=len(self.checker.tasks))
+        return counts / np.maximum(self._shingle_totals, 1)
+
     def retrieve(self, rows: Sequence[tuple[str, str]], similarity: np.ndarray) -> list[list[Candidate]]:
-        """Each row's candidate tasks, best first (`similarity`: its instruction against the statements)."""
+        """Each row's candidate tasks, best first (`similarity`: its instruction against the statements): the
+        top k by instruction embedding, by code embedding (both >= `retrieval_floor`) and by code shingles
+        (>= `retrieval_code_floor`); a task's rank is the best of its ranks."""
         assert self.checker.embedder is not None and self._solution_embeddings is not None
         codes = [code_of(response) if response.strip() else "" for _, response in rows]
         with_code = [i for i, code in enumerate(codes) if code.strip()]
         code_similarity = np.full(similarity.shape, -1.0, dtype=np.float32)
+        containment = np.zeros(similarity.shape)
         if with_code:
             embedded = self.checker.embedder.encode([codes[i] for i in with_code], progress=self.progress)
             code_similarity[with_code] = embedded @ self._solution_embeddings.T
-        k, floor = self.config.retrieval_top_k, self.config.retrieval_floor
+            containment[with_code] = np.stack([self.code_containment(codes[i]) for i in with_code])
+        k = self.config.retrieval_top_k
+        floors = (self.config.retrieval_floor, self.config.retrieval_floor, self.config.retrieval_code_floor)
         found = []
-        for by_text, by_code in zip(similarity, code_similarity, strict=True):
+        for by_text, by_code, by_shape in zip(similarity, code_similarity, containment, strict=True):
             best: dict[int, tuple[int, float]] = {}
-            for scores in (by_text, by_code):
+            for scores, floor in zip((by_text, by_code, by_shape), floors, strict=True):
                 masked = np.where(self.eligible, scores, -np.inf)
-                top = np.argsort(-masked, kind="stable")[:k]
-                for rank, index in enumerate(top, start=1):
-                    score = float(masked[index])
-                    if score < floor:
+                rank = 0
+                for index in np.argsort(-masked, kind="stable"):
+                    score, task = float(masked[index]), int(index)
+                    if score < floor or rank == k:
                         break
-                    if index not in best or rank < best[int(index)][0]:
-                        best[int(index)] = (rank, round(score, 4))
+                    if self.generic(task) is not None:  # generic code passes its tests: nothing to verify
+                        continue
+                    rank += 1
+                    if task not in best or rank < best[task][0]:
+                        best[task] = (rank, round(score, 4))
             ordered = sorted(best.items(), key=lambda item: (item[1][0], -item[1][1]))
             found.append([Candidate(task, rank, score) for task, (rank, score) in ordered])
         self.counts.rows_retrieved += len(rows)
@@ -179,6 +220,17 @@ class Cascade:
                 self._benchmarks[task.benchmark], task.task_id
             )
         return self._suites[task.task_id]
+
+    def generic(self, index: int) -> str | None:
+        """The generic program (`core/generic_programs.py`) that passes the task's tests, if one does: running a
+        row on them proves nothing then, and the task is left to the direct layers."""
+        task_id = self.checker.tasks[index].task_id
+        if task_id not in self._generic:
+            suite = self._suite(index)
+            self._generic[task_id] = (
+                None if suite is None else generic_program(suite.inputs, suite.expected, suite.atol, suite.solved_by)
+            )
+        return self._generic[task_id]
 
     def _known_suite(self, index: int) -> execution_match.TaskSuite:
         suite = self._suite(index)
@@ -267,28 +319,44 @@ class Cascade:
         matches = checker.check_rows(rows, progress=self.progress, similarity=similarity)
         if not self.enabled or similarity is None:
             return matches
-        open_rows = [i for i, found in enumerate(matches) if not found]
-        subset = [rows[i] for i in open_rows]
-        candidates = self.retrieve(subset, similarity[open_rows])
-        verdicts = self.execute(subset, candidates)
+        for i, direct in enumerate(matches):  # a paraphrase of a task generic code solves is no evidence either
+            matches[i] = [m for m in direct if m.layer != "semantic" or self.generic(self._index[m.task_id]) is None]
+        open_rows = [i for i, direct in enumerate(matches) if not direct]
+        for i, verified in zip(
+            open_rows, self.verify([rows[i] for i in open_rows], similarity[open_rows]), strict=True
+        ):
+            matches[i] = verified
+        return matches
+
+    def verify(self, rows: Sequence[tuple[str, str]], similarity: np.ndarray) -> list[list[Match]]:
+        """Tiers 2-4 for rows without direct evidence: each row's execution and judge matches."""
+        started = time.perf_counter()
+        candidates = self.retrieve(rows, similarity)
+        self.counts.seconds["retrieval"] += time.perf_counter() - started
+        started = time.perf_counter()
+        verdicts = self.execute(rows, candidates)
+        self.counts.seconds["execution"] += time.perf_counter() - started
+        matches: list[list[Match]] = []
         asks: list[tuple[int, Candidate]] = []
         for j, found in enumerate(candidates):
             solved = []
             for candidate in found:
                 verdict = verdicts[j].get(candidate.task)
                 if verdict is None or verdict["status"] in UNDECIDED:
+                    self.counts.undecided += 1
                     if self.judge is not None:
                         asks.append((j, candidate))
                 elif verdict["status"] == "solved" and verdict["function_tokens"] >= self.config.execution_min_tokens:
                     solved.append(self._execution_match(candidate, verdict))
-            matches[open_rows[j]] = solved
-        scores = self.judge_candidates(subset, asks)
+            matches.append(solved)
+        started = time.perf_counter()
+        scores = self.judge_candidates(rows, asks)
+        self.counts.seconds["judge"] += time.perf_counter() - started
         for (j, candidate), result in zip(asks, scores, strict=True):
             if self.judged_same(result, self.config):
                 assert result.score is not None  # a Yes has a score
-                matches[open_rows[j]].append(self._judge_match(candidate, result.score))
-        for j in range(len(subset)):
-            found_now = matches[open_rows[j]]
+                matches[j].append(self._judge_match(candidate, result.score))
+        for found_now in matches:
             if found_now:
                 found_now.sort(key=lambda m: (m.layer != "execution", m.rank or 0, m.task_id))
                 self.counts.removed[found_now[0].layer] += 1
@@ -365,3 +433,8 @@ class Cascade:
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None
+
+
+def _shingles(code: str) -> set[int]:
+    tokens = canonical_tokens(code)
+    return {hash(" ".join(tokens[i : i + SHAPE_SHINGLE])) for i in range(len(tokens) - SHAPE_SHINGLE + 1)}

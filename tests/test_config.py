@@ -346,6 +346,7 @@ CASCADE_FIELDS: dict[str, Any] = {
     "original": True,
     "retrieval_top_k": 5,
     "retrieval_floor": DecontaminateConfig().retrieval_floor,
+    "retrieval_code_floor": DecontaminateConfig().retrieval_code_floor,
     "execution": True,
     "execution_min_tokens": DecontaminateConfig().execution_min_tokens,
     "sandbox": "auto",

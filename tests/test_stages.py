@@ -75,14 +75,14 @@ def stand_in_model(cache_dir: Path) -> CachedModel:
     return CachedModel(StandInBackend(), ResultCache(cache_dir / "model_calls.sqlite"), progress=False)
 
 
-def _config(tmp_path: Path, name: str, benchmarks_dir, **source):
+def _config(tmp_path: Path, name: str, benchmarks_dir, decontaminate: dict | None = None, **source):
     recipe = {
         "seed": 3,
         "benchmarks_dir": str(benchmarks_dir),
         "source": {"path": str(SAMPLE), **source},
         "generator": {"model": "stand-in"},
         "summarize": {"num_samples": 3},
-        "decontaminate": {"semantic": False},
+        "decontaminate": {"semantic": False, **(decontaminate or {})},
     }
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
     return load_config(tmp_path / f"{name}.yaml", output_dir=str(tmp_path / name))
@@ -184,6 +184,42 @@ def test_pairs_of_contaminated_source_rows_are_removed_when_streamed(builds):
     assert not [r for r in tables["contamination"] if r["layer"] == SOURCE_ROW]
     wheres = [r["where"] for r in tables["contamination"]]
     assert wheres == sorted(wheres, key=lambda w: w != "original")  # the source rows' matches come first
+
+
+def test_action_report_keeps_the_contaminated_rows_and_lists_them(builds, benchmarks_dir, tmp_path, monkeypatch):
+    removed, _ = builds
+    reported = _build(monkeypatch, _config(tmp_path, "report", benchmarks_dir, {"action": "report"}), shard=10_000)
+    kept, cleaned = _tables(reported.dataset_dir), _tables(removed.dataset_dir)
+    flagged = {r["row_id"] for r in kept["contamination"] if r["where"] == "original"}
+    assert flagged == {r["row_id"] for r in cleaned["contamination"] if r["where"] == "original"}
+    assert flagged <= {r["row_id"] for r in kept["original"]}
+    published = flagged & {r["row_id"] for r in kept["default"]}
+    assert published and published <= {r["row_id"] for r in kept["candidates"]}
+    # their pairs are listed as contaminated through their source row; nothing is rejected for contamination
+    inherited = {r["row_id"] for r in kept["contamination"] if r["layer"] == SOURCE_ROW}
+    assert published <= inherited <= flagged
+    assert not [r for r in kept["rejected"] if r["stage"].startswith("decontaminate")]
+    assert reported.counts["source pairs removed by decontamination"] == 0
+    assert reported.counts["source pairs flagged by decontamination"] == len(flagged)
+    card = (reported.dataset_dir / "README.md").read_text()
+    assert "**This dataset is not decontaminated** (`decontaminate.action: report`)" in card
+
+
+def test_without_original_the_corpus_stays_and_the_pairs_are_screened(builds, benchmarks_dir, tmp_path, monkeypatch):
+    removed, _ = builds
+    # (a lower code threshold: with the semantic layer off here, the code layer is what sees a pair's code)
+    settings = {"original": False, "code_threshold": 0.3}
+    corpus = _build(monkeypatch, _config(tmp_path, "corpus", benchmarks_dir, settings), shard=10_000)
+    tables, cleaned = _tables(corpus.dataset_dir), _tables(removed.dataset_dir)
+    dirty = {r["row_id"] for r in cleaned["contamination"] if r["where"] == "original"}
+    assert dirty <= {r["row_id"] for r in tables["original"]}  # the corpus as it is
+    assert not [r for r in tables["contamination"] if r["where"] == "original"]
+    # the pairs made from those rows are caught on their own (their code is the row's) and take their candidates
+    caught = {r["row_id"] for r in tables["contamination"] if r["where"] == "generated"}
+    assert caught & dirty
+    assert not caught & ({r["row_id"] for r in tables["default"]} | {r["row_id"] for r in tables["candidates"]})
+    card = (corpus.dataset_dir / "README.md").read_text()
+    assert "The source corpus itself was not cleaned (`decontaminate.original: false`" in card
 
 
 def test_every_stage_returns_a_stage_result_and_leaves_its_input_alone(benchmarks_dir, tmp_path):

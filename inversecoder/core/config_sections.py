@@ -241,11 +241,15 @@ class DecontaminateConfig(Section):
     statements and by its code against the canonical solutions, the better rank counts) go on to execution and the
     judge; 0 turns the cascade off (direct evidence only). Needs the embedding model (`semantic: true`)."""
     retrieval_floor: Fraction = 0.45
-    """Retrieved tasks below this cosine similarity are not candidates (benchmarks/decontamination_quality.py)."""
+    """Tasks retrieved by embedding below this cosine similarity are not candidates
+    (benchmarks/decontamination_quality.py)."""
+    retrieval_code_floor: Fraction = 0.5
+    """The code's third ranking: the share of a canonical solution's identifier-normalized 3-token shingles found in
+    the row's code (a renamed or rewritten solution keeps most of them); tasks below it are not candidates."""
     execution: bool = True
     """The execution tier: run the row's Python functions on a candidate task's base tests in the sandbox; a
     non-trivial function that passes them all solves the task. Runs only where the sandbox has namespaces."""
-    execution_min_tokens: int = Field(20, ge=1, le=100_000)
+    execution_min_tokens: int = Field(12, ge=1, le=100_000)
     """A solving function (or class) shorter than this many normalized tokens is generic code (`return a + b`),
     not evidence; tasks whose canonical solution is this short are left to the direct layers."""
     execution_workers: int = Field(0, ge=0, le=MAX_CONCURRENCY)

@@ -3,7 +3,7 @@
 The lexical and embedding layers of the decontamination see text; a rewritten solution (new names,
 reordered arguments, wrapped in a class) slips past them yet still answers the task. This tier runs
 the row's code on a candidate task's tests in the sandbox (`verification_suite`: the base tests, topped up
-with plus inputs to 10): if one of its functions passes every base input and 80% of the others, the row
+with plus inputs to 20): if one of its functions passes every base input and 80% of the others, the row
 solves the task.
 
 The row's functions are not named like the task's entry point, so the trusted side reads the code's
@@ -58,10 +58,10 @@ from inversecoder.core.sandbox import Sandbox
 
 SOLVED, FAILED, NO_FUNCTION, LOAD_FAILED, ERROR = "solved", "failed", "no-function", "load-failed", "error"
 #: Cached verdicts are keyed by it: bump it when the adapters, the limits or the verdict rule change.
-VERSION = 2
+VERSION = 3
 #: Inputs a task is checked on at least (its base tests, then its first plus inputs), and the share of the
 #: added ones a solution must pass: a copy that misses an edge case still counts, a chance pass on 3 does not.
-MIN_INPUTS = 10
+MIN_INPUTS = 20
 EXTRA_SHARE = 0.8
 LOAD_SECONDS = 3.0  # loading the row's code (its top-level statements), whatever its tasks
 MAX_RUN_SECONDS = 30.0  # the most one row's run may take besides the 2 s of slack
