@@ -46,6 +46,16 @@ PROGRAM_FAMILIES = (
 TEXT_FAMILIES = ("statement-only", "other-language")
 #: The paper's scale: source rows, candidates per snippet, and what one generation / one judge call holds.
 PAPER_ROWS, PAPER_K, GENERATED_TOKENS, PAPER_PARAMS_B = 111_183, 10, 200, 13.0
+#: MBPP+ problems that are a HumanEval problem (the same inputs and outputs, in other words): flagging them is
+#: right, since a corpus row solving one solves the other; the benchmark prints both statements of each.
+SAME_PROBLEM = {
+    "Mbpp/68": "HumanEval/57",  # is the array monotonic / are the list's elements monotonic
+    "Mbpp/111": "HumanEval/58",  # the common elements of nested lists / of two lists, sorted and unique
+    "Mbpp/433": "HumanEval/52",  # is the number greater than every element / is every element below t
+    "Mbpp/572": "HumanEval/26",  # keep the numbers that occur once / remove the ones that occur more than once
+    "Mbpp/605": "HumanEval/31",  # is the number prime
+    "Mbpp/755": "HumanEval/90",  # the second smallest element (None without one)
+}
 PAPER_NODE_CORES = 64  # CPU cores of an 8x A100 node given to the sandbox (such nodes have 64-128)
 
 
@@ -92,7 +102,9 @@ def measure(args: Any, settings: DecontaminateConfig, rows_labelled: list[dict],
     )
     print(
         f"precision: MBPP+ flagged as HumanEval {mbpp['flagged']}/{mbpp['total']} "
-        f"({mbpp['flagged'] / mbpp['total']:.1%}; target <= 1%), negatives {len(flagged_negatives)}/{len(negatives)} "
+        f"({mbpp['flagged'] / mbpp['total']:.1%}), not the same problem {mbpp['coincidences']}/{mbpp['total']} "
+        f"({mbpp['coincidences'] / mbpp['total']:.1%}; "
+        f"target <= 1%); negatives {len(flagged_negatives)}/{len(negatives)} "
         f"({len(flagged_negatives) / max(len(negatives), 1):.1%}; target <= 2%)"
     )
     return {
@@ -108,6 +120,8 @@ def measure(args: Any, settings: DecontaminateConfig, rows_labelled: list[dict],
         ],
         "retrieval": retrieval,
         "mbpp_flagged": mbpp["flagged"],
+        "mbpp_not_same_problem": mbpp["coincidences"],
+        "mbpp_same_problem": sorted(f"{k} = {v}" for k, v in SAME_PROBLEM.items()),
         "mbpp_total": mbpp["total"],
         "negatives_flagged": len(flagged_negatives),
         "sample_flagged": flagged_sample,
@@ -180,11 +194,20 @@ def mbpp_precision(args: Any, config: DecontaminateConfig, cache: Path, work: Pa
     finally:
         cascade.close()
     flagged = [(task_id, m) for task_id, m in zip(problems, found, strict=True) if m]
-    print(f"\nMBPP+ problems flagged as a HumanEval task: {len(flagged)} of {len(problems)}")
+    statements = {task.task_id: task.description for task in tasks}
+    coincidences = [(t, m) for t, m in flagged if SAME_PROBLEM.get(t) not in {x.task_id for x in m}]
+    print(
+        f"\nMBPP+ problems flagged as a HumanEval task: {len(flagged)} of {len(problems)}, of which "
+        f"{len(flagged) - len(coincidences)} are the same problem (both statements below) and {len(coincidences)} "
+        "are not"
+    )
     for task_id, matches in flagged:
         best = matches[0]
-        print(f"  {task_id} -> {best.task_id} ({best.layer}, {best.score:.3f}): {best.text[:80]!r}")
-    return {"flagged": len(flagged), "total": len(problems), "pairs": [[t, m[0].task_id] for t, m in flagged]}
+        same = "same problem" if SAME_PROBLEM.get(task_id) == best.task_id else "NOT the same problem"
+        print(f"  {task_id} -> {best.task_id} ({best.layer}, {best.score:.3f}; {same}): {best.text[:70]!r}")
+        print(f"      {task_id}: {rows[list(problems).index(task_id)][0][:110]!r}")
+        print(f"      {best.task_id}: {' '.join(statements[best.task_id].split())[:110]!r}")
+    return {"flagged": len(flagged), "coincidences": len(coincidences), "total": len(problems)}
 
 
 def sample_flags(cascade: Cascade, sample: list[dict]) -> list[dict]:

@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 JUDGE_ROW_CHARS = 3000
 #: Tokens per shingle of the retrieval by code shape (3: short solutions have a few; 5, the code layer's, misses them)
 SHAPE_SHINGLE = 3
+#: The most a row's sandboxed run may take (evaluation's per-input limits still apply): a solution of a benchmark
+#: task runs in milliseconds, exponential code on its inputs would otherwise hold a worker for 30 s.
+ROW_SECONDS = 10.0
 #: Statuses of an execution that decide nothing (the row's code never ran a fitting function): judge them.
 UNDECIDED = ("no-function", "load-failed", "error")
 
@@ -274,7 +277,7 @@ class Cascade:
         if not pending or self._open_sandbox() is None:
             return verdicts
         jobs = [(code, [self._known_suite(task) for task in tasks]) for _, code, _, tasks in pending]
-        results = execution_match.verify_many(self._sandbox, jobs, progress=self.progress)
+        results = execution_match.verify_many(self._sandbox, jobs, progress=self.progress, max_seconds=ROW_SECONDS)
         fresh: dict[str, Any] = {}
         for (i, _, code_hash, tasks), row_verdicts in zip(pending, results, strict=True):
             self.counts.sandbox_runs += 1

@@ -44,6 +44,7 @@ class ProximityChecker:
         return False
 ```"""
 GENERIC = "```python\ndef add(a, b):\n    return a + b\n```"
+GENERIC_MAX = "```python\ndef maximum(xs):\n    return max(xs)\n```"
 HANGS = "```python\ndef spin(numbers, threshold):\n    while True:\n        pass\n```"
 NEUTRAL = "Can you make this function easier to read?"
 
@@ -132,3 +133,30 @@ def test_the_execution_tier_off_sends_its_candidates_to_the_judge(checker, tmp_p
 def test_the_judges_decision_rule(score, mass, flagged):
     config = DecontaminateConfig()  # threshold 0.9, Yes + No at least half the first token's probability
     assert Cascade.judged_same(YesNoScore(score, mass), config) is flagged
+
+
+QUICKSORT = """```python
+def quicksort(items):
+    if len(items) <= 1:
+        return items
+    pivot = items[len(items) // 2]
+    left = [x for x in items if x < pivot]
+    middle = [x for x in items if x == pivot]
+    right = [x for x in items if x > pivot]
+    return quicksort(left) + middle + quicksort(right)
+```"""
+
+
+def test_what_generic_code_solves_is_left_to_the_direct_layers(checker, tmp_path, benchmarks_dir):
+    screen = cascade(checker, tmp_path, benchmarks_dir, judge=False)
+    index = {task.task_id: i for i, task in enumerate(checker.tasks)}
+    try:
+        # any sort passes the tests of "sort with shell sort" (Mbpp/428); `a + b` those of HumanEval/53
+        assert screen.generic(index["Mbpp/428"]) == "sorted" and screen.generic(index["HumanEval/53"]) == "add"
+        assert screen.generic(index["HumanEval/0"]) is None and screen.generic(index["HumanEval/61"]) is None
+        rows = [("Implement quicksort in Python.", QUICKSORT), ("Return the largest item of a list.", GENERIC_MAX)]
+        direct = checker.check_rows(rows)
+        assert direct[1] and direct[1][0].layer == "semantic"  # a paraphrase of HumanEval/35 ...
+        assert screen.check_rows(rows) == [[], []]  # ... which `max` solves: no evidence, nor is the quicksort
+    finally:
+        screen.close()

@@ -220,10 +220,11 @@ def run_adapters(
     adapter on every input (a fresh deep copy each time: programs mutate their inputs), writing one
     page record per (task, adapter, input) in that order. After an adapter's first raise, timeout or
     unencodable output among a job's first `must` inputs, its remaining inputs get a cheap RAISED record
-    each, so the records always align; the judge decides the rest outside."""
+    each, so the records always align; a definition that runs out of time is not called again (exponential
+    code on a benchmark's inputs would spend every adapter's limits). The judge decides the rest outside."""
     from evalplus.eval.utils import create_tempdir, reliability_guard, swallow_io, time_limit
 
-    deepcopy = copy.deepcopy  # bound before the program can patch the module
+    deepcopy, monotonic = copy.deepcopy, time.monotonic  # bound before the program can patch the modules
     page = checker._Page(shared, sum(len(inputs) * len(specs) for inputs, specs, _ in jobs))
     with create_tempdir():
         rmtree, rmdir, chdir = shutil.rmtree, os.rmdir, os.chdir
@@ -233,13 +234,15 @@ def run_adapters(
             _load(code, namespace, load_seconds, swallow_io, time_limit)
             page.state = checker._LOADED
             page.commit()
+            slow: set[str] = set()  # definitions that ran out of time once: not called again in this run
             for (inputs, specs, must), limits in zip(jobs, time_limits, strict=True):
                 for spec in specs:
-                    failed = False
+                    failed = spec[1] in slow
                     for position, (inp, limit) in enumerate(zip(inputs, limits, strict=True)):
                         if failed:
                             page.add(checker.RAISED)
                             continue
+                        started = monotonic()
                         try:
                             args = deepcopy(inp)
                             with time_limit(limit), swallow_io():
@@ -247,6 +250,9 @@ def run_adapters(
                         except BaseException:
                             page.add(checker.RAISED)
                             failed = position < must
+                            if monotonic() - started >= limit:
+                                slow.add(spec[1])
+                                failed = True
                             continue
                         data = values.encode(out)
                         failed = data is None and position < must
