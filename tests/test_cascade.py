@@ -160,3 +160,57 @@ def test_what_generic_code_solves_is_left_to_the_direct_layers(checker, tmp_path
         assert screen.check_rows(rows) == [[], []]  # ... which `max` solves: no evidence, nor is the quicksort
     finally:
         screen.close()
+
+
+def _he0_with(prelude: str) -> str:
+    """HumanEval/0 renamed, with `prelude` run first in the function (the code shape stays: it is retrieved)."""
+    body = RENAMED_HE0.split("```python\n")[1].split("```")[0]
+    head, rest = body.split("\n", 1)
+    return (
+        "```python\nimport os\n"
+        + head
+        + "\n"
+        + "".join(f"    {line}\n" for line in prelude.splitlines())
+        + rest
+        + "```"
+    )
+
+
+def test_hostile_rows_never_stop_a_build_and_the_card_counts_the_tiers(benchmarks_dir, tmp_path, monkeypatch):
+    import json
+
+    import yaml
+    from test_stages import stand_in_model
+
+    from inversecoder.builders import pipeline
+    from inversecoder.hub_cards.dataset_card import write_dataset_card
+
+    hostile = {
+        "hangs": "while True:\n    pass",
+        "forks": "while True:\n    os.fork()",
+        "reads": "open('/etc/passwd').read()\nopen(os.path.expanduser('~/.bashrc')).read()",
+        "prints": "print('x' * 50_000_000)\nraise SystemExit",
+    }
+    rows = [{"instruction": NEUTRAL, "response": _he0_with(code)} for code in hostile.values()]
+    rows.append({"instruction": NEUTRAL, "response": RENAMED_HE0})
+    source = tmp_path / "hostile.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    recipe = {
+        "benchmarks_dir": str(benchmarks_dir),
+        "source": {"path": str(source)},
+        "generator": {"model": "stand-in"},
+        "summarize": {"num_samples": 2},
+        "decontaminate": {"judge": False},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    config = load_config(tmp_path / "r.yaml", output_dir=str(tmp_path / "out"))
+    monkeypatch.setattr(pipeline, "open_model", lambda config, *a, **k: stand_in_model(config.layout.cache))
+    result = pipeline.build_dataset(config, progress=False, write_card=write_dataset_card)
+    assert result.counts["source pairs removed by decontamination"] == 1  # the clean rewrite, by execution
+    assert result.counts["usable source rows"] == 5
+    card = (result.dataset_dir / "README.md").read_text()
+    assert (
+        "| execution | 0 | 1 |" in card and "verified by execution" in card and "no judge (decontaminate.judge" in card
+    )
+    report = json.loads((result.dataset_dir / "build_report.json").read_text())["decontamination"]["cascade"]
+    assert report["executed"] >= 5 and report["execution"]["sandbox"].startswith("namespaces")

@@ -28,6 +28,7 @@ def test_every_shipped_file_has_its_source_and_license_documented():
         data.DEMO_SAMPLE,
         data.CALIBRATION_SET,
         data.REPHRASED_SET,
+        data.DECONTAMINATION_QUALITY,
         data.TINY_MODEL_CORPUS,
     ):
         assert path.relative_to(data.DATA_DIR).as_posix() in readme, path
@@ -71,3 +72,12 @@ def test_the_rephrased_set_has_every_family_and_only_real_tasks():
             assert "```" in row["response"], row["id"]
         else:
             assert "```" not in row["response"], row["id"]
+
+
+def test_the_measured_decontamination_quality_holds_what_the_card_quotes():
+    quality = data.read_quality(data.require(data.DECONTAMINATION_QUALITY))
+    assert quality is not None, "data/decontamination_quality.json does not parse: rerun the quality benchmark"
+    for key in ("measured", "positives", "negatives", "recall_programs", "mbpp_flagged", "mbpp_total"):
+        assert key in quality, key
+    assert quality["families"] and all({"family", "items", "recall"} <= set(row) for row in quality["families"])
+    assert data.read_quality(data.DATA_DIR / "no-such-file.json") is None
