@@ -413,7 +413,9 @@ class Cascade:
             "enabled": True,
             "top_k": config.retrieval_top_k,
             "floor": config.retrieval_floor,
+            "code_floor": config.retrieval_code_floor,
             "min_tokens": config.execution_min_tokens,
+            "tasks": len(self.eligible),
             "eligible_tasks": int(self.eligible.sum()),
             "execution": None
             if self.execution_off_reason
