@@ -50,7 +50,6 @@ PAPER_ROWS, PAPER_K, GENERATED_TOKENS, PAPER_PARAMS_B = 111_183, 10, 200, 13.0
 #: right, since a corpus row solving one solves the other; the benchmark prints both statements of each.
 SAME_PROBLEM = {
     "Mbpp/68": "HumanEval/57",  # is the array monotonic / are the list's elements monotonic
-    "Mbpp/111": "HumanEval/58",  # the common elements of nested lists / of two lists, sorted and unique
     "Mbpp/433": "HumanEval/52",  # is the number greater than every element / is every element below t
     "Mbpp/572": "HumanEval/26",  # keep the numbers that occur once / remove the ones that occur more than once
     "Mbpp/605": "HumanEval/31",  # is the number prime

@@ -4,26 +4,32 @@ Rewrites of a benchmark problem (renamed functions, reworded statements, loops r
 escape the direct layers (`builders/decontaminate.py`), yet their most similar benchmark task is
 almost always among the first few: the similarity ranking is good where a single global threshold is
 not. So, for each row the direct layers did not flag:
-1. retrieval: its `retrieval_top_k` most similar tasks, by the row's instruction against the problem
-   statements and by its code against the canonical solutions (the better rank counts), at or above
-   `retrieval_floor`. Tasks whose canonical solution is shorter than `execution_min_tokens` are never
-   candidates: code that solves them (`return a + b`) is everywhere, and proves nothing;
+1. retrieval: its `retrieval_top_k` most similar tasks by three rankings (the better rank counts): its
+   instruction against the problem statements and its code against the canonical solutions, by
+   embedding (cosine >= `retrieval_floor`; on a CPU the int8 screen's similarities), and its code's
+   shape, the share of a solution's identifier-normalized 3-token shingles it holds (>=
+   `retrieval_code_floor`: embeddings of code miss renamed one-liners). Two kinds of task are never
+   candidates, since passing their tests or sharing their statement proves nothing: those whose
+   canonical solution is shorter than `execution_min_tokens`, and those a generic program solves
+   (`sorted(xs)`, `a + b`: `core/generic_programs.py`); the direct layers still see them;
 2. execution: the row's Python code runs in the sandbox on each candidate's tests, every top-level
    function (and class method) whose parameters fit tried as the entry point, arguments permuted,
    merged or passed to a constructor (`core/execution_match.py`). A function of at least
    `execution_min_tokens` tokens that passes every base input of the task, and 80% of the plus inputs
-   that top them up to 10, solves the task: contaminated, whatever its wording. All base inputs: they
+   that top them up to 20, solves the task: contaminated, whatever its wording. All base inputs: they
    are what evalplus's base score asks of a solution. Not only them: MBPP has 3, and utilities written
    for other problems passed them by chance (5 of 108 negatives); 80% of the others, so that a copy
    that misses an edge case still counts. The verdict is reached in this process from the outputs the
-   program returned, never inside it;
+   program returned, never inside it; a row's run is capped at ROW_SECONDS;
 3. judge: candidates execution cannot decide (no Python code, no function whose parameters fit, code
-   that fails to load) are put to the judge model (default: the generator M) as "same problem?",
-   scored by the exact P(Yes) of the self-evaluation; P(Yes) >= `judge_threshold`, with Yes + No holding
-   at least `judge_min_mass` of the first token's probability, removes the row.
+   that fails to load or is too long to run) are put to the judge model (default: the generator M) as
+   "same problem?", scored by the exact P(Yes) of the self-evaluation; P(Yes) >= `judge_threshold`, with
+   Yes + No holding at least `judge_min_mass` of the first token's probability, removes the row. A call
+   that fails (a prompt longer than the model's context) decides nothing; the card counts them.
 
-Execution verdicts are cached in `OUTPUT/.cache/executions.sqlite` (by code, task, benchmark version and
-limits) and judge calls in the model-call cache, so a rerun executes nothing and calls no model.
+A row's run is the unit of the execution cache (`OUTPUT/.cache/executions.sqlite`: by code, candidate tasks
+in order, benchmark versions and every setting of the run: its tasks share its time limit), and judge calls
+are model calls (cached too), so a rerun executes nothing and calls no model.
 """
 
 from __future__ import annotations
@@ -56,6 +62,10 @@ SHAPE_SHINGLE = 3
 #: The most a row's sandboxed run may take (evaluation's per-input limits still apply): a solution of a benchmark
 #: task runs in milliseconds, exponential code on its inputs would otherwise hold a worker for 30 s.
 ROW_SECONDS = 10.0
+#: Longer Python code is not run (its parsing and loading would cost more than a row is worth): it is judged.
+MAX_CODE_CHARS = 50_000
+#: Statuses of a verdict on which no code ran (nothing fit, or the sandbox failed)
+NOT_RUN = ("no-function", "error")
 #: Statuses of an execution that decide nothing (the row's code never ran a fitting function): judge them.
 UNDECIDED = ("no-function", "load-failed", "error")
 
@@ -66,7 +76,7 @@ class Candidate:
 
     task: int  # index into the checker's tasks
     rank: int  # 1: the row's most similar task (the better of its instruction's and its code's rank)
-    similarity: float  # the cosine similarity behind that rank
+    similarity: float  # the score behind that rank: a cosine similarity, or the share of a solution's shingles
 
 
 @dataclass
@@ -80,6 +90,7 @@ class CascadeCounts:
     sandbox_runs: int = 0  # sandboxed processes started (one per row)
     undecided: int = 0  # (row, task) candidates execution could not decide (put to the judge when there is one)
     judged: int = 0  # (row, task) candidates put to the judge
+    judge_errors: int = 0  # ... whose call failed (decided nothing)
     seconds: dict[str, float] = field(default_factory=lambda: {"retrieval": 0.0, "execution": 0.0, "judge": 0.0})
     removed: dict[str, int] = field(default_factory=lambda: {"execution": 0, "judge": 0})
 
@@ -104,12 +115,12 @@ class Cascade:
         self.progress = progress
         self.sandbox_hidden = list(sandbox_hidden)
         self.counts = CascadeCounts()
+        self.owned: list[CachedModel | None] = []  # models opened for this cascade (a separate judge)
         self.enabled = checker.embedder is not None and config.retrieval_top_k > 0
         self.execution_off_reason = "" if config.execution else "decontaminate.execution is false"
         self._sandbox: Any = None
         self._suites: dict[str, execution_match.TaskSuite | None] = {}
         self._generic: dict[str, str | None] = {}
-        self._index = {task.task_id: i for i, task in enumerate(checker.tasks)}
         self._cache: ResultCache | None = None
         self._benchmark_source = benchmark_source
         self._benchmarks: dict[str, Benchmark] = {}
@@ -117,12 +128,10 @@ class Cascade:
         #: tasks too short to prove anything by execution or by a judge (left to the direct layers)
         self.eligible = np.array([len(canonical_tokens(t.solution)) >= config.execution_min_tokens for t in tasks])
         self._solution_embeddings: np.ndarray | None = None
-        self._postings: dict[int, np.ndarray] = {}
+        self._postings: dict[str, np.ndarray] = {}
         self._shingle_totals = np.zeros(len(tasks), dtype=np.int64)
         if self.enabled:
             self._index_solutions()
-            assert checker.embedder is not None
-            self._solution_embeddings = checker.embedder.encode([t.solution for t in tasks])
 
     # -- retrieval --------------------------------------------------------------------------------------
     def _index_solutions(self) -> None:
@@ -131,7 +140,7 @@ class Cascade:
         assert self.checker.embedder is not None
         tasks = self.checker.tasks
         self._solution_embeddings = self.checker.embedder.encode([t.solution for t in tasks])
-        postings: dict[int, list[int]] = {}
+        postings: dict[str, list[int]] = {}
         for index, task in enumerate(tasks):
             shingles = _shingles(task.solution)
             self._shingle_totals[index] = len(shingles)
@@ -190,13 +199,18 @@ class Cascade:
             from inversecoder.core.groundtruth import open_sandbox
             from inversecoder.core.sandbox import NAMESPACE_LEVELS
 
-            sandbox = open_sandbox(
-                self.config.execution_workers,
-                isolation=self.config.sandbox,
-                allow_weak_sandbox=True,
-                hidden=self.sandbox_hidden,
-                setting="decontaminate.allow_weak_sandbox",
-            )
+            try:
+                sandbox = open_sandbox(
+                    self.config.execution_workers,
+                    isolation=self.config.sandbox,
+                    allow_weak_sandbox=True,
+                    hidden=self.sandbox_hidden,
+                    setting="decontaminate.allow_weak_sandbox",
+                )
+            except Exception as error:  # no sandbox here: the candidates go to the judge, the card says why
+                self.execution_off_reason = f"the sandbox could not start ({str(error).splitlines()[0][:200]})"
+                logger.warning(f"decontaminate: execution tier off: {self.execution_off_reason}")
+                return None
             if sandbox.level not in NAMESPACE_LEVELS and not self.config.allow_weak_sandbox:
                 self.execution_off_reason = (
                     f"the sandbox reached only level '{sandbox.level}' (no namespaces): corpus programs are not run "
@@ -226,7 +240,8 @@ class Cascade:
 
     def generic(self, index: int) -> str | None:
         """The generic program (`core/generic_programs.py`) that passes the task's tests, if one does: running a
-        row on them proves nothing then, and the task is left to the direct layers."""
+        row on them proves nothing then, nor does a judge's "same problem" (a generic request is one), and the
+        task is left to the direct layers."""
         task_id = self.checker.tasks[index].task_id
         if task_id not in self._generic:
             suite = self._suite(index)
@@ -240,53 +255,55 @@ class Cascade:
         assert suite is not None  # only tasks with a suite are run
         return suite
 
-    def _verdict_key(self, code_hash: str, index: int) -> str:
-        task = self.checker.tasks[index]
+    def _run_key(self, code_hash: str, tasks: list[int]) -> str:
+        """A row's run is one unit (its tasks share its time and the definitions found too slow): its verdicts
+        are cached under the code, the tasks in order, the benchmarks' versions and every setting of the run."""
         return cache_key(
             kind="execution",
             version=execution_match.VERSION,
+            settings=execution_match.settings() | {"row_seconds": ROW_SECONDS},
             code=code_hash,
-            task=task.task_id,
-            benchmark=self.checker.versions.get(task.benchmark, ""),
+            tasks=[self.checker.tasks[task].task_id for task in tasks],
+            benchmarks=self.checker.versions,
         )
 
     def execute(self, rows: Sequence[tuple[str, str]], candidates: list[list[Candidate]]) -> list[dict[int, Any]]:
-        """Per row: candidate task -> its execution verdict (a dict), for rows with Python code."""
+        """Per row: candidate task -> its execution verdict (a dict), for rows with Python code (up to
+        MAX_CODE_CHARS of it: a longer row goes to the judge)."""
         verdicts: list[dict[int, Any]] = [{} for _ in rows]
         if self.execution_off_reason or not any(candidates):
             return verdicts
         if self._cache is None:
             self._cache = ResultCache(self.layout.cache / "executions.sqlite")
-        pending: list[tuple[int, str, str, list[int]]] = []  # row, code, code hash, task indexes not cached
+        runs: list[tuple[int, str, list[int], str]] = []  # row, code, its tasks, the run's key
         for i, ((_, response), found) in enumerate(zip(rows, candidates, strict=True)):
             code = execution_match.python_code(response) if found else None
-            if code is None:
+            tasks = [c.task for c in found if self._suite(c.task) is not None]
+            if code is None or len(code) > MAX_CODE_CHARS or not tasks:
                 continue
             code_hash = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
-            keys = {c.task: self._verdict_key(code_hash, c.task) for c in found if self._suite(c.task) is not None}
-            stored = self._cache.get_many(list(keys.values()))
-            missing = []
-            for task, key in keys.items():
-                if key in stored:
-                    verdicts[i][task] = stored[key]
-                    self.counts.executions_cached += 1
-                else:
-                    missing.append(task)
-            if missing:
-                pending.append((i, code, code_hash, missing))
+            runs.append((i, code, tasks, self._run_key(code_hash, tasks)))
+        stored = self._cache.get_many([key for *_, key in runs])
+        pending = []
+        for i, code, tasks, key in runs:
+            if key in stored and len(stored[key]) == len(tasks):
+                verdicts[i].update(zip(tasks, stored[key], strict=True))
+                self.counts.executions_cached += sum(v["status"] not in NOT_RUN for v in stored[key])
+            else:
+                pending.append((i, code, tasks, key))
         if not pending or self._open_sandbox() is None:
             return verdicts
-        jobs = [(code, [self._known_suite(task) for task in tasks]) for _, code, _, tasks in pending]
+        jobs = [(code, [self._known_suite(task) for task in tasks]) for _, code, tasks, _ in pending]
         results = execution_match.verify_many(self._sandbox, jobs, progress=self.progress, max_seconds=ROW_SECONDS)
         fresh: dict[str, Any] = {}
-        for (i, _, code_hash, tasks), row_verdicts in zip(pending, results, strict=True):
-            self.counts.sandbox_runs += 1
-            for task, verdict in zip(tasks, row_verdicts, strict=True):
-                value = asdict(verdict)
-                verdicts[i][task] = value
-                self.counts.executed += 1
-                if verdict.status != "error":  # the sandbox failed, not the program: try again next run
-                    fresh[self._verdict_key(code_hash, task)] = value
+        for (i, _, tasks, key), row_verdicts in zip(pending, results, strict=True):
+            values = [asdict(verdict) for verdict in row_verdicts]
+            verdicts[i].update(zip(tasks, values, strict=True))
+            ran = sum(v["status"] not in NOT_RUN for v in values)
+            self.counts.executed += ran
+            self.counts.sandbox_runs += ran > 0
+            if not any(v["status"] == "error" for v in values):  # the sandbox failed, not the program: next run
+                fresh[key] = values
         self._cache.put_many(fresh)
         return verdicts
 
@@ -322,8 +339,6 @@ class Cascade:
         matches = checker.check_rows(rows, progress=self.progress, similarity=similarity)
         if not self.enabled or similarity is None:
             return matches
-        for i, direct in enumerate(matches):  # a paraphrase of a task generic code solves is no evidence either
-            matches[i] = [m for m in direct if m.layer != "semantic" or self.generic(self._index[m.task_id]) is None]
         open_rows = [i for i, direct in enumerate(matches) if not direct]
         for i, verified in zip(
             open_rows, self.verify([rows[i] for i in open_rows], similarity[open_rows]), strict=True
@@ -356,6 +371,7 @@ class Cascade:
         scores = self.judge_candidates(rows, asks)
         self.counts.seconds["judge"] += time.perf_counter() - started
         for (j, candidate), result in zip(asks, scores, strict=True):
+            self.counts.judge_errors += result.error is not None
             if self.judged_same(result, self.config):
                 assert result.score is not None  # a Yes has a score
                 matches[j].append(self._judge_match(candidate, result.score))
@@ -432,14 +448,20 @@ class Cascade:
             "executions_cached": done.executions_cached,
             "sandbox_runs": done.sandbox_runs,
             "judged": done.judged,
+            "judge_errors": done.judge_errors,
         }
 
     def close(self) -> None:
+        for model in self.owned:
+            if model is not None:
+                model.backend.close()
+        self.owned.clear()
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None
 
 
-def _shingles(code: str) -> set[int]:
+def _shingles(code: str) -> set[str]:
+    """The code's shingles as strings (not `hash()`es: those change with PYTHONHASHSEED, and so would collisions)."""
     tokens = canonical_tokens(code)
-    return {hash(" ".join(tokens[i : i + SHAPE_SHINGLE])) for i in range(len(tokens) - SHAPE_SHINGLE + 1)}
+    return {" ".join(tokens[i : i + SHAPE_SHINGLE]) for i in range(len(tokens) - SHAPE_SHINGLE + 1)}

@@ -26,6 +26,7 @@ from inversecoder.builders.decontaminate import (
     summarize_report,
 )
 from inversecoder.builders.stage import StageContext, StageResult
+from inversecoder.core.data import DOWNLOAD
 from inversecoder.core.rows import Rejected
 
 GENERATED_REMOVED = "generated pairs removed by decontamination"
@@ -130,8 +131,13 @@ def open_screen(config, context: StageContext) -> Screen:
             judge,
             progress=context.progress,
             benchmark_source=(config.benchmarks_dir, context.layout.benchmark_cache),
-            sandbox_hidden=[str(context.layout.benchmark_cache)],
+            sandbox_hidden=[
+                str(context.layout.benchmark_cache),
+                *([config.benchmarks_dir] if config.benchmarks_dir not in (None, DOWNLOAD) else []),
+            ],
         )
+        if judge is not context.model:
+            cascade.owned.append(judge)  # closed with the cascade
         context.state["decontaminate"] = Screen(cascade, remove=settings.action == "remove")
     return context.state["decontaminate"]
 

@@ -155,9 +155,10 @@ def test_what_generic_code_solves_is_left_to_the_direct_layers(checker, tmp_path
         assert screen.generic(index["Mbpp/428"]) == "sorted" and screen.generic(index["HumanEval/53"]) == "add"
         assert screen.generic(index["HumanEval/0"]) is None and screen.generic(index["HumanEval/61"]) is None
         rows = [("Implement quicksort in Python.", QUICKSORT), ("Return the largest item of a list.", GENERIC_MAX)]
-        direct = checker.check_rows(rows)
-        assert direct[1] and direct[1][0].layer == "semantic"  # a paraphrase of HumanEval/35 ...
-        assert screen.check_rows(rows) == [[], []]  # ... which `max` solves: no evidence, nor is the quicksort
+        quicksort, paraphrase = screen.check_rows(rows)
+        assert quicksort == []  # it passes four MBPP sort tasks' tests, as `sorted` does: no evidence
+        # the direct layers still see those tasks: this instruction paraphrases HumanEval/35's statement
+        assert [(m.task_id, m.layer) for m in paraphrase] == [("HumanEval/35", "semantic")]
     finally:
         screen.close()
 

@@ -115,7 +115,7 @@ def _dunder(name: str) -> bool:
     return name != "__call__" and name.startswith("__") and name.endswith("__")
 
 
-def _class(node: ast.ClassDef, code: str) -> Definition:
+def _class(node: ast.ClassDef, lines: list[str]) -> Definition:
     methods: list[tuple[str, Params]] = []
     init: Params | None = None
     plain = all(isinstance(b, ast.Name) and b.id == "object" for b in node.bases)
@@ -140,22 +140,27 @@ def _class(node: ast.ClassDef, code: str) -> Definition:
         init = Params(sum(f.value is None for f in fields), len(fields))
     elif init is None and plain:
         init = Params(0, 0)
-    tokens = len(canonical_tokens(ast.get_source_segment(code, node) or ""))
-    return Definition(node.name, init, tokens, tuple(methods), is_class=True)
+    return Definition(node.name, init, len(canonical_tokens(_segment(lines, node))), tuple(methods), is_class=True)
+
+
+def _segment(lines: list[str], node: ast.stmt) -> str:
+    """The lines of `node`'s source (ast.get_source_segment splits the whole source at every call: quadratic)."""
+    return "".join(lines[node.lineno - 1 : node.end_lineno or node.lineno])
 
 
 def definitions(tree: ast.Module, code: str) -> list[Definition]:
     """The module's top-level functions and classes, each name as its last definition leaves it."""
     found: dict[str, Definition | None] = {}
+    lines = [line + "\n" for line in code.split("\n")]  # numbered as ast numbers them (splitlines splits on more)
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             found.pop(node.name, None)  # a redefinition: the last one counts, in its place
             if isinstance(node, ast.ClassDef):
-                found[node.name] = _class(node, code)
+                found[node.name] = _class(node, lines)
             elif isinstance(node, ast.FunctionDef) and _candidate(node.name):
                 params = _params(node.args, bound=False)
-                segment = ast.get_source_segment(code, node) or ""
-                found[node.name] = Definition(node.name, params, len(canonical_tokens(segment))) if params else None
+                tokens = len(canonical_tokens(_segment(lines, node)))
+                found[node.name] = Definition(node.name, params, tokens) if params else None
     return [item for item in found.values() if item is not None]
 
 

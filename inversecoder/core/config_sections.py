@@ -263,7 +263,8 @@ class DecontaminateConfig(Section):
     """The judge tier: for candidates execution cannot decide (no runnable Python function, other languages,
     statements without code), the judge model's P(Yes) that the row and the task are the same problem."""
     judge_model: Text | None = None
-    """The judge (a Hub id or a local folder, served like the generator); default: the generator M."""
+    """The judge (a Hub id or a local folder); default: the generator M. Another model than M runs in-process
+    (`transformers`), as an evaluated model does when the generator is served."""
     judge_threshold: Fraction = 0.9
     """P(Yes) / (P(Yes) + P(No)) at or above which the judge's Yes removes the row."""
     judge_min_mass: float = Field(0.5, ge=0, le=1)

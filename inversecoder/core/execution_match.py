@@ -58,7 +58,7 @@ from inversecoder.core.sandbox import Sandbox
 
 SOLVED, FAILED, NO_FUNCTION, LOAD_FAILED, ERROR = "solved", "failed", "no-function", "load-failed", "error"
 #: Cached verdicts are keyed by it: bump it when the adapters, the limits or the verdict rule change.
-VERSION = 3
+VERSION = 4
 #: Inputs a task is checked on at least (its base tests, then its first plus inputs), and the share of the
 #: added ones a solution must pass: a copy that misses an edge case still counts, a chance pass on 3 does not.
 MIN_INPUTS = 20
@@ -66,7 +66,8 @@ EXTRA_SHARE = 0.8
 LOAD_SECONDS = 3.0  # loading the row's code (its top-level statements), whatever its tasks
 MAX_RUN_SECONDS = 30.0  # the most one row's run may take besides the 2 s of slack
 _LAX_ORACLES = frozenset({"are_equivalent", "sum_div"})
-_MAX_PAGE = 256 * 1024**2  # outputs beyond the page's room are compared by digest (`checker._Page`)
+_MAX_PAGE = 32 * 1024**2  # outputs beyond the page's room are compared by digest (`checker._Page`); it is what
+# the trusted process reads back per run, one run per sandbox worker at a time
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,19 @@ def task_suites(benchmark: Benchmark, expected: dict[str, Any]) -> dict[str, Tas
             checker.expectation(oracle["base"], inputs),
         )
     return suites
+
+
+def settings() -> dict[str, Any]:
+    """Everything besides the code and the tasks that decides a verdict (part of the cached verdicts' key)."""
+    return {
+        "min_inputs": MIN_INPUTS,
+        "extra_share": EXTRA_SHARE,
+        "load_seconds": LOAD_SECONDS,
+        "max_adapters": DEFAULT_MAX_ADAPTERS,
+        "min_time_limit": checker.DEFAULT_MIN_TIME_LIMIT,
+        "gt_time_limit_factor": checker.DEFAULT_GT_TIME_LIMIT_FACTOR,
+        "max_page": _MAX_PAGE,
+    }
 
 
 def verification_suite(benchmark: Benchmark, task_id: str, min_inputs: int = MIN_INPUTS) -> TaskSuite | None:
