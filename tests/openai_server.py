@@ -168,6 +168,12 @@ class OpenAIServer:
         headers = {"Retry-After": str(faults["retry_after"])} if "retry_after" in faults else {}
         return web.json_response({"error": {"message": "injected", "code": status}}, status=status, headers=headers)
 
+    async def _read(self, request: web.Request) -> tuple[Any, web.StreamResponse | None]:
+        """The request's JSON body, or the fault that answers it instead."""
+        raw = await request.read()
+        fault = await self._fault(request, raw)
+        return (None, fault) if fault is not None else (json.loads(raw), None)
+
     # -- routes -------------------------------------------------------------------------------------
     async def models(self, request: web.Request) -> web.Response:
         entry = {"id": self.served_name, "object": "model", "owned_by": self.dialect, "root": self.served_name}
@@ -191,11 +197,9 @@ class OpenAIServer:
         return list(self.engine.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        fault = await self._fault(request, raw)
+        body, fault = await self._read(request)
         if fault is not None:
             return fault
-        body = json.loads(raw)
         if body.get("model") != self.served_name:
             return web.json_response({"error": {"message": f"model {body.get('model')} does not exist"}}, status=404)
         ids = self._ids(body["prompt"])
@@ -236,11 +240,9 @@ class OpenAIServer:
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         """SGLang's native route, the part of it the `sglang` dialect uses for scores."""
-        raw = await request.read()
-        fault = await self._fault(request, raw)
+        body, fault = await self._read(request)
         if fault is not None:
             return fault
-        body = json.loads(raw)
         ids = [int(i) for i in body["input_ids"]]
         out, rows, _ = await asyncio.to_thread(self.engine.sample, ids, body)
         meta: dict[str, Any] = {"prompt_tokens": len(ids), "completion_tokens": len(out), "id": "double"}

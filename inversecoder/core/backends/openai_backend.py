@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from inversecoder.core.backends import openai_protocol as wire
 from inversecoder.core.backends.base import BackendInfo, Completion, GenerationRequest, SamplingParams, YesNoScore
 from inversecoder.core.backends.http import JsonClient, StatusError, classify_http
-from inversecoder.core.backends.served_backend import Call, ServedBackend, served_settings
+from inversecoder.core.backends.served_backend import Call, ServedBackend
 from inversecoder.core.backends.serving import (
     Endpoint,
     ItemError,
@@ -118,17 +118,8 @@ class OpenAIBackend(ServedBackend):
         self._by_text = {self._tokenizer.decode([i]): i for ids in self._answers.values() for i in ids}
 
     @classmethod
-    def from_config(cls, config: GeneratorConfig, progress: bool = True) -> OpenAIBackend:
-        if not config.model:
-            raise ConfigError("generator.model is required: a Hub model id or a local model folder")
-        return cls(
-            config.endpoints,
-            config.model,
-            config.revision,
-            dialect=config.backend,
-            progress=progress,
-            **served_settings(config),
-        )
+    def engine_settings(cls, config: GeneratorConfig) -> dict[str, Any]:
+        return {"dialect": config.backend}
 
     # -- protocol -------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -213,11 +204,7 @@ class OpenAIBackend(ServedBackend):
             missing = [i for i in answer_ids if i not in logprobs]
             if missing:
                 if self._too_long(n + 1, 1):
-                    raise ItemError(
-                        f"prompt has {n} tokens: no room to read the exact logprob of an answer token outside the "
-                        f"top {wire.TOP_LOGPROBS} (max_model_len {self.max_model_len})",
-                        final=True,
-                    )
+                    raise self._no_room(n, wire.TOP_LOGPROBS, f"max_model_len {self.max_model_len}")
                 found = await asyncio.gather(*(self._appended_logprob(call, ids, i) for i in missing))
                 logprobs.update(zip(missing, found, strict=True))
         except ItemError as error:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from inversecoder.core.backends import openai_protocol as wire
 from inversecoder.core.backends.http import JsonClient, classify_http
 from inversecoder.core.backends.openai_backend import TOKENIZER_PROBES, folder_names
-from inversecoder.core.backends.serving import LoopRunner, format_report, local_tokenizer, normalize_url
+from inversecoder.core.backends.serving import format_report, local_tokenizer, normalize_url, run_check
 from inversecoder.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,19 +56,11 @@ def check_endpoints(config: GeneratorConfig, timeout: float | None = None) -> li
     async def run() -> list[dict[str, Any]]:
         client = JsonClient(len(urls))
         try:
-            rows = await asyncio.gather(*(one(client, url) for url in urls))
+            return list(await asyncio.gather(*(one(client, url) for url in urls)))
         finally:
             await client.aclose()
-        identities = {(r.get("model_id"), r.get("max_model_len")) for r in rows if r.get("model_id")}
-        for row in rows:
-            row["consistent"] = len(identities) <= 1 if row.get("model_id") else None
-        return list(rows)
 
-    runner = LoopRunner(None)
-    try:
-        return runner.run(run)
-    finally:
-        runner.close()
+    return run_check(run, ("model_id", "max_model_len"))
 
 
 async def _tokenizer_check(client: JsonClient, url: str, model_id: str, tokenizer: Any, timeout: float) -> str:

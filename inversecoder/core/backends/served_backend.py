@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from inversecoder.core.backends.base import (
     Backend,
@@ -39,6 +39,9 @@ from inversecoder.core.backends.serving import (
     origin,
 )
 from inversecoder.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from inversecoder.core.config import GeneratorConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,6 +126,19 @@ class ServedBackend(Backend):
         self._warned_setup = False
         self._runner = LoopRunner(token)
         self._finalizer = weakref.finalize(self, self._runner.close)
+
+    @classmethod
+    def from_config(cls, config: GeneratorConfig, progress: bool = True) -> Self:
+        if not config.model:
+            raise ConfigError("generator.model is required: a Hub model id or a local model folder")
+        settings = {**served_settings(config), **cls.engine_settings(config)}
+        engine: Any = cls  # each engine's constructor takes (endpoints, model, revision, ..., its own settings)
+        return engine(config.endpoints, config.model, config.revision, progress=progress, **settings)
+
+    @classmethod
+    def engine_settings(cls, config: GeneratorConfig) -> dict[str, Any]:
+        """The engine's own settings from the config (beyond `served_settings`)."""
+        return {}
 
     # -- what an engine supplies ------------------------------------------------------------------
     @abc.abstractmethod
@@ -268,6 +284,16 @@ class ServedBackend(Backend):
             await self._in_session(session, sum(len(b) for b in batches), desc)
 
         return self._runner.stream(work)
+
+    @staticmethod
+    def _no_room(n: int, top: int, limit: str) -> ItemError:
+        """The final error of a prompt with no room for one more token: its answer tokens outside the top
+        `top` cannot be read from prompt logprobs."""
+        return ItemError(
+            f"prompt has {n} tokens: no room to read the exact logprob of an answer token outside the top {top} "
+            f"({limit})",
+            final=True,
+        )
 
     def _done(self, call: Call, result: _Result) -> _Result:
         """Count an item's outcome and refresh the progress bar (tokens/s in and out, retries, endpoints up)."""
@@ -427,14 +453,4 @@ class ServedBackend(Backend):
 
 def served_settings(config: Any) -> dict[str, Any]:
     """The `generator` settings every served backend takes (routing, deadlines, retries, health)."""
-    names = (
-        "concurrency",
-        "request_timeout",
-        "max_retries",
-        "retry_backoff",
-        "retry_backoff_max",
-        "health_interval",
-        "health_timeout",
-        "requests_per_batch",
-    )
-    return {name: getattr(config, name) for name in names}
+    return {name: getattr(config, name) for name in config.TRANSPORT_FIELDS if name != "endpoints"}

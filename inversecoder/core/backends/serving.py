@@ -335,6 +335,20 @@ def local_tokenizer(model: str | None, model_id: str, sha: str | None) -> Any:
         return None
 
 
+def run_check(check: Callable[[], Awaitable[list[dict[str, Any]]]], identity: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rows of `check()` (one per endpoint, run on a loop of its own), each marked `consistent` when every
+    endpoint that answered reports the same `identity` fields (None for one that did not)."""
+    runner = LoopRunner(None)
+    try:
+        rows = runner.run(check)
+    finally:
+        runner.close()
+    identities = {tuple(r.get(name) for name in identity) for r in rows if r.get("model_id")}
+    for row in rows:
+        row["consistent"] = len(identities) <= 1 if row.get("model_id") else None
+    return rows
+
+
 def format_report(rows: list[dict[str, Any]], fields: tuple[str, ...], info_route: str = "/info") -> list[str]:
     """The `check-endpoints` table: one line per endpoint (url, health, then `fields`)."""
     columns = ["url", "health", *fields]

@@ -54,13 +54,14 @@ from inversecoder.core.backends.base import (
     YesNoScore,
 )
 from inversecoder.core.backends.served_backend import Call as _Call
-from inversecoder.core.backends.served_backend import ServedBackend, served_settings
+from inversecoder.core.backends.served_backend import ServedBackend
 from inversecoder.core.backends.serving import (
     HUB_TOKEN_HOSTS,
     STRIKES_OUT,
     format_report,
     may_carry_hub_token,
     retry_after_seconds,
+    run_check,
     yes_no_score,
 )
 from inversecoder.core.backends.serving import Endpoint as _Endpoint
@@ -507,15 +508,8 @@ class TGIBackend(ServedBackend):
         )
 
     @classmethod
-    def from_config(cls, config: GeneratorConfig, progress: bool = True) -> TGIBackend:
-        return cls(
-            config.endpoints,
-            config.model,
-            config.revision,
-            top_n_tokens=config.top_n_tokens,
-            progress=progress,
-            **served_settings(config),
-        )
+    def engine_settings(cls, config: GeneratorConfig) -> dict[str, Any]:
+        return {"top_n_tokens": config.top_n_tokens}
 
     # -- protocol -------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -629,11 +623,7 @@ class TGIBackend(ServedBackend):
             missing = [i for i in answers["yes"] + answers["no"] if i not in logprobs]
             if missing:
                 if self._too_long(n + 1, 1):
-                    raise _ItemError(
-                        f"prompt has {n} tokens: no room to read the exact logprob of an answer token "
-                        f"outside the top {self.top_n_tokens} (max_input_tokens {self.max_input_tokens})",
-                        final=True,
-                    )
+                    raise self._no_room(n, self.top_n_tokens, f"max_input_tokens {self.max_input_tokens}")
                 found = await asyncio.gather(
                     *(self._appended_logprob(call, prompt, ids, i) for i in missing), return_exceptions=True
                 )
@@ -905,17 +895,9 @@ def check_endpoints(config: GeneratorConfig, timeout: float | None = None) -> li
         _install_client_factory()
         _ENDPOINT_ORIGINS.set(origins)
         async with AsyncInferenceClient(provider="hf-inference", token=_hf_token()) as client:
-            rows = await asyncio.gather(*(one(client, url) for url in urls))
-        identities = {(r.get("model_id"), r.get("model_sha")) for r in rows if r.get("model_id")}
-        for row in rows:
-            row["consistent"] = len(identities) <= 1 if row.get("model_id") else None
-        return list(rows)
+            return list(await asyncio.gather(*(one(client, url) for url in urls)))
 
-    runner = _LoopRunner(None)
-    try:
-        return runner.run(run)
-    finally:
-        runner.close()
+    return run_check(run, ("model_id", "model_sha"))
 
 
 async def _probe_top_n(client: AsyncInferenceClient, url: str, wanted: int, timeout: float) -> str:
