@@ -100,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_command(
         sub,
         "check-endpoints",
-        "health and /info of every TGI endpoint in the config",
-        "Print each endpoint's health and /info (model id and sha, token limits, max_top_n_tokens, "
-        "max_best_of, max_concurrent_requests, version).",
+        "health and served model of every endpoint in the config (TGI, vLLM, SGLang, OpenAI)",
+        "Print each endpoint's health and what it serves: TGI's /info (model id and sha, token limits, "
+        "max_top_n_tokens, max_best_of, max_concurrent_requests, version), or /v1/models, /version and a "
+        "tokenizer check for vLLM, SGLang and other OpenAI-compatible servers.",
     )
     show = _config_command(
         sub, "show-config", "print the resolved configuration", "Print the config after defaults and overrides."
@@ -203,7 +204,10 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command in WRITERS and not getattr(args, "dry_run", False):
         check_writable_folder(config.output_dir)
     if args.command == "check-endpoints":
-        from inversecoder.core.backends.tgi import check_endpoints, format_endpoint_report
+        if config.generator.backend in ("vllm", "sglang", "openai"):
+            from inversecoder.core.backends.openai_check import check_endpoints, format_endpoint_report
+        else:
+            from inversecoder.core.backends.tgi import check_endpoints, format_endpoint_report
 
         rows = check_endpoints(config.generator)
         print(format_endpoint_report(rows))

@@ -205,7 +205,10 @@ def test_sft_args_values_are_checked_like_the_fields_they_shadow(override, messa
             "decontaminate.semantic_runtime: must be one of auto, torch, onnxruntime, onnxruntime-int8",
         ),
         ("generator.dtype=fp16", "generator.dtype: must be one of auto, bfloat16, float16, float32; got 'fp16'"),
-        ("generator.backend=vllm", "generator.backend: must be one of transformers, tgi; got 'vllm'"),
+        (
+            "generator.backend=llamacpp",
+            "generator.backend: must be one of transformers, tgi, vllm, sglang, openai; got 'llamacpp'",
+        ),
         # what training or a backend would only have found hours later
         ("train.sft_args={output_dir: elsewhere}", "train.sft_args.output_dir: set by the recipe"),
         ("train.attn_implementation=flash", "train.attn_implementation: must be one of auto, eager, sdpa"),

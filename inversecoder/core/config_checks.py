@@ -31,7 +31,9 @@ from inversecoder.core.errors import ConfigError
 from inversecoder.core.sandbox import LEVELS as SANDBOX_LEVELS
 
 # Each enumeration is a Literal type (what the sections are annotated with) and the tuple of its values.
-BackendName = Literal["transformers", "tgi"]
+BackendName = Literal["transformers", "tgi", "vllm", "sglang", "openai"]
+#: The backends that run on servers (`generator.endpoints`).
+SERVED_BACKENDS = ("tgi", "vllm", "sglang", "openai")
 EmbeddingRuntime = Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 BenchmarkName = Literal["humaneval", "mbpp"]

@@ -25,6 +25,7 @@ from inversecoder.core.config_checks import (
     MAX_LIST,
     MAX_ROWS,
     MAX_TOKENS,
+    SERVED_BACKENDS,
     BackendName,
     Benchmarks,
     Device,
@@ -90,13 +91,14 @@ class GeneratorConfig(Section):
     )
 
     backend: Annotated[BackendName, BeforeValidator(text)] = "transformers"
-    """`transformers` (in-process, the default) or `tgi` (text-generation-inference endpoints)."""
+    """`transformers` (in-process, the default), `tgi` (text-generation-inference endpoints), `vllm` or `sglang`
+    (those engines' OpenAI-compatible servers), `openai` (any OpenAI-compatible completions server)."""
     model: Text | None = None
     """A Hub model id or a local folder. Required."""
     revision: Text | None = None
     """Hub revision of `model`; the resolved commit sha goes into the card and the cache keys."""
     endpoints: Annotated[list[Text], Field(max_length=MAX_ENDPOINTS)] = Field(default_factory=list)
-    """TGI endpoints (backend `tgi`), e.g. [http://h1:8080, http://h2:8080]."""
+    """Server URLs (backends `tgi`, `vllm`, `sglang`, `openai`), e.g. [http://h1:8080, http://h2:8080]."""
     device: Device = "auto"
     """`auto` (cuda when available), `cpu`, `cuda`, `cuda:1`, ..."""
     dtype: Annotated[DType, BeforeValidator(text)] = "auto"
@@ -154,6 +156,9 @@ class GeneratorConfig(Section):
 
     @model_validator(mode="after")
     def _backoff(self) -> GeneratorConfig:
+        if self.backend in SERVED_BACKENDS and not self.endpoints and self.backend != "tgi":
+            # (tgi says so when the backend starts, as it always did: older configs load unchanged)
+            raise FieldError(("endpoints",), f"backend '{self.backend}' needs at least one URL, e.g. [http://h1:8000]")
         if self.retry_backoff_max < self.retry_backoff:
             raise FieldError(
                 ("retry_backoff_max",), f"must be >= retry_backoff ({self.retry_backoff}), got {self.retry_backoff_max}"

@@ -200,7 +200,15 @@ def make_backend(config: GeneratorConfig, model: str | None = None, revision: st
         from inversecoder.core.backends.tgi import TGIBackend
 
         return TGIBackend.from_config(config)
-    raise ConfigError(f"generator.backend must be 'transformers' or 'tgi', got '{config.backend}'")
+    if config.backend in ("vllm", "sglang", "openai"):
+        if model != config.model:  # as for tgi: the endpoints serve generator.model only
+            return make_backend(config.model_copy(update={"backend": "transformers"}, deep=True), model, revision)
+        from inversecoder.core.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend.from_config(config)
+    raise ConfigError(
+        f"generator.backend must be 'transformers', 'tgi', 'vllm', 'sglang' or 'openai', got '{config.backend}'"
+    )
 
 
 _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {}

@@ -22,47 +22,62 @@ How it works, and why:
   applies huggingface_hub's hook, offline block included, to any other URL. Elsewhere the process
   keeps huggingface_hub's usual client, so the Hub stays blocked.
 
-One module, though long: the transport, the loop runner, the router, the failure rules and the backend
-share private state (the `_TOKEN_DETAILS` and `_ENDPOINT_ORIGINS` context variables, `_Call`,
-`_ItemError`), and the tests and benchmarks/tgi_client.py patch its private names on this module
-(`_Http11Transport`, `_without_token_details`). Its seams are the `# --` sections below; split it along
-them when the transport is replaced, not before.
+The engine-agnostic half (routing, retries, health, batch streams, the loop runner) lives in
+served_backend.py and serving.py, shared with the OpenAI-compatible backends; the old private names stay
+importable from here. This module keeps TGI's own parts: its lean httpx2 transport (the tests and
+benchmarks/tgi_client.py patch `_Http11Transport` and `_without_token_details` on this module), the
+huggingface_hub client factory, `/info`, the failure rules of its status codes, and `check-endpoints`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import contextvars
-import email.utils
 import functools
 import json
 import logging
-import math
-import queue
-import random
 import re
 import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx2
 
 from inversecoder.core.backends.base import (
-    Backend,
     BackendInfo,
     Completion,
     GenerationRequest,
     SamplingParams,
     YesNoScore,
 )
+from inversecoder.core.backends.served_backend import Call as _Call
+from inversecoder.core.backends.served_backend import ServedBackend
+from inversecoder.core.backends.serving import (
+    HUB_TOKEN_HOSTS,
+    STRIKES_OUT,
+    format_report,
+    may_carry_hub_token,
+    retry_after_seconds,
+    run_check,
+    yes_no_score,
+)
+from inversecoder.core.backends.serving import Endpoint as _Endpoint
+from inversecoder.core.backends.serving import ItemError as _ItemError
+from inversecoder.core.backends.serving import LoopRunner as _LoopRunner
+from inversecoder.core.backends.serving import MisconfiguredEndpoint as _MisconfiguredEndpoint
+from inversecoder.core.backends.serving import Router as _Router
+from inversecoder.core.backends.serving import Verdict as _Verdict
+from inversecoder.core.backends.serving import cached_ref as _cached_ref
+from inversecoder.core.backends.serving import hf_token as _hf_token
+from inversecoder.core.backends.serving import local_revision as _local_revision
+from inversecoder.core.backends.serving import local_tokenizer as _local_tokenizer
+from inversecoder.core.backends.serving import logsumexp as _logsumexp
+from inversecoder.core.backends.serving import normalize_url as _normalize_url
+from inversecoder.core.backends.serving import origin as _origin
+from inversecoder.core.backends.serving import sigmoid as _sigmoid
 from inversecoder.core.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -70,15 +85,30 @@ if TYPE_CHECKING:
 
     from inversecoder.core.config import GeneratorConfig
 
+__all__ = [  # the names moved to serving.py that callers and tests still import from here
+    "HUB_TOKEN_HOSTS",
+    "STRIKES_OUT",
+    "_Endpoint",
+    "_ItemError",
+    "_LoopRunner",
+    "_MisconfiguredEndpoint",
+    "_Router",
+    "_Verdict",
+    "_logsumexp",
+    "_sigmoid",
+    "check_endpoints",
+    "classify",
+    "endpoint_http_client",
+    "format_endpoint_report",
+    "may_carry_hub_token",
+]
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _Result = TypeVar("_Result", Completion, YesNoScore)
 
 #: TGI's own default for `--max-top-n-tokens`; `/info` does not report the server's value.
 TGI_DEFAULT_MAX_TOP_N_TOKENS = 5
-#: 5xx answers in a row that take an endpoint out of the rotation (a refused connection or a timeout
-#: takes it out at once; an isolated 500 or a dropped connection does not).
-STRIKES_OUT = 3
 _INPUT_TOO_LONG = re.compile(r"`inputs` (must have less than|tokens \+ `max_new_tokens` must be)")
 _TOP_N_LIMIT = re.compile(r"`top_n_tokens` must be >= 0 and <= (\d+)")
 
@@ -289,26 +319,6 @@ _factory_lock = threading.Lock()
 _factory_installed = False
 
 
-def _origin(url: str | httpx2.URL) -> str:
-    parts = urlsplit(str(url))
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{parts.hostname}:{port}"
-
-
-#: Hosts of Hugging Face's Inference Endpoints and Spaces: TGI there checks the Hub token.
-HUB_TOKEN_HOSTS = ("huggingface.co", ".huggingface.co", ".huggingface.cloud", ".hf.space")
-
-
-def may_carry_hub_token(url: str | httpx2.URL) -> bool:
-    """Whether a request to `url` may carry the user's Hub token: only over https to Hugging Face's own
-    hosts. A self-hosted TGI needs no token, and over plain http it would travel in clear text."""
-    parts = urlsplit(str(url))
-    host = (parts.hostname or "").lower()
-    return parts.scheme == "https" and any(
-        host == suffix or (suffix.startswith(".") and host.endswith(suffix)) for suffix in HUB_TOKEN_HOSTS
-    )
-
-
 def endpoint_http_client(origins: frozenset[str]) -> httpx2.AsyncClient:
     """An httpx2 client for the TGI endpoints (the lean transport); under HF_HUB_OFFLINE it refuses,
     as huggingface_hub's own client does, every URL that is not one of `origins`."""
@@ -345,106 +355,6 @@ def _install_client_factory() -> None:
 
         set_async_client_factory(factory)
         _factory_installed = True
-
-
-class _LoopRunner:
-    """One event loop per backend, run to completion by each protocol call (the protocol is synchronous).
-
-    The loop sleeps between calls but is not thrown away, so the keep-alive connections and clients
-    survive from one planned batch to the next: reconnecting 128 sockets per batch cost ~15% of the
-    client's CPU in benchmarks/tgi_client.py."""
-
-    def __init__(self, token: str | None):
-        self.loop = asyncio.new_event_loop()
-        self.token = token
-        self.client: AsyncInferenceClient | None = None  # created inside the loop, on first use
-        self.http: httpx2.AsyncClient | None = None
-        self._lock = threading.Lock()
-        self._streaming: int | None = None  # the thread holding the lock for an open stream
-
-    def _check_not_streaming_here(self) -> None:
-        if self._streaming == threading.get_ident():  # it would wait for itself
-            raise RuntimeError("the TGI backend is streaming batches in this thread: finish or close that stream first")
-
-    def run(self, make: Callable[[], Awaitable[T]]) -> T:
-        self._check_not_streaming_here()
-        with self._lock:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return self.loop.run_until_complete(make())
-            # Called from inside a running loop (a notebook): drive ours from a helper thread.
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                return pool.submit(lambda: self.loop.run_until_complete(make())).result()
-
-    def stream(self, work: Callable[[queue.Queue[T]], Awaitable[None]]) -> Generator[T, None, None]:
-        """Run `work(out)` on this loop in a helper thread and yield what it puts in `out` while it runs,
-        so the caller handles results (stores them) while requests keep flowing. The work's error is
-        raised here; closing the iterator early (the caller failed, Ctrl-C) cancels the work."""
-        out: queue.Queue[T] = queue.Queue()
-        main: list[asyncio.Task] = []
-
-        async def run() -> None:
-            task = asyncio.current_task()
-            assert task is not None  # run() runs as the loop's task
-            main.append(task)
-            await work(out)
-
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def drive() -> None:
-            try:
-                self.loop.run_until_complete(run())
-                future.set_result(None)
-            except BaseException as error:  # handed to the caller's thread
-                future.set_exception(error)
-
-        self._check_not_streaming_here()
-        with self._lock:
-            self._streaming = threading.get_ident()
-            # A daemon thread: if the cancelled work ever failed to stop, neither this call nor the
-            # interpreter's exit would wait for it forever.
-            thread = threading.Thread(target=drive, name="tgi-loop", daemon=True)
-            thread.start()
-            try:
-                while True:
-                    try:
-                        found = out.get(timeout=0.1)
-                    except queue.Empty:
-                        if future.done() and out.empty():
-                            future.result()
-                            return
-                        continue
-                    yield found
-            finally:
-                if not future.done():
-                    while not main and not future.done():
-                        time.sleep(0.01)
-                    if main:
-                        self.loop.call_soon_threadsafe(main[0].cancel)
-                thread.join(timeout=60)
-                self._streaming = None
-                if thread.is_alive():
-                    log.error("the TGI request loop did not stop within 60 s of being cancelled; abandoning it")
-
-    def close(self) -> None:
-        """Close the clients (their connections) and the loop; safe to call twice, or at exit."""
-        if self.loop.is_closed():
-            return
-
-        async def shut() -> None:
-            if self.client is not None:
-                await self.client.close()
-            if self.http is not None:
-                await self.http.aclose()
-            await self.loop.shutdown_default_executor()
-
-        closing = shut()
-        try:
-            self.loop.run_until_complete(closing)
-        except RuntimeError:  # e.g. garbage-collected while another loop runs here: the connections just drop
-            closing.close()
-        self.loop.close()
 
 
 # -- endpoints -------------------------------------------------------------------------------------
@@ -491,112 +401,12 @@ class EndpointInfo:
         return (self.model_id, self.model_sha)
 
 
-@dataclass
-class _Endpoint:
-    """One server and what this process knows about it (kept across calls)."""
-
-    url: str
-    limit: int
-    info: EndpointInfo | None = None
-    up: bool = False
-    refused: str | None = None  # why it may not join this run (another model, lower limits)
-    in_flight: int = 0
-    strikes: int = 0
-    requests: int = 0
-    errors: int = 0
-    went_down: int = 0
-    came_back: int = 0
-    last_error: str = ""
-
-
-class _Router:
-    """Hands out request slots: the least-loaded healthy endpoint with room, FIFO for waiters."""
-
-    def __init__(self, endpoints: list[_Endpoint]):
-        self.endpoints = endpoints
-        self._waiters: deque[asyncio.Future] = deque()
-
-    def _pick(self, avoid: _Endpoint | None) -> _Endpoint | None:
-        best: _Endpoint | None = None
-        best_key: tuple[bool, float] | None = None
-        for endpoint in self.endpoints:
-            if endpoint.up and endpoint.in_flight < endpoint.limit:
-                key = (endpoint is avoid, endpoint.in_flight / endpoint.limit)
-                if best_key is None or key < best_key:
-                    best, best_key = endpoint, key
-        return best
-
-    async def acquire(self, avoid: _Endpoint | None, timeout: float) -> _Endpoint | None:
-        """A slot (the endpoint, its in-flight count taken), or None when none frees up in `timeout` s."""
-        if not self._waiters:
-            endpoint = self._pick(avoid)
-            if endpoint is not None:
-                endpoint.in_flight += 1
-                return endpoint
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            if waiter.done() and not waiter.cancelled():
-                return waiter.result()  # handed over just as the wait ended
-            waiter.cancel()
-            return None
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(waiter.result())
-            waiter.cancel()
-            raise
-
-    def release(self, endpoint: _Endpoint) -> None:
-        endpoint.in_flight -= 1
-        self.wake()
-
-    def wake(self) -> None:
-        """Give free slots to queued waiters (after a release, or an endpoint coming back)."""
-        while self._waiters:
-            endpoint = self._pick(None)
-            if endpoint is None:
-                return
-            waiter = self._waiters.popleft()
-            if waiter.done():
-                continue
-            endpoint.in_flight += 1
-            waiter.set_result(endpoint)
-
-
-# -- failures --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Verdict:
-    """What a failed attempt means: retry now? is the answer final (cacheable)? what of the endpoint?"""
-
-    message: str
-    retry: bool
-    final: bool = False  # the servers will never accept this item: a rejected (cached) result
-    retry_after: float | None = None
-    endpoint: str = "strike"  # ok | strike (out after STRIKES_OUT in a row) | down (out now)
-
-
-class _MisconfiguredEndpoint(Exception):
-    """An answer the endpoint will give to every such request until it is relaunched differently:
-    no retry and no strike (the endpoint works); the item fails for this run and is retried by the next."""
-
-
 NO_PREFILL_LOGPROBS = (
     "the endpoint returned no prompt logprobs (TGI >= 3.0 computes them only when launched with "
     "--enable-prefill-logprobs), so P(Yes)/P(No) of an answer token outside the top n cannot be read "
     "exactly: relaunch TGI with --enable-prefill-logprobs, or raise its --max-top-n-tokens and "
     "generator.top_n_tokens so that every answer token is inside the top n"
 )
-
-
-class _ItemError(Exception):
-    """An item that cannot be completed in this run (`final`: in no run)."""
-
-    def __init__(self, message: str, final: bool = False):
-        super().__init__(message)
-        self.message = message
-        self.final = final
 
 
 def _http_response(error: BaseException | None) -> httpx2.Response | None:
@@ -611,17 +421,7 @@ def _http_response(error: BaseException | None) -> httpx2.Response | None:
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))  # delay-seconds (also accepts "0.5")
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())  # an HTTP-date
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(response.headers.get("retry-after"))
 
 
 def classify(error: BaseException) -> _Verdict:
@@ -651,22 +451,10 @@ def classify(error: BaseException) -> _Verdict:
     return _Verdict(f"{type(error).__name__}: {str(error)[:200]}", retry=True)
 
 
-# -- the backend -----------------------------------------------------------------------------------
-@dataclass
-class _Call:
-    """The state of one protocol call: its clients, slots, progress bar."""
-
-    client: AsyncInferenceClient
-    http: httpx2.AsyncClient  # for /tokenize, which AsyncInferenceClient does not wrap
-    router: _Router
-    bar: Any
-    started: float
-    tokens: tuple[int, int] = (0, 0)  # the totals' prompt and generated tokens when the call started
-    shown: float = 0.0
-
-
-class TGIBackend(Backend):
+class TGIBackend(ServedBackend):
     """Several TGI endpoints serving one model, behind the backend protocol."""
+
+    ENGINE = "TGI"
 
     def __init__(
         self,
@@ -686,56 +474,25 @@ class TGIBackend(Backend):
         tokenizer: Any = None,
         progress: bool = True,
     ):
-        urls = [_normalize_url(url) for url in endpoints]
-        if not urls:
-            raise ConfigError(
-                "generator.endpoints is empty: backend 'tgi' needs at least one URL, e.g. [http://h1:8080]"
-            )
-        if len(set(urls)) != len(urls):
-            raise ConfigError(f"generator.endpoints lists an endpoint twice: {urls}")
-        for name, value, least in (
-            ("concurrency", concurrency, 1),
-            ("max_retries", max_retries, 0),
-            ("top_n_tokens", top_n_tokens, 0),
-        ):
-            if value < least:
-                raise ConfigError(f"generator.{name} must be >= {least}, got {value}")
-        for name, seconds in (
-            ("request_timeout", request_timeout),
-            ("health_interval", health_interval),
-            ("health_timeout", health_timeout),
-        ):
-            if not seconds > 0:
-                raise ConfigError(f"generator.{name} must be > 0 seconds, got {seconds}")
-        if requests_per_batch is not None and requests_per_batch < 1:
-            raise ConfigError(f"generator.requests_per_batch must be >= 1 (or null), got {requests_per_batch}")
-        self.endpoints = [_Endpoint(url, concurrency) for url in urls]
+        if top_n_tokens < 0:
+            raise ConfigError(f"generator.top_n_tokens must be >= 0, got {top_n_tokens}")
+        super().__init__(
+            endpoints,
+            backend_name="tgi",
+            concurrency=concurrency,
+            request_timeout=request_timeout,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            health_interval=health_interval,
+            health_timeout=health_timeout,
+            requests_per_batch=requests_per_batch,
+            progress=progress,
+            token=_hf_token(),
+        )
         self.configured_model = model
-        self.concurrency = concurrency
-        self.request_timeout = request_timeout
-        self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
-        self.retry_backoff_max = retry_backoff_max
-        self.health_interval = health_interval
-        self.health_timeout = health_timeout
-        self.requests_per_batch = requests_per_batch
-        self.progress = progress
-        self.totals = {
-            "requests": 0,
-            "retries": 0,
-            "failed_items": 0,
-            "rejected_items": 0,
-            "prompt_tokens": 0,
-            "generated_tokens": 0,
-            "logprob_requests": 0,
-        }
-        self._origins = frozenset(_origin(url) for url in urls)
-        self._jitter = random.Random()
         self._answers: dict[str, list[int]] | None = None
         self._answer_text: dict[int, str] = {}
-        self._warned_setup = False
-        self._runner = _LoopRunner(_hf_token())
-        self._finalizer = weakref.finalize(self, self._runner.close)
 
         self.reference = self._runner.run(self._discover)
         self._check_configured_model(model, revision)
@@ -751,22 +508,8 @@ class TGIBackend(Backend):
         )
 
     @classmethod
-    def from_config(cls, config: GeneratorConfig, progress: bool = True) -> TGIBackend:
-        return cls(
-            config.endpoints,
-            config.model,
-            config.revision,
-            concurrency=config.concurrency,
-            request_timeout=config.request_timeout,
-            max_retries=config.max_retries,
-            retry_backoff=config.retry_backoff,
-            retry_backoff_max=config.retry_backoff_max,
-            health_interval=config.health_interval,
-            health_timeout=config.health_timeout,
-            top_n_tokens=config.top_n_tokens,
-            requests_per_batch=config.requests_per_batch,
-            progress=progress,
-        )
+    def engine_settings(cls, config: GeneratorConfig) -> dict[str, Any]:
+        return {"top_n_tokens": config.top_n_tokens}
 
     # -- protocol -------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -787,18 +530,6 @@ class TGIBackend(Backend):
                 "totals": dict(self.totals),
             },
         )
-
-    def plan_batches(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
-        """Consecutive chunks, each one cache transaction: by default 8 x the slots of all endpoints, so
-        every endpoint stays full for most of a chunk (TGI batches what is in flight on its own)."""
-        size = self.requests_per_batch or 8 * sum(e.limit for e in self.endpoints if not e.refused)
-        return [list(range(start, min(start + size, len(prompts)))) for start in range(0, len(prompts), size)]
-
-    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
-        return dict(self.generate_batches(requests, [list(range(len(requests)))], params))[0]
-
-    def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
-        return dict(self.score_batches(prompts, [list(range(len(prompts)))]))[0]
 
     def generate_batches(
         self, requests: Sequence[GenerationRequest], batches: Sequence[Sequence[int]], params: SamplingParams
@@ -830,83 +561,12 @@ class TGIBackend(Backend):
 
         return self._stream(batches, jobs, "score")
 
-    def _stream(
-        self, batches: Sequence[Sequence[int]], jobs: Callable[[_Call, Sequence[int]], Awaitable[list]], desc: str
-    ) -> Generator[tuple[int, list], None, None]:
-        """Start the items of all batches in order, at most 2 x the endpoints' slots at a time (the rest
-        wait here, not on a slot with a deadline), and yield each batch when complete."""
-
-        async def work(out: queue.Queue[tuple[int, list]]) -> None:
-            async def session(call: _Call) -> None:
-                window = asyncio.Semaphore(2 * max(1, sum(e.limit for e in self.endpoints if not e.refused)))
-                running: set[asyncio.Task] = set()
-                failed: list[BaseException] = []
-
-                async def item(
-                    k: int, position: int, job: Callable[[], Awaitable[Any]], results: list, left: list[int]
-                ) -> None:
-                    try:
-                        results[position] = await job()
-                    finally:
-                        window.release()
-                    left[0] -= 1
-                    if left[0] == 0:
-                        out.put((k, results))
-
-                def finished(task: asyncio.Task) -> None:
-                    running.discard(task)
-                    if not task.cancelled() and (error := task.exception()) is not None:
-                        failed.append(error)
-
-                try:
-                    for k, batch in enumerate(batches):
-                        batch_jobs = await jobs(call, batch)
-                        results: list = [None] * len(batch_jobs)
-                        left = [len(batch_jobs)]
-                        if not batch_jobs:
-                            out.put((k, results))
-                        for position, job in enumerate(batch_jobs):
-                            await window.acquire()
-                            if failed:
-                                raise failed[0]
-                            task = asyncio.create_task(item(k, position, job, results, left))
-                            running.add(task)
-                            task.add_done_callback(finished)
-                    while running and not failed:
-                        await asyncio.wait(set(running), return_when=asyncio.FIRST_EXCEPTION)
-                    if failed:
-                        raise failed[0]
-                finally:
-                    for task in list(running):
-                        task.cancel()
-                    await asyncio.gather(*running, return_exceptions=True)
-
-            await self._in_session(session, sum(len(b) for b in batches), desc)
-
-        return self._runner.stream(work)
-
     def answer_token_ids(self) -> dict[str, list[int]]:
         """The token ids whose logprobs make the Yes/No score (the embedded backend's, when the tokenizer is local)."""
         if self._answers is None:
             self._runner.run(lambda: self._in_session(self._resolve_answers, 0, "answers"))
         assert self._answers is not None  # set by _resolve_answers
         return self._answers
-
-    def endpoint_stats(self) -> list[dict[str, Any]]:
-        """Per endpoint: requests, errors, times out of / back in the rotation, state, last error."""
-        return [
-            {
-                "url": e.url,
-                "up": e.up,
-                "refused": e.refused,
-                "requests": e.requests,
-                "errors": e.errors,
-                "went_down": e.went_down,
-                "came_back": e.came_back,
-                "last_error": e.last_error,
-            }
-            for e in self.endpoints
-        ]
 
     # -- one item -------------------------------------------------------------------------------
     async def _generate_one(self, call: _Call, request: GenerationRequest, ids, params: SamplingParams) -> Completion:
@@ -963,11 +623,7 @@ class TGIBackend(Backend):
             missing = [i for i in answers["yes"] + answers["no"] if i not in logprobs]
             if missing:
                 if self._too_long(n + 1, 1):
-                    raise _ItemError(
-                        f"prompt has {n} tokens: no room to read the exact logprob of an answer token "
-                        f"outside the top {self.top_n_tokens} (max_input_tokens {self.max_input_tokens})",
-                        final=True,
-                    )
+                    raise self._no_room(n, self.top_n_tokens, f"max_input_tokens {self.max_input_tokens}")
                 found = await asyncio.gather(
                     *(self._appended_logprob(call, prompt, ids, i) for i in missing), return_exceptions=True
                 )
@@ -977,10 +633,7 @@ class TGIBackend(Backend):
                     logprobs[token_id] = value
         except _ItemError as error:
             return self._done(call, YesNoScore(None, None, n, error=error.message, retryable=not error.final))
-        log_yes = _logsumexp([logprobs[i] for i in answers["yes"]])
-        log_no = _logsumexp([logprobs[i] for i in answers["no"]])
-        score = _sigmoid(log_yes - log_no)
-        mass = math.exp(_logsumexp([log_yes, log_no]))
+        score, mass = yes_no_score(logprobs, answers)
         self.totals["prompt_tokens"] += n
         return self._done(call, YesNoScore(score, mass, n))
 
@@ -1060,119 +713,6 @@ class TGIBackend(Backend):
             )
         return None
 
-    def _done(self, call: _Call, result: _Result) -> _Result:
-        if result.error is not None:
-            self.totals["failed_items" if result.retryable else "rejected_items"] += 1
-        call.bar.update(1)
-        now = time.monotonic()
-        if now - call.shown > 0.5 and not call.bar.disable:
-            call.shown = now
-            elapsed = max(now - call.started, 1e-9)
-            call.bar.set_postfix(
-                tok_in_s=f"{(self.totals['prompt_tokens'] - call.tokens[0]) / elapsed:.0f}",
-                tok_out_s=f"{(self.totals['generated_tokens'] - call.tokens[1]) / elapsed:.0f}",
-                retries=self.totals["retries"],
-                failed=self.totals["failed_items"],
-                up=f"{sum(e.up for e in self.endpoints)}/{len(self.endpoints)}",
-                refresh=False,
-            )
-        return result
-
-    # -- one request: route, deadline, retry ----------------------------------------------------
-    async def _request(self, call: _Call, send: Callable[[AsyncInferenceClient, str], Awaitable[T]]) -> T:
-        """One HTTP request, routed and retried; raises _ItemError once it cannot succeed in this run."""
-        avoid: _Endpoint | None = None
-        last = "no endpoint was tried"
-        delay = 0.0  # set by each failed attempt for the next one
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.totals["retries"] += 1
-                await asyncio.sleep(delay)
-            endpoint = await call.router.acquire(avoid, self.request_timeout)
-            if endpoint is None:
-                last = f"no healthy endpoint had room within {self.request_timeout:g}s"
-                delay = self._backoff(attempt + 1, None)
-                continue
-            self.totals["requests"] += 1
-            endpoint.requests += 1
-            try:
-                result = await asyncio.wait_for(send(call.client, endpoint.url), self.request_timeout)
-            except asyncio.CancelledError:
-                call.router.release(endpoint)
-                raise
-            except _MisconfiguredEndpoint as error:
-                call.router.release(endpoint)
-                if not self._warned_setup:
-                    self._warned_setup = True
-                    log.warning("TGI endpoint %s: %s", endpoint.url, error)
-                raise _ItemError(f"{endpoint.url}: {error}") from None
-            except Exception as error:
-                verdict = classify(error)
-                endpoint.errors += 1
-                endpoint.last_error = verdict.message
-                call.router.release(endpoint)
-                self._judge(call, endpoint, verdict)
-                last = f"{endpoint.url}: {verdict.message}"
-                if not verdict.retry:
-                    raise _ItemError(last, final=verdict.final) from None
-                avoid = endpoint
-                delay = self._backoff(attempt + 1, verdict.retry_after)
-                continue
-            endpoint.strikes = 0
-            call.router.release(endpoint)
-            return result
-        raise _ItemError(f"failed after {self.max_retries + 1} attempts; last error: {last}")
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** (attempt - 1)) * self._jitter.uniform(0.5, 1.0)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.request_timeout))
-        return delay
-
-    def _judge(self, call: _Call, endpoint: _Endpoint, verdict: _Verdict) -> None:
-        if verdict.endpoint == "ok":
-            return
-        endpoint.strikes += 1
-        if verdict.endpoint == "down" or endpoint.strikes >= STRIKES_OUT:
-            self._set_up(call, endpoint, False, verdict.message)
-
-    def _set_up(self, call: _Call, endpoint: _Endpoint, up: bool, reason: str = "") -> None:
-        if endpoint.up == up:
-            return
-        endpoint.up = up
-        if up:
-            endpoint.came_back += 1
-            endpoint.strikes = 0
-            log.warning("TGI endpoint %s is back in the rotation", endpoint.url)
-            call.router.wake()
-        else:
-            endpoint.went_down += 1
-            log.warning("TGI endpoint %s leaves the rotation: %s", endpoint.url, reason)
-
-    # -- health -----------------------------------------------------------------------------------
-    async def _health_loop(self, call: _Call) -> None:
-        while True:
-            await asyncio.gather(*(self._check(call, e) for e in self.endpoints if not e.refused))
-            await asyncio.sleep(self.health_interval)
-
-    async def _check(self, call: _Call, endpoint: _Endpoint) -> None:
-        """/health within `health_timeout` (and, for a returning endpoint, the same /info) or out."""
-        try:
-            healthy = await asyncio.wait_for(call.client.health_check(endpoint.url), self.health_timeout)
-            reason = "" if healthy else "/health did not answer 200"
-            if healthy and not endpoint.up:
-                info = await self._read_info(call, endpoint)
-                endpoint.refused = self._refusal(info) or None
-                if endpoint.refused:
-                    log.warning("TGI endpoint %s is refused: it %s", endpoint.url, endpoint.refused)
-                    healthy, reason = False, endpoint.refused
-                else:
-                    endpoint.info = info
-                    endpoint.limit = min(self.concurrency, info.max_concurrent_requests or self.concurrency)
-        except Exception as error:
-            healthy, reason = False, classify(error).message
-        self._set_up(call, endpoint, healthy, reason)
-
     def _refusal(self, info: EndpointInfo) -> str:
         """Why an endpoint joining mid-run cannot serve this run ('' if it can): another model, or lower
         limits than the prompts were checked against (its 422s would reject items the others accept)."""
@@ -1190,39 +730,29 @@ class TGIBackend(Backend):
         return f"has lower limits than the run uses ({', '.join(lower)})" if lower else ""
 
     async def _read_info(self, call: _Call, endpoint: _Endpoint) -> EndpointInfo:
-        data = await asyncio.wait_for(call.client.get_endpoint_info(model=endpoint.url), self.health_timeout)
-        return EndpointInfo.from_json(data)
+        return EndpointInfo.from_json(await call.client.get_endpoint_info(model=endpoint.url))
 
-    async def _discover(self) -> EndpointInfo:
-        """Read /info from every endpoint; refuse a mixed fleet; admit the ones that answered."""
+    async def _healthy(self, call: _Call, endpoint: _Endpoint) -> bool:
+        return await call.client.health_check(endpoint.url)
 
-        async def read_all(call: _Call):
-            return await asyncio.gather(*(self._read_info(call, e) for e in self.endpoints), return_exceptions=True)
+    def _admit(self, endpoint: _Endpoint, info: EndpointInfo) -> None:
+        endpoint.info = info
+        endpoint.limit = min(self.concurrency, info.max_concurrent_requests or self.concurrency)
 
-        answers = await self._in_session(read_all, 0, "info", health=False)
-        reachable = [(e, a) for e, a in zip(self.endpoints, answers, strict=True) if isinstance(a, EndpointInfo)]
-        if not reachable:
-            reasons = "; ".join(
-                f"{e.url}: {classify(a).message if isinstance(a, Exception) else a}"
-                for e, a in zip(self.endpoints, answers, strict=True)
-            )
-            raise ConfigError(f"no TGI endpoint answered /info ({reasons})")
-        identities = {a.identity for _, a in reachable}
-        if len(identities) > 1:
-            served = ", ".join(f"{e.url} serves {a.model_id}@{a.model_sha or 'no sha'}" for e, a in reachable)
-            raise ConfigError(f"the TGI endpoints serve different models or revisions: {served}")
-        for endpoint, answer in zip(self.endpoints, answers, strict=True):
-            if isinstance(answer, EndpointInfo):
-                endpoint.info, endpoint.up = answer, True
-                endpoint.limit = min(self.concurrency, answer.max_concurrent_requests or self.concurrency)
-            else:
-                endpoint.last_error = classify(answer).message
-                log.warning(
-                    "TGI endpoint %s did not answer /info (%s): it joins when /health passes",
-                    endpoint.url,
-                    endpoint.last_error,
-                )
-        return reachable[0][1]
+    def _classify(self, error: BaseException) -> _Verdict:
+        return classify(error)
+
+    async def _open_clients(self) -> tuple[AsyncInferenceClient, httpx2.AsyncClient]:
+        """huggingface_hub's client (reachable under HF_HUB_OFFLINE) and an httpx2 one for /tokenize."""
+        from huggingface_hub import AsyncInferenceClient
+
+        _install_client_factory()
+        _ENDPOINT_ORIGINS.set(self._origins)  # the client's httpx2 session is made in this context
+        runner = self._runner
+        if runner.client is None:
+            runner.client = AsyncInferenceClient(provider="hf-inference", token=runner.token)
+            runner.http = endpoint_http_client(self._origins)
+        return runner.client, runner.http
 
     def _check_configured_model(self, model: str | None, revision: str | None) -> None:
         served = self.reference
@@ -1247,50 +777,6 @@ class TGIBackend(Backend):
             )
 
     # -- sessions, tokens -------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close the connections and the event loop (also done when the backend is garbage-collected)."""
-        self._finalizer()
-
-    async def _in_session(self, work: Callable[[_Call], Awaitable[T]], total: int, desc: str, health: bool = True) -> T:
-        """Run `work` with the clients (reachable under HF_HUB_OFFLINE), health checks and a progress bar."""
-        from huggingface_hub import AsyncInferenceClient
-        from tqdm.auto import tqdm
-
-        _install_client_factory()
-        _ENDPOINT_ORIGINS.set(self._origins)  # the client's httpx2 session is made in this context
-        runner = self._runner
-        if runner.client is None:
-            runner.client = AsyncInferenceClient(provider="hf-inference", token=runner.token)
-            runner.http = endpoint_http_client(self._origins)
-        client, http = runner.client, runner.http
-        assert http is not None  # made with the client, above
-        # Shown on a terminal (under CachedModel's bar, which has the overall ETA); a log file gets none.
-        bar = tqdm(
-            total=total,
-            desc=f"tgi {desc}",
-            unit="item",
-            leave=False,
-            dynamic_ncols=True,
-            disable=True if not self.progress or total == 0 else None,
-        )
-        call = _Call(
-            client,
-            http,
-            _Router(self.endpoints),
-            bar,
-            time.monotonic(),
-            (self.totals["prompt_tokens"], self.totals["generated_tokens"]),
-        )
-        checks = asyncio.create_task(self._health_loop(call)) if health else None
-        try:
-            return await work(call)
-        finally:
-            if checks is not None:
-                checks.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await checks
-            bar.close()
-
     async def _count(self, call: _Call, prompts: list[str]) -> list:
         """Token ids of each prompt as the servers count them: the local tokenizer, else /tokenize."""
         if not prompts:
@@ -1344,14 +830,6 @@ class TGIBackend(Backend):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _normalize_url(url: str) -> str:
-    url = str(url).strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"generator.endpoints: '{url}' is not an http(s)://host:port URL")
-    return url
-
-
 def _server_seed(seed: int) -> int:
     """TGI's schema wants a positive seed: shift by one (a bijection, so seeds stay distinct)."""
     return seed % (2**63 - 1) + 1
@@ -1364,62 +842,6 @@ def _get(obj: Any, name: str) -> Any:
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
-
-
-def _logsumexp(values: list[float]) -> float:
-    top = max(values)
-    if top == -math.inf:
-        return top
-    return top + math.log(sum(math.exp(v - top) for v in values))
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def _hf_token() -> str | None:
-    """The user's Hub token, read once; sent only where `may_carry_hub_token` allows (Inference Endpoints)."""
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
-def _cached_ref(model_id: str, ref: str) -> str | None:
-    """The commit a branch or tag points to in the local Hub cache (what `from_pretrained` would load), if known."""
-    from huggingface_hub import constants
-
-    path = Path(constants.HF_HUB_CACHE) / f"models--{model_id.replace('/', '--')}" / "refs" / ref
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except (OSError, ValueError):
-        return None
-
-
-def _local_revision(model: str | None) -> str | None:
-    """Servers started from a local folder report no sha: a content hash of the same folder stands in."""
-    if model and Path(model).expanduser().is_dir():
-        from inversecoder.core.backends.transformers_backend import local_revision
-
-        return local_revision(Path(model).expanduser())
-    return None
-
-
-def _local_tokenizer(model: str | None, model_id: str, sha: str | None) -> Any:
-    """The served model's tokenizer if it is here (a local folder or the Hub cache); None: use /tokenize."""
-    from transformers import AutoTokenizer
-
-    folder = Path(model).expanduser() if model else None
-    try:
-        if folder is not None and folder.is_dir():
-            return AutoTokenizer.from_pretrained(folder)
-        return AutoTokenizer.from_pretrained(model_id, revision=sha)
-    except Exception as error:  # not available here: the servers count tokens for us
-        log.info(
-            "no local tokenizer for %s (%s): counting tokens with the endpoints' /tokenize",
-            model_id,
-            type(error).__name__,
-        )
-        return None
 
 
 # -- check-endpoints -------------------------------------------------------------------------------
@@ -1473,17 +895,9 @@ def check_endpoints(config: GeneratorConfig, timeout: float | None = None) -> li
         _install_client_factory()
         _ENDPOINT_ORIGINS.set(origins)
         async with AsyncInferenceClient(provider="hf-inference", token=_hf_token()) as client:
-            rows = await asyncio.gather(*(one(client, url) for url in urls))
-        identities = {(r.get("model_id"), r.get("model_sha")) for r in rows if r.get("model_id")}
-        for row in rows:
-            row["consistent"] = len(identities) <= 1 if row.get("model_id") else None
-        return list(rows)
+            return list(await asyncio.gather(*(one(client, url) for url in urls)))
 
-    runner = _LoopRunner(None)
-    try:
-        return runner.run(run)
-    finally:
-        runner.close()
+    return run_check(run, ("model_id", "model_sha"))
 
 
 async def _probe_top_n(client: AsyncInferenceClient, url: str, wanted: int, timeout: float) -> str:
@@ -1519,34 +933,7 @@ async def _probe_prefill_logprobs(client: AsyncInferenceClient, url: str, timeou
 
 def format_endpoint_report(rows: list[dict[str, Any]]) -> str:
     """A table (one row per endpoint) and a verdict line for `inversecoder check-endpoints`."""
-    columns = ["url", "health", *REPORT_FIELDS, "prefill_logprobs"]
-    table = []
-    for row in rows:
-        health = (
-            f"ok ({row['health_ms']} ms)"
-            if row.get("healthy")
-            else f"DOWN: {row['error']}"
-            if "health_ms" not in row
-            else f"unhealthy ({row['health_ms']} ms)"
-        )
-        cells = {"url": row["url"], "health": health}
-        for name in (*REPORT_FIELDS, "prefill_logprobs"):
-            value = row.get(name)
-            cells[name] = "-" if value is None else str(value)
-        if row.get("error") and "health_ms" in row:
-            cells["model_id"] = f"no /info: {row['error']}"
-        table.append([cells[c] for c in columns])
-    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    identities = sorted({f"{r['model_id']}@{r.get('model_sha') or 'no sha'}" for r in rows if r.get("model_id")})
-    healthy = sum(bool(r.get("healthy")) and bool(r.get("model_id")) for r in rows)
-    if len(identities) > 1:
-        lines.append(f"REFUSED: the endpoints serve different models or revisions: {', '.join(identities)}")
-    elif identities:
-        lines.append(f"{healthy}/{len(rows)} endpoints healthy, serving {identities[0]}")
-    else:
-        lines.append(f"0/{len(rows)} endpoints reachable")
+    lines = format_report(rows, (*REPORT_FIELDS, "prefill_logprobs"))
     if any(str(r.get("prefill_logprobs", "")).startswith("no") for r in rows):
         lines.append(
             "note: endpoints marked 'no' return no prompt logprobs: a score whose Yes/No token is outside "
