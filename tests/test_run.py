@@ -146,3 +146,30 @@ def test_a_run_that_trains_nothing_evaluates_only_what_exists(tiny_model_dir, tm
     assert step_status(config)["evaluate"] == "disabled"
     named = load_config(REPO / "configs" / "demo.yaml", [*overrides, f"evaluate.model={tiny_model_dir}"])
     assert step_status(named)["evaluate"] == "run"
+
+
+def test_the_trained_model_folder_answers_on_vllm_through_its_chat_template(finished_run, tmp_path):
+    """What a publisher's users do with the pushed model: serve the folder with vLLM and chat with it."""
+    import json
+    import urllib.request
+
+    from transformers import AutoTokenizer
+    from vllm_server import VLLMServer
+
+    folder = finished_run[0] / "model"
+    messages = [{"role": "user", "content": "Write a function that adds two numbers."}]
+    with VLLMServer(folder, tmp_path) as server:
+
+        def post(path: str, body: dict) -> dict:
+            request = urllib.request.Request(
+                f"{server.url}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return json.loads(response.read())
+
+        # vLLM renders the folder's chat template (the Magicoder format) exactly as transformers does
+        served = post("/tokenize", {"model": server.model, "messages": messages, "add_generation_prompt": True})
+        local = AutoTokenizer.from_pretrained(folder).apply_chat_template(messages, add_generation_prompt=True)
+        assert served["tokens"] == list(local["input_ids"] if isinstance(local, dict) else local)
+        answer = post("/v1/chat/completions", {"model": server.model, "messages": messages, "max_tokens": 8})
+        assert answer["choices"][0]["message"]["content"] and answer["usage"]["completion_tokens"] > 0
