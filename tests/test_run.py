@@ -171,7 +171,8 @@ def test_the_trained_model_folder_answers_on_vllm_through_its_chat_template(fini
         served = post("/tokenize", {"model": server.model, "messages": messages, "add_generation_prompt": True})
         tokenizer = AutoTokenizer.from_pretrained(folder)
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        assert isinstance(text, str) and text.endswith("@@ Instruction\nWrite a function that adds two numbers.\n\n@@ Response\n")
+        assert isinstance(text, str)
+        assert text.endswith("@@ Instruction\nWrite a function that adds two numbers.\n\n@@ Response\n")
         assert served["tokens"] == tokenizer(text, add_special_tokens=False)["input_ids"]
         answer = post("/v1/chat/completions", {"model": server.model, "messages": messages, "max_tokens": 8})
         assert answer["choices"][0]["message"]["content"] and answer["usage"]["completion_tokens"] > 0
