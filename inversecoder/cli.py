@@ -207,7 +207,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         if config.generator.backend in ("vllm", "sglang", "openai"):
             from inversecoder.core.backends.openai_check import check_endpoints, format_endpoint_report
         else:
-            from inversecoder.core.backends.tgi import check_endpoints, format_endpoint_report
+            from inversecoder.core.backends.tgi_check import check_endpoints, format_endpoint_report
 
         rows = check_endpoints(config.generator)
         print(format_endpoint_report(rows))

@@ -3,7 +3,7 @@
 One module (over 500 lines) because every test shares one pool of server processes, started once per module.
 
 Every test uses real components: real HTTP on 127.0.0.1, real server processes (killed with SIGKILL),
-`huggingface_hub.AsyncInferenceClient`, the embedded backend as the reference for scores, and the
+the backend's aiohttp client, the embedded backend as the reference for scores, and the
 OpenAPI document for the shape of every body both ways. HF_HUB_OFFLINE=1 (conftest) stays set.
 """
 
@@ -25,7 +25,8 @@ from tgi_server import SPEC, OpenAPISchemas, TGIServers, http_json
 from inversecoder.builders.stages import candidate_seed
 from inversecoder.core import prompts
 from inversecoder.core.backends.base import CachedModel, GenerationRequest, SamplingParams
-from inversecoder.core.backends.tgi import TGIBackend, check_endpoints, endpoint_http_client, format_endpoint_report
+from inversecoder.core.backends.tgi import TGIBackend
+from inversecoder.core.backends.tgi_check import check_endpoints, format_endpoint_report
 from inversecoder.core.cache import ResultCache
 from inversecoder.core.config import GeneratorConfig
 from inversecoder.core.errors import ConfigError
@@ -276,74 +277,93 @@ def test_sampling_is_reproducible_per_seed_and_greedy_matches_embedded(servers, 
     assert info.details["totals"]["generated_tokens"] > 0
 
 
-def test_generation_answers_drop_the_token_list_before_huggingface_hub_parses_them():
-    """Generation reads only the finish reason and the count; scoring (which needs tokens) keeps them."""
-    import json
+def test_every_request_body_matches_tgis_openapi_document(schemas):
+    """What the backend and check-endpoints send, built for every kind of request, against `GenerateRequest`
+    (the servers check what they receive too: the `servers` fixture)."""
+    from inversecoder.core.backends import tgi_protocol as wire
 
-    from inversecoder.core.backends.tgi import _without_token_details
+    bodies = [
+        wire.generate_body("x", SAMPLED, 0, 4),
+        wire.generate_body("x", SamplingParams(stop=("a", "b", "c", "d", "e")), 2**64 - 1, 4),
+        wire.top_tokens_body("x", 0),
+        wire.top_tokens_body("x", 5),
+        wire.prefill_body("x Yes"),
+    ]
+    for body in bodies:
+        assert schemas.errors(body, "GenerateRequest") == [], body
+    assert wire.generate_body("x", SAMPLED, 0, 4)["parameters"]["seed"] == 1  # TGI wants seed > 0
+    assert len(wire.generate_body("x", SamplingParams(stop=tuple("abcde")), 0, 2)["parameters"]["stop"]) == 2
+
+
+def test_answers_are_read_as_tgis_openapi_document_shapes_them(schemas):
+    """Generation reads the text, finish reason and count (not the per-token list); scoring reads the first
+    token, the top tokens and the prefill; a malformed answer is a retryable bad answer, not a crash."""
+    from inversecoder.core.backends import tgi_protocol as wire
+    from inversecoder.core.backends.http import BadAnswer
+    from inversecoder.core.backends.serving import MisconfiguredEndpoint
+
+    def token(i: int, logprob: float | None) -> dict[str, Any]:
+        return {"id": i, "text": f"t{i}", "logprob": logprob, "special": False}
 
     answer: dict[str, Any] = {
         "generated_text": "ab",
         "details": {
-            "finish_reason": "length",
+            "finish_reason": "eos_token",
             "generated_tokens": 2,
             "seed": 1,
-            "prefill": [],
-            "tokens": [{"id": 5, "text": "a", "logprob": -0.1, "special": False}] * 2,
+            "prefill": [token(1, None), token(7, -0.25)],
+            "tokens": [token(5, -0.1), token(6, -0.2)],
+            "top_tokens": [[token(5, -0.1), token(9, -3.5)], [token(6, -0.2)]],
         },
     }
-    lean = json.loads(_without_token_details(json.dumps(answer).encode()))
-    assert lean["details"]["tokens"] == [] and {k: v for k, v in lean["details"].items() if k != "tokens"} == {
-        k: v for k, v in answer["details"].items() if k != "tokens"
-    }
-    assert json.loads(_without_token_details(json.dumps([answer]).encode()))[0]["details"]["tokens"] == []
-    assert _without_token_details(b"not json") == b"not json"
-    assert json.loads(_without_token_details(b'{"error": "x"}')) == {"error": "x"}
+    assert schemas.errors(answer, "GenerateResponse") == []
+    assert wire.read_generation(answer) == ("ab", "eos_token", 2)
+    assert wire.read_top_tokens(answer) == {5: -0.1, 9: -3.5}
+    assert wire.read_top_tokens({**answer, "details": {**answer["details"], "top_tokens": None}}) == {5: -0.1}
+    assert wire.read_prefill(answer) == ([1, 7], -0.25)
+    with pytest.raises(MisconfiguredEndpoint, match="--enable-prefill-logprobs"):
+        wire.read_prefill({**answer, "details": {**answer["details"], "prefill": []}})
+    for broken in ({"generated_text": "x"}, {"details": {"finish_reason": "length"}}, ["x"], None):
+        with pytest.raises(BadAnswer):
+            wire.read_generation(broken)
+    with pytest.raises(BadAnswer):
+        wire.read_top_tokens({"details": {"tokens": [{"id": "x"}]}})
 
 
-def test_the_token_list_is_dropped_on_https_endpoints_too_after_decoding():
-    """https goes through httpx2's own transport (replaced here by one serving a gzip-encoded answer)."""
+def test_a_compressed_answer_is_decoded_by_the_client():
+    """A server (or a proxy in front of TGI) that gzips its answers: aiohttp decodes them, so generation reads
+    the same fields (the old transport had to strip the encoding itself)."""
     import gzip
     import json
 
-    import httpx2
+    from aiohttp import web
 
-    from inversecoder.core.backends import tgi
+    from inversecoder.core.backends.http import JsonClient
 
-    answer: dict[str, Any] = {
-        "generated_text": "a",
-        "details": {"finish_reason": "length", "generated_tokens": 1, "tokens": [{"id": 1}]},
-    }
-    body = gzip.compress(json.dumps(answer).encode())
+    answer = {"generated_text": "a", "details": {"finish_reason": "length", "generated_tokens": 1, "tokens": []}}
 
-    class GzipTLS(httpx2.AsyncBaseTransport):
-        async def handle_async_request(self, request):
-            return httpx2.Response(
-                200,
-                headers={
-                    "content-type": "application/json",
-                    "content-encoding": "gzip",
-                    "content-length": str(len(body)),
-                },
-                stream=httpx2.ByteStream(body),
-                request=request,
-            )
+    async def generate(request: web.Request) -> web.Response:
+        body = gzip.compress(json.dumps(answer).encode())
+        return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
 
-    async def ask(summary_only: bool):
-        transport = tgi._Http11Transport()
-        transport._fallback = GzipTLS()
-        token = tgi._TOKEN_DETAILS.set(not summary_only)
+    async def run() -> tuple[str, str, int]:
+        from inversecoder.core.backends import tgi_protocol as wire
+
+        app = web.Application()
+        app.router.add_post("/generate", generate)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        client = JsonClient(1)
         try:
-            response = await transport.handle_async_request(
-                httpx2.Request("POST", "https://tgi.example/generate", content=b"{}")
-            )
-            await response.aread()
-            return response.json()
+            return wire.read_generation(await client.post(f"http://127.0.0.1:{port}/generate", {"inputs": "x"}))
         finally:
-            tgi._TOKEN_DETAILS.reset(token)
+            await client.aclose()
+            await runner.cleanup()
 
-    assert asyncio.run(ask(True))["details"] == {**answer["details"], "tokens": []}
-    assert asyncio.run(ask(False)) == answer, "scoring keeps the tokens"
+    assert asyncio.run(run()) == ("a", "length", 1)
 
 
 # -- faults --------------------------------------------------------------------------------------
@@ -438,19 +458,13 @@ def test_retry_after_is_honoured(servers, tiny_model_dir, reference):
 def test_retry_after_as_seconds_or_http_date_and_capped_jittered_backoff(tiny_model_dir, servers):
     import email.utils
 
-    import httpx2
+    from inversecoder.core.backends.http import StatusError
+    from inversecoder.core.backends.serving import retry_after_seconds
+    from inversecoder.core.backends.tgi_protocol import classify
 
-    from inversecoder.core.backends.tgi import classify
-
-    request = httpx2.Request("POST", "http://127.0.0.1:1/generate")
-    body = {"error": "unhealthy", "error_type": "healthcheck"}
     in_30s = email.utils.formatdate(time.time() + 30, usegmt=True)
     for status, header, expected in ((503, "7", 7.0), (503, in_30s, 30.0), (429, "0.5", 0.5), (503, "soon", None)):
-        error = httpx2.HTTPStatusError(
-            "x",
-            request=request,
-            response=httpx2.Response(status, json=body, headers={"retry-after": header}, request=request),
-        )
+        error = StatusError(status, "healthcheck: unhealthy", retry_after_seconds(header))
         verdict = classify(error)
         assert verdict.retry and (
             verdict.retry_after == pytest.approx(expected, abs=1.5) if expected else verdict.retry_after is None
@@ -523,7 +537,7 @@ def test_stop_sequences_beyond_the_servers_limit_are_cut_locally(servers, embedd
 
 
 def test_the_hub_token_goes_only_to_hugging_face_https_hosts(servers, tiny_model_dir, monkeypatch):
-    from inversecoder.core.backends.tgi import may_carry_hub_token
+    from inversecoder.core.backends.serving import may_carry_hub_token
 
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)  # what a logged-in user has
     server = servers.start()
@@ -694,7 +708,10 @@ def test_without_a_local_tokenizer_the_servers_count_tokens(servers, embedded):
     assert backend.answer_token_ids() == embedded.answer_token_ids()
 
 
-def test_hf_hub_offline_still_blocks_everything_but_the_endpoints(servers):
+def test_hf_hub_offline_still_blocks_everything_but_the_endpoints(servers, tiny_model_dir):
+    """The backend reaches its endpoints under HF_HUB_OFFLINE (it does not go through huggingface_hub's
+    client), and huggingface_hub's own client, during a backend call and after it, still refuses them:
+    nothing of the Hub's offline block is patched."""
     from huggingface_hub import constants
     from huggingface_hub.errors import OfflineModeIsEnabled
     from huggingface_hub.utils import get_async_session
@@ -702,16 +719,18 @@ def test_hf_hub_offline_still_blocks_everything_but_the_endpoints(servers):
     server = servers.start()
     assert constants.is_offline_mode()
 
-    async def probe():
-        async with endpoint_http_client(frozenset({server.url})) as client:
-            assert (await client.get(server.url + "/health")).status_code == 200
-            with pytest.raises(OfflineModeIsEnabled):
-                await client.get("http://127.0.0.1:9/elsewhere")
-        async with get_async_session() as default:  # outside a backend call: huggingface_hub's own client
+    async def hub_refuses() -> None:
+        async with get_async_session() as default:
             with pytest.raises(OfflineModeIsEnabled):
                 await default.get(server.url + "/health")
 
-    asyncio.run(probe())
+    backend = TGIBackend([server.url], str(tiny_model_dir), **FAST)
+    stream = backend.generate_batches(GENERATE, [[0], [1]], SAMPLED)
+    assert next(stream)[1][0].error is None
+    asyncio.run(hub_refuses())  # while the backend's loop holds its connections
+    assert all(c.error is None for _, batch in stream for c in batch)
+    asyncio.run(hub_refuses())
+    assert check_endpoints(GeneratorConfig(backend="tgi", endpoints=[server.url], health_timeout=2.0))[0]["healthy"]
 
 
 # -- the whole build -----------------------------------------------------------------------------

@@ -53,7 +53,8 @@ class StatusError(HttpError):
 
 
 def _detail(text: str) -> str:
-    """The error message of an OpenAI-style (`{"error": {"message"}}`), FastAPI (`{"detail"}`) or plain body."""
+    """The error message of an OpenAI-style (`{"error": {"message"}}`), TGI (`{"error", "error_type"}`: "type:
+    message"), FastAPI (`{"detail"}`) or plain body."""
     try:
         body = json.loads(text)
     except ValueError:
@@ -63,7 +64,8 @@ def _detail(text: str) -> str:
         if isinstance(error, dict):
             error = error.get("message", error)
         if error is not None:
-            return str(error)[:300]
+            kind = body.get("error_type")
+            return (f"{kind}: {error}" if isinstance(kind, str) else str(error))[:300]
     return text[:300]
 
 
