@@ -46,6 +46,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -331,15 +332,25 @@ class ServerState:
 
     @contextlib.contextmanager
     def serving(self):
-        """Counts the POST requests (/generate, /tokenize) being answered; `max in flight` is the most at once."""
+        """Counts the POST requests (/generate, /tokenize) being answered; `max in flight` is the most at once.
+        Yields `leave`, called as the answer's body is written: from then on the client may have the whole
+        answer and send its next request, which must not count as one more at once while this thread ends."""
+        left = False
+
+        def leave() -> None:
+            nonlocal left
+            with self.lock:
+                if not left:
+                    left = True
+                    self.in_flight -= 1
+
         with self.lock:
             self.in_flight += 1
             self.counts["max in flight"] = max(self.counts.get("max in flight", 0), self.in_flight)
         try:
-            yield
+            yield leave
         finally:
-            with self.lock:
-                self.in_flight -= 1
+            leave()
 
     def fault_for(self, route: str, raw: bytes) -> tuple[str, int] | None:
         """('drop', 0) / ('error', status) / None for this attempt: a function of the request and its attempt number."""
@@ -385,6 +396,7 @@ class ServerState:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: DoubleServer
+    _leave: Callable[[], None] | None = None  # ends this request's count in flight (ServerState.serving)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -424,8 +436,12 @@ class Handler(BaseHTTPRequestHandler):
         self.state.count(f"POST {route}")
         if self.headers.get("Authorization"):
             self.state.count("with authorization")
-        with self.state.serving():
-            self._answer(route, raw)
+        with self.state.serving() as leave:
+            self._leave = leave
+            try:
+                self._answer(route, raw)
+            finally:
+                self._leave = None
 
     def _answer(self, route: str, raw: bytes) -> None:
         time.sleep(self.state.faults["latency"])
@@ -492,6 +508,8 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        if self._leave is not None:
+            self._leave()
         self.wfile.write(data)
 
     def _drop(self) -> None:
