@@ -31,7 +31,16 @@ from inversecoder.core.errors import ConfigError
 from inversecoder.core.sandbox import LEVELS as SANDBOX_LEVELS
 
 # Each enumeration is a Literal type (what the sections are annotated with) and the tuple of its values.
-BackendName = Literal["transformers", "tgi", "vllm", "sglang", "openai"]
+BackendName = Literal["transformers", "vllm-local", "tgi", "vllm", "sglang", "openai"]
+#: `vllm.LLM` arguments that generator fields set (backend `vllm-local`): `generator.vllm_args` may not set them.
+VLLM_RESERVED_ARGS = {
+    "model": "generator.model",
+    "tokenizer": "generator.model",
+    "revision": "generator.revision",
+    "tokenizer_revision": "generator.revision",
+    "dtype": "generator.dtype",
+    "max_model_len": "generator.max_context",
+}
 #: The backends that run on servers (`generator.endpoints`).
 SERVED_BACKENDS = ("tgi", "vllm", "sglang", "openai")
 EmbeddingRuntime = Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]

@@ -26,6 +26,7 @@ from inversecoder.core.config_checks import (
     MAX_ROWS,
     MAX_TOKENS,
     SERVED_BACKENDS,
+    VLLM_RESERVED_ARGS,
     BackendName,
     Benchmarks,
     Device,
@@ -91,8 +92,9 @@ class GeneratorConfig(Section):
     )
 
     backend: Annotated[BackendName, BeforeValidator(text)] = "transformers"
-    """`transformers` (in-process, the default), `tgi` (text-generation-inference endpoints), `vllm` or `sglang`
-    (those engines' OpenAI-compatible servers), `openai` (any OpenAI-compatible completions server)."""
+    """`transformers` (in-process, the default), `vllm-local` (vLLM's engine in this process: GPU nodes; vLLM must be
+    installed here), `tgi` (text-generation-inference endpoints), `vllm` or `sglang` (those engines'
+    OpenAI-compatible servers), `openai` (any OpenAI-compatible completions server)."""
     model: Text | None = None
     """A Hub model id or a local folder. Required."""
     revision: Text | None = None
@@ -129,6 +131,10 @@ class GeneratorConfig(Section):
     top_n_tokens: int = Field(5, ge=1, le=100)
     """TGI: top tokens read for the Yes/No score (TGI's default limit is 5);
     an answer token outside them costs one more request."""
+    vllm_args: dict[str, Any] = Field(default_factory=dict)
+    """`vllm-local`: other `vllm.LLM` arguments, passed through as is, e.g. {tensor_parallel_size: 2,
+    gpu_memory_utilization: 0.9, enable_prefix_caching: true}; the model, revision, dtype and context come from
+    the fields above."""
     requests_per_batch: int | None = Field(None, ge=1, le=1_000_000)
     """TGI: items per cache transaction
     (default: 8 x the endpoints' total concurrency, so every endpoint stays busy)."""
@@ -153,6 +159,14 @@ class GeneratorConfig(Section):
                 raise FieldError((i,), f"{show(url)} is listed twice")
             seen.append(url.strip().rstrip("/"))
         return endpoints
+
+    @field_validator("vllm_args")
+    @classmethod
+    def _vllm_args(cls, vllm_args: dict[str, Any]) -> dict[str, Any]:
+        for key in vllm_args:
+            if key in VLLM_RESERVED_ARGS:
+                raise FieldError((key,), f"set {VLLM_RESERVED_ARGS[key]} instead")
+        return vllm_args
 
     @model_validator(mode="after")
     def _backoff(self) -> GeneratorConfig:

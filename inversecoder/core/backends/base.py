@@ -193,6 +193,15 @@ def make_backend(config: GeneratorConfig, model: str | None = None, revision: st
             max_batch_size=config.max_batch_size,
             max_context=config.max_context,
         )
+    if config.backend == "vllm-local":
+        if model != config.model:
+            # Another model (the judge, or a trained model being evaluated) runs embedded: a second vLLM engine in
+            # this process would claim the GPU memory the first one holds.
+            return make_backend(config.model_copy(update={"backend": "transformers"}, deep=True), model, revision)
+        from inversecoder.core.backends.vllm_local import VLLMLocalBackend, require_vllm
+
+        require_vllm()
+        return VLLMLocalBackend.from_config(config, model, revision)
     if config.backend == "tgi":
         if model != config.model:
             # The endpoints serve generator.model; another model (e.g. the trained one being evaluated) runs embedded.
@@ -207,7 +216,8 @@ def make_backend(config: GeneratorConfig, model: str | None = None, revision: st
 
         return OpenAIBackend.from_config(config)
     raise ConfigError(
-        f"generator.backend must be 'transformers', 'tgi', 'vllm', 'sglang' or 'openai', got '{config.backend}'"
+        f"generator.backend must be 'transformers', 'vllm-local', 'tgi', 'vllm', 'sglang' or 'openai', "
+        f"got '{config.backend}'"
     )
 
 
