@@ -15,6 +15,7 @@ scratch folder before it is renamed into place, so a published folder is always 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -169,7 +170,7 @@ def build_dataset(
         + (["original"] if config.dataset.include_original else [])
         + ["contamination"]
     )
-    with atomic_path(dataset_dir) as scratch, closing_state(context):
+    with contextlib.closing(model), atomic_path(dataset_dir) as scratch, closing_state(context):
         scratch.mkdir(parents=True)
         writer = DatasetWriter(scratch, names)
         totals, reasons = run_stages(source, config, context, writer)

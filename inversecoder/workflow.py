@@ -12,6 +12,7 @@ cached, training resumes from checkpoints). `--from STEP` / `--until STEP` run a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -101,10 +102,10 @@ def _evaluate_into(config: RunConfig, model: str, output: Path) -> dict[str, Any
 
     if not Path(model).exists() and not (model.count("/") == 1 and not model.startswith((".", "/"))):
         raise UserError(f"no model at {model}: train it first or set evaluate.model")
-    cached = open_model(config, model=model)
-    return evaluate_model(
-        cached, config.evaluate, config.benchmarks_dir, config.layout.benchmark_cache, output, seed=config.seed
-    )
+    with contextlib.closing(open_model(config, model=model)) as cached:
+        return evaluate_model(
+            cached, config.evaluate, config.benchmarks_dir, config.layout.benchmark_cache, output, seed=config.seed
+        )
 
 
 def _require_model(config: RunConfig) -> None:

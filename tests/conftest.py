@@ -4,6 +4,7 @@ files the project ships."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -18,6 +19,9 @@ from inversecoder.core import data
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_DIR = data.BENCHMARKS_DIR
 SAMPLE = data.DEMO_SAMPLE
+
+# tests/vllm_local/ needs vLLM importable: tests/test_vllm_local.py runs it in the vLLM venv (`.venv-vllm`).
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm_local"]
 
 # Nothing in the suite may reach the network; the Hub client must not even try.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -268,6 +268,10 @@ class CachedModel:
     def info(self) -> BackendInfo:
         return self.backend.info()
 
+    def close(self) -> None:
+        """Close the backend (an in-process engine frees its GPU memory here, before training needs it)."""
+        self.backend.close()
+
     def _identity(self) -> dict[str, Any]:
         info = self.backend.info()
         return {"backend_model": info.model, "revision": info.revision}
