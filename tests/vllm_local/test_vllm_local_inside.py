@@ -73,6 +73,10 @@ def test_generation_reproduces_by_seed_whatever_shares_the_batch(local, embedded
     assert [c.text for c in first] == [c.text for c in reversed_batch]
     assert [c.text for c in first[:3]] == [c.text for c in alone]
     assert len({c.text for c in first}) > 1 and all(c.finish_reason in ("length", "eos", "stop") for c in first)
+    # a batch of seeded samples larger than one engine step (~11k prompt tokens): on a CPU, chunked prefill would
+    # kill vLLM's engine here (see VLLMLocalBackend._engine)
+    many = [GenerationRequest(f"{seed}: " + PROMPTS[0] * 16, seed) for seed in range(24)]  # distinct: no prefix cache
+    assert [c.text for c in local.generate(many, sampled)][:3] == [c.text for c in local.generate(many[:3], sampled)]
     # greedy: the same text, finish reason and token counts as the transformers backend
     greedy = SamplingParams(temperature=0.0, max_new_tokens=16)
     ours, theirs = local.generate(requests[::3], greedy), embedded.generate(requests[::3], greedy)

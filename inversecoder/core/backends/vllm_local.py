@@ -253,12 +253,17 @@ class VLLMLocalBackend(Backend):
                 from vllm import LLM
             except ImportError as error:
                 raise UserError(f"{NOT_INSTALLED} ({type(error).__name__}: {error})") from None
-            self._llm = LLM(
-                model=str(self.path),
-                dtype=self._dtype(),
-                max_model_len=self.max_context,
-                **self.vllm_args,
-            )
+            from vllm.platforms import current_platform
+
+            settings = dict(self.vllm_args)
+            if current_platform.is_cpu():
+                # vLLM drops the token sampled after a partial (chunked) prefill and rewinds the request's seeded
+                # generator by an offset only CUDA generators have: on a CPU that kills the engine ("CPU Generator
+                # does not use offset") as soon as a batch of seeded samples outgrows one step. Whole prefills.
+                settings.setdefault("enable_chunked_prefill", False)
+                if not settings["enable_chunked_prefill"]:
+                    settings.setdefault("max_num_batched_tokens", max(self.max_context, 8192))
+            self._llm = LLM(model=str(self.path), dtype=self._dtype(), max_model_len=self.max_context, **settings)
         return self._llm
 
     def _run(self, encoded: list[list[int]], sampling: list[Any]) -> list[Any]:
