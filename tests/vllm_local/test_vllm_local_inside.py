@@ -52,15 +52,23 @@ def embedded(tiny_model_dir):
     return TransformersBackend(str(tiny_model_dir), device="cpu", dtype="float32", max_context=512)
 
 
-def test_scores_equal_the_transformers_backend(local, embedded):
-    ours, theirs = local.score_yes_no(PROMPTS), embedded.score_yes_no(PROMPTS)
+@pytest.mark.parametrize("token_ids", [True, False], ids=["logprob_token_ids", "top20+prompt_logprobs"])
+def test_scores_equal_the_transformers_backend(local, embedded, token_ids):
+    local.token_ids_logprobs = token_ids  # vLLM 0.32 has logprob_token_ids; older ones take the other path
+    before = local.info().details["totals"]["logprob_requests"]
+    try:
+        ours, theirs = local.score_yes_no(PROMPTS), embedded.score_yes_no(PROMPTS)
+    finally:
+        local.token_ids_logprobs = None
     for mine, reference in zip(ours, theirs, strict=True):
         assert mine.error is None and mine.score is not None and reference.score is not None
         assert abs(mine.score - reference.score) < 1e-4
         assert abs((mine.yes_no_mass or 0) - (reference.yes_no_mass or 0)) < 1e-4
         assert mine.prompt_tokens == reference.prompt_tokens
-    # the random tiny model puts no answer token in its top 20: every variant came from prompt_logprobs
-    assert local.info().details["totals"]["logprob_requests"] > 0
+    # the random tiny model puts no answer token in its top 20: without logprob_token_ids every variant came
+    # from prompt_logprobs
+    extra = local.info().details["totals"]["logprob_requests"] - before
+    assert extra == (0 if token_ids else len(PROMPTS) * 4)
     assert local.answer_token_ids() == embedded.answer_token_ids()
 
 

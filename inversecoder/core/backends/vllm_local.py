@@ -9,9 +9,10 @@ rerun served from the result cache starts no engine.
 - Generation: one `LLM.generate` per batch, each request with its own `SamplingParams(seed=...)`, so a sample
   does not depend on what shares its batch. Finish reasons map as elsewhere (stop string, eos, length) and the
   eos token is not counted.
-- The Yes/No score reads the logprob of every Yes/No variant at the first response position: from the top 20
-  (`logprobs=20`), and for a variant outside them from `prompt_logprobs` of the prompt followed by that token.
-  Same distribution as the `transformers` backend, to float error.
+- The Yes/No score reads the logprob of every Yes/No variant at the first response position: in one request with
+  `logprob_token_ids` where the installed vLLM has it (0.32 does), else from the top 20 (`logprobs=20`) and, for
+  a variant outside them, from `prompt_logprobs` of the prompt followed by that token. Same distribution as the
+  `transformers` backend, to float error, either way.
 - Batches (cache transactions) hold prompts in their given order, so the K samples of one prompt stay together
   (vLLM's prefix cache shares their prompt), up to `batch_tokens` prompt + new tokens and `max_batch_size` rows;
   vLLM schedules within a batch itself.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import importlib.util
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +97,9 @@ class VLLMLocalBackend(Backend):
         self.max_context = int(max_context or getattr(config, "max_position_embeddings", None) or 4096)
         self.dtype_name = dtype
         self._llm: Any = None
+        #: read every answer token with `logprob_token_ids` (when this vLLM has it; None: not yet known), else the
+        #: top 20 and `prompt_logprobs` for the rest
+        self.token_ids_logprobs: bool | None = None
         self._answers = {word.lower(): resolve_answer_token_ids(self.tokenizer, word) for word in ("Yes", "No")}
         self.totals = {"prompt_tokens": 0, "generated_tokens": 0, "logprob_requests": 0}
 
@@ -197,7 +202,12 @@ class VLLMLocalBackend(Backend):
         if not runnable:
             return _filled(results)
         wanted = self._answers["yes"] + self._answers["no"]
-        top = VLLMSampling(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
+        if self.token_ids_logprobs is None:  # newer vLLM (0.32 has it): the logprobs of named tokens, one request
+            self.token_ids_logprobs = "logprob_token_ids" in inspect.signature(VLLMSampling).parameters
+        if self.token_ids_logprobs:
+            top = VLLMSampling(max_tokens=1, temperature=0.0, logprob_token_ids=wanted)
+        else:
+            top = VLLMSampling(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
         found = [
             {int(token): float(entry.logprob) for token, entry in output.outputs[0].logprobs[0].items()}
             for output in self._run(encoded, [top] * len(encoded))
