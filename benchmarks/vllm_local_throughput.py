@@ -8,10 +8,10 @@ Yes/No scoring, side by side in one run, on one random-weight model built from a
 
 Generation: `--requests` samples (`--samples` per prompt, temperature 0.8, each with its own seed) of
 `--new-tokens` tokens; tokens/s counts generated tokens. Scoring: `--pairs` score prompts; tokens/s counts prompt
-tokens. vLLM's engine start is timed apart; each path is warmed up first. The table is printed last. With random
-weights no answer token is in vLLM's top 20, so every score also costs one `prompt_logprobs` request per
-Yes/No variant (the worst case; a trained judge usually has them in its top 20): the `logprob requests` line says
-how many.
+tokens. vLLM's engine start is timed apart; each path is warmed up first. The table is printed last.
+`--top20` scores as a vLLM without `logprob_token_ids` does: the top 20, then one `prompt_logprobs` request per
+Yes/No variant outside them; with random weights that is every variant (the worst case; a trained judge usually
+has them in its top 20): the `logprob requests` line says how many.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--batch-tokens", type=int, default=1 << 20, help="one batch: vLLM schedules it itself")
     parser.add_argument("--kv-cache-mb", type=int, default=512, help="CPU only: vLLM's KV cache (0: vLLM's default)")
+    parser.add_argument("--top20", action="store_true", help="score without logprob_token_ids (older vLLM)")
     args = parser.parse_args()
 
     import torch
@@ -98,6 +99,8 @@ def main() -> None:
         path = Path(args.model) if args.model else build_model(Path(scratch) / "model", args.shape)
         common = {"dtype": args.dtype, "batch_tokens": args.batch_tokens, "max_context": args.max_context}
         local = VLLMLocalBackend(str(path), vllm_args=vllm_args, **common)
+        if args.top20:
+            local.token_ids_logprobs = False
         embedded = TransformersBackend(str(path), device="cuda" if on_gpu else "cpu", **common)
         prompt_tokens = sum(len(local._encode(r.prompt)) for r in requests)
         score_tokens = sum(len(local._encode(t)) for t in score_texts)

@@ -33,7 +33,7 @@ def test_every_subcommand_has_help(command):
         (["build-dataset", "configs/demo.yaml", "source.path=nowhere.jsonl"], "source file not found: nowhere.jsonl"),
         (
             ["build-dataset", "configs/demo.yaml", "generator.backend=llamacpp"],
-            "generator.backend: must be one of transformers, tgi, vllm, sglang, openai; got 'llamacpp'",
+            "generator.backend: must be one of transformers, vllm-local, tgi, vllm, sglang, openai; got 'llamacpp'",
         ),
         (["build-dataset", "configs/demo.yaml", "source.response_column=answer"], "source has no column 'answer'"),
         (["train", "configs/demo.yaml", "--output-dir", "/nonexistent/run"], "no dataset at /nonexistent/run/dataset"),

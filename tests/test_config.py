@@ -207,7 +207,7 @@ def test_sft_args_values_are_checked_like_the_fields_they_shadow(override, messa
         ("generator.dtype=fp16", "generator.dtype: must be one of auto, bfloat16, float16, float32; got 'fp16'"),
         (
             "generator.backend=llamacpp",
-            "generator.backend: must be one of transformers, tgi, vllm, sglang, openai; got 'llamacpp'",
+            "generator.backend: must be one of transformers, vllm-local, tgi, vllm, sglang, openai; got 'llamacpp'",
         ),
         # what training or a backend would only have found hours later
         ("train.sft_args={output_dir: elsewhere}", "train.sft_args.output_dir: set by the recipe"),
@@ -391,6 +391,7 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
     added: dict[str, dict[str, Any]] = {
         "evaluate": {"allow_weak_sandbox": False},
         "decontaminate": CASCADE_FIELDS | {"execution_workers": 0},
+        "generator": {"vllm_args": {}},
     }
     saved = yaml.safe_load(config_yaml(config))
     for section, fields in added.items():
@@ -399,8 +400,9 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
     # The dataset's build_config.yaml now holds only the sections that built it (the old one held them all).
     built = yaml.safe_load((COMPAT / "out" / "dataset" / "build_config.yaml").read_text())
     now = yaml.safe_load(config_yaml(config, DATASET_SECTIONS))
-    for name in added["decontaminate"]:
-        now["decontaminate"].pop(name)
+    for section in ("decontaminate", "generator"):
+        for name in added[section]:
+            now[section].pop(name)
     assert now == {k: built[k] for k in DATASET_SECTIONS}
 
 

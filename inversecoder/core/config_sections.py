@@ -89,6 +89,7 @@ class GeneratorConfig(Section):
         "health_interval",
         "health_timeout",
         "requests_per_batch",
+        "vllm_args",  # vllm-local's memory, parallelism and scheduling (model, dtype and context are fields)
     )
 
     backend: Annotated[BackendName, BeforeValidator(text)] = "transformers"
