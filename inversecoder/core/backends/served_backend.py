@@ -456,4 +456,5 @@ class ServedBackend(Backend):
 
 def served_settings(config: Any) -> dict[str, Any]:
     """The `generator` settings every served backend takes (routing, deadlines, retries, health)."""
-    return {name: getattr(config, name) for name in config.TRANSPORT_FIELDS if name != "endpoints"}
+    local = ("endpoints", "vllm_args")  # the URLs themselves, and the in-process vLLM engine's arguments
+    return {name: getattr(config, name) for name in config.TRANSPORT_FIELDS if name not in local}
