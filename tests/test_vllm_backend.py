@@ -62,6 +62,12 @@ def test_real_vllm_scores_equal_the_embedded_backend_and_seeds_reproduce(vllm_se
         ]
     finally:
         backend.close()
+    generic = OpenAIBackend([vllm_server.url], vllm_server.model, dialect="openai", progress=False, **FAST)
+    try:  # a generic OpenAI-compatible fleet names the engine its /v1/models says runs it, and scores the same
+        assert generic.info().details["engine"] == "vLLM"
+        assert [s.score for s in generic.score_yes_no(PROMPTS)] == [s.score for s in served]
+    finally:
+        generic.close()
 
 
 def _recipe(tmp_path: Path, name: str, tiny_model_dir: Path, generator: dict) -> Path:

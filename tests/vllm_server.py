@@ -44,8 +44,11 @@ VLLM_READY = VLLM_VENV / ".ready"  # written by the Makefile after the last inst
 BUILD_COMMAND = "make vllm"
 
 #: CPU settings that start in ~20 s on 2 cores with ~2 GB RSS: float32 (scores compare with transformers'
-#: fp32), no graph capture or compilation, a 64 MiB KV cache (the default reserves GBs).
+#: fp32), no graph capture or compilation, a 64 MiB KV cache (the default reserves GBs), and no chunked prefill:
+#: on a CPU, vLLM 0.32 crashes its engine on a seeded sample of a chunked prompt ("CPU Generator does not use
+#: offset"; the demo's 2048-token prompts hit it).
 DEFAULT_ARGS = (
+    "--no-enable-chunked-prefill",
     "--max-model-len",
     "512",
     "--dtype",

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ENGINES = {"vllm": "vLLM", "sglang": "SGLang", "openai": "OpenAI-compatible"}
+#: `/v1/models` entries' `owned_by` of the engines that set it: names the engine behind a generic `openai` fleet
+OWNERS = {"vllm": "vLLM", "sglang": "SGLang"}
 #: Prompts whose tokens the endpoints' /tokenize must give as the local tokenizer does; the last ends with
 #: a space that merges with "Yes" when the text is tokenized whole.
 TOKENIZER_PROBES = ("def add(a, b):\n    return a + b\n", "Is the instruction right? Answer: Yes", "Answer:Yes")
@@ -108,6 +110,8 @@ class OpenAIBackend(ServedBackend):
                     f"{self.ENGINE} endpoint {endpoint.url} tokenizes unlike {model}'s tokenizer: {problem}"
                 )
         self.model_id = self.reference.model_id
+        if dialect == "openai" and self.reference.raw.get("owned_by") in OWNERS:  # the engine says which it is
+            self.ENGINE = OWNERS[self.reference.raw["owned_by"]]
         lengths = [e.info.max_model_len for e in self.endpoints if e.info and e.info.max_model_len]
         self.max_model_len: int | None = min(lengths) if lengths else None
         self.revision = revision or local_revision(model) or "unknown"
