@@ -122,6 +122,47 @@ def run_halving_on_oom(
         return run_halving_on_oom(compute, batch[:half], failed) + run_halving_on_oom(compute, batch[half:], failed)
 
 
+def fit_generations(
+    encode: Callable[[str], list[int]], requests: Sequence[GenerationRequest], max_context: int, new_tokens: int
+) -> tuple[list[Completion | None], list[list[int]], list[int]]:
+    """An in-process backend's first step: each prompt's ids, or a final error when the prompt leaves no room in
+    the context for `new_tokens`. Returns (results with the errors set, the runnable prompts' ids, their indexes)."""
+    results: list[Completion | None] = [None] * len(requests)
+    encoded: list[list[int]] = []
+    runnable: list[int] = []
+    limit = max_context - new_tokens
+    for i, request in enumerate(requests):
+        ids = encode(request.prompt)
+        if len(ids) > limit:
+            error = (
+                f"prompt has {len(ids)} tokens; the model's context ({max_context}) leaves room "
+                f"for {max(limit, 0)} with max_new_tokens={new_tokens}"
+            )
+            results[i] = Completion(None, "error", len(ids), 0, error=error)
+        else:
+            encoded.append(ids)
+            runnable.append(i)
+    return results, encoded, runnable
+
+
+def fit_scorings(
+    encode: Callable[[str], list[int]], prompts: Sequence[str], max_context: int, answer_tokens: int = 0
+) -> tuple[list[YesNoScore | None], list[list[int]], list[int]]:
+    """`fit_generations` for Yes/No scores: a prompt (plus `answer_tokens`) longer than the context is a final error."""
+    results: list[YesNoScore | None] = [None] * len(prompts)
+    encoded: list[list[int]] = []
+    runnable: list[int] = []
+    for i, prompt in enumerate(prompts):
+        ids = encode(prompt)
+        if len(ids) + answer_tokens > max_context:
+            error = f"prompt has {len(ids)} tokens; the model's context is {max_context}"
+            results[i] = YesNoScore(None, None, len(ids), error=error)
+        else:
+            encoded.append(ids)
+            runnable.append(i)
+    return results, encoded, runnable
+
+
 class Backend(abc.ABC):
     """Everything a caller may use of a backend, declared here (callers never probe for methods).
 

@@ -25,6 +25,8 @@ from inversecoder.core.backends.base import (
     GenerationRequest,
     SamplingParams,
     YesNoScore,
+    fit_generations,
+    fit_scorings,
 )
 from inversecoder.core.errors import ConfigError, UserError
 
@@ -168,23 +170,7 @@ class TransformersBackend(Backend):
         return batches
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
-        results: list[Completion | None] = [None] * len(requests)
-        encoded, runnable = [], []
-        limit = self.max_context - params.max_new_tokens
-        for i, request in enumerate(requests):
-            ids = self._encode(request.prompt)
-            if len(ids) > limit:
-                results[i] = Completion(
-                    None,
-                    "error",
-                    len(ids),
-                    0,
-                    error=f"prompt has {len(ids)} tokens; the model's context ({self.max_context}) leaves room "
-                    f"for {max(limit, 0)} with max_new_tokens={params.max_new_tokens}",
-                )
-            else:
-                encoded.append(ids)
-                runnable.append(i)
+        results, encoded, runnable = fit_generations(self._encode, requests, self.max_context, params.max_new_tokens)
         # Callers usually pass one planned batch; a longer list is split so memory stays bounded.
         for batch in self.plan_batches([requests[i].prompt for i in runnable], params.max_new_tokens):
             outputs = self._decode_loop(
@@ -198,20 +184,7 @@ class TransformersBackend(Backend):
         import torch
 
         model = self._load()
-        results: list[YesNoScore | None] = [None] * len(prompts)
-        encoded, runnable = [], []
-        for i, prompt in enumerate(prompts):
-            ids = self._encode(prompt)
-            if len(ids) > self.max_context:
-                results[i] = YesNoScore(
-                    None,
-                    None,
-                    len(ids),
-                    error=f"prompt has {len(ids)} tokens; the model's context is {self.max_context}",
-                )
-            else:
-                encoded.append(ids)
-                runnable.append(i)
+        results, encoded, runnable = fit_scorings(self._encode, prompts, self.max_context)
         answers = self.answer_token_ids()
         yes_ids = torch.tensor(answers["yes"], device=self.device)
         no_ids = torch.tensor(answers["no"], device=self.device)

@@ -34,6 +34,8 @@ from inversecoder.core.backends.base import (
     GenerationRequest,
     SamplingParams,
     YesNoScore,
+    fit_generations,
+    fit_scorings,
 )
 from inversecoder.core.backends.serving import yes_no_score
 from inversecoder.core.backends.transformers_backend import _filled, resolve_answer_token_ids, resolve_model
@@ -161,24 +163,7 @@ class VLLMLocalBackend(Backend):
         return batches
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
-        results: list[Completion | None] = [None] * len(requests)
-        encoded: list[list[int]] = []
-        runnable: list[int] = []
-        limit = self.max_context - params.max_new_tokens
-        for i, request in enumerate(requests):
-            ids = self._encode(request.prompt)
-            if len(ids) > limit:
-                results[i] = Completion(
-                    None,
-                    "error",
-                    len(ids),
-                    0,
-                    error=f"prompt has {len(ids)} tokens; the model's context ({self.max_context}) leaves room "
-                    f"for {max(limit, 0)} with max_new_tokens={params.max_new_tokens}",
-                )
-            else:
-                encoded.append(ids)
-                runnable.append(i)
+        results, encoded, runnable = fit_generations(self._encode, requests, self.max_context, params.max_new_tokens)
         if runnable:
             outputs = self._run(encoded, [self._sampling(params, requests[i].seed) for i in runnable])
             for i, ids, output in zip(runnable, encoded, outputs, strict=True):
@@ -188,17 +173,8 @@ class VLLMLocalBackend(Backend):
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
         from vllm import SamplingParams as VLLMSampling
 
-        results: list[YesNoScore | None] = [None] * len(prompts)
-        encoded: list[list[int]] = []
-        runnable: list[int] = []
-        for i, prompt in enumerate(prompts):
-            ids = self._encode(prompt)
-            if len(ids) + 1 > self.max_context:  # the answer token's position must fit too
-                error = f"prompt has {len(ids)} tokens; the model's context is {self.max_context}"
-                results[i] = YesNoScore(None, None, len(ids), error=error)
-            else:
-                encoded.append(ids)
-                runnable.append(i)
+        # the answer token's position must fit too
+        results, encoded, runnable = fit_scorings(self._encode, prompts, self.max_context, answer_tokens=1)
         if not runnable:
             return _filled(results)
         wanted = self._answers["yes"] + self._answers["no"]
