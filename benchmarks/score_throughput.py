@@ -29,15 +29,21 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "evol_instruct_sample.js
 SHAPES = {"tiny": {"hidden_size": 128, "num_layers": 2}, "small": {"hidden_size": 512, "num_layers": 4}}
 
 
-def score_pairs(n: int) -> list[str]:
-    """Score prompts from the bundled sample: real code lengths, cycled up to n."""
+def sample_pairs() -> list[tuple[str, str]]:
+    """The bundled sample's (instruction, code block) pairs: real instruction and code lengths."""
     pairs = []
     for line in SAMPLE.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if isinstance(record.get("response"), str) and isinstance(record.get("instruction"), str):
             found = extract_code(record["response"])
             if found.code_block and record["instruction"].strip():
-                pairs.append(prompts.score_prompt(record["instruction"], found.code_block))
+                pairs.append((record["instruction"], found.code_block))
+    return pairs
+
+
+def score_pairs(n: int) -> list[str]:
+    """Score prompts from the bundled sample, cycled up to n."""
+    pairs = [prompts.score_prompt(instruction, code) for instruction, code in sample_pairs()]
     return [pairs[i % len(pairs)] for i in range(n)]
 
 

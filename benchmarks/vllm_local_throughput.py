@@ -17,30 +17,18 @@ has them in its top 20): the `logprob requests` line says how many.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from inversecoder.builders.extract import extract_code
+from score_throughput import sample_pairs
+
 from inversecoder.core import prompts
 from inversecoder.core.backends.base import GenerationRequest, SamplingParams
 from inversecoder.tiny_model import make_tiny_model
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "evol_instruct_sample.jsonl"
 #: hidden size, layers, vocabulary (the tokenizer's 2048, or DeepSeek-Coder's 32256 rows: never produced by it)
 SHAPES = {"tiny": (128, 2, 2048), "small": (512, 4, 32256), "100m": (768, 12, 32256)}
-
-
-def snippets() -> list[tuple[str, str]]:
-    pairs = []
-    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if isinstance(record.get("response"), str) and isinstance(record.get("instruction"), str):
-            found = extract_code(record["response"])
-            if found.code_block and record["instruction"].strip():
-                pairs.append((record["instruction"], found.code_block))
-    return pairs
 
 
 def build_model(folder: Path, shape: str) -> Path:
@@ -85,7 +73,7 @@ def main() -> None:
     vllm_args: dict = {} if on_gpu else {"enforce_eager": True}
     if not on_gpu and args.kv_cache_mb:
         vllm_args["kv_cache_memory_bytes"] = args.kv_cache_mb * 2**20
-    texts = snippets()
+    texts = sample_pairs()
     prompt_texts = [prompts.summarize_prompt(code, "") for _, code in texts]
     requests = [
         GenerationRequest(prompt_texts[(i // args.samples) % len(prompt_texts)], seed=i) for i in range(args.requests)

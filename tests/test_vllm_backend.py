@@ -12,14 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
-import yaml
-from conftest import SAMPLE
+from small_builds import build, tables, write_recipe
 
 from inversecoder.core.backends.base import GenerationRequest, SamplingParams
 from inversecoder.core.backends.openai_backend import OpenAIBackend
-from inversecoder.core.dataset_files import DATA_DIRS, config_files
 
 #: retry settings for tests: fast, and patient enough to ride out a server restart (~20-30 s)
 FAST: dict[str, Any] = {"retry_backoff": 0.2, "retry_backoff_max": 2.0, "health_interval": 0.5, "health_timeout": 5.0}
@@ -70,53 +67,23 @@ def test_real_vllm_scores_equal_the_embedded_backend_and_seeds_reproduce(vllm_se
         generic.close()
 
 
-def _recipe(tmp_path: Path, name: str, tiny_model_dir: Path, generator: dict) -> Path:
-    recipe = {
-        "seed": 5,
-        "source": {"path": str(SAMPLE), "limit": 24},
-        "generator": {"model": str(tiny_model_dir), **generator},
-        "summarize": {"num_samples": 3, "max_new_tokens": 12, "temperature": 0.0},
-        "decontaminate": {"enabled": False},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-def _build(recipe: Path, output: Path):
-    from inversecoder.builders.pipeline import build_dataset
-    from inversecoder.core.config import load_config
-    from inversecoder.hub_cards.dataset_card import write_dataset_card
-
-    config = load_config(recipe, output_dir=str(output))
-    return build_dataset(config, progress=False, write_card=write_dataset_card)
-
-
-def _tables(folder: Path) -> dict[str, list[dict]]:
-    return {name: [r for f in config_files(folder, name) for r in pq.read_table(f).to_pylist()] for name in DATA_DIRS}
-
-
-def _rounded(rows: list[dict]) -> list[dict]:
-    return [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
-
-
 @pytest.fixture(scope="module")
 def reference(vllm_server, tiny_model_dir, tmp_path_factory):
     """A build through the session's server, uninterrupted."""
     tmp = tmp_path_factory.mktemp("vllm-reference")
-    recipe = _recipe(tmp, "ref", tiny_model_dir, {"backend": "vllm", "endpoints": [vllm_server.url], **FAST})
-    return _build(recipe, tmp / "out")
+    recipe = write_recipe(tmp, "ref", tiny_model_dir, {"backend": "vllm", "endpoints": [vllm_server.url], **FAST})
+    return build(recipe, tmp / "out")
 
 
 def test_a_build_through_vllm_equals_the_embedded_build(reference, tiny_model_dir, tmp_path):
     # the embedded backend with the server's context (--max-model-len 512): the same prompts are too long for both
-    embedded = _build(
-        _recipe(tmp_path, "embedded", tiny_model_dir, {"device": "cpu", "dtype": "float32", "max_context": 512}),
+    embedded = build(
+        write_recipe(tmp_path, "embedded", tiny_model_dir, {"device": "cpu", "dtype": "float32", "max_context": 512}),
         tmp_path / "e",
     )
-    served, local = _tables(reference.dataset_dir), _tables(embedded.dataset_dir)
-    assert served["candidates"] and _rounded(served["candidates"]) == _rounded(local["candidates"])
-    assert _rounded(served["default"]) == _rounded(local["default"])
+    served, local = tables(reference.dataset_dir, 4), tables(embedded.dataset_dir, 4)
+    assert served["candidates"] and served["candidates"] == local["candidates"]
+    assert served["default"] == local["default"]
     card = (reference.dataset_dir / "README.md").read_text()
     assert "vLLM 0.32.0" in card and "not verified" in card
 
@@ -129,30 +96,30 @@ def test_a_server_killed_and_restarted_mid_build_changes_nothing(
     own = VLLMServer(tiny_model_dir, tmp_path_factory.mktemp("vllm-own-logs")).start()
     try:
         endpoints = {"backend": "vllm", "endpoints": [own.url], **FAST, "max_retries": 100}
-        recipe = _recipe(tmp_path, "killed", tiny_model_dir, endpoints)
+        recipe = write_recipe(tmp_path, "killed", tiny_model_dir, endpoints)
         output = tmp_path / "killed"
         result: dict = {}
-        build = threading.Thread(target=lambda: result.update(first=_build(recipe, output)))
-        build.start()
+        worker = threading.Thread(target=lambda: result.update(first=build(recipe, output)))
+        worker.start()
         calls = output / ".cache" / "model_calls.sqlite"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not _stored(calls):
             time.sleep(0.05)
         assert _stored(calls), "the build stored no model call in 120 s"
         own.kill()  # mid-build: some batches stored, the rest in flight or to come
-        killed_at_build_end = not build.is_alive()
+        killed_at_build_end = not worker.is_alive()
         own.restart()
-        build.join(timeout=600)
-        assert not build.is_alive() and "first" in result
+        worker.join(timeout=600)
+        assert not worker.is_alive() and "first" in result
         assert not killed_at_build_end, "the build was over before the kill: make it longer"
-        again = _build(recipe, output)  # anything that failed while the server was down is asked again
-        assert _tables(again.dataset_dir) == _tables(reference.dataset_dir)
+        again = build(recipe, output)  # anything that failed while the server was down is asked again
+        assert tables(again.dataset_dir) == tables(reference.dataset_dir)
         # two endpoints, the session's and this one: the same dataset again, from nothing cached
-        both = _recipe(
+        both = write_recipe(
             tmp_path, "both", tiny_model_dir, {"backend": "vllm", "endpoints": [vllm_server.url, own.url], **FAST}
         )
-        two = _build(both, tmp_path / "two")
-        assert two.model_calls > 0 and _tables(two.dataset_dir) == _tables(reference.dataset_dir)
+        two = build(both, tmp_path / "two")
+        assert two.model_calls > 0 and tables(two.dataset_dir) == tables(reference.dataset_dir)
     finally:
         own.stop()
 

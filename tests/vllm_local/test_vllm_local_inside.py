@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
-import yaml
-from conftest import SAMPLE
+from small_builds import build, tables, write_recipe
 
 from inversecoder.core.backends.base import GenerationRequest, SamplingParams
-from inversecoder.core.dataset_files import DATA_DIRS, config_files
 
 REPO = Path(__file__).resolve().parents[2]
 #: CPU settings: float32 (scores compare with transformers' fp32), no graph capture, a 64 MiB KV cache
@@ -124,45 +121,23 @@ def test_info_names_the_engine_and_the_folder_revision(local, tiny_model_dir):
         local.batch_tokens = 32768
 
 
-def _recipe(tmp_path: Path, name: str, tiny_model_dir: Path, generator: dict) -> Path:
-    recipe = {
-        "seed": 5,
-        "source": {"path": str(SAMPLE), "limit": 24},
-        "generator": {"model": str(tiny_model_dir), "dtype": "float32", "max_context": 512, **generator},
-        "summarize": {"num_samples": 3, "max_new_tokens": 12, "temperature": 0.0},
-        "decontaminate": {"enabled": False},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-def _build(recipe: Path, output: Path):
-    from inversecoder.builders.pipeline import build_dataset
-    from inversecoder.core.config import load_config
-    from inversecoder.hub_cards.dataset_card import write_dataset_card
-
-    return build_dataset(load_config(recipe, output_dir=str(output)), progress=False, write_card=write_dataset_card)
-
-
-def _tables(folder: Path) -> dict[str, list[dict]]:
-    """Every config's rows, floats rounded to 4 places (scores equal to 1e-4 across backends)."""
-    tables = {}
-    for name in DATA_DIRS:
-        rows = [r for f in config_files(folder, name) for r in pq.read_table(f).to_pylist()]
-        tables[name] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
-    return tables
+#: the server's context and fp32 for both backends, so that the same prompts fit and the scores compare
+FP32 = {"dtype": "float32", "max_context": 512}
 
 
 def test_a_build_through_vllm_local_equals_the_embedded_build_and_reruns_free(tiny_model_dir, tmp_path):
-    recipe = _recipe(tmp_path, "vllm-local", tiny_model_dir, {"backend": "vllm-local", "vllm_args": CPU_ARGS})
-    first = _build(recipe, tmp_path / "out")
+    recipe = write_recipe(
+        tmp_path, "vllm-local", tiny_model_dir, {"backend": "vllm-local", "vllm_args": CPU_ARGS, **FP32}
+    )
+    first = build(recipe, tmp_path / "out")
     assert first.model_calls > 0
     card = (first.dataset_dir / "README.md").read_text()
     assert "vLLM 0.32.0 in process" in card and "vllm-local backend" in card
-    again = _build(recipe, tmp_path / "out")  # everything from the cache: no engine started, no model call
+    again = build(recipe, tmp_path / "out")  # everything from the cache: no engine started, no model call
     assert again.model_calls == 0 and again.fingerprint == first.fingerprint
-    embedded = _build(_recipe(tmp_path, "embedded", tiny_model_dir, {"device": "cpu"}), tmp_path / "embedded")
-    ours, theirs = _tables(first.dataset_dir), _tables(embedded.dataset_dir)
+    embedded = build(
+        write_recipe(tmp_path, "embedded", tiny_model_dir, {"device": "cpu", **FP32}), tmp_path / "embedded"
+    )
+    ours, theirs = tables(first.dataset_dir, 4), tables(embedded.dataset_dir, 4)
     assert ours["candidates"] and ours["candidates"] == theirs["candidates"]
     assert ours["default"] == theirs["default"]

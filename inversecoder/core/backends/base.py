@@ -122,6 +122,13 @@ def run_halving_on_oom(
         return run_halving_on_oom(compute, batch[:half], failed) + run_halving_on_oom(compute, batch[half:], failed)
 
 
+def filled(results: list[R | None]) -> list[R]:
+    """The results once every slot is set (each request was either refused up front or run)."""
+    done = [result for result in results if result is not None]
+    assert len(done) == len(results)
+    return done
+
+
 def fit_generations(
     encode: Callable[[str], list[int]], requests: Sequence[GenerationRequest], max_context: int, new_tokens: int
 ) -> tuple[list[Completion | None], list[list[int]], list[int]]:

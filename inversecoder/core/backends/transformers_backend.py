@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from inversecoder.core.backends.base import (
     Backend,
@@ -25,6 +25,7 @@ from inversecoder.core.backends.base import (
     GenerationRequest,
     SamplingParams,
     YesNoScore,
+    filled,
     fit_generations,
     fit_scorings,
 )
@@ -34,14 +35,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
-_R = TypeVar("_R")
-
-
-def _filled(results: list[_R | None]) -> list[_R]:
-    """The results once every slot is set (each request was either refused up front or run)."""
-    done = [result for result in results if result is not None]
-    assert len(done) == len(results)
-    return done
 
 
 def local_revision(folder: Path) -> str:
@@ -178,7 +171,7 @@ class TransformersBackend(Backend):
             )
             for j, output in zip(batch, outputs, strict=True):
                 results[runnable[j]] = output
-        return _filled(results)
+        return filled(results)
 
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
         import torch
@@ -204,7 +197,7 @@ class TransformersBackend(Backend):
                 mass = torch.exp(torch.logaddexp(log_yes, log_no) - torch.logsumexp(logits, dim=-1)).tolist()
             for row, j in enumerate(batch):
                 results[runnable[j]] = YesNoScore(scores[row], mass[row], len(encoded[j]))
-        return _filled(results)
+        return filled(results)
 
     def answer_token_ids(self) -> dict[str, list[int]]:
         """The token ids whose logits make the Yes/No score (resolved from the tokenizer, once)."""

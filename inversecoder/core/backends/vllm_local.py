@@ -34,11 +34,12 @@ from inversecoder.core.backends.base import (
     GenerationRequest,
     SamplingParams,
     YesNoScore,
+    filled,
     fit_generations,
     fit_scorings,
 )
 from inversecoder.core.backends.serving import yes_no_score
-from inversecoder.core.backends.transformers_backend import _filled, resolve_answer_token_ids, resolve_model
+from inversecoder.core.backends.transformers_backend import resolve_answer_token_ids, resolve_model
 from inversecoder.core.config_checks import VLLM_RESERVED_ARGS
 from inversecoder.core.errors import ConfigError, UserError
 
@@ -169,7 +170,7 @@ class VLLMLocalBackend(Backend):
             outputs = self._run(encoded, [self._sampling(params, requests[i].seed) for i in runnable])
             for i, ids, output in zip(runnable, encoded, outputs, strict=True):
                 results[i] = self._completion(output, len(ids), params.stop)
-        return _filled(results)
+        return filled(results)
 
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
         from vllm import SamplingParams as VLLMSampling
@@ -177,7 +178,7 @@ class VLLMLocalBackend(Backend):
         # the answer token's position must fit too
         results, encoded, runnable = fit_scorings(self._encode, prompts, self.max_context, answer_tokens=1)
         if not runnable:
-            return _filled(results)
+            return filled(results)
         wanted = self._answers["yes"] + self._answers["no"]
         if self.token_ids_logprobs is None:  # newer vLLM (0.32 has it): the logprobs of named tokens, one request
             self.token_ids_logprobs = "logprob_token_ids" in inspect.signature(VLLMSampling).parameters
@@ -203,7 +204,7 @@ class VLLMLocalBackend(Backend):
             score, mass = yes_no_score(logprobs, self._answers)
             self.totals["prompt_tokens"] += len(ids)
             results[i] = YesNoScore(score, mass, len(ids))
-        return _filled(results)
+        return filled(results)
 
     def close(self) -> None:
         """Shut the engine down (its worker processes too) and free its memory."""
