@@ -19,7 +19,9 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import shlex
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -38,6 +40,7 @@ from inversecoder.builders.stage import Stage, StageContext, add_counts, closing
 from inversecoder.core.backends import CachedModel, open_model
 from inversecoder.core.config import DATASET_SECTIONS, RunConfig, config_yaml
 from inversecoder.core.dataset_files import HISTOGRAM
+from inversecoder.core.errors import UserError
 from inversecoder.core.files import atomic_path
 from inversecoder.core.layout import BUILD_CONFIG, BUILD_INFO, BUILD_REPORT
 from inversecoder.core.manifest import write_manifest
@@ -84,6 +87,37 @@ class BuildResult:
     model_calls: int  # computed by the model in this run (cache misses)
     reused_calls: int
     fingerprint: str
+    failed_calls: int = 0  # retryable failures: asked again by the next build
+
+
+class FailedCalls(UserError):
+    """More model calls failed than `generator.max_failed_fraction` allows: the dataset is not written."""
+
+    def __init__(self, message: str, failed: int):
+        super().__init__(message)
+        self.failed = failed
+
+
+def failed_calls(model: CachedModel) -> dict[str, Any]:
+    """The build's model calls that failed (retryable: not cached), of all it made, by error."""
+    return {
+        "count": sum(model.failed.values()),
+        "of": model.computed + model.reused,
+        "errors": [{"error": error, "count": n} for error, n in model.failed.most_common(5)],
+    }
+
+
+def check_failed_calls(failed: dict[str, Any], limit: float) -> None:
+    """Raise FailedCalls when more than `limit` of the calls failed (the caller then keeps no dataset)."""
+    if failed["count"] == 0 or failed["count"] <= limit * failed["of"]:
+        return
+    errors = ", ".join(f"{e['count']}x {e['error']!r}" for e in failed["errors"][:3])
+    raise FailedCalls(
+        f"{failed['count']} of {failed['of']} model calls ({failed['count'] / max(failed['of'], 1):.2%}) failed, "
+        f"more than generator.max_failed_fraction ({limit}): {errors}; no dataset was written and finished calls "
+        f"are cached: once the servers answer, `{shlex.join(['inversecoder', *sys.argv[1:]])}` resumes",
+        failed["count"],
+    )
 
 
 def shards(items: Iterable[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
@@ -174,6 +208,8 @@ def build_dataset(
         scratch.mkdir(parents=True)
         writer = DatasetWriter(scratch, names)
         totals, reasons = run_stages(source, config, context, writer)
+        failed = failed_calls(model)
+        check_failed_calls(failed, config.generator.max_failed_fraction)  # before anything is published
         counts = {name: totals.get(name, 0) for name in COUNTS}
         logger.info(
             f"source: {counts['usable source rows']} usable rows of {source.info['rows_read']} "
@@ -189,6 +225,7 @@ def build_dataset(
         }
         files = writer.finish()
         report = _report(config, model, info, source, started, counts, summaries, files, reasons)
+        report["failed_calls"] = failed
         build_info = {
             "name": config.dataset.name,
             "version": config.dataset.version,
@@ -214,7 +251,9 @@ def build_dataset(
         f"(fingerprint {fingerprint}); "
         f"model calls: {model.computed} computed, {model.reused} from the cache"
     )
-    return BuildResult(dataset_dir, counts, model.computed, model.reused, fingerprint)
+    if failed["count"]:
+        logger.warning(f"dataset: {failed['count']} of {failed['of']} model calls failed (the card lists them)")
+    return BuildResult(dataset_dir, counts, model.computed, model.reused, fingerprint, failed["count"])
 
 
 def json_text(data: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from inversecoder import __version__
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import check_writable_folder, storage_problem
+from inversecoder.core.ranks import is_main_rank
 
 OVERRIDES_HELP = "override any config field, e.g. source.limit=20 summarize.num_samples=4 generator.model=PATH"
 
@@ -276,7 +277,8 @@ def configure_logging() -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_PlainFormatter("%(message)s"))
     package.addHandler(handler)
-    package.setLevel(logging.INFO)
+    # In a launched training job the main process reports progress; the others only warnings and errors.
+    package.setLevel(logging.INFO if is_main_rank() else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from inversecoder.core.files import read_json, write_atomic, write_json
 from inversecoder.core.layout import EVAL_RESULTS
 from inversecoder.core.lock import output_lock
 from inversecoder.core.manifest import read_manifest, write_manifest
+from inversecoder.core.ranks import barrier, in_launched_job, is_main_rank
 from inversecoder.step_records import Record, check, read_records, record
 
 logger = logging.getLogger(__name__)
@@ -63,22 +65,44 @@ def _train_generator(config: RunConfig) -> Path:
     from inversecoder.builders.original_data import build_original_data
     from inversecoder.core.backends.transformers_backend import resolve_model
     from inversecoder.hub_cards.dataset_card import write_original_card
-    from inversecoder.trainers.recipe import train_model
+    from inversecoder.trainers.launch import train_on_node
 
     assert config.train.base_model is not None  # the step runs only without a named generator: see resolved()
     resolve_model(config.train.base_model, config.train.base_revision)  # fails before the data work
     layout = config.layout
-    data = build_original_data(config, layout.generator_data, write_card=write_original_card)
+    if is_main_rank():  # in a job the user launched, the main process builds the data, the others wait
+        build_original_data(config, layout.generator_data, write_card=write_original_card)
+    barrier()
     generator_config = config.model_copy(deep=True)
     generator_config.train.mode = "original"
-    return train_model(generator_config, data, layout.generator_train, layout.generator_model)
+    return train_on_node(generator_config, layout.generator_data, layout.generator_train, layout.generator_model)
 
 
 def _build(config: RunConfig) -> Path:
-    from inversecoder.builders.pipeline import build_dataset
+    """Build the dataset; while model calls failed, build again (only they are asked: the rest is cached),
+    `generator.retry_rounds` times; more failures than `generator.max_failed_fraction` then stop the run."""
+    from inversecoder.builders.pipeline import FailedCalls, build_dataset
     from inversecoder.hub_cards.dataset_card import write_dataset_card
 
-    return build_dataset(resolved(config), write_card=write_dataset_card).dataset_dir
+    generator = config.generator
+    for round_number in range(generator.retry_rounds + 1):
+        last = round_number == generator.retry_rounds
+        try:
+            result = build_dataset(resolved(config), write_card=write_dataset_card)
+        except FailedCalls as error:
+            if last:
+                raise
+            failed = error.failed
+        else:
+            if result.failed_calls == 0 or last:
+                return result.dataset_dir
+            failed = result.failed_calls
+        logger.warning(
+            f"[dataset] {failed} model calls failed: asking them again in {generator.retry_backoff_max:g} s "
+            f"(retry round {round_number + 1} of {generator.retry_rounds})"
+        )
+        time.sleep(generator.retry_backoff_max)
+    raise AssertionError("unreachable: the last round returns or raises")
 
 
 def _require_dataset(config: RunConfig) -> None:
@@ -89,11 +113,11 @@ def _require_dataset(config: RunConfig) -> None:
 
 
 def _train(config: RunConfig) -> Path:
-    from inversecoder.trainers.recipe import train_model
+    from inversecoder.trainers.launch import train_on_node
 
     _require_dataset(config)
     layout = config.layout
-    return train_model(resolved(config), layout.dataset, layout.train, layout.model)
+    return train_on_node(resolved(config), layout.dataset, layout.train, layout.model)
 
 
 def _evaluate_into(config: RunConfig, model: str, output: Path) -> dict[str, Any]:
@@ -269,19 +293,22 @@ def run_steps(
     model after the report."""
     resolved(config)  # a run with no model at all fails here, before any work
     selected = _selected(start, until)
-    save_config(config, config.layout.run_config)
+    main = is_main_rank()  # in a launched job, the main process alone writes the run's state
+    if main:
+        save_config(config, config.layout.run_config)
     reasons: dict[str, str] = {}
     steps_file = config.layout.steps
     done = read_records(steps_file)
     status = step_status(config, reasons, done)
     prints = fingerprints(config)
+    _check_launched_steps(selected, status, force)
     for step in STEPS:
         if step.name not in selected or status[step.name] == "disabled":
             continue
         folder = step_folder(config, step)
         if status[step.name] == "skip" and step.name not in force:
             logger.info("[%s] up to date (fingerprint %s), skipped", step.name, prints[step.name])
-            if done[step.name].files is None:  # an older record, verified: add its manifest
+            if done[step.name].files is None and main:  # an older record, verified: add its manifest
                 if step.name == "dataset" and read_manifest(folder) is None:
                     write_manifest(folder)
                 record(steps_file, done, step.name, prints[step.name], folder)
@@ -290,7 +317,11 @@ def run_steps(
             logger.warning("[%s] %s: running it again", step.name, reasons[step.name])
         logger.info("[%s] running", step.name)
         step.run(config)
-        record(steps_file, done, step.name, prints[step.name], folder)
+        if main:
+            record(steps_file, done, step.name, prints[step.name], folder)
+        barrier()
+    if not main:
+        return
     if token and "dataset" in selected:
         from inversecoder.hub_cards.push import push_run_dataset
 
@@ -301,6 +332,27 @@ def run_steps(
             from inversecoder.hub_cards.push import push_run_model
 
             push_run_model(config, token)
+
+
+TRAINING_STEPS = ("generator", "train")
+
+
+def _check_launched_steps(selected: list[str], status: dict[str, str], force: tuple[str, ...]) -> None:
+    """Under a launcher every process runs this command: only training steps may have work to do (the data
+    and evaluation steps run once, in `inversecoder run` without a launcher)."""
+    if not in_launched_job():
+        return
+    pending = [
+        name
+        for name in selected
+        if name not in (*TRAINING_STEPS, "report") and (status.get(name) == "run" or name in force)
+    ]
+    if pending:
+        raise UserError(
+            f"under accelerate launch only the training steps run, but {', '.join(pending)} must run too: "
+            "run `inversecoder run CONFIG --until dataset` first (or `inversecoder run CONFIG`, which launches "
+            "the training processes itself)"
+        )
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -317,7 +369,8 @@ def train(config: RunConfig) -> Path:
     _require_dataset(config)
     with output_lock(config.layout.root):
         run_steps(config, "train", "train", force=("train",))
-        write_report(config)
+        if is_main_rank():
+            write_report(config)
     return config.layout.model
 
 

@@ -391,7 +391,8 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
     added: dict[str, dict[str, Any]] = {
         "evaluate": {"allow_weak_sandbox": False},
         "decontaminate": CASCADE_FIELDS | {"execution_workers": 0},
-        "generator": {"vllm_args": {}},
+        "generator": {"vllm_args": {}, "max_failed_fraction": 0.001, "retry_rounds": 2},
+        "train": {"num_processes": None, "strategy": "auto"},
     }
     saved = yaml.safe_load(config_yaml(config))
     for section, fields in added.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -850,3 +851,43 @@ def test_check_endpoints_command_prints_the_report_and_fails_on_a_dead_endpoint(
         timeout=120,
     )
     assert refused.returncode == 2 and "REFUSED" in refused.stdout and "different models or revisions" in refused.stderr
+
+
+def test_calls_that_keep_failing_stop_the_run_before_training_and_the_same_command_resumes(
+    servers, tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    from inversecoder.cli import main
+
+    server = servers.start(faults={"failing": ["def date_range"], "statuses": [500]})
+    recipe = {
+        "seed": 5,
+        "output_dir": str(tmp_path / "out"),
+        "source": {"path": str(SAMPLE), "limit": 6},
+        "generator": {
+            "backend": "tgi",
+            "model": str(tiny_model_dir),
+            "endpoints": [server.url],
+            **{k: v for k, v in fast_with(max_retries=0).items() if k != "progress"},
+            "retry_rounds": 1,
+        },
+        "summarize": {"num_samples": 2, "max_new_tokens": 8},
+        "decontaminate": {"enabled": False},
+        "train": {"base_model": str(tiny_model_dir), "global_batch_size": 4, "per_device_batch_size": 4},
+        "evaluate": {"enabled": False},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(sys, "argv", ["inversecoder", "run", str(tmp_path / "r.yaml")])
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "r.yaml")]) == 2
+    out, err = capsys.readouterr()
+    # Row 3's two candidates failed in the build and again in the retry round; then the run stopped.
+    assert server.stats()["counts"]["injected"] == 4 and "retry round 1 of 1" in out
+    (line,) = [line for line in err.splitlines() if line.startswith("inversecoder:")]  # (and progress bars)
+    assert re.search(r"2 of \d+ model calls \(\d+\.\d+%\) failed, more than generator.max_failed_fraction", line)
+    assert "HTTP 500" in line and f"`inversecoder run {tmp_path / 'r.yaml'}` resumes" in line
+    out_dir = tmp_path / "out"
+    assert not (out_dir / "dataset").exists() and not (out_dir / "model").exists()  # nothing trained, nothing written
+    server.set_faults(failing=[])
+    assert main(["run", str(tmp_path / "r.yaml")]) == 0
+    assert (out_dir / "model" / "config.json").is_file() and (out_dir / "dataset" / "README.md").is_file()
+    assert server.stats()["counts"]["generated"] > 0

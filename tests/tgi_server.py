@@ -311,6 +311,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "latency": 0.0,  # seconds added before every answer (/health and /info included)
     "unhealthy": False,  # /health answers 503
     "slow": {},  # {text: seconds}: a /generate whose inputs contain `text` answers that much later
+    "failing": [],  # a /generate whose inputs contain one of these texts fails every attempt (statuses[0])
 }
 
 
@@ -457,6 +458,8 @@ class Handler(BaseHTTPRequestHandler):
                 sum(seconds for text, seconds in self.state.faults["slow"].items() if text in body.get("inputs", ""))
             )
         fault = self.state.fault_for(route, raw)
+        if route == "/generate" and any(text in body.get("inputs", "") for text in self.state.faults["failing"]):
+            fault = ("error", self.state.faults["statuses"][0])
         if fault and fault[0] == "drop":
             self.state.count("dropped")
             return self._drop()

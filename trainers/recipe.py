@@ -55,6 +55,8 @@ _NOT_IN_FINGERPRINT = (
     "attn_implementation",
     "kernels",
     "torch_compile",
+    "num_processes",
+    "strategy",
 )
 """Knobs that change speed, memory or bookkeeping but not what is learned: a resume may change them."""
 
@@ -153,7 +155,7 @@ def _check_available(model: str, revision: str | None) -> None:
     resolve_model(model, revision)
 
 
-def _base_model(config: RunConfig) -> tuple[str, str | None]:
+def base_model(config: RunConfig) -> tuple[str, str | None]:
     """The paper fine-tunes the BASE model; by default the one the generator was made from."""
     train = config.train
     if train.base_model:
@@ -193,17 +195,25 @@ def _wait_for_everyone() -> None:
     PartialState().wait_for_everyone()
 
 
-def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str) -> None:
+def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str, launch: str) -> None:
     """A stage folder from other settings or data (complete or not) is outdated: remove it, so the stage
-    retrains instead of resuming from, or skipping to, weights that no longer match the config."""
+    retrains instead of resuming from, or skipping to, weights that no longer match the config. Checkpoints
+    of another launch (processes, strategy) are set aside too: their optimizer state is laid out for it."""
     plan = folder / PLAN
-    if plan.is_file() and read_json(plan).get("fingerprint") != fingerprint and _is_main_process():
-        logger.info(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
-        shutil.rmtree(folder)
+    previous = read_json(plan) if plan.is_file() else None
+    if previous is not None and _is_main_process():
+        if previous.get("fingerprint") != fingerprint:
+            logger.info(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
+            shutil.rmtree(folder)
+        elif previous.get("launch", launch) != launch and not (folder / "final" / COMPLETE).is_file():
+            logger.info(f"{stage}: checkpoints of another launch ({previous.get('launch')}): restarting the stage")
+            for checkpoint in folder.glob("checkpoint-*"):
+                shutil.rmtree(checkpoint)
+            write_json(plan, {"stage": stage, "fingerprint": fingerprint, "launch": launch})
     _wait_for_everyone()
     if not plan.is_file() and _is_main_process():
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(plan, {"stage": stage, "fingerprint": fingerprint})
+        write_json(plan, {"stage": stage, "fingerprint": fingerprint, "launch": launch})
     _wait_for_everyone()
 
 
@@ -291,7 +301,7 @@ def _free_memory() -> None:
 
 
 def _run_stage(
-    args: InverseCoderSFTConfig, stage: Stage, start: str, revision: str | None, fingerprint: str
+    args: InverseCoderSFTConfig, stage: Stage, start: str, revision: str | None, fingerprint: str, launch: str
 ) -> dict[str, Any]:
     """Train one stage (or skip it: already complete, or no rows) and return its record."""
     record: dict[str, Any] = {
@@ -302,7 +312,7 @@ def _run_stage(
         "start_model": start,
         "fingerprint": fingerprint,
     }
-    _start_fresh_if_changed(stage.folder, fingerprint, stage.name)
+    _start_fresh_if_changed(stage.folder, fingerprint, stage.name, launch)
     if (stage.final / COMPLETE).is_file():
         logger.info(f"{stage.name}: already trained ({stage.final}), skipping")
         return read_json(stage.final / STAGE_INFO)
@@ -338,11 +348,12 @@ def _export(
     base: tuple[str, str | None],
     sizes: dict[str, int],
     records: list[dict[str, Any]],
+    distribution: dict[str, Any] | None,
 ) -> None:
     """The model folder users load: weights, tokenizer with the chat template, and how it was trained; it
     replaces `model_dir` whole, so a crash leaves the previous folder or the new one."""
     with atomic_path(model_dir) as partial:
-        _write_model_folder(partial, final, base, config, sizes, records)
+        _write_model_folder(partial, final, base, config, sizes, records, distribution)
         write_manifest(partial)  # every file with its sha256: checked before the folder is trusted or pushed
 
 
@@ -353,6 +364,7 @@ def _write_model_folder(
     config: RunConfig,
     sizes: dict[str, int],
     records: list[dict[str, Any]],
+    distribution: dict[str, Any] | None,
 ) -> None:
     from transformers import GenerationConfig
 
@@ -373,6 +385,7 @@ def _write_model_folder(
                 "seed": config.seed,
                 "train": config.train.model_dump(),
                 "dataset_sizes": sizes,
+                "distribution": distribution,
                 "stages": stages,
             }
         ),
@@ -380,10 +393,13 @@ def _write_model_folder(
     write_json(partial / TRAINING_LOGS, {r["stage"]: r["log_history"] for r in records})
 
 
-def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir: Path) -> Path:
-    """Fine-tune the base model on the dataset folder (resumably) and write the final model folder."""
+def train_model(
+    config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir: Path, distribution: dict[str, Any] | None = None
+) -> Path:
+    """Fine-tune the base model on the dataset folder (resumably) and write the final model folder; every
+    process of a launched job calls it (`launch.py`), `distribution` says how it was launched."""
     dataset_dir, work_dir, model_dir = Path(dataset_dir), Path(work_dir), Path(model_dir)
-    base = _base_model(config)
+    base = base_model(config)
     _check_available(*base)
     stages, sizes = _plan(config, dataset_dir, work_dir)
     # Every stage's settings are checked before the first one trains for hours.
@@ -400,17 +416,18 @@ def train_model(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir:
             for s, args in zip(stages, stage_args, strict=True)
         ]
     start, revision = base
+    launch = f"{(distribution or {}).get('strategy', 'single')} x{(distribution or {}).get('processes', 1)}"
     records: list[dict[str, Any]] = []
     previous = ""
     for stage, args in zip(stages, stage_args, strict=True):
         fingerprint = _fingerprint(config.train, stage, start, revision, config.seed, previous)
-        record = _run_stage(args, stage, start, revision, fingerprint)
+        record = _run_stage(args, stage, start, revision, fingerprint, launch)
         records.append(record)
         if not record.get("skipped"):
             start, revision, previous = str(stage.final), None, fingerprint
     if not previous:
         raise ConfigError(f"{dataset_dir}: every training stage is empty, there is nothing to train on")
     if _is_main_process():
-        _export(Path(start), model_dir, config, base, sizes, records)
+        _export(Path(start), model_dir, config, base, sizes, records, distribution)
     _wait_for_everyone()
     return model_dir

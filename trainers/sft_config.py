@@ -91,7 +91,7 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
-def _bf16(setting: str) -> bool:
+def uses_bf16(setting: str) -> bool:
     """`auto`: bf16 only where the GPU supports it (the paper trains in bf16 on A100s); the config allows
     nothing but auto, true and false."""
     import torch
@@ -142,9 +142,11 @@ def sft_config_for(
         seed=seed,
         completion_only_loss=True,
         report_to="none",
-        bf16=_bf16(train.bf16),
+        bf16=uses_bf16(train.bf16),
         # TRL defaults to bf16 and then refuses to run without a GPU unless told it is a CPU run.
         use_cpu=not _has_accelerator(),
+        # Every parameter gets a gradient: DDP's search for unused ones is an extra pass over the graph.
+        ddp_find_unused_parameters=False,
     )
     kwargs.update(speed.sft_kwargs(plan), speed_plan=plan.as_dict())
     names = {f.name for f in dataclasses.fields(InverseCoderSFTConfig)}

@@ -115,6 +115,8 @@ class RunConfig(Section):
             data["evaluate"].pop(name)
         for name in DecontaminateConfig.TRANSPORT_FIELDS:
             data["decontaminate"].pop(name)
+        for name in TrainConfig.TRANSPORT_FIELDS:
+            data["train"].pop(name)
         return data
 
     def fingerprint(self, *sections: str) -> str:

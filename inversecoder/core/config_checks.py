@@ -47,6 +47,7 @@ EmbeddingRuntime = Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 BenchmarkName = Literal["humaneval", "mbpp"]
 TrainMode = Literal["two-stage", "mix", "original"]
+TrainStrategy = Literal["auto", "ddp", "fsdp2", "zero3"]
 SwitchValue = Literal["auto", "true", "false"]
 KernelsName = Literal["auto", "liger", "none"]
 SandboxName = Literal["auto", "namespaces+uid", "namespaces", "uid", "rlimits"]
@@ -74,6 +75,7 @@ MAX_CANDIDATES = 256  # summarize.num_samples: K instructions per snippet
 MAX_EVAL_SAMPLES = 1000  # evaluate.n_samples: solutions per task (pass@100 needs a few hundred)
 MAX_CONCURRENCY = 4096  # requests in flight per endpoint, worker processes
 MAX_ENDPOINTS = 1024
+MAX_PROCESSES = 1024  # training processes on one node
 MAX_LIST = 10_000  # allow-list strings
 DAY = 86_400.0  # seconds
 

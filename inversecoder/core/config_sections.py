@@ -23,6 +23,7 @@ from inversecoder.core.config_checks import (
     MAX_EVAL_SAMPLES,
     MAX_GLOBAL_BATCH,
     MAX_LIST,
+    MAX_PROCESSES,
     MAX_ROWS,
     MAX_TOKENS,
     SERVED_BACKENDS,
@@ -41,6 +42,7 @@ from inversecoder.core.config_checks import (
     Switch,
     Text,
     TrainMode,
+    TrainStrategy,
     all_benchmarks,
     check_sft_args,
     did_you_mean,
@@ -78,8 +80,10 @@ class GeneratorConfig(Section):
     """The model M that writes and scores instructions (the paper: the base model fine-tuned on the corpus)."""
 
     SECTION: ClassVar[str] = "generator"
-    #: TGI settings that never change a result (see `RunConfig.result_dict`).
+    #: Settings of how results are fetched, never what they are (see `RunConfig.result_dict`).
     TRANSPORT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "max_failed_fraction",
+        "retry_rounds",
         "endpoints",
         "concurrency",
         "request_timeout",
@@ -139,6 +143,12 @@ class GeneratorConfig(Section):
     requests_per_batch: int | None = Field(None, ge=1, le=1_000_000)
     """TGI: items per cache transaction
     (default: 8 x the endpoints' total concurrency, so every endpoint stays busy)."""
+    max_failed_fraction: Fraction = 0.001
+    """Most model calls of a build that may still fail (server errors, timeouts) after `retry_rounds`: above
+    it the run stops before training and writes no dataset; at or under it the card lists the failures."""
+    retry_rounds: int = Field(2, ge=0, le=100)
+    """After a build with failed calls, `run` builds again this many times (each asks only the failed calls:
+    the rest come from the cache), `retry_backoff_max` seconds apart."""
 
     @field_validator("endpoints")
     @classmethod
@@ -352,6 +362,8 @@ class TrainConfig(Section):
     """Step 5: TRL SFT, the paper's recipe by default (Magicoder's trainer settings)."""
 
     SECTION: ClassVar[str] = "train"
+    #: How the training runs, not what it learns: out of the fingerprints (see RunConfig.result_dict).
+    TRANSPORT_FIELDS: ClassVar[tuple[str, ...]] = ("num_processes", "strategy")
 
     enabled: bool = True
     """Set false to stop `run` after the dataset."""
@@ -403,6 +415,12 @@ class TrainConfig(Section):
     """`auto` (off: not yet measured to pay under packing's varying shapes), `true` or `false`."""
     sft_args: dict[str, Any] = Field(default_factory=dict)
     """Any other `trl.SFTConfig` field, passed through as is."""
+    num_processes: int | None = Field(None, ge=1, le=MAX_PROCESSES)
+    """Training processes on this node (`run` launches them through accelerate); unset: one per visible
+    GPU, one on a CPU. The global batch is kept whatever the count."""
+    strategy: Annotated[TrainStrategy, BeforeValidator(text)] = "auto"
+    """`auto` (DDP when the whole training state fits one GPU, else FSDP2), `ddp`, `fsdp2` or `zero3`
+    (DeepSpeed ZeRO-3, needs deepspeed)."""
 
     #: `sft_args` keys that set what a field of this section sets: that field's checks (ranges, names) apply.
     SHADOWED: ClassVar[dict[str, str]] = {

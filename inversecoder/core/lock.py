@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from inversecoder.core.errors import UserError
+from inversecoder.core.ranks import is_main_rank
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +54,13 @@ def _describe(holder: dict[str, Any]) -> str:
     return f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: {holder.get('command')}"
 
 
-def _is_secondary_rank() -> bool:
-    rank = os.environ.get("RANK")
-    return rank is not None and rank.isdigit() and int(rank) > 0
-
-
 @contextlib.contextmanager
 def output_lock(root: str | Path, command: str | None = None) -> Iterator[None]:
     """Hold `root/.lock` for the block; raises `UserError` naming the holder when another run holds it."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_FILE
-    if _is_secondary_rank():
+    if not is_main_rank():  # the job's main process holds it for every rank
         yield
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

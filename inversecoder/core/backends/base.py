@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import types
 import typing
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -297,6 +298,10 @@ def stored_result(result_type: type[R], value: Any) -> R:
     return result
 
 
+ERROR_KEY_CHARS = 120
+"""Failures are counted by the start of their message (which names the status and the endpoint)."""
+
+
 class CachedModel:
     """A backend behind the result cache, with progress bars and call counts.
 
@@ -312,6 +317,7 @@ class CachedModel:
         self.computed = 0  # results computed by the model in this process (cache misses)
         self.reused = 0  # results read from the cache
         self.errors = 0
+        self.failed: Counter[str] = Counter()  # retryable failures (asked again next run), by error
 
     def info(self) -> BackendInfo:
         return self.backend.info()
@@ -388,6 +394,8 @@ class CachedModel:
                 for i, output in zip(batch, outputs, strict=True):
                     results[i] = output
                     self.errors += output.error is not None
+                    if output.error is not None and output.retryable:
+                        self.failed[output.error[:ERROR_KEY_CHARS]] += 1
                     if not output.retryable:
                         fresh[keys[i]] = dataclasses.asdict(output)
                 self.cache.put_many(fresh)
