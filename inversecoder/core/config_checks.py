@@ -74,6 +74,7 @@ MAX_CANDIDATES = 256  # summarize.num_samples: K instructions per snippet
 MAX_EVAL_SAMPLES = 1000  # evaluate.n_samples: solutions per task (pass@100 needs a few hundred)
 MAX_CONCURRENCY = 4096  # requests in flight per endpoint, worker processes
 MAX_ENDPOINTS = 1024
+MAX_REPLICAS = 1024  # copies of the embedded model (one per GPU)
 MAX_LIST = 10_000  # allow-list strings
 DAY = 86_400.0  # seconds
 

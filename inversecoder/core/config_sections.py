@@ -23,6 +23,7 @@ from inversecoder.core.config_checks import (
     MAX_EVAL_SAMPLES,
     MAX_GLOBAL_BATCH,
     MAX_LIST,
+    MAX_REPLICAS,
     MAX_ROWS,
     MAX_TOKENS,
     SERVED_BACKENDS,
@@ -78,7 +79,8 @@ class GeneratorConfig(Section):
     """The model M that writes and scores instructions (the paper: the base model fine-tuned on the corpus)."""
 
     SECTION: ClassVar[str] = "generator"
-    #: TGI settings that never change a result (see `RunConfig.result_dict`).
+    #: Settings of how results are fetched that never change one (see `RunConfig.result_dict`): the servers'
+    #: transport, vllm-local's engine arguments, the embedded backend's replica count.
     TRANSPORT_FIELDS: ClassVar[tuple[str, ...]] = (
         "endpoints",
         "concurrency",
@@ -90,6 +92,7 @@ class GeneratorConfig(Section):
         "health_timeout",
         "requests_per_batch",
         "vllm_args",  # vllm-local's memory, parallelism and scheduling (model, dtype and context are fields)
+        "replicas",  # the same planned batches, spread over more copies of the model
     )
 
     backend: Annotated[BackendName, BeforeValidator(text)] = "transformers"
@@ -112,6 +115,10 @@ class GeneratorConfig(Section):
     """Upper bound on rows per batch, whatever the token budget."""
     max_context: int | None = Field(None, ge=1, le=MAX_TOKENS)
     """Override the model's context length (default: its `max_position_embeddings`)."""
+    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
+    """`transformers`: copies of the model, one per device, running the planned batches in parallel (null: one per
+    visible GPU, one on CPU or MPS; a number caps it; on CPU it makes CPU copies). Results and fingerprints do not
+    depend on it."""
     concurrency: int = Field(64, ge=1, le=MAX_CONCURRENCY)
     """TGI: requests in flight per endpoint (capped by its `max_concurrent_requests`); the server batches them."""
     request_timeout: float = Field(600.0, gt=0, le=DAY)
@@ -168,6 +175,14 @@ class GeneratorConfig(Section):
             if key in VLLM_RESERVED_ARGS:
                 raise FieldError((key,), f"set {VLLM_RESERVED_ARGS[key]} instead")
         return vllm_args
+
+    @model_validator(mode="after")
+    def _replicas(self) -> GeneratorConfig:
+        if self.replicas is not None and self.replicas > 1 and self.device not in ("auto", "cuda", "cpu"):
+            raise FieldError(
+                ("replicas",), f"{self.replicas} copies need device auto, cuda or cpu; {self.device} is one device"
+            )
+        return self
 
     @model_validator(mode="after")
     def _backoff(self) -> GeneratorConfig:

@@ -456,5 +456,6 @@ class ServedBackend(Backend):
 
 def served_settings(config: Any) -> dict[str, Any]:
     """The `generator` settings every served backend takes (routing, deadlines, retries, health)."""
-    local = ("endpoints", "vllm_args")  # the URLs themselves, and the in-process vLLM engine's arguments
+    # the URLs themselves, the in-process vLLM engine's arguments, the embedded backend's replica count
+    local = ("endpoints", "vllm_args", "replicas")
     return {name: getattr(config, name) for name in config.TRANSPORT_FIELDS if name not in local}
