@@ -526,7 +526,8 @@ class PlanConfig(Section):
     SECTION: ClassVar[str] = "plan"
 
     gpus: int = Field(8, ge=1, le=100_000)
-    """GPUs the run will use (the paper: 8x A100-40GB); time = work / (gpus x throughput)."""
+    """GPUs training uses, and the served backends' GPUs (the paper: 8x A100-40GB); time = work / (gpus x
+    throughput). The embedded backend's generation counts the replicas it will load instead."""
     generation_tokens_per_s: float = Field(3900.0, gt=0)
     """Generated tokens/s per GPU (perf/anchors: H200, 1.35B model, transformers sampling; TGI does more)."""
     scoring_tokens_per_s: float = Field(110500.0, gt=0)
