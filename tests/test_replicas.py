@@ -168,3 +168,26 @@ def test_the_tiny_models_estimate_is_its_real_size(tiny_model_dir):
     head_dim = config.hidden_size // config.num_attention_heads
     kv_heads = config.num_key_value_heads or config.num_attention_heads
     assert working - GIB == 2 * config.num_hidden_layers * kv_heads * head_dim * 4 * 64
+
+
+def test_a_sampled_build_with_two_replicas_is_the_build_with_one(tiny_model_dir, tmp_path, one_torch_thread, caplog):
+    """A whole dataset build (24 rows x 3 sampled candidates, scored, selected): same rows, same floats, same
+    fingerprint with 2 CPU replicas as with 1."""
+    import yaml
+    from small_builds import build, tables, write_recipe
+
+    built = {}
+    for replicas in (1, 2):
+        recipe = write_recipe(
+            tmp_path, f"r{replicas}", tiny_model_dir, {"device": "cpu", "replicas": replicas, "batch_tokens": 2048}
+        )
+        settings = yaml.safe_load(recipe.read_text())
+        settings["summarize"]["temperature"] = 0.8  # sampled: every candidate draws from its own seed
+        recipe.write_text(yaml.safe_dump(settings))
+        with caplog.at_level(logging.INFO, logger="inversecoder"):
+            built[replicas] = build(recipe, tmp_path / f"out{replicas}")
+    assert "generator: 1 replica of" in caplog.text and "generator: 2 replicas of" in caplog.text
+    one, two = built[1], built[2]
+    assert two.model_calls == one.model_calls > 100 and two.fingerprint == one.fingerprint
+    assert tables(two.dataset_dir) == tables(one.dataset_dir)
+    assert len({row["instruction"] for row in tables(one.dataset_dir)["candidates"]}) > 20
