@@ -3,7 +3,9 @@
 Token counts come from the generator's tokenizer over the actual corpus (the prompts the stages would
 send); generated lengths are estimated from the corpus's own instructions (what a summary of the code
 should be like), with the `max_new_tokens` ceiling shown too. Time and GPU-hours divide the work by
-throughput figures (`plan.*`: measured on our benchmarks, or set for your hardware), scaled by model size.
+throughput figures (`plan.*`: measured on our benchmarks, or set for your hardware), scaled by model size, and by
+the devices that do it: the embedded backend's replicas (the GPUs visible here, or `generator.replicas`, or the
+CPU), vllm-local's engine, or `plan.gpus` for served backends (the fleet is the user's) and for training.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import itertools
 from dataclasses import dataclass
 
 from inversecoder.core.config import RunConfig
+from inversecoder.core.config_checks import SERVED_BACKENDS
+from inversecoder.core.errors import ConfigError
 
 
 @dataclass
@@ -19,7 +23,78 @@ class PlannedStep:
     name: str
     action: str  # run | skip | disabled
     work: str  # what it does, in numbers
-    hours: float = 0.0  # wall-clock estimate on plan.gpus GPUs
+    hours: float = 0.0  # wall-clock estimate on the step's devices
+    gpus: int = 0  # GPUs the step keeps busy (0: it runs on the CPU): GPU-hours = hours x gpus
+
+
+@dataclass(frozen=True)
+class Devices:
+    """What a step's model calls run on: `count` devices share the work, `gpus` of them GPUs."""
+
+    count: int
+    gpus: int
+    where: str  # for the header and the notes
+    caveat: str = ""  # for the notes
+
+    def described(self) -> str:
+        return f"{self.where}{self.caveat}"
+
+
+CPU_NOTE = "plan.* figures are GPU throughput: a CPU is far slower than this estimate"
+
+
+def embedded_devices(config: RunConfig, cuda_count: int | None = None) -> Devices:
+    """The replicas the embedded backend will load (`generator.device`, `generator.replicas` and the GPUs visible
+    to this process, or `cuda_count`). CPU replicas share the CPU's cores: they count as one device."""
+    from inversecoder.core.backends.replicas import describe_devices, replica_devices
+
+    if cuda_count is None:
+        import torch
+
+        cuda_count = torch.cuda.device_count()
+    generator = config.generator
+    try:
+        devices = replica_devices(generator.device, generator.replicas, cuda_count)
+    except ConfigError:  # generator.device: cuda where no GPU is visible (a login node): the run's GPUs are unknown
+        gpus = config.plan.gpus
+        return Devices(gpus, gpus, f"plan.gpus ({gpus}) GPU(s)", " (generator.device is cuda; no GPU is visible here)")
+    copies = f"{len(devices)} replicas" if len(devices) > 1 else "1 replica"
+    where = f"{copies} on {describe_devices(devices)}"
+    if devices[0] in ("cpu", "mps"):
+        return Devices(1, 0, where, f"; {CPU_NOTE}" if devices[0] == "cpu" else "")
+    return Devices(len(devices), len(devices), where, " (the GPUs visible here; generator.replicas caps them)")
+
+
+def generator_devices(config: RunConfig, notes: list[str], cuda_count: int | None = None) -> tuple[Devices, Devices]:
+    """(the generator's devices, the embedded backend's: it runs the models the servers do not serve), with notes."""
+    generator = config.generator
+    embedded = embedded_devices(config, cuda_count)
+    if generator.backend in SERVED_BACKENDS:
+        gpus = config.plan.gpus
+        notes.append(
+            f"generation and scoring on the {generator.backend} servers: divided over plan.gpus ({gpus}), the GPUs "
+            "behind generator.endpoints"
+        )
+        notes.append(
+            f"models the servers do not serve (the trained one, the base) run embedded: {embedded.described()}"
+        )
+        return Devices(gpus, gpus, f"plan.gpus ({gpus}) GPU(s) behind the endpoints"), embedded
+    if generator.backend == "vllm-local":
+        if embedded.gpus:
+            args = generator.vllm_args
+            count = _positive(args.get("tensor_parallel_size")) * _positive(args.get("pipeline_parallel_size"))
+            engine = Devices(count, count, f"vLLM's engine on {count} GPU(s)", " (vllm_args' tensor x pipeline size)")
+        else:
+            engine = Devices(1, 0, "vLLM's engine on the CPU", f"; {CPU_NOTE}")
+        notes.append(f"generation and scoring in {engine.described()}")
+        notes.append(f"other models (the trained one, the base) run embedded: {embedded.described()}")
+        return engine, embedded
+    notes.append(f"generation and scoring run embedded (transformers): {embedded.described()}")
+    return embedded, embedded
+
+
+def _positive(value: object) -> int:
+    return value if isinstance(value, int) and value > 0 else 1
 
 
 def _tokenizer(config: RunConfig):
@@ -40,8 +115,9 @@ def _params_billions(config: RunConfig) -> float | None:
     """Exact parameter count from the model's config (an empty model on the meta device: no weights read)."""
     if config.plan.model_params_b:
         return config.plan.model_params_b
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from inversecoder.core.backends.replicas import parameter_count
 
     for name in (config.train.base_model, config.generator.model):
         if not name:
@@ -50,18 +126,17 @@ def _params_billions(config: RunConfig) -> float | None:
             model_config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError):
             continue
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(model_config)
-        return sum(p.numel() for p in model.parameters()) / 1e9
+        return parameter_count(model_config) / 1e9
     return None
 
 
-def _hours(tokens: float, per_gpu_per_s: float, config: RunConfig, scale: float) -> float:
-    return tokens / (per_gpu_per_s / scale * config.plan.gpus) / 3600
+def _hours(tokens: float, per_gpu_per_s: float, devices: int, scale: float) -> float:
+    return tokens / (per_gpu_per_s / scale * devices) / 3600
 
 
-def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
-    """The steps with their actions, work and time estimates, plus notes on how the figures were made."""
+def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices]:
+    """The steps with their actions, work and time estimates, notes on how the figures were made, and the
+    devices the generator runs on."""
     from inversecoder.builders.extract import extract_code
     from inversecoder.builders.sources import SourceRow, SourceStream
     from inversecoder.core import prompts
@@ -107,19 +182,23 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
         if params
         else "model size unknown: throughput figures used as they are"
     )
+    generator, embedded = generator_devices(config, notes)
+    notes.append(f"training on plan.gpus ({config.plan.gpus}) GPU(s)")
     generated_tokens = k * instruction_tokens
     prefill_tokens = k * code_tokens + k * score_tokens
-    generation_hours = _hours(generated_tokens, config.plan.generation_tokens_per_s, config, scale) + _hours(
-        prefill_tokens, config.plan.scoring_tokens_per_s, config, scale
+    generation_hours = _hours(generated_tokens, config.plan.generation_tokens_per_s, generator.count, scale) + _hours(
+        prefill_tokens, config.plan.scoring_tokens_per_s, generator.count, scale
     )
     train = config.train
+    trainers = config.plan.gpus
     steps = [
         PlannedStep(
             "generator",
             status["generator"],
             f"fine-tune {train.base_model} on {usable} original pairs x {train.original_epochs} epochs "
             f"= {original_tokens * train.original_epochs:,.0f} tokens",
-            _hours(original_tokens * train.original_epochs, config.plan.training_tokens_per_s, config, scale),
+            _hours(original_tokens * train.original_epochs, config.plan.training_tokens_per_s, trainers, scale),
+            trainers,
         ),
         PlannedStep(
             "dataset",
@@ -128,6 +207,7 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
             f"(~{generated_tokens:,} tokens expected, at most {snippet_count * k * config.summarize.max_new_tokens:,}) "
             f"+ {snippet_count * k:,} scorings; {prefill_tokens:,} prompt tokens",
             generation_hours,
+            generator.gpus,
         ),
         PlannedStep(
             "train",
@@ -137,23 +217,28 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str]]:
             _hours(
                 generated_pair_tokens * train.generated_epochs + original_tokens * train.original_epochs,
                 config.plan.training_tokens_per_s,
-                config,
+                trainers,
                 scale,
             ),
+            trainers,
         ),
     ]
     tasks = {"humaneval": 164, "mbpp": 378}
     n_tasks = sum(min(tasks.get(b, 0), config.evaluate.limit or 10**9) for b in config.evaluate.benchmarks)
     for name in ("evaluate", "evaluate-generator", "evaluate-base"):
+        devices = generator if name == "evaluate-generator" else embedded  # the servers serve the generator only
         steps.append(
             PlannedStep(
                 name,
                 status[name],
                 f"{n_tasks} tasks, greedy, <= {config.evaluate.max_new_tokens} new tokens each",
-                _hours(n_tasks * config.evaluate.max_new_tokens, config.plan.generation_tokens_per_s, config, scale),
+                _hours(
+                    n_tasks * config.evaluate.max_new_tokens, config.plan.generation_tokens_per_s, devices.count, scale
+                ),
+                devices.gpus,
             )
         )
-    return steps, notes
+    return steps, notes, generator
 
 
 def _duration(hours: float) -> str:
@@ -164,24 +249,27 @@ def _duration(hours: float) -> str:
     return f"{hours * 3600:.0f} s"
 
 
-def format_plan(config: RunConfig, steps: list[PlannedStep], notes: list[str]) -> str:
-    lines = [f"Plan for {config.output} on {config.plan.gpus} GPU(s):", ""]
+def format_plan(config: RunConfig, steps: list[PlannedStep], notes: list[str], generator: Devices) -> str:
+    lines = [
+        f"Plan for {config.output}: training on {config.plan.gpus} GPU(s), generation on {generator.where}:",
+        "",
+    ]
     lines.append(f"{'step':<20}{'action':<10}{'time':>9}{'GPU-hours':>11}  work")
-    total = 0.0
+    total = total_gpu_hours = 0.0
     for step in steps:
         counted = step.action == "run"
         total += step.hours if counted else 0.0
+        total_gpu_hours += step.hours * step.gpus if counted else 0.0
         time = f"{_duration(step.hours):>9}" if counted else f"{'-':>9}"
-        gpu_hours = f"{step.hours * config.plan.gpus:11.2f}" if counted else f"{'-':>11}"
+        gpu_hours = f"{step.hours * step.gpus:11.2f}" if counted else f"{'-':>11}"
         lines.append(f"{step.name:<20}{step.action:<10}{time}{gpu_hours}  {step.work}")
-    lines += ["", f"total: {_duration(total)} wall-clock, {total * config.plan.gpus:.2f} GPU-hours", ""]
+    lines += ["", f"total: {_duration(total)} wall-clock, {total_gpu_hours:.2f} GPU-hours", ""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines)
 
 
 def dry_run(config: RunConfig) -> str:
-    steps, notes = plan_run(config)
-    return format_plan(config, steps, notes)
+    return format_plan(config, *plan_run(config))
 
 
-__all__ = ["PlannedStep", "dry_run", "format_plan", "plan_run"]
+__all__ = ["Devices", "PlannedStep", "dry_run", "embedded_devices", "format_plan", "generator_devices", "plan_run"]

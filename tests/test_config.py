@@ -90,6 +90,11 @@ def test_how_results_are_fetched_is_not_part_of_any_fingerprint():
         ],
     )
     assert a.fingerprint() == b.fingerprint() and fingerprints(a) == fingerprints(b)  # one more server: same build
+    # The embedded backend's replica count spreads the same batches over more copies of the model: same results.
+    one, two = (load_config(None, ["generator.device=cpu", f"generator.replicas={n}"]) for n in (1, 2))
+    assert one.fingerprint() == two.fingerprint() == load_config(None, ["generator.device=cpu"]).fingerprint()
+    assert fingerprints(one) == fingerprints(two)
+    assert "replicas" in two.to_dict()["generator"]  # saved beside the artifacts all the same
     c = load_config(
         None,
         [
@@ -169,6 +174,11 @@ def test_sft_args_values_are_checked_like_the_fields_they_shadow(override, messa
         ("dedup.thresholds=[0.6, 7]", "dedup.thresholds[1]: must be <= 1.0, got 7"),
         ("train.global_batch_size=0", "train.global_batch_size: must be >= 1, got 0"),
         ("generator.concurrency=0", "generator.concurrency: must be >= 1, got 0"),
+        ("generator.replicas=0", "generator.replicas: must be >= 1, got 0"),
+        (
+            "generator={device: 'cuda:1', replicas: 2}",
+            "generator.replicas: 2 copies need device auto, cuda or cpu; cuda:1 is one device",
+        ),
         ("summarize.temperature=.nan", "summarize.temperature: expected a finite number, got nan"),
         # sizes that cannot fit in memory
         ("generator.max_batch_size=1000000000", "generator.max_batch_size: must be <= 4096, got 1000000000"),
@@ -391,7 +401,7 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
     added: dict[str, dict[str, Any]] = {
         "evaluate": {"allow_weak_sandbox": False},
         "decontaminate": CASCADE_FIELDS | {"execution_workers": 0},
-        "generator": {"vllm_args": {}, "max_failed_fraction": 0.001, "retry_rounds": 2},
+        "generator": {"vllm_args": {}, "replicas": None, "max_failed_fraction": 0.001, "retry_rounds": 2},
         "train": {"num_processes": None, "strategy": "auto"},
     }
     saved = yaml.safe_load(config_yaml(config))

@@ -76,6 +76,7 @@ MAX_EVAL_SAMPLES = 1000  # evaluate.n_samples: solutions per task (pass@100 need
 MAX_CONCURRENCY = 4096  # requests in flight per endpoint, worker processes
 MAX_ENDPOINTS = 1024
 MAX_PROCESSES = 1024  # training processes on one node
+MAX_REPLICAS = 1024  # copies of the embedded model (one per GPU)
 MAX_LIST = 10_000  # allow-list strings
 DAY = 86_400.0  # seconds
 

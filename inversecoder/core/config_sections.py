@@ -24,6 +24,7 @@ from inversecoder.core.config_checks import (
     MAX_GLOBAL_BATCH,
     MAX_LIST,
     MAX_PROCESSES,
+    MAX_REPLICAS,
     MAX_ROWS,
     MAX_TOKENS,
     SERVED_BACKENDS,
@@ -80,7 +81,8 @@ class GeneratorConfig(Section):
     """The model M that writes and scores instructions (the paper: the base model fine-tuned on the corpus)."""
 
     SECTION: ClassVar[str] = "generator"
-    #: Settings of how results are fetched, never what they are (see `RunConfig.result_dict`).
+    #: Settings of how results are fetched that never change one (see `RunConfig.result_dict`): the servers'
+    #: transport, vllm-local's engine arguments, the embedded backend's replica count, the build's failure policy.
     TRANSPORT_FIELDS: ClassVar[tuple[str, ...]] = (
         "max_failed_fraction",
         "retry_rounds",
@@ -94,6 +96,7 @@ class GeneratorConfig(Section):
         "health_timeout",
         "requests_per_batch",
         "vllm_args",  # vllm-local's memory, parallelism and scheduling (model, dtype and context are fields)
+        "replicas",  # the same planned batches, spread over more copies of the model
     )
 
     backend: Annotated[BackendName, BeforeValidator(text)] = "transformers"
@@ -116,6 +119,10 @@ class GeneratorConfig(Section):
     """Upper bound on rows per batch, whatever the token budget."""
     max_context: int | None = Field(None, ge=1, le=MAX_TOKENS)
     """Override the model's context length (default: its `max_position_embeddings`)."""
+    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
+    """`transformers`: copies of the model, one per device, running the planned batches in parallel (null: one per
+    visible GPU, one on CPU or MPS; a number caps it; on CPU it makes CPU copies). Results and fingerprints do not
+    depend on it."""
     concurrency: int = Field(64, ge=1, le=MAX_CONCURRENCY)
     """TGI: requests in flight per endpoint (capped by its `max_concurrent_requests`); the server batches them."""
     request_timeout: float = Field(600.0, gt=0, le=DAY)
@@ -178,6 +185,14 @@ class GeneratorConfig(Section):
             if key in VLLM_RESERVED_ARGS:
                 raise FieldError((key,), f"set {VLLM_RESERVED_ARGS[key]} instead")
         return vllm_args
+
+    @model_validator(mode="after")
+    def _replicas(self) -> GeneratorConfig:
+        if self.replicas is not None and self.replicas > 1 and self.device not in ("auto", "cuda", "cpu"):
+            raise FieldError(
+                ("replicas",), f"{self.replicas} copies need device auto, cuda or cpu; {self.device} is one device"
+            )
+        return self
 
     @model_validator(mode="after")
     def _backoff(self) -> GeneratorConfig:
@@ -529,7 +544,8 @@ class PlanConfig(Section):
     SECTION: ClassVar[str] = "plan"
 
     gpus: int = Field(8, ge=1, le=100_000)
-    """GPUs the run will use (the paper: 8x A100-40GB); time = work / (gpus x throughput)."""
+    """GPUs training uses, and the served backends' GPUs (the paper: 8x A100-40GB); time = work / (gpus x
+    throughput). The embedded backend's generation counts the replicas it will load instead."""
     generation_tokens_per_s: float = Field(3900.0, gt=0)
     """Generated tokens/s per GPU (perf/anchors: H200, 1.35B model, transformers sampling; TGI does more)."""
     scoring_tokens_per_s: float = Field(110500.0, gt=0)

@@ -241,6 +241,7 @@ def make_backend(config: GeneratorConfig, model: str | None = None, revision: st
             batch_tokens=config.batch_tokens,
             max_batch_size=config.max_batch_size,
             max_context=config.max_context,
+            replicas=config.replicas,
         )
     if config.backend == "vllm-local":
         if model != config.model:

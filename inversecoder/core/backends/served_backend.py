@@ -456,6 +456,6 @@ class ServedBackend(Backend):
 
 def served_settings(config: Any) -> dict[str, Any]:
     """The `generator` settings every served backend takes (routing, deadlines, retries, health)."""
-    # the URLs themselves, the in-process vLLM engine's arguments, and what the build does with failures
-    others = ("endpoints", "vllm_args", "max_failed_fraction", "retry_rounds")
+    # the URLs, vllm-local's engine arguments, the embedded backend's replicas, what a build does with failures
+    others = ("endpoints", "vllm_args", "replicas", "max_failed_fraction", "retry_rounds")
     return {name: getattr(config, name) for name in config.TRANSPORT_FIELDS if name not in others}

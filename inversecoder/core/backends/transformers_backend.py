@@ -6,6 +6,8 @@ Fast where it matters:
 - generation is a KV-cached decode loop that drops finished rows as it goes.
 Reproducible: every sampled row draws from its own seeded `torch.Generator`, so a completion does
 not depend on which other requests share its batch (a resumed run reproduces a fresh one).
+Data-parallel: with several GPUs, one replica per GPU runs the planned batches (`replicas.py`); a batch's
+output does not depend on which replica runs it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 import inspect
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,11 +30,15 @@ from inversecoder.core.backends.base import (
     filled,
     fit_generations,
     fit_scorings,
+    run_halving_on_oom,
 )
+from inversecoder.core.backends.replicas import Replica, load_replicas, replica_devices, spread
 from inversecoder.core.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
+
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
@@ -96,7 +102,8 @@ def resolve_answer_token_ids(tokenizer, word: str) -> list[int]:
 
 
 class TransformersBackend(Backend):
-    """A causal LM loaded with `AutoModelForCausalLM`; weights load on first use (cache hits need none)."""
+    """A causal LM loaded with `AutoModelForCausalLM`, one replica per device (`replicas.replica_devices`);
+    weights load on first use (cache hits need none)."""
 
     def __init__(
         self,
@@ -107,6 +114,7 @@ class TransformersBackend(Backend):
         batch_tokens: int = 32768,
         max_batch_size: int = 256,
         max_context: int | None = None,
+        replicas: int | None = None,
     ):
         from transformers import AutoConfig, AutoTokenizer
 
@@ -119,7 +127,8 @@ class TransformersBackend(Backend):
         self.max_context = max_context or getattr(self.config, "max_position_embeddings", None) or 4096
         self._device_name = device
         self._dtype_name = dtype
-        self._model: PreTrainedModel | None = None
+        self._replica_count = replicas
+        self._replicas: list[Replica] = []
         self._answer_ids: dict[str, list[int]] | None = None
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
@@ -145,10 +154,67 @@ class TransformersBackend(Backend):
         )
 
     def plan_batches(self, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
-        """Length-sorted batches whose padded size (rows x (longest prompt + new tokens)) fits the budget."""
+        """Length-sorted batches whose padded size (rows x (longest prompt + new tokens)) fits the budget
+        (the same whatever the number of replicas: they are planned before they are spread)."""
+        return self._plan(self.tokenizer, prompts, new_tokens)
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
+        """One call runs on the first replica; the batch streams (`generate_batches`) use them all."""
+        return self._generate_on(self._load_replicas()[0], requests, params)
+
+    def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
+        return self._score_on(self._load_replicas()[0], prompts)
+
+    def generate_batches(
+        self, requests: Sequence[GenerationRequest], batches: Sequence[Sequence[int]], params: SamplingParams
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        """The planned batches spread over the replicas, each yielded with its position when done (a batch
+        that runs out of memory is halved on its replica)."""
+
+        def run(replica: Replica, batch: Sequence[int]) -> list[Completion]:
+            return run_halving_on_oom(
+                lambda b: self._generate_on(replica, [requests[i] for i in b], params), list(batch), Completion.failed
+            )
+
+        return spread(self._load_replicas(), run, batches)
+
+    def score_batches(
+        self, prompts: Sequence[str], batches: Sequence[Sequence[int]]
+    ) -> Iterator[tuple[int, list[YesNoScore]]]:
+        """`generate_batches` for Yes/No scores."""
+
+        def run(replica: Replica, batch: Sequence[int]) -> list[YesNoScore]:
+            return run_halving_on_oom(
+                lambda b: self._score_on(replica, [prompts[i] for i in b]), list(batch), YesNoScore.failed
+            )
+
+        replicas = self._load_replicas()
+        self.answer_token_ids()  # resolved here, before the threads read it
+        return spread(replicas, run, batches)
+
+    def answer_token_ids(self) -> dict[str, list[int]]:
+        """The token ids whose logits make the Yes/No score (resolved from the tokenizer, once)."""
+        if self._answer_ids is None:
+            self._answer_ids = {
+                "yes": resolve_answer_token_ids(self.tokenizer, "Yes"),
+                "no": resolve_answer_token_ids(self.tokenizer, "No"),
+            }
+        return self._answer_ids
+
+    def close(self) -> None:
+        """Drop the replicas (their GPU memory goes back before training needs it)."""
+        on_gpu = any(replica.device.type == "cuda" for replica in self._replicas)
+        self._replicas = []
+        if on_gpu:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _plan(self, tokenizer, prompts: Sequence[str], new_tokens: int) -> list[list[int]]:
         if not prompts:
             return []
-        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+        lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
         batches: list[list[int]] = []
         current: list[int] = []
@@ -162,28 +228,36 @@ class TransformersBackend(Backend):
             batches.append(current)
         return batches
 
-    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
-        results, encoded, runnable = fit_generations(self._encode, requests, self.max_context, params.max_new_tokens)
+    def _generate_on(
+        self, replica: Replica, requests: Sequence[GenerationRequest], params: SamplingParams
+    ) -> list[Completion]:
+        def encode(text: str) -> list[int]:
+            return replica.tokenizer.encode(text, add_special_tokens=True)
+
+        results, encoded, runnable = fit_generations(encode, requests, self.max_context, params.max_new_tokens)
         # Callers usually pass one planned batch; a longer list is split so memory stays bounded.
-        for batch in self.plan_batches([requests[i].prompt for i in runnable], params.max_new_tokens):
+        for batch in self._plan(replica.tokenizer, [requests[i].prompt for i in runnable], params.max_new_tokens):
             outputs = self._decode_loop(
-                [encoded[j] for j in batch], [requests[runnable[j]].seed for j in batch], params
+                replica, [encoded[j] for j in batch], [requests[runnable[j]].seed for j in batch], params
             )
             for j, output in zip(batch, outputs, strict=True):
                 results[runnable[j]] = output
         return filled(results)
 
-    def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]:
+    def _score_on(self, replica: Replica, prompts: Sequence[str]) -> list[YesNoScore]:
         import torch
 
-        model = self._load()
-        results, encoded, runnable = fit_scorings(self._encode, prompts, self.max_context)
+        def encode(text: str) -> list[int]:
+            return replica.tokenizer.encode(text, add_special_tokens=True)
+
+        model, device = replica.model, replica.device
+        results, encoded, runnable = fit_scorings(encode, prompts, self.max_context)
         answers = self.answer_token_ids()
-        yes_ids = torch.tensor(answers["yes"], device=self.device)
-        no_ids = torch.tensor(answers["no"], device=self.device)
-        for batch in self.plan_batches([prompts[i] for i in runnable], 1):
+        yes_ids = torch.tensor(answers["yes"], device=device)
+        no_ids = torch.tensor(answers["no"], device=device)
+        for batch in self._plan(replica.tokenizer, [prompts[i] for i in runnable], 1):
             with torch.inference_mode():
-                input_ids, attention_mask, position_ids = self._left_pad([encoded[j] for j in batch])
+                input_ids, attention_mask, position_ids = self._left_pad([encoded[j] for j in batch], device)
                 logits = (
                     model(
                         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
@@ -199,49 +273,43 @@ class TransformersBackend(Backend):
                 results[runnable[j]] = YesNoScore(scores[row], mass[row], len(encoded[j]))
         return filled(results)
 
-    def answer_token_ids(self) -> dict[str, list[int]]:
-        """The token ids whose logits make the Yes/No score (resolved from the tokenizer, once)."""
-        if self._answer_ids is None:
-            self._answer_ids = {
-                "yes": resolve_answer_token_ids(self.tokenizer, "Yes"),
-                "no": resolve_answer_token_ids(self.tokenizer, "No"),
-            }
-        return self._answer_ids
+    def _load(self) -> PreTrainedModel:
+        """The first replica's model (loading them all on first use)."""
+        return self._load_replicas()[0].model
 
-    # -- internals ------------------------------------------------------------------------------
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=True)
-
-    def _load(self):
-        """Load the weights once, on first use (a run served from the cache never loads them)."""
-        if self._model is not None:
-            return self._model
+    def _dtype(self, device: torch.device) -> torch.dtype:
         import torch
-        from transformers import AutoModelForCausalLM
 
-        device = self._device_name
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
         if self._dtype_name == "auto":
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        else:
-            named = getattr(torch, self._dtype_name, None)
-            if not isinstance(named, torch.dtype):
-                raise ConfigError(
-                    f"generator.dtype must be auto, bfloat16, float16 or float32, got '{self._dtype_name}'"
-                )
-            dtype = named
-        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype)
-        # transformers wraps `to` in functools.wraps(Module.to): typeshed's _Wrapped takes the device for `self`
-        self._model = model.to(self.device).eval()  # type: ignore[arg-type]
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        named = getattr(torch, self._dtype_name, None)
+        if not isinstance(named, torch.dtype):
+            raise ConfigError(f"generator.dtype must be auto, bfloat16, float16 or float32, got '{self._dtype_name}'")
+        return named
+
+    def _load_replicas(self) -> list[Replica]:
+        """Load the weights once per replica, on first use (a run served from the cache never loads them); a model
+        that does not fit the smallest GPU is refused before any weight is read."""
+        if self._replicas:
+            return self._replicas
+        import torch
+
+        devices = [
+            torch.device(name)
+            for name in replica_devices(self._device_name, self._replica_count, torch.cuda.device_count())
+        ]
+        replicas = load_replicas(
+            self.path, self.name, self.config, self.tokenizer, devices, self._dtype(devices[0]), self.max_context
+        )
         # The KV cache argument was renamed (past_key_values -> cache) in transformers 5.2x; the cache
         # object is updated in place, so passing it under the right name is all that differs.
-        parameters = inspect.signature(self._model.forward).parameters
+        parameters = inspect.signature(replicas[0].model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
-        return self._model
+        self.device = devices[0]
+        self._replicas = replicas
+        return replicas
 
-    def _left_pad(self, encoded: list[list[int]]):
+    def _left_pad(self, encoded: list[list[int]], device: torch.device):
         import torch
 
         width = max(len(ids) for ids in encoded)
@@ -251,27 +319,29 @@ class TransformersBackend(Backend):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return input_ids.to(self.device), attention_mask.to(self.device), position_ids.to(self.device)
+        return input_ids.to(device), attention_mask.to(device), position_ids.to(device)
 
-    def _decode_loop(self, encoded: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Completion]:
+    def _decode_loop(
+        self, replica: Replica, encoded: list[list[int]], seeds: list[int], params: SamplingParams
+    ) -> list[Completion]:
         """Batched KV-cached decoding with per-row seeded sampling, repetition penalty, top-p and stop strings."""
         import torch
         from transformers import DynamicCache
 
-        model = self._load()
+        model, device, tokenizer = replica.model, replica.device, replica.tokenizer
         rows = len(encoded)
         vocab = model.get_output_embeddings().weight.shape[0]
-        generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in seeds]
+        generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
         generated: list[list[int]] = [[] for _ in range(rows)]
         finish = ["length"] * rows
         stop_window = max((len(s) for s in params.stop), default=0) + 8
         active = list(range(rows))  # original row of each batch position
         with torch.inference_mode():
-            input_ids, attention_mask, position_ids = self._left_pad(encoded)
-            seen = torch.zeros((rows, vocab), dtype=torch.bool, device=self.device)
+            input_ids, attention_mask, position_ids = self._left_pad(encoded, device)
+            seen = torch.zeros((rows, vocab), dtype=torch.bool, device=device)
             if params.repetition_penalty != 1.0:
                 for row, ids in enumerate(encoded):
-                    seen[row, torch.tensor(ids, device=self.device)] = True
+                    seen[row, torch.tensor(ids, device=device)] = True
             cache = DynamicCache(config=model.config)
             out = model(
                 input_ids=input_ids,
@@ -292,17 +362,15 @@ class TransformersBackend(Backend):
                         finish[row] = "eos"
                         continue
                     generated[row].append(token)
-                    if params.stop and any(
-                        s in self.tokenizer.decode(generated[row][-stop_window:]) for s in params.stop
-                    ):
+                    if params.stop and any(s in tokenizer.decode(generated[row][-stop_window:]) for s in params.stop):
                         finish[row] = "stop"
                         continue
                     keep.append(pos)
                 if not keep or _step == params.max_new_tokens - 1:
                     break
-                step_tokens = torch.tensor(tokens, device=self.device).unsqueeze(1)
+                step_tokens = torch.tensor(tokens, device=device).unsqueeze(1)
                 if len(keep) < len(active):  # drop finished rows from the batch and the KV cache
-                    index = torch.tensor(keep, device=self.device)
+                    index = torch.tensor(keep, device=device)
                     cache.batch_select_indices(index)
                     step_tokens, attention_mask = step_tokens[index], attention_mask[index]
                     next_position, seen = next_position[index], seen[index]
@@ -321,7 +389,7 @@ class TransformersBackend(Backend):
                 next_position = next_position + 1
         completions = []
         for row in range(rows):
-            text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            text = tokenizer.decode(generated[row], skip_special_tokens=True)
             assert isinstance(text, str)  # one sequence decodes to one string
             if finish[row] == "stop":
                 cut = min((text.find(s) for s in params.stop if s in text), default=len(text))

@@ -1,0 +1,84 @@
+"""`run --dry-run`: generation is divided over the devices the run will use, training over plan.gpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from inversecoder.core.config import load_config
+from inversecoder.core.data import DEMO_SAMPLE
+from inversecoder.plan import format_plan, generator_devices, plan_run
+
+SERVED = ["generator.backend=tgi", "generator.endpoints=[http://h1:8080]"]
+
+
+def devices(overrides: list[str], gpus_visible: int) -> tuple[tuple[int, int], tuple[int, int], list[str]]:
+    notes: list[str] = []
+    generator, embedded = generator_devices(load_config(None, overrides), notes, gpus_visible)
+    return (generator.count, generator.gpus), (embedded.count, embedded.gpus), notes
+
+
+def test_embedded_generation_uses_the_replicas_the_run_will_load():
+    generator, embedded, notes = devices(["generator.model=m", "plan.gpus=8"], 4)
+    assert generator == embedded == (4, 4)  # the 4 GPUs visible here, not plan.gpus
+    assert notes == [
+        "generation and scoring run embedded (transformers): 4 replicas on cuda:0..3 "
+        "(the GPUs visible here; generator.replicas caps them)"
+    ]
+    assert devices(["generator.model=m", "generator.replicas=2"], 4)[0] == (2, 2)
+    assert devices(["generator.model=m", "generator.device=cuda:3"], 4)[0] == (1, 1)
+    # On the CPU: one device however many replicas share its cores, no GPU-hours, and a warning on the figures.
+    for overrides in (["generator.model=m"], ["generator.model=m", "generator.device=cpu", "generator.replicas=3"]):
+        generator, _, notes = devices(overrides, 0)
+        assert generator == (1, 0) and "a CPU is far slower than this estimate" in notes[0]
+    # device: cuda where no GPU is visible (a login node): the run's GPUs are unknown here, plan.gpus stands in.
+    generator, _, notes = devices(["generator.model=m", "generator.device=cuda", "plan.gpus=8"], 0)
+    assert generator == (8, 8) and "no GPU is visible here" in notes[0]
+
+
+def test_served_generation_uses_plan_gpus_and_other_models_run_embedded():
+    generator, embedded, notes = devices([*SERVED, "generator.model=org/m", "plan.gpus=16"], 2)
+    assert generator == (16, 16) and embedded == (2, 2)
+    assert "on the tgi servers: divided over plan.gpus (16)" in notes[0]
+    assert "run embedded: 2 replicas on cuda:0..1" in notes[1]
+    vllm_local = [
+        "generator.backend=vllm-local",
+        "generator.model=org/m",
+        "generator.vllm_args={tensor_parallel_size: 2}",
+    ]
+    generator, embedded, _ = devices(vllm_local, 4)
+    assert generator == (2, 2) and embedded == (4, 4)
+
+
+@pytest.fixture(scope="module")
+def planned(tiny_model_dir, tmp_path_factory):
+    """The real plans of the bundled sample with the tiny model, embedded on this CPU and served, on 1 and 8 GPUs."""
+    out = tmp_path_factory.mktemp("plan")
+    base = [f"source.path={DEMO_SAMPLE}", "source.limit=30", f"generator.model={tiny_model_dir}", f"output_dir={out}"]
+    plans = {}
+    for name, extra in (("embedded", ["generator.device=cpu", "generator.replicas=2"]), ("served", SERVED)):
+        for gpus in (1, 8):
+            config = load_config(None, [*base, *extra, f"plan.gpus={gpus}"])
+            steps, notes, generator = plan_run(config)
+            plans[name, gpus] = ({step.name: step for step in steps}, format_plan(config, steps, notes, generator))
+    return plans
+
+
+def test_dry_run_on_the_cpu_is_not_divided_by_plan_gpus(planned):
+    one, text = planned["embedded", 1]
+    eight, _ = planned["embedded", 8]
+    for step in ("dataset", "evaluate", "evaluate-generator"):
+        assert eight[step].hours == one[step].hours > 0 and eight[step].gpus == 0
+    assert eight["train"].hours == pytest.approx(one["train"].hours / 8) and eight["train"].gpus == 8
+    assert text.splitlines()[0].endswith("training on 1 GPU(s), generation on 2 replicas on cpu:")
+    assert "- generation and scoring run embedded (transformers): 2 replicas on cpu; plan.* figures" in text
+
+
+def test_dry_run_with_servers_divides_generation_by_plan_gpus(planned):
+    one, _ = planned["served", 1]
+    eight, text = planned["served", 8]
+    for step in ("dataset", "evaluate-generator", "train"):  # on the servers' fleet, and training
+        assert eight[step].hours == pytest.approx(one[step].hours / 8) and eight[step].gpus == 8
+    assert eight["evaluate"].hours == one["evaluate"].hours and eight["evaluate"].gpus == 0  # the trained model: here
+    assert "generation on plan.gpus (8) GPU(s) behind the endpoints" in text.splitlines()[0]
+    dataset = next(line for line in text.splitlines() if line.startswith("dataset"))
+    assert f"{eight['dataset'].hours * 8:.2f}" in dataset  # GPU-hours: the fleet's
