@@ -10,6 +10,7 @@ CPU), vllm-local's engine, or `plan.gpus` for served backends (the fleet is the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass
 
@@ -93,6 +94,37 @@ def generator_devices(config: RunConfig, notes: list[str], cuda_count: int | Non
     return embedded, embedded
 
 
+def training_devices(config: RunConfig, notes: list[str]) -> Devices:
+    """The training job `run` will launch here (`trainers/distribution.py`: processes, DDP / FSDP2 / ZeRO-3
+    and why); where no GPU is visible, also the job on plan.gpus GPUs of plan.gpu_memory_gb each."""
+    from inversecoder.trainers import distribution
+    from inversecoder.trainers.recipe import base_model
+
+    try:
+        model, revision = base_model(config)
+    except ConfigError:
+        notes.append("training: no model to fine-tune is named")
+        return Devices(config.plan.gpus, config.plan.gpus, f"plan.gpus ({config.plan.gpus}) GPU(s)")
+    shape = distribution.model_shape(model, revision)
+    here = distribution.visible_devices()
+    try:
+        job = distribution.choose(config.train, shape, here)
+    except ConfigError as error:
+        notes.append(f"training: {error}")
+        return Devices(1, 0, "a training setting that cannot run here")
+    notes.append(f"training: {job.describe()}" + ("" if shape else " (model size unknown)"))
+    if here.kind != "cuda":
+        node = distribution.Devices("cuda", config.plan.gpus, int(config.plan.gpu_memory_gb * 1e9))
+        with contextlib.suppress(ConfigError):
+            planned = distribution.choose(config.train.model_copy(update={"num_processes": None}), shape, node)
+            notes.append(
+                f"no GPU visible here; on plan.gpus ({config.plan.gpus}) GPUs of {config.plan.gpu_memory_gb:g} GB "
+                f"training would be {planned.describe()}"
+            )
+        return Devices(1, 0, f"{job.processes} {here.kind} process(es)", f"; {CPU_NOTE}")
+    return Devices(job.processes, job.processes, f"{job.processes} GPU(s), {job.strategy}")
+
+
 def _positive(value: object) -> int:
     return value if isinstance(value, int) and value > 0 else 1
 
@@ -134,9 +166,9 @@ def _hours(tokens: float, per_gpu_per_s: float, devices: int, scale: float) -> f
     return tokens / (per_gpu_per_s / scale * devices) / 3600
 
 
-def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices]:
+def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, Devices]:
     """The steps with their actions, work and time estimates, notes on how the figures were made, and the
-    devices the generator runs on."""
+    devices the generator and the training run on."""
     from inversecoder.builders.extract import extract_code
     from inversecoder.builders.sources import SourceRow, SourceStream
     from inversecoder.core import prompts
@@ -183,22 +215,21 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices]:
         else "model size unknown: throughput figures used as they are"
     )
     generator, embedded = generator_devices(config, notes)
-    notes.append(f"training on plan.gpus ({config.plan.gpus}) GPU(s)")
+    trainers = training_devices(config, notes)
     generated_tokens = k * instruction_tokens
     prefill_tokens = k * code_tokens + k * score_tokens
     generation_hours = _hours(generated_tokens, config.plan.generation_tokens_per_s, generator.count, scale) + _hours(
         prefill_tokens, config.plan.scoring_tokens_per_s, generator.count, scale
     )
     train = config.train
-    trainers = config.plan.gpus
     steps = [
         PlannedStep(
             "generator",
             status["generator"],
             f"fine-tune {train.base_model} on {usable} original pairs x {train.original_epochs} epochs "
             f"= {original_tokens * train.original_epochs:,.0f} tokens",
-            _hours(original_tokens * train.original_epochs, config.plan.training_tokens_per_s, trainers, scale),
-            trainers,
+            _hours(original_tokens * train.original_epochs, config.plan.training_tokens_per_s, trainers.count, scale),
+            trainers.gpus,
         ),
         PlannedStep(
             "dataset",
@@ -217,10 +248,10 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices]:
             _hours(
                 generated_pair_tokens * train.generated_epochs + original_tokens * train.original_epochs,
                 config.plan.training_tokens_per_s,
-                trainers,
+                trainers.count,
                 scale,
             ),
-            trainers,
+            trainers.gpus,
         ),
     ]
     tasks = {"humaneval": 164, "mbpp": 378}
@@ -238,7 +269,7 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices]:
                 devices.gpus,
             )
         )
-    return steps, notes, generator
+    return steps, notes, generator, trainers
 
 
 def _duration(hours: float) -> str:
@@ -249,9 +280,11 @@ def _duration(hours: float) -> str:
     return f"{hours * 3600:.0f} s"
 
 
-def format_plan(config: RunConfig, steps: list[PlannedStep], notes: list[str], generator: Devices) -> str:
+def format_plan(
+    config: RunConfig, steps: list[PlannedStep], notes: list[str], generator: Devices, trainers: Devices
+) -> str:
     lines = [
-        f"Plan for {config.output}: training on {config.plan.gpus} GPU(s), generation on {generator.where}:",
+        f"Plan for {config.output}: training on {trainers.where}, generation on {generator.where}:",
         "",
     ]
     lines.append(f"{'step':<20}{'action':<10}{'time':>9}{'GPU-hours':>11}  work")

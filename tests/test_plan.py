@@ -58,8 +58,11 @@ def planned(tiny_model_dir, tmp_path_factory):
     for name, extra in (("embedded", ["generator.device=cpu", "generator.replicas=2"]), ("served", SERVED)):
         for gpus in (1, 8):
             config = load_config(None, [*base, *extra, f"plan.gpus={gpus}"])
-            steps, notes, generator = plan_run(config)
-            plans[name, gpus] = ({step.name: step for step in steps}, format_plan(config, steps, notes, generator))
+            steps, notes, generator, trainers = plan_run(config)
+            plans[name, gpus] = (
+                {step.name: step for step in steps},
+                format_plan(config, steps, notes, generator, trainers),
+            )
     return plans
 
 
@@ -68,15 +71,22 @@ def test_dry_run_on_the_cpu_is_not_divided_by_plan_gpus(planned):
     eight, _ = planned["embedded", 8]
     for step in ("dataset", "evaluate", "evaluate-generator"):
         assert eight[step].hours == one[step].hours > 0 and eight[step].gpus == 0
-    assert eight["train"].hours == pytest.approx(one["train"].hours / 8) and eight["train"].gpus == 8
-    assert text.splitlines()[0].endswith("training on 1 GPU(s), generation on 2 replicas on cpu:")
+    # Training runs where this run would train: here, one CPU process (plan.gpus does not change it) ...
+    assert eight["train"].hours == one["train"].hours > 0 and eight["train"].gpus == 0
+    assert text.splitlines()[0].endswith("training on 1 cpu process(es), generation on 2 replicas on cpu:")
+    assert "- training: single on 1 cpu process: one process on cpu (no GPU visible)" in text
+    # ... and what it would be on the node the config plans for.
+    assert "on plan.gpus (1) GPUs of 80 GB training would be single on 1 cuda process" in text
+    _, text8 = planned["embedded", 8]
+    assert "on plan.gpus (8) GPUs of 80 GB training would be ddp on 8 cuda processes: one process per visible" in text8
+    assert "fits one GPU (72.0 GB usable): DDP" in text8
     assert "- generation and scoring run embedded (transformers): 2 replicas on cpu; plan.* figures" in text
 
 
 def test_dry_run_with_servers_divides_generation_by_plan_gpus(planned):
     one, _ = planned["served", 1]
     eight, text = planned["served", 8]
-    for step in ("dataset", "evaluate-generator", "train"):  # on the servers' fleet, and training
+    for step in ("dataset", "evaluate-generator"):  # on the servers' fleet
         assert eight[step].hours == pytest.approx(one[step].hours / 8) and eight[step].gpus == 8
     assert eight["evaluate"].hours == one["evaluate"].hours and eight["evaluate"].gpus == 0  # the trained model: here
     assert "generation on plan.gpus (8) GPU(s) behind the endpoints" in text.splitlines()[0]

@@ -95,18 +95,17 @@ def visible_devices() -> Devices:
 def model_shape(model: str, revision: str | None = None) -> ModelShape | None:
     """The model's exact parameter count (an empty model on the meta device: no weights read) and the
     dimensions activations scale with; None when its config cannot be read (offline, no such model)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from inversecoder.core.backends.replicas import parameter_count
 
     try:
         config = AutoConfig.from_pretrained(model, revision=revision)
     except (OSError, ValueError):
         return None
-    with torch.device("meta"):
-        empty = AutoModelForCausalLM.from_config(config)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return ModelShape(
-        parameters=sum(p.numel() for p in empty.parameters()),
+        parameters=parameter_count(config),
         hidden_size=int(getattr(text, "hidden_size", 0) or 0),
         layers=int(getattr(text, "num_hidden_layers", 0) or 0),
         vocab_size=int(getattr(text, "vocab_size", 0) or 0),

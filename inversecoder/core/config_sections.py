@@ -544,8 +544,11 @@ class PlanConfig(Section):
     SECTION: ClassVar[str] = "plan"
 
     gpus: int = Field(8, ge=1, le=100_000)
-    """GPUs training uses, and the served backends' GPUs (the paper: 8x A100-40GB); time = work / (gpus x
-    throughput). The embedded backend's generation counts the replicas it will load instead."""
+    """The served backends' GPUs (the paper: 8x A100-40GB); time = work / (gpus x throughput). The embedded
+    backend and training count the devices this machine will use; where it has no GPU, the dry-run also shows
+    the training job on this many GPUs."""
+    gpu_memory_gb: float = Field(80.0, gt=0, le=100_000)
+    """Memory of one of those `gpus` (GB): the training strategy the dry-run shows where no GPU is visible."""
     generation_tokens_per_s: float = Field(3900.0, gt=0)
     """Generated tokens/s per GPU (perf/anchors: H200, 1.35B model, transformers sampling; TGI does more)."""
     scoring_tokens_per_s: float = Field(110500.0, gt=0)
