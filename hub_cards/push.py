@@ -352,13 +352,22 @@ def push_model(
 def check_push_config(config: RunConfig) -> str:
     """For `run --push`, before any work: the repo ids make sense and the token works. Returns the token."""
     push = config.push
-    if not push.dataset_repo_id and not push.model_repo_id:
-        raise UserError("--push needs push.dataset_repo_id and/or push.model_repo_id in the config")
-    for repo_id in (push.dataset_repo_id, push.model_repo_id):
+    if not push.dataset_repo_id and not push.model_repo_id and not push.generator_repo_id:
+        raise UserError(
+            "--push needs push.dataset_repo_id, push.model_repo_id and/or push.generator_repo_id in the config"
+        )
+    for repo_id in (push.generator_repo_id, push.dataset_repo_id, push.model_repo_id):
         if repo_id:
             _check_repo_id(repo_id)
     if push.model_repo_id and not config.train.enabled:
         raise UserError("push.model_repo_id is set but train.enabled is false: there is no model to push")
+    if push.generator_repo_id and config.generator.model:
+        raise UserError(
+            "generator.model is set: M is not trained by this run, so there is nothing to publish to "
+            "push.generator_repo_id (the dataset names that model and its commit sha by itself)"
+        )
+    if push.generator_repo_id and push.generator_repo_id == push.model_repo_id:
+        raise UserError("push.generator_repo_id and push.model_repo_id name the same repo: M and InverseCoder need two")
     return resolve_token()
 
 

@@ -392,6 +392,7 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
         "evaluate": {"allow_weak_sandbox": False},
         "decontaminate": CASCADE_FIELDS | {"execution_workers": 0},
         "generator": {"vllm_args": {}},
+        "push": {"generator_repo_id": None},
     }
     saved = yaml.safe_load(config_yaml(config))
     for section, fields in added.items():
