@@ -60,7 +60,8 @@ class SourceConfig(Section):
     path: Name = "ise-uiuc/Magicoder-Evol-Instruct-110K"
     """A local .jsonl/.json/.parquet file, a local folder of such files (read like one file), or a Hub dataset id."""
     revision: Text | None = None
-    """Hub revision (branch, tag or commit sha) of a Hub dataset; recorded in the card."""
+    """Hub revision (branch, tag or commit sha; unset: main) of a Hub dataset: resolved to its commit sha when
+    the build starts, and that commit is what is read and what build_info and the cards record."""
     split: Name = "train"
     """Split of a folder / Hub source."""
     instruction_column: Name = "instruction"
