@@ -18,7 +18,8 @@ How a push goes:
 4. Only after the commit exists is the tag created, on that commit: an upload that fails midway
    leaves no tag, and rerunning the same command finishes the job.
 5. `hub.json` (repo id, commit sha, tag) is written into the folder, never uploaded: the model card
-   reads it to name its dataset by repo id and commit.
+   reads it to name its dataset by repo id and commit. (`run --push` also pushes the generator M first
+   and writes M's commit into the dataset: see `lineage.py`.)
 
 The `<org>/NAME` placeholder the cards carry before a repo id is known is replaced by the real repo
 id in the uploaded README. The token is passed to `huggingface_hub` only: never printed, never written.
@@ -328,12 +329,14 @@ def push_model(
     private: bool = False,
     *,
     token: str | None = None,
+    names_dataset: bool = True,
 ) -> PushResult:
     """Publish a model folder (weights, tokenizer with its chat template, card) as one commit, tagged when
-    `tag` is given. Writes `FOLDER/hub.json`."""
+    `tag` is given. Writes `FOLDER/hub.json`. `names_dataset`: warn when the card names no Hub dataset
+    (InverseCoder's should; the generator M's need not)."""
     folder = Path(folder)
     _check_repo_id(repo_id)
-    check_model_folder(folder)
+    check_model_folder(folder, names_dataset)
     token = token or resolve_token()
     contents = {path: folder / path for path in local_files(folder)}
     readme = _publishable_readme(folder, repo_id)

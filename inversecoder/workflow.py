@@ -265,8 +265,8 @@ def run_steps(
     token: str | None = None,
 ) -> None:
     """Run the selected steps in order, skipping the ones already done with the same fingerprint; with a
-    Hub token, publish the dataset right after it is built (the model card then pins its commit) and the
-    model after the report."""
+    Hub token, publish the generator M (push.generator_repo_id) and the dataset once the steps are done (the
+    dataset then names M's commit, the model card pins both) and the model after the report."""
     resolved(config)  # a run with no model at all fails here, before any work
     selected = _selected(start, until)
     save_config(config, config.layout.run_config)
@@ -291,16 +291,27 @@ def run_steps(
         logger.info("[%s] running", step.name)
         step.run(config)
         record(steps_file, done, step.name, prints[step.name], folder)
-    if token and "dataset" in selected:
-        from inversecoder.hub_cards.push import push_run_dataset
-
-        push_run_dataset(config, token)
+    if token and ("generator" in selected or "dataset" in selected):
+        _push_generator_then_dataset(config, token, selected, done)
     if "report" in selected:
         write_report(config)
         if token:
             from inversecoder.hub_cards.push import push_run_model
 
             push_run_model(config, token)
+
+
+def _push_generator_then_dataset(config: RunConfig, token: str, selected: list[str], done: dict[str, Record]) -> None:
+    """M first (when push.generator_repo_id is set), then the dataset, whose files now name M's commit (so
+    its step record is rewritten), then (after the report) InverseCoder, whose card names both."""
+    from inversecoder.hub_cards.lineage import link_generator, push_run_generator
+    from inversecoder.hub_cards.push import push_run_dataset
+
+    pushed = push_run_generator(config, token)
+    if pushed is not None and link_generator(config, pushed, token) and "dataset" in done:
+        record(config.layout.steps, done, "dataset", done["dataset"].fingerprint, config.layout.dataset)
+    if "dataset" in selected:
+        push_run_dataset(config, token)
 
 
 # -- commands ---------------------------------------------------------------------------------------
