@@ -60,6 +60,7 @@ def build_original_data(
         row_count = files["tables"]["original"]["rows"] if "original" in files["tables"] else 0
         info = {
             "source": config.source.path,
+            "source_info": source.info,  # kind, and the commit sha or file sha256 it was read at
             "rows": row_count,
             "decontaminated": removed,
             "flagged": flagged,

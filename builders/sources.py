@@ -1,6 +1,8 @@
 """Step 0: read the instruction corpus, validate every row, give each a stable content id.
 
 A file (.jsonl, .json, .parquet), a local folder of such files, or a Hub dataset id (through `load_dataset`).
+A Hub dataset is read at one commit: `source.revision` (default main) is resolved to its sha first, and
+that sha is loaded and recorded (offline: the sha of the cached copy, when its cache folder names it).
 A folder's files (those `datasets` would pick for the split) are read one after another like one file, so
 a broken line or a value of another type in one of them is a rejected row, not a failed build; a folder
 whose card names its files (`configs:`) or that holds other formats is read by `load_dataset`.
@@ -21,6 +23,7 @@ from inversecoder.builders.stage import StageResult
 from inversecoder.core.config import SourceConfig
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.files import file_sha256
+from inversecoder.core.hub_refs import NOT_RESOLVED_OFFLINE, hub_endpoint, is_commit_sha, tree_url
 from inversecoder.core.rows import Rejected, short_hash
 
 STAGE = "source"
@@ -94,16 +97,67 @@ def _read_parquet(path: Path) -> Iterator[Any]:
         yield from batch.to_pylist()
 
 
-def _read_dataset(config: SourceConfig) -> Iterator[Any]:
-    """A local dataset folder or a Hub id, through `datasets.load_dataset` (offline-aware)."""
+def _read_dataset(
+    config: SourceConfig, revision: str | None = None, info: dict[str, Any] | None = None
+) -> Iterator[Any]:
+    """A local dataset folder or a Hub id, through `datasets.load_dataset` (offline-aware). For a Hub id
+    read offline, `info["revision"]` becomes the commit sha of the cached copy that was loaded."""
     import datasets
 
     try:
-        dataset = datasets.load_dataset(config.path, split=config.split, revision=config.revision)
+        dataset = datasets.load_dataset(config.path, split=config.split, revision=revision or config.revision)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"cannot load source '{config.path}' (split {config.split}): {first_line}") from None
+    if info is not None and info.get("revision") == NOT_RESOLVED_OFFLINE:
+        _record_cached_sha(config, dataset, info)
     yield from dataset
+
+
+def _resolve_hub_revision(config: SourceConfig) -> str:
+    """The commit sha `source.revision` (default main) of a Hub dataset points to now, asked of the Hub with
+    the endpoint and token `load_dataset` uses (HF_ENDPOINT, HF_TOKEN or the saved login)."""
+    from huggingface_hub import HfApi, constants
+
+    requested = config.revision or "main"
+    try:
+        return HfApi(endpoint=constants.ENDPOINT).dataset_info(config.path, revision=requested, timeout=60).sha or ""
+    except Exception as error:  # not found, no access, no connection: huggingface_hub and httpx errors
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(
+            f"cannot resolve revision {requested} of source '{config.path}' on {hub_endpoint()}: "
+            f"{type(error).__name__}{': ' + detail if detail else ''}"
+        ) from None
+
+
+def _record_cached_sha(config: SourceConfig, dataset: Any, info: dict[str, Any]) -> None:
+    """Offline, `datasets` loads its latest cached copy of a Hub dataset, whatever revision is asked: its
+    cache folder is named by the commit sha it was downloaded at (`.../<config>/0.0.0/<sha>/`)."""
+    folders = {Path(entry["filename"]).parent.name for entry in getattr(dataset, "cache_files", None) or []}
+    sha = next(iter(folders)) if len(folders) == 1 and is_commit_sha(next(iter(folders))) else None
+    if sha is None:
+        return
+    if is_commit_sha(config.revision) and config.revision != sha:
+        raise ConfigError(
+            f"source.revision is {config.revision} but the offline cache of '{config.path}' holds commit {sha}: "
+            "load it once online at that revision (or unset HF_HUB_OFFLINE)"
+        )
+    info["revision"] = sha
+    info["url"] = tree_url(config.path, "dataset", sha)
+
+
+def _hub_source(config: SourceConfig) -> tuple[Iterator[Any], dict[str, Any]]:
+    """A Hub dataset read at one commit: `source.revision` (default main) resolved to its sha, which is
+    loaded and recorded. Offline, the sha of the cached copy `datasets` loads, or `not resolved (offline)`."""
+    from huggingface_hub import constants
+
+    info: dict[str, Any] = {"path": config.path, "kind": "hub", "requested_revision": config.revision or "main"}
+    if constants.HF_HUB_OFFLINE:
+        info["revision"] = NOT_RESOLVED_OFFLINE
+        return _read_dataset(config, None, info), info
+    sha = _resolve_hub_revision(config)
+    info |= {"revision": sha, "url": tree_url(config.path, "dataset", sha)}
+    return _read_dataset(config, sha), info
 
 
 READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
@@ -184,7 +238,7 @@ def _records(config: SourceConfig) -> tuple[Iterator[Any], dict[str, Any]]:
         return _read_files(path, files), info
     if config.path.startswith((".", "/", "~")) or Path(config.path).suffix in (".jsonl", ".json", ".parquet"):
         raise ConfigError(f"source file not found: {config.path}")
-    return _read_dataset(config), {"path": config.path, "kind": "hub", "revision": config.revision or "main"}
+    return _hub_source(config)
 
 
 def _field(record: dict, column: str, source_index: int, max_chars: int) -> tuple[str | None, Rejected | None]:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from inversecoder.core.dataset_files import SCHEMAS, hub_configs
+from inversecoder.hub_cards.card_refs import describe_generator, describe_source
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 
@@ -120,15 +121,30 @@ def write_dataset_card(folder: Path, report: dict[str, Any]) -> Path:
     """README.md and the score histogram of a built dataset folder, from its build report (see
     `builders/pipeline.py`); the pipeline calls it on the scratch folder before publishing it."""
     folder = Path(folder)
-    context = dict(report)
-    tables = context.pop("tables")
+    tables = report["tables"]
     scores = _scores(folder, tables["default"]["files"]) if "default" in tables else []
     write_histogram(scores, folder / report["histogram"])
+    return _save_card(folder, report, scores)
+
+
+def rewrite_dataset_card(folder: Path, report: dict[str, Any]) -> Path:
+    """README.md alone, from an updated build report (the data and the histogram stay as built): how the
+    card comes to name the generator M once M is pushed (`lineage.py`)."""
+    folder = Path(folder)
+    tables = report["tables"]
+    return _save_card(folder, report, _scores(folder, tables["default"]["files"]) if "default" in tables else [])
+
+
+def _save_card(folder: Path, report: dict[str, Any], scores: list[float]) -> Path:
+    context = dict(report)
+    tables = context.pop("tables")
     card = render_dataset_card(
         configs=hub_configs({name: table["files"] for name, table in tables.items()}),
         dataset_info=dataset_infos(tables),
         tables={name: {"rows": table["rows"], "columns": table["columns"]} for name, table in tables.items()},
         score_summary=score_summary(scores),
+        generator_md=describe_generator(report["generator"]),
+        source_md=describe_source(report["source"]),
         **context,
     )
     card.save(folder / "README.md")
@@ -148,7 +164,8 @@ def write_original_card(folder: Path, report: dict[str, Any]) -> Path:
         ).to_yaml()
         + "\n---\n\n"
         "# Training data of the generator M\n\n"
-        f"{report['rows']} pairs of `{report['source']}` that are usable and {_original_cleaning(report)}: "
+        f"{report['rows']} pairs of {describe_source(report.get('source_info') or report['source'])} "
+        f"that are usable and {_original_cleaning(report)}: "
         "the base model is fine-tuned on them to make M.\n"
     )
     card.save(folder / "README.md")

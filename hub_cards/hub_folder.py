@@ -149,7 +149,9 @@ def check_dataset_folder(folder: Path) -> dict[str, Any]:
     return info
 
 
-def check_model_folder(folder: Path) -> None:
+def check_model_folder(folder: Path, names_dataset: bool = True) -> None:
+    """Refuse a folder that is not a loadable, described model; warn when its card should name its Hub
+    dataset (`names_dataset`: InverseCoder's does, the generator M's names its source corpus) and does not."""
     from huggingface_hub import ModelCard
 
     if not (folder / "config.json").is_file():
@@ -171,7 +173,7 @@ def check_model_folder(folder: Path) -> None:
         card = ModelCard((folder / README).read_text(encoding="utf-8"))
     except Exception as error:
         raise UserError(f"the model card {folder / README} has invalid metadata: {error}") from None
-    if not card.data.get("datasets"):  # ModelCard.data is typed as the base CardData
+    if names_dataset and not card.data.get("datasets"):  # ModelCard.data is typed as the base CardData
         logger.warning(
             f"the model card in {folder} names no Hub dataset: push the dataset first, then rewrite the "
             "card (`inversecoder evaluate` or `train`) so that it names the dataset by repo id and commit"

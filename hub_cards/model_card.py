@@ -16,6 +16,7 @@ from inversecoder.core.files import read_json
 from inversecoder.core.layout import BUILD_INFO, EVAL_RESULTS, TRAINING_CONFIG
 from inversecoder.core.prompts import magicoder_prompt
 from inversecoder.core.versions import package_versions
+from inversecoder.hub_cards.card_refs import describe_generator, describe_source
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
@@ -71,6 +72,9 @@ def render_model_card(
     """
     if dataset_hub:
         datasets = [dataset_hub["repo_id"], *(name for name in datasets if name != dataset_hub["repo_id"])]
+    context["source_md"] = describe_source(context.get("source"))
+    context["generator_md"] = describe_generator(context.get("generator") or {})
+    context.setdefault("generator_lineage", None)
     rows = []
     for bench in (eval_results or {}).get("benchmarks", {}).values():
         rows.append(
@@ -136,11 +140,13 @@ def write_model_card(config: RunConfig, comparison: list[dict[str, Any]] | None 
 
     layout = config.layout
     build_info = read_json(layout.dataset / BUILD_INFO) or {}
+    source = build_info.get("source") or {"path": config.source.path}
+    trained_here = config.generator.model == str(layout.generator_model)  # M is step 0's
     card = render_model_card(
         model_name=f"{config.dataset.name}-model",
         base_model=config.train.base_model or config.generator.model or "unknown",
         base_revision=config.train.base_revision,
-        datasets=[],
+        datasets=_hub_datasets(source),
         eval_results=read_json(layout.eval / EVAL_RESULTS),
         dataset_hub=read_hub_record(layout.dataset),
         repo_id=config.push.model_repo_id or f"<org>/{config.dataset.name}-model",
@@ -150,7 +156,8 @@ def write_model_card(config: RunConfig, comparison: list[dict[str, Any]] | None 
             "fingerprint": build_info.get("fingerprint"),
         },
         generator=build_info.get("generator", {"model": config.generator.model, "revision": config.generator.revision}),
-        source=config.source.path,
+        generator_lineage=_generator_lineage(config) if trained_here else None,
+        source=source,
         train=config.train,
         stages=_stages(read_json(layout.model / TRAINING_CONFIG) or {}),
         comparison=comparison or [],
@@ -163,13 +170,14 @@ def write_model_card(config: RunConfig, comparison: list[dict[str, Any]] | None 
 def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> Path:
     """The card of M (trained by step 0): its base model, its data, its scores, the dataset it wrote."""
     layout = config.layout
+    source = _generator_source(config)
     card = render_model_card(
         model_name=f"{config.dataset.name}-generator",
         base_model=config.train.base_model or "unknown",
         base_revision=config.train.base_revision,
-        datasets=[],
+        datasets=_hub_datasets(source),
         eval_results=results,
-        repo_id=f"<org>/{config.dataset.name}-generator",
+        repo_id=config.push.generator_repo_id or f"<org>/{config.dataset.name}-generator",
         dataset={"path": str(layout.generator_data), "version": None, "fingerprint": None},
         generator={"model": "(this model)", "revision": "-"},
         role="generator",
@@ -177,7 +185,7 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
             "Dataset it generated": config.push.dataset_repo_id or str(layout.dataset),
             "InverseCoder trained on that dataset": config.push.model_repo_id or str(layout.model),
         },
-        source=config.source.path,
+        source=source,
         train=config.train.model_copy(update={"mode": "original"}, deep=True),
         stages=_stages(read_json(layout.generator_model / TRAINING_CONFIG) or {}),
         comparison=[],
@@ -185,3 +193,25 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
     )
     card.save(layout.generator_model / "README.md")
     return layout.generator_model / "README.md"
+
+
+def _hub_datasets(source: dict[str, Any]) -> list[str]:
+    """The card metadata's `datasets` entry for the source corpus: its repo id when it is a Hub dataset."""
+    return [source["path"]] if source.get("kind") == "hub" else []
+
+
+def _generator_source(config: RunConfig) -> dict[str, Any]:
+    """What M was trained on: the source as step 0's data recorded it (a Hub corpus with its commit sha)."""
+    info = read_json(config.layout.generator_data / BUILD_INFO) or {}
+    return info.get("source_info") or {"path": config.source.path}
+
+
+def _generator_lineage(config: RunConfig) -> str:
+    """Where the M this run trained comes from: its base model (at the revision training used) and data."""
+    training = read_json(config.layout.generator_model / TRAINING_CONFIG) or {}
+    base = training.get("base_model") or config.train.base_model
+    revision = training.get("base_revision") or config.train.base_revision
+    return (
+        f"`{base}`" + (f" @ `{revision}`" if revision else "") + " fine-tuned (step 0 of this run) on the usable, "
+        f"decontaminated pairs of {describe_source(_generator_source(config))}"
+    )

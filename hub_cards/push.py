@@ -18,7 +18,8 @@ How a push goes:
 4. Only after the commit exists is the tag created, on that commit: an upload that fails midway
    leaves no tag, and rerunning the same command finishes the job.
 5. `hub.json` (repo id, commit sha, tag) is written into the folder, never uploaded: the model card
-   reads it to name its dataset by repo id and commit.
+   reads it to name its dataset by repo id and commit. (`run --push` also pushes the generator M first
+   and writes M's commit into the dataset: see `lineage.py`.)
 
 The `<org>/NAME` placeholder the cards carry before a repo id is known is replaced by the real repo
 id in the uploaded README. The token is passed to `huggingface_hub` only: never printed, never written.
@@ -328,12 +329,14 @@ def push_model(
     private: bool = False,
     *,
     token: str | None = None,
+    names_dataset: bool = True,
 ) -> PushResult:
     """Publish a model folder (weights, tokenizer with its chat template, card) as one commit, tagged when
-    `tag` is given. Writes `FOLDER/hub.json`."""
+    `tag` is given. Writes `FOLDER/hub.json`. `names_dataset`: warn when the card names no Hub dataset
+    (InverseCoder's should; the generator M's need not)."""
     folder = Path(folder)
     _check_repo_id(repo_id)
-    check_model_folder(folder)
+    check_model_folder(folder, names_dataset)
     token = token or resolve_token()
     contents = {path: folder / path for path in local_files(folder)}
     readme = _publishable_readme(folder, repo_id)
@@ -352,13 +355,22 @@ def push_model(
 def check_push_config(config: RunConfig) -> str:
     """For `run --push`, before any work: the repo ids make sense and the token works. Returns the token."""
     push = config.push
-    if not push.dataset_repo_id and not push.model_repo_id:
-        raise UserError("--push needs push.dataset_repo_id and/or push.model_repo_id in the config")
-    for repo_id in (push.dataset_repo_id, push.model_repo_id):
+    if not push.dataset_repo_id and not push.model_repo_id and not push.generator_repo_id:
+        raise UserError(
+            "--push needs push.dataset_repo_id, push.model_repo_id and/or push.generator_repo_id in the config"
+        )
+    for repo_id in (push.generator_repo_id, push.dataset_repo_id, push.model_repo_id):
         if repo_id:
             _check_repo_id(repo_id)
     if push.model_repo_id and not config.train.enabled:
         raise UserError("push.model_repo_id is set but train.enabled is false: there is no model to push")
+    if push.generator_repo_id and config.generator.model:
+        raise UserError(
+            "generator.model is set: M is not trained by this run, so there is nothing to publish to "
+            "push.generator_repo_id (the dataset names that model and its commit sha by itself)"
+        )
+    if push.generator_repo_id and push.generator_repo_id == push.model_repo_id:
+        raise UserError("push.generator_repo_id and push.model_repo_id name the same repo: M and InverseCoder need two")
     return resolve_token()
 
 

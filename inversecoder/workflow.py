@@ -289,8 +289,8 @@ def run_steps(
     token: str | None = None,
 ) -> None:
     """Run the selected steps in order, skipping the ones already done with the same fingerprint; with a
-    Hub token, publish the dataset right after it is built (the model card then pins its commit) and the
-    model after the report."""
+    Hub token, publish the generator M (push.generator_repo_id) and the dataset once the steps are done (the
+    dataset then names M's commit, the model card pins both) and the model after the report."""
     resolved(config)  # a run with no model at all fails here, before any work
     selected = _selected(start, until)
     main = is_main_rank()  # in a launched job, the main process alone writes the run's state
@@ -322,10 +322,8 @@ def run_steps(
         barrier()
     if not main:
         return
-    if token and "dataset" in selected:
-        from inversecoder.hub_cards.push import push_run_dataset
-
-        push_run_dataset(config, token)
+    if token and ("generator" in selected or "dataset" in selected):
+        _push_generator_then_dataset(config, token, selected, done)
     if "report" in selected:
         write_report(config)
         if token:
@@ -353,6 +351,19 @@ def _check_launched_steps(selected: list[str], status: dict[str, str], force: tu
             "run `inversecoder run CONFIG --until dataset` first (or `inversecoder run CONFIG`, which launches "
             "the training processes itself)"
         )
+
+
+def _push_generator_then_dataset(config: RunConfig, token: str, selected: list[str], done: dict[str, Record]) -> None:
+    """M first (when push.generator_repo_id is set), then the dataset, whose files now name M's commit (so
+    its step record is rewritten), then (after the report) InverseCoder, whose card names both."""
+    from inversecoder.hub_cards.lineage import link_generator, push_run_generator
+    from inversecoder.hub_cards.push import push_run_dataset
+
+    pushed = push_run_generator(config, token)
+    if pushed is not None and link_generator(config, pushed, token) and "dataset" in done:
+        record(config.layout.steps, done, "dataset", done["dataset"].fingerprint, config.layout.dataset)
+    if "dataset" in selected:
+        push_run_dataset(config, token)
 
 
 # -- commands ---------------------------------------------------------------------------------------

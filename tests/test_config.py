@@ -403,6 +403,7 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
         "decontaminate": CASCADE_FIELDS | {"execution_workers": 0},
         "generator": {"vllm_args": {}, "replicas": None, "max_failed_fraction": 0.001, "retry_rounds": 2},
         "train": {"num_processes": None, "strategy": "auto"},
+        "push": {"generator_repo_id": None},
     }
     saved = yaml.safe_load(config_yaml(config))
     for section, fields in added.items():

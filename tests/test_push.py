@@ -29,11 +29,12 @@ import pytest
 import yaml
 from conftest import SAMPLE
 from hub_server import HubServer, Token
+from huggingface_hub import ModelCard
 
 from inversecoder.builders.pipeline import build_dataset
 from inversecoder.core.config import load_config
 from inversecoder.core.errors import UserError
-from inversecoder.core.manifest import write_manifest
+from inversecoder.core.manifest import differences, read_manifest, write_manifest
 from inversecoder.hub_cards.dataset_card import write_dataset_card
 from inversecoder.hub_cards.model_card import render_model_card
 from inversecoder.hub_cards.push import HUB_RECORD, check_push_config, read_hub_record
@@ -161,8 +162,12 @@ def test_the_token_saved_by_hf_auth_login_is_used(client_env, tmp_path):
 
 
 def test_run_push_config_is_checked_before_any_work(tmp_path):
-    with pytest.raises(UserError, match=r"push.dataset_repo_id and/or push.model_repo_id"):
+    with pytest.raises(UserError, match=r"push.dataset_repo_id, push.model_repo_id and/or push.generator_repo_id"):
         check_push_config(load_config(None))
+    with pytest.raises(UserError, match=r"^generator.model is set: M is not trained by this run, so there is nothing"):
+        check_push_config(load_config(None, ["push.generator_repo_id=org/m", "generator.model=org/base"]))
+    with pytest.raises(UserError, match="name the same repo"):
+        check_push_config(load_config(None, ["push.generator_repo_id=org/m", "push.model_repo_id=org/m"]))
     with pytest.raises(UserError, match="invalid repo id"):
         check_push_config(load_config(None, ["push.dataset_repo_id=no-namespace"]))
     with pytest.raises(UserError, match=r"train.enabled is false"):
@@ -458,7 +463,282 @@ def test_private_push_to_an_existing_public_repo_is_refused(hub, client_env, dat
     assert result.returncode == 2 and "is public" in result.stderr
 
 
-# -- the token never leaks -------------------------------------------------------------------------
+# -- lineage: the source corpus at its commit, the generator M pushed first --------------------------
+
+SOURCE_REPO, GENERATOR_REPO = f"{ORG}/tiny-corpus", f"{ORG}/tiny-generator"
+READ_SOURCE = """
+    import json
+    from inversecoder.builders.sources import load_source
+    from inversecoder.core.config import SourceConfig
+    data = load_source(SourceConfig(path="{repo}", revision={revision!r}, limit=5))
+    print(json.dumps({{"info": data.info, "rows": [r.instruction for r in data.rows]}}))
+"""
+
+
+def upload_corpus(env: dict[str, str], repo_id: str, lines: list[str], folder: Path) -> None:
+    """A one-file instruction corpus as a Hub dataset repo (created if missing), one commit per call."""
+    path = folder / f"{repo_id.replace('/', '--')}-{len(lines)}.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    run_client(
+        env,
+        f"""
+        from huggingface_hub import HfApi
+        api = HfApi()
+        api.create_repo("{repo_id}", repo_type="dataset", exist_ok=True)
+        api.upload_file(path_or_fileobj="{path}", path_in_repo="data/train.jsonl", repo_id="{repo_id}",
+                        repo_type="dataset")
+        print("{{}}")
+    """,
+    )
+
+
+@pytest.fixture(scope="module")
+def source_repo(hub, client_env, tmp_path_factory) -> str:
+    """The sample corpus's first 16 rows as a Hub dataset on the test server; returns its commit sha."""
+    upload_corpus(client_env, SOURCE_REPO, SAMPLE.read_text().splitlines()[:16], tmp_path_factory.mktemp("corpus"))
+    return hub.history("dataset", SOURCE_REPO)[0]
+
+
+def test_a_hub_source_is_read_at_the_commit_its_revision_resolves_to(hub, client_env, tmp_path):
+    repo = f"{ORG}/moving-corpus"
+    lines = SAMPLE.read_text().splitlines()
+    upload_corpus(client_env, repo, lines[:6], tmp_path)
+    first = hub.history("dataset", repo)[0]
+    env = client_env | {"HF_HOME": str(tmp_path / "home")}
+    online = run_client(env, READ_SOURCE.format(repo=repo, revision=None))
+    info = online["info"]
+    assert info["revision"] == first and info["requested_revision"] == "main" and info["kind"] == "hub"
+    assert info["url"] == f"{hub.url}/datasets/{repo}/tree/{first}"
+    assert len(online["rows"]) == 5
+
+    # Offline, from the cache `datasets` kept: the sha it was downloaded at, never a bare `main`
+    offline = run_client(
+        env | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}, READ_SOURCE.format(repo=repo, revision=None)
+    )
+    assert offline["info"]["revision"] == first and offline["rows"] == online["rows"]
+
+    # main moves on: main reads (and names) the new commit, the old sha still reads the old rows
+    upload_corpus(client_env, repo, lines[10:13], tmp_path)
+    second = hub.history("dataset", repo)[0]
+    moved = run_client(env, READ_SOURCE.format(repo=repo, revision=None))
+    assert moved["info"]["revision"] == second != first and len(moved["rows"]) == 3
+    pinned = run_client(env, READ_SOURCE.format(repo=repo, revision=first))
+    assert pinned["info"]["revision"] == first and pinned["info"]["requested_revision"] == first
+    assert pinned["rows"] == online["rows"]
+
+
+def test_the_dataset_names_the_pushed_generator_and_follows_a_changed_one(
+    hub, client_env, dataset_dir, tiny_model_dir, tmp_path
+):
+    """`push_run_generator` + `link_generator` (what `run --push` calls before the dataset push) on a run
+    folder whose dataset was generated by the M in OUTPUT/generator/model."""
+    out = tmp_path / "out"
+    shutil.copytree(dataset_dir, out / "dataset", ignore=shutil.ignore_patterns(HUB_RECORD))
+    shutil.copytree(tiny_model_dir, out / "generator" / "model")  # the same weights that generated the dataset
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"name": "tiny-ds"},
+                "train": {"base_model": str(tiny_model_dir)},
+                "push": {"generator_repo_id": GENERATOR_REPO},
+            }
+        )
+    )
+    step = f"""
+        import json
+        from inversecoder.core.config import load_config
+        from inversecoder.hub_cards.lineage import link_generator, push_run_generator
+        from inversecoder.hub_cards.push import resolve_token
+        config = load_config("{recipe}", output_dir="{out}")
+        pushed = push_run_generator(config, resolve_token())
+        changed = link_generator(config, pushed, resolve_token())
+        print(json.dumps({{"commit": pushed.commit_sha, "created": pushed.created_commit, "changed": changed}}))
+    """
+
+    def named() -> str:
+        return json.loads((out / "dataset" / "build_info.json").read_text())["generator"]["hub"]["commit"]
+
+    first = run_client(client_env, step)
+    assert (
+        first["created"] and first["changed"] and named() == first["commit"] == hub.history("model", GENERATOR_REPO)[0]
+    )
+    card = (out / "dataset" / "README.md").read_text()
+    assert f"[`{GENERATOR_REPO}@{first['commit']}`]({hub.url}/{GENERATOR_REPO}/tree/{first['commit']})" in card
+    assert f"local copy `{tiny_model_dir}`" in card  # the card was re-rendered from the report ...
+    assert (out / "dataset" / "assets" / "score_histogram.png").read_bytes() == (
+        dataset_dir / "assets" / "score_histogram.png"
+    ).read_bytes()
+    assert differences(out / "dataset", read_manifest(out / "dataset") or {}) == []  # ... and the manifest too
+    report = json.loads((out / "dataset" / "build_report.json").read_text())
+    assert report["generator"]["hub"]["commit"] == first["commit"]
+
+    again = run_client(client_env, step)  # nothing changed: no commit, the dataset untouched
+    assert again == {"commit": first["commit"], "created": False, "changed": False}
+
+    # M's card changes (its evaluation came in): a new commit of M, but the one the dataset names holds the
+    # same weights, so the dataset keeps naming it (a published dataset version stays publishable)
+    (out / "eval-generator").mkdir()
+    (out / "eval-generator" / "eval_results.json").write_text(json.dumps(EVAL_RESULTS))
+    card_only = run_client(client_env, step)
+    assert card_only["created"] and not card_only["changed"] and named() == first["commit"]
+
+    # M's files change: the dataset names the new commit
+    config_file = out / "generator" / "model" / "generation_config.json"
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"max_new_tokens": 7}))
+    changed = run_client(client_env, step)
+    assert changed["created"] and changed["changed"] and named() == changed["commit"] != card_only["commit"]
+    assert f"`{GENERATOR_REPO}@{changed['commit']}`" in (out / "dataset" / "README.md").read_text()
+    pushed_card = hub.files("model", GENERATOR_REPO)["README.md"].decode()
+    assert "generator model M" in pushed_card and "HumanEval+" in pushed_card
+
+
+def test_a_generator_named_by_hub_id_is_recorded_at_its_resolved_commit(hub, client_env, tmp_path):
+    """generator.model = a Hub model (here the M pushed above): the build names it by repo id and the commit
+    sha its revision (main) resolved to when it was downloaded, in build_info and the card."""
+    recipe = {
+        "source": {"path": str(SAMPLE), "limit": 3},
+        "generator": {"model": GENERATOR_REPO},
+        "summarize": {"num_samples": 1, "max_new_tokens": 4},
+        "decontaminate": {"enabled": False},
+        "dedup": {"enabled": False},
+        "dataset": {"name": "hub-generator"},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = run_client(
+        client_env | {"HF_HOME": str(tmp_path / "home")},
+        f"""
+        import json
+        from inversecoder.builders.pipeline import build_dataset
+        from inversecoder.core.config import load_config
+        from inversecoder.hub_cards.dataset_card import write_dataset_card
+        config = load_config("{tmp_path / "r.yaml"}", output_dir="{tmp_path / "out"}")
+        folder = build_dataset(config, progress=False, write_card=write_dataset_card).dataset_dir
+        print(json.dumps({{"info": json.loads((folder / "build_info.json").read_text()),
+                          "card": (folder / "README.md").read_text()}}))
+    """,
+    )
+    commit = hub.history("model", GENERATOR_REPO)[0]
+    generator = out["info"]["generator"]
+    assert generator["model"] == GENERATOR_REPO and generator["revision"] == commit
+    assert generator["hub"] == {
+        "repo_id": GENERATOR_REPO,
+        "repo_type": "model",
+        "commit": commit,
+        "url": f"{hub.url}/{GENERATOR_REPO}/tree/{commit}",
+    }
+    assert (
+        f"**Generator model:** [`{GENERATOR_REPO}@{commit}`]({hub.url}/{GENERATOR_REPO}/tree/{commit})" in out["card"]
+    )
+
+
+def test_run_push_publishes_the_generator_then_the_dataset_then_the_model(
+    hub, client_env, tiny_model_dir, source_repo, tmp_path
+):
+    """`inversecoder run CONFIG --push` as a user runs it, M trained by step 0 from a Hub corpus: M is pushed
+    first, the dataset names it by the sha the Hub returned (and the corpus by its sha), the model card pins
+    the dataset and M; a second run with nothing changed makes no commit at all."""
+    repos = {"generator": f"{ORG}/run-push-generator", "data": f"{ORG}/run-push-data", "model": f"{ORG}/run-push-model"}
+    recipe = {
+        "source": {"path": SOURCE_REPO, "limit": 8},
+        "generator": {"model": None},  # step 0 trains M
+        "summarize": {"num_samples": 2, "max_new_tokens": 8},
+        "decontaminate": {"enabled": False},
+        "dataset": {"name": "run-push", "version": "v2.0"},
+        "train": {
+            "base_model": str(tiny_model_dir),
+            "global_batch_size": 4,
+            "per_device_batch_size": 4,
+            "warmup_steps": 1,
+            "max_length": 256,
+            "original_epochs": 1,
+        },
+        "evaluate": {"enabled": False},
+        "push": {
+            "generator_repo_id": repos["generator"],
+            "dataset_repo_id": repos["data"],
+            "model_repo_id": repos["model"],
+            "model_tag": "v2.0",
+        },
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    command = [
+        sys.executable,
+        "-m",
+        "inversecoder.cli",
+        "run",
+        str(tmp_path / "r.yaml"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--push",
+    ]
+    result = subprocess.run(command, env=client_env, capture_output=True, text=True, timeout=600)
+    OUTPUTS.append(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+    generator_commit = hub.history("model", repos["generator"])[0]
+    dataset_commit = hub.tags("dataset", repos["data"])["v2.0"]
+    model_commit = hub.tags("model", repos["model"])["v2.0"]
+    requests = [path for method, path, _ in hub.requests if method == "POST" and "/commit/" in path]
+    assert [p.split("/")[3] + "/" + p.split("/")[4] for p in requests[-3:]] == [
+        repos["generator"],
+        repos["data"],
+        repos["model"],
+    ]  # the order: M, the dataset, InverseCoder
+
+    published = hub.files("dataset", repos["data"], "v2.0")
+    info = json.loads(published["build_info.json"])
+    assert info["generator"]["hub"] == {
+        "repo_id": repos["generator"],
+        "repo_type": "model",
+        "commit": generator_commit,
+        "url": f"{hub.url}/{repos['generator']}/tree/{generator_commit}",
+    }
+    assert info["source"]["revision"] == source_repo and info["source"]["requested_revision"] == "main"
+    data_card = published["README.md"].decode()
+    assert (
+        f"[`{repos['generator']}@{generator_commit}`]({hub.url}/{repos['generator']}/tree/{generator_commit})"
+        in data_card
+    )
+    assert f"[`{SOURCE_REPO}@{source_repo}`]({hub.url}/datasets/{SOURCE_REPO}/tree/{source_repo})" in data_card
+
+    model_card = ModelCard(hub.files("model", repos["model"], "v2.0")["README.md"].decode())
+    assert model_card.data.get("datasets") == [repos["data"], SOURCE_REPO]
+    assert dataset_commit in model_card.text and f"`{repos['generator']}@{generator_commit}`" in model_card.text
+    assert f"**Generator's lineage:** `{tiny_model_dir}` fine-tuned" in model_card.text
+    assert f"`{SOURCE_REPO}@{source_repo}`" in model_card.text
+    generator_card = ModelCard(hub.files("model", repos["generator"])["README.md"].decode())
+    assert (
+        generator_card.data.get("datasets") == [SOURCE_REPO] and f"`{SOURCE_REPO}@{source_repo}`" in generator_card.text
+    )
+    assert f'from_pretrained("{repos["generator"]}")' in generator_card.text
+    assert (read_hub_record(tmp_path / "out" / "generator" / "model") or {}).get("commit") == generator_commit
+
+    histories = {
+        name: hub.history(kind, repo)
+        for name, kind, repo in (
+            ("generator", "model", repos["generator"]),
+            ("data", "dataset", repos["data"]),
+            ("model", "model", repos["model"]),
+        )
+    }
+    again = subprocess.run(command, env=client_env, capture_output=True, text=True, timeout=600)
+    OUTPUTS.append(again.stdout + again.stderr)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert all("up to date" in line for line in again.stdout.splitlines() if line.startswith("["))
+    assert "no new commit" in again.stdout and "already holds this build" in again.stdout
+    assert {
+        name: hub.history(kind, repo)
+        for name, kind, repo in (
+            ("generator", "model", repos["generator"]),
+            ("data", "dataset", repos["data"]),
+            ("model", "model", repos["model"]),
+        )
+    } == histories
+    assert hub.tags("model", repos["model"]) == {"v2.0": model_commit}
+
+
+# -- the token never leaks (last: every client output of the module is checked) ---------------------
 
 
 def test_the_token_is_never_printed_or_written(hub, dataset_dir, model_dir, client_env):
@@ -471,53 +751,3 @@ def test_the_token_is_never_printed_or_written(hub, dataset_dir, model_dir, clie
         if path.is_file() and TOKEN.encode() in path.read_bytes()
     ]
     assert leaks == []
-
-
-def test_run_push_publishes_the_dataset_then_the_model_that_pins_it(hub, client_env, tiny_model_dir, tmp_path):
-    """`inversecoder run CONFIG --push` as a user runs it: the dataset is pushed right after it is built,
-    so the model card pushed at the end names it by repo id and commit."""
-    recipe = {
-        "source": {"path": str(SAMPLE), "limit": 8},
-        "generator": {"model": str(tiny_model_dir)},
-        "summarize": {"num_samples": 2, "max_new_tokens": 8},
-        "decontaminate": {"enabled": False},
-        "dataset": {"name": "run-push", "version": "v2.0"},
-        "train": {"global_batch_size": 4, "per_device_batch_size": 4, "warmup_steps": 1, "max_length": 256},
-        "evaluate": {"enabled": False},
-        "push": {
-            "dataset_repo_id": f"{ORG}/run-push-data",
-            "model_repo_id": f"{ORG}/run-push-model",
-            "model_tag": "v2.0",
-        },
-    }
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "inversecoder.cli",
-            "run",
-            str(tmp_path / "r.yaml"),
-            "--output-dir",
-            str(tmp_path / "out"),
-            "--push",
-        ],
-        env=client_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    OUTPUTS.append(result.stdout + result.stderr)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    dataset_commit = hub.tags("dataset", f"{ORG}/run-push-data")["v2.0"]
-    assert hub.tags("model", f"{ORG}/run-push-model")["v2.0"]
-    card = run_client(
-        client_env,
-        f"""
-        import json
-        from huggingface_hub import ModelCard
-        card = ModelCard.load("{ORG}/run-push-model")
-        print(json.dumps({{"datasets": card.data.datasets, "text": card.text}}))
-    """,
-    )
-    assert card["datasets"] == [f"{ORG}/run-push-data"] and dataset_commit in card["text"]

@@ -9,6 +9,8 @@ import pytest
 from inversecoder.builders.sources import load_source
 from inversecoder.core.config import SourceConfig
 from inversecoder.core.errors import ConfigError
+from inversecoder.core.hub_refs import NOT_RESOLVED_OFFLINE
+from inversecoder.hub_cards.card_refs import describe_source
 
 GOOD = {"instruction": "Add two numbers.", "response": "```python\ndef add(a, b):\n    return a + b\n```"}
 
@@ -108,6 +110,39 @@ def test_unusable_sources_are_config_errors(tmp_path, setup, message):
 def test_unknown_hub_dataset_offline_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot load source 'nobody/no-such-dataset'"):
         load_source(SourceConfig(path="nobody/no-such-dataset"))
+
+
+class _Loaded(list):
+    """What `datasets.load_dataset` returns, as far as the source reader looks: rows and their cache files."""
+
+    def __init__(self, rows, cache_files):
+        super().__init__(rows)
+        self.cache_files = cache_files
+
+
+def test_a_hub_source_read_offline_names_the_cached_commit_or_says_it_is_not_resolved(monkeypatch, tmp_path):
+    """Offline (as this suite runs), no Hub call resolves the revision: the sha of the copy `datasets` loads
+    from its cache (its folder's name) is recorded, and when there is none the card says so, never `main`."""
+    import datasets
+
+    sha = "ab" * 20
+    cached = [{"filename": str(tmp_path / "org___corpus" / "default" / "0.0.0" / sha / "corpus-train.arrow")}]
+    loaded = {"files": cached}
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: _Loaded([GOOD], loaded["files"]))
+
+    data = load_source(SourceConfig(path="org/corpus"))
+    assert data.info["revision"] == sha and data.info["requested_revision"] == "main"
+    assert data.info["url"].endswith(f"/datasets/org/corpus/tree/{sha}")
+    assert describe_source(data.info).startswith(f"[`org/corpus@{sha}`](")
+    with pytest.raises(
+        ConfigError, match=f"source.revision is {'cd' * 20} but the offline cache .* holds commit {sha}"
+    ):
+        load_source(SourceConfig(path="org/corpus", revision="cd" * 20))
+
+    loaded["files"] = []  # an in-memory dataset: no cache folder names the commit
+    data = load_source(SourceConfig(path="org/corpus", revision="v1"))
+    assert data.info["revision"] == NOT_RESOLVED_OFFLINE and "url" not in data.info
+    assert describe_source(data.info) == "`org/corpus` @ `v1` (commit not resolved: read offline from the local cache)"
 
 
 def _folder_with_damage(folder):

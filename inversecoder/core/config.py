@@ -107,7 +107,8 @@ class RunConfig(Section):
         """`to_dict` without the settings that change how a result is fetched, not what it is (which TGI
         servers, how many requests in flight, timeouts, retries): what fingerprints are made of, so that
         adding a server to a run does not make its finished steps or its dataset look different; nor the
-        permissions that let a run proceed (`EvalConfig.PERMISSION_FIELDS`)."""
+        permissions that let a run proceed (`EvalConfig.PERMISSION_FIELDS`), nor where M is published
+        (`PushConfig.DESTINATION_FIELDS`)."""
         data = self.to_dict()
         for name in GeneratorConfig.TRANSPORT_FIELDS:
             data["generator"].pop(name)
@@ -117,6 +118,8 @@ class RunConfig(Section):
             data["decontaminate"].pop(name)
         for name in TrainConfig.TRANSPORT_FIELDS:
             data["train"].pop(name)
+        for name in PushConfig.DESTINATION_FIELDS:
+            data["push"].pop(name)
         return data
 
     def fingerprint(self, *sections: str) -> str:

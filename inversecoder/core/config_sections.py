@@ -63,7 +63,8 @@ class SourceConfig(Section):
     path: Name = "ise-uiuc/Magicoder-Evol-Instruct-110K"
     """A local .jsonl/.json/.parquet file, a local folder of such files (read like one file), or a Hub dataset id."""
     revision: Text | None = None
-    """Hub revision (branch, tag or commit sha) of a Hub dataset; recorded in the card."""
+    """Hub revision (branch, tag or commit sha; unset: main) of a Hub dataset: resolved to its commit sha when
+    the build starts, and that commit is what is read and what build_info and the cards record."""
     split: Name = "train"
     """Split of a folder / Hub source."""
     instruction_column: Name = "instruction"
@@ -525,6 +526,9 @@ class PushConfig(Section):
     """Publishing to the Hugging Face Hub with `inversecoder run CONFIG --push` (the token is never part of it)."""
 
     SECTION: ClassVar[str] = "push"
+    #: Where a result is published, never what it is: left out of fingerprints (see `RunConfig.result_dict`;
+    #: the older push fields predate this and stay in, so that fingerprints recorded before hold).
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ("generator_repo_id",)
 
     dataset_repo_id: Text | None = None
     """Hub dataset repo (ORG/NAME) for OUTPUT/dataset, tagged with `dataset.version`;
@@ -532,6 +536,10 @@ class PushConfig(Section):
     model_repo_id: Text | None = None
     """Hub model repo (ORG/NAME) for OUTPUT/model, whose card names the dataset by repo id and commit;
     unset: not pushed."""
+    generator_repo_id: Text | None = None
+    """Hub model repo (ORG/NAME) for the generator M that step 0 trains (OUTPUT/generator/model), pushed
+    first, so that the dataset's card and build_info name M by repo id and commit; unset: M is not pushed.
+    An error when generator.model is set (M is then not trained by the run)."""
     model_tag: Text | None = None
     """Tag for the model's commit (e.g. `v1.0`); unset: the model is not tagged. A tag is never moved."""
     private: bool = False
