@@ -120,6 +120,8 @@ class RunConfig(Section):
             data["train"].pop(name)
         for name in PushConfig.DESTINATION_FIELDS:
             data["push"].pop(name)
+        for name in PlanConfig.NODE_FIELDS:
+            data["plan"].pop(name)
         return data
 
     def fingerprint(self, *sections: str) -> str:

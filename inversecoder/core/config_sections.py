@@ -551,6 +551,9 @@ class PlanConfig(Section):
 
     SECTION: ClassVar[str] = "plan"
 
+    #: The node a dry-run plans for: no result depends on it (see RunConfig.result_dict).
+    NODE_FIELDS: ClassVar[tuple[str, ...]] = ("gpu_memory_gb",)
+
     gpus: int = Field(8, ge=1, le=100_000)
     """The served backends' GPUs (the paper: 8x A100-40GB); time = work / (gpus x throughput). The embedded
     backend and training count the devices this machine will use; where it has no GPU, the dry-run also shows
