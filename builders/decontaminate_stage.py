@@ -124,6 +124,7 @@ def open_screen(config, context: StageContext) -> Screen:
             from inversecoder.core.backends import open_model
 
             judge = open_model(config, model=settings.judge_model, progress=context.progress)
+            context.other_models.append(judge)
         cascade = Cascade(
             checker,
             settings,

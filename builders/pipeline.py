@@ -99,12 +99,14 @@ class FailedCalls(UserError):
         self.failed = failed
 
 
-def failed_calls(model: CachedModel) -> dict[str, Any]:
-    """The build's model calls that failed (retryable: not cached), of all it made, by error."""
+def failed_calls(models: list[CachedModel]) -> dict[str, Any]:
+    """The build's model calls that failed (retryable: not cached), of all it made, by error (the generator's
+    and a separate judge's)."""
+    errors: Counter[str] = sum((model.failed for model in models), Counter())
     return {
-        "count": sum(model.failed.values()),
-        "of": model.computed + model.reused,
-        "errors": [{"error": error, "count": n} for error, n in model.failed.most_common(5)],
+        "count": sum(errors.values()),
+        "of": sum(model.computed + model.reused for model in models),
+        "errors": [{"error": error, "count": n} for error, n in errors.most_common(5)],
     }
 
 
@@ -115,8 +117,9 @@ def check_failed_calls(failed: dict[str, Any], limit: float) -> None:
     errors = ", ".join(f"{e['count']}x {e['error']!r}" for e in failed["errors"][:3])
     raise FailedCalls(
         f"{failed['count']} of {failed['of']} model calls ({failed['count'] / max(failed['of'], 1):.2%}) failed, "
-        f"more than generator.max_failed_fraction ({limit}): {errors}; no dataset was written and finished calls "
-        f"are cached: once the servers answer, `{shlex.join(['inversecoder', *sys.argv[1:]])}` resumes",
+        f"more than generator.max_failed_fraction ({limit}): {errors}; the dataset was not written (nor "
+        f"replaced) and finished calls are cached: once the cause is fixed (servers down or overloaded, out of "
+        f"memory), `{shlex.join(['inversecoder', *sys.argv[1:]])}` resumes",
         failed["count"],
     )
 
@@ -209,7 +212,7 @@ def build_dataset(
         scratch.mkdir(parents=True)
         writer = DatasetWriter(scratch, names)
         totals, reasons = run_stages(source, config, context, writer)
-        failed = failed_calls(model)
+        failed = failed_calls([model, *context.other_models])
         check_failed_calls(failed, config.generator.max_failed_fraction)  # before anything is published
         counts = {name: totals.get(name, 0) for name in COUNTS}
         logger.info(

@@ -50,6 +50,8 @@ class StageContext:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     #: per-stage state that outlives a shard (the decontaminator, the duplicate index), by stage name
     state: dict[str, Any] = field(default_factory=dict)
+    #: models the stages opened besides `model` (a separate judge): their failed calls count too
+    other_models: list[CachedModel] = field(default_factory=list)
 
 
 StageFunction = Callable[[Iterable[Any], "RunConfig", StageContext], StageResult]

@@ -302,6 +302,8 @@ def run_steps(
     status = step_status(config, reasons, done)
     prints = fingerprints(config)
     _check_launched_steps(selected, status, force)
+    if any(name in selected and (status[name] == "run" or name in force) for name in TRAINING_STEPS):
+        _check_training_launch(config)  # a setting that cannot run here fails now, not after the dataset
     for step in STEPS:
         if step.name not in selected or status[step.name] == "disabled":
             continue
@@ -364,6 +366,15 @@ def _push_generator_then_dataset(config: RunConfig, token: str, selected: list[s
         record(config.layout.steps, done, "dataset", done["dataset"].fingerprint, config.layout.dataset)
     if "dataset" in selected:
         push_run_dataset(config, token)
+
+
+def _check_training_launch(config: RunConfig) -> None:
+    if in_launched_job():
+        return
+    from inversecoder.trainers.distribution import plan_for
+    from inversecoder.trainers.recipe import base_model
+
+    plan_for(config.train, *base_model(resolved(config)))
 
 
 # -- commands ---------------------------------------------------------------------------------------

@@ -891,3 +891,47 @@ def test_calls_that_keep_failing_stop_the_run_before_training_and_the_same_comma
     assert main(["run", str(tmp_path / "r.yaml")]) == 0
     assert (out_dir / "model" / "config.json").is_file() and (out_dir / "dataset" / "README.md").is_file()
     assert server.stats()["counts"]["generated"] > 0
+
+
+def test_retry_rounds_complete_failed_calls_and_failures_under_the_share_are_listed_on_the_card(
+    servers, tiny_model_dir, tmp_path
+):
+    import pyarrow.parquet as pq
+
+    from inversecoder.core.config import load_config
+    from inversecoder.workflow import build
+
+    server = servers.start()
+
+    def recipe(name: str, endpoint: str = server.url, **generator: Any) -> Any:
+        settings = {
+            "seed": 5,
+            "output_dir": str(tmp_path / name),
+            "source": {"path": str(SAMPLE), "limit": 6},
+            "generator": {
+                "backend": "tgi",
+                "model": str(tiny_model_dir),
+                "endpoints": [endpoint],
+                **{k: v for k, v in fast_with(max_retries=0).items() if k != "progress"},
+                **generator,
+            },
+            "summarize": {"num_samples": 2, "max_new_tokens": 8},
+            "decontaminate": {"enabled": False},
+        }
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(settings))
+        return load_config(tmp_path / f"{name}.yaml")
+
+    # The first attempt of every request fails: round 1 completes the instructions, rounds 2-3 their scores
+    # (a score whose answer token is outside the top n takes a second request, whose first attempt fails too).
+    clean = build(recipe("clean"))
+    faulty = servers.start(faults={"fail_first": 1, "statuses": [500]})
+    recovered = build(recipe("recovered", faulty.url, retry_rounds=3))
+    assert faulty.stats()["counts"]["injected"] > 0
+    card = (recovered / "README.md").read_text()
+    assert "model calls still failed" not in card
+    for name in ("data", "candidates"):  # nothing lost: the same rows as the fault-free build
+        assert pq.read_table(recovered / name).to_pylist() == pq.read_table(clean / name).to_pylist()
+    # Calls that keep failing, within max_failed_fraction: the dataset is written and its card says so.
+    server.set_faults(error_rate=0.0, failing=["def date_range"])
+    tolerated = build(recipe("tolerated", retry_rounds=0, max_failed_fraction=0.5))
+    assert re.search(r"\*\*2 of \d+ model calls still failed\*\*", (tolerated / "README.md").read_text())

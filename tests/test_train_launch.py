@@ -124,10 +124,10 @@ GB = 1_000_000_000
 @pytest.mark.parametrize(
     ("shape", "memory_gb", "train", "expected"),
     [
-        (ONE_B, 80, {}, "ddp"),  # 1.3B: weights+grads 5.4 GB, activations ~13 GB
+        (ONE_B, 80, {}, "ddp"),  # 1.3B: fp32 weights, grads and DDP buckets 16 GB, activations ~14 GB
         (SIX_B, 40, {}, "fsdp2"),  # the paper's 6.7B on 8 x A100-40GB
-        (SIX_B, 141, {}, "ddp"),  # an H200 holds the whole state
-        (SIX_B, 80, {"gradient_checkpointing": True}, "ddp"),
+        (SIX_B, 80, {"gradient_checkpointing": True}, "fsdp2"),  # 81 GB of fp32 state alone
+        (SIX_B, 141, {}, "ddp"),  # an H200 holds the whole state (118 GB)
         (ONE_B, 80, {"strategy": "fsdp2"}, "fsdp2"),  # forced
     ],
 )
@@ -137,9 +137,25 @@ def test_the_strategy_follows_model_size_and_gpu_memory(shape, memory_gb, train,
     assert plan.reasons and plan.memory["weights"] > 0
 
 
+def test_the_estimate_follows_the_effective_training_settings():
+    devices = Devices("cuda", 8, 80 * GB)
+    fp32 = choose(TrainConfig(), SIX_B, devices).memory
+    bf16 = choose(TrainConfig(sft_args={"model_init_kwargs": {"dtype": "bfloat16"}}), SIX_B, devices).memory
+    # TRL loads fp32 unless model_init_kwargs says otherwise
+    assert fp32["weights"] == pytest.approx(2 * bf16["weights"], abs=0.01)
+    half = choose(TrainConfig(sft_args={"per_device_train_batch_size": 4}), SIX_B, devices).memory
+    assert half["activations"] == pytest.approx(fp32["activations"] / 2, abs=0.01)  # (GB, rounded)
+    adam = choose(TrainConfig(optim="adamw_torch", num_processes=8), ONE_B, devices)
+    assert adam.memory["optimizer"] > 0 and adam.strategy == "ddp"
+    uneven = choose(TrainConfig(num_processes=6), ONE_B, devices)
+    assert any("not a multiple of 48 rows" in reason and "takes 528" in reason for reason in uneven.reasons)
+
+
 def test_strategy_choices_that_cannot_work_are_one_line_errors():
     with pytest.raises(ConfigError, match="needs CUDA GPUs"):
         choose(TrainConfig(num_processes=2, strategy="fsdp2"), ONE_B, Devices("cpu", 1))
+    moot = choose(TrainConfig(strategy="fsdp2"), ONE_B, Devices("cpu", 1))  # one process: nothing to shard
+    assert moot.strategy == "single" and "moot" in moot.reasons[-1]
     with pytest.raises(ConfigError, match="only 8 GPU"):
         choose(TrainConfig(num_processes=16), ONE_B, Devices("cuda", 8, 80 * GB))
     one = choose(TrainConfig(), ONE_B, Devices("cpu", 1))
@@ -153,3 +169,43 @@ def test_under_a_launcher_only_training_steps_may_run(monkeypatch):
     _check_launched_steps(["train", "report"], {"train": "run", "report": "run"}, ())
     with pytest.raises(UserError, match="only the training steps run, but dataset"):
         _check_launched_steps(["dataset", "train"], {"dataset": "run", "train": "run"}, ())
+
+
+def _job_processes(marker: str) -> list[int]:
+    """Pids of the processes of a training job whose config names `marker` (the launcher and its workers)."""
+    from inversecoder.trainers.launch import JOB_ENV
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if f"{JOB_ENV}=".encode() in environ and marker.encode() in environ:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_stopping_the_run_stops_the_whole_training_job(tiny_model_dir, dataset_dir, tmp_path, sig):
+    import signal
+    import time
+
+    config = _run_folder(tmp_path / "run", dataset_dir, tiny_model_dir, num_processes=2, generated_epochs=500)
+    save_config(config, tmp_path / "run.yaml")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "inversecoder.cli", "train", str(tmp_path / "run.yaml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(_job_processes(str(tmp_path))) < 3 and time.monotonic() < deadline:  # the launcher and 2 workers
+        time.sleep(0.2)
+    assert len(_job_processes(str(tmp_path))) >= 3, "the job did not start"
+    run.send_signal(getattr(signal, sig))
+    assert run.wait(60) == -getattr(signal, sig)  # the run ends as the signal ends it ...
+    gone = time.monotonic() + 20  # (the job alone would train for minutes)
+    while _job_processes(str(tmp_path)) and time.monotonic() < gone:
+        time.sleep(0.2)
+    assert _job_processes(str(tmp_path)) == []  # ... and takes its whole job with it

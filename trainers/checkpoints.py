@@ -125,15 +125,15 @@ def problem(checkpoint: Path, save_only_model: bool = False) -> str | None:
     return None
 
 
-def set_aside(checkpoint: Path, reason: str) -> Path:
-    """Rename a broken checkpoint out of the Trainer's sight (`broken-checkpoint-N`, `-2` if taken)."""
-    target = checkpoint.with_name(BROKEN_PREFIX + checkpoint.name)
+def set_aside(checkpoint: Path, reason: str, prefix: str = BROKEN_PREFIX, why: str = "is incomplete") -> Path:
+    """Rename a checkpoint out of the Trainer's sight (`broken-checkpoint-N`, `-2` if taken): never deleted."""
+    target = checkpoint.with_name(prefix + checkpoint.name)
     number = 1
     while target.exists():
         number += 1
-        target = checkpoint.with_name(f"{BROKEN_PREFIX}{checkpoint.name}-{number}")
+        target = checkpoint.with_name(f"{prefix}{checkpoint.name}-{number}")
     checkpoint.rename(target)
-    logger.warning(f"{checkpoint} is incomplete ({reason}): set aside as {target.name}, not resumed from")
+    logger.warning(f"{checkpoint} {why} ({reason}): set aside as {target.name}, not resumed from")
     return target
 
 

@@ -5,10 +5,13 @@ The choice is arithmetic on the model's shape and the devices' memory, so it is 
 
 - **processes**: `train.num_processes`, else every visible GPU (one process per GPU), else 1 (CPU, MPS).
 - **strategy** (`train.strategy: auto`): DDP when the whole training state of one process fits one
-  device: weights + gradients + optimizer state + activations of one micro-batch under 90% of its memory
-  (the rest is the CUDA context and the allocator's slack); FSDP2 otherwise (weights, gradients and
-  optimizer state sharded over the processes, activations not). ZeRO-3 only when asked
-  (`train.strategy: zero3`, needs deepspeed). One process trains in process, with no launcher.
+  device: weights + gradients + DDP's gradient buckets + optimizer state + activations of one micro-batch
+  under 90% of its memory (the rest is the CUDA context and the allocator's slack); FSDP2 otherwise
+  (weights, gradients and optimizer state sharded over the processes, activations not). ZeRO-3 only when
+  asked (`train.strategy: zero3`, needs deepspeed). One process trains in process, with no launcher.
+  Weights and gradients are fp32 (TRL loads the model in fp32 and bf16 is autocast) unless
+  `train.sft_args.model_init_kwargs.dtype` is 16-bit; `sft_args` overrides of the batch, length and
+  optimizer count too.
 
 Activations per decoder layer follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
 Transformer Models"): 34 x tokens x hidden bytes in 16-bit without recomputation (attention scores are
@@ -112,28 +115,54 @@ def model_shape(model: str, revision: str | None = None) -> ModelShape | None:
     )
 
 
-def _bytes_per_weight(train: TrainConfig, devices: Devices) -> int:
-    """16-bit weights and gradients on GPUs that train in bf16 (the checkpoints are 16-bit), else fp32."""
-    return 2 if devices.kind == "cuda" and train.bf16 != "false" else 4
+@dataclass(frozen=True)
+class Effective:
+    """The training settings the memory depends on, after `train.sft_args` overrides."""
+
+    rows: int
+    max_length: int
+    optim: str
+    weight_bytes: int
+    checkpointing: bool
+
+    @classmethod
+    def of(cls, train: TrainConfig) -> Effective:
+        args = train.sft_args
+        init = args.get("model_init_kwargs") if isinstance(args.get("model_init_kwargs"), dict) else {}
+        dtype = str((init or {}).get("dtype") or (init or {}).get("torch_dtype") or "float32")
+        checkpointing = args.get("activation_checkpointing", args.get("gradient_checkpointing"))
+        return cls(
+            rows=int(args.get("per_device_train_batch_size", train.per_device_batch_size)),
+            max_length=int(args.get("max_length") or train.max_length),
+            optim=str(args.get("optim", train.optim)),
+            # TRL loads the weights in fp32 unless model_init_kwargs says otherwise; bf16 is autocast only
+            weight_bytes=2 if dtype.replace("torch.", "") in ("bfloat16", "float16", "bf16", "fp16") else 4,
+            checkpointing=bool(train.gradient_checkpointing if checkpointing is None else checkpointing),
+        )
 
 
-def memory_per_process(train: TrainConfig, shape: ModelShape, devices: Devices, shards: int = 1) -> dict[str, float]:
-    """Bytes one process holds, by part; `shards` > 1 divides weights, gradients and optimizer state."""
-    weight = _bytes_per_weight(train, devices)
-    optimizer = OPTIMIZER_BYTES.get(train.optim, ADAMW_BYTES)
-    tokens = train.per_device_batch_size * train.max_length
+def memory_per_process(train: TrainConfig, shape: ModelShape, strategy: str, shards: int = 1) -> dict[str, float]:
+    """Bytes one process holds, by part; `shards` > 1 divides weights, gradients and optimizer state. DDP
+    also holds a copy of the gradients in its all-reduce buckets."""
+    settings = Effective.of(train)
+    weight = settings.weight_bytes
+    optimizer = OPTIMIZER_BYTES.get(settings.optim, ADAMW_BYTES)
+    tokens = settings.rows * settings.max_length
     per_layer_full = 34 * tokens * shape.hidden_size
-    if train.gradient_checkpointing:
+    if settings.checkpointing:
         activations = 2 * tokens * shape.hidden_size * shape.layers + per_layer_full
     else:
         activations = per_layer_full * shape.layers
-    return {
+    memory = {
         "weights": shape.parameters * weight / shards,
         "gradients": shape.parameters * weight / shards,
         "optimizer": shape.parameters * optimizer / shards,
         "activations": float(activations),
         "logits": float(tokens * shape.vocab_size * 4),
     }
+    if strategy == "ddp":
+        memory["ddp_buckets"] = shape.parameters * weight
+    return memory
 
 
 def _gb(value: float) -> str:
@@ -158,7 +187,7 @@ def choose(train: TrainConfig, shape: ModelShape | None, devices: Devices) -> Di
     if devices.kind == "mps" and processes > 1:
         raise ConfigError("train.num_processes > 1 needs GPUs or the CPU; MPS trains in one process")
     strategy = train.strategy
-    if strategy in ("fsdp2", "zero3") and devices.kind != "cuda":
+    if strategy in ("fsdp2", "zero3") and devices.kind != "cuda" and processes > 1:
         raise ConfigError(f"train.strategy {strategy} needs CUDA GPUs; on {devices.kind} use ddp (or auto)")
     if strategy == "zero3":
         from inversecoder.trainers.speed import installed
@@ -167,7 +196,7 @@ def choose(train: TrainConfig, shape: ModelShape | None, devices: Devices) -> Di
             raise ConfigError("train.strategy zero3 needs DeepSpeed: pip install deepspeed (or use fsdp2)")
     memory: dict[str, float] = {}
     if shape is not None:
-        memory = memory_per_process(train, shape, devices)
+        memory = memory_per_process(train, shape, "ddp" if processes > 1 else "single")
     whole = sum(memory.values())
     budget = devices.memory_bytes * USABLE_MEMORY if devices.memory_bytes else None
     if processes == 1:
@@ -190,11 +219,18 @@ def choose(train: TrainConfig, shape: ModelShape | None, devices: Devices) -> Di
         chosen = "fsdp2"
         reasons.append(f"the whole training state ({_gb(whole)}) exceeds one GPU ({_gb(budget)} usable): FSDP2")
     if shape is not None and chosen in ("fsdp2", "zero3"):
-        memory = memory_per_process(train, shape, devices, shards=processes)
+        memory = memory_per_process(train, shape, chosen, shards=processes)
     if shape is not None and budget is not None and sum(memory.values()) > budget:
         reasons.append(
             f"warning: {_gb(sum(memory.values()))} per process exceeds the usable {_gb(budget)}; "
             "set train.gradient_checkpointing, lower train.per_device_batch_size or use more GPUs"
+        )
+    rows = Effective.of(train).rows * processes
+    if train.global_batch_size % rows and "gradient_accumulation_steps" not in train.sft_args:
+        steps = -(-train.global_batch_size // rows)
+        reasons.append(
+            f"warning: train.global_batch_size {train.global_batch_size} is not a multiple of {rows} rows per "
+            f"micro-step ({processes} processes): each optimizer step takes {steps * rows}"
         )
     return Distribution(
         processes, chosen, devices.kind, reasons, {name: round(value / 1e9, 2) for name, value in memory.items()}

@@ -32,6 +32,7 @@ from inversecoder.core.config import RunConfig
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import write_atomic
 from inversecoder.core.ranks import in_launched_job, world_size
+from inversecoder.core.secrets import is_secret_name
 from inversecoder.trainers.distribution import Distribution, plan_for
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 JOB_ENV = "INVERSECODER_TRAIN_JOB"
 ACCELERATE_CONFIG = "accelerate_config.yaml"
 STOP_GRACE_SECONDS = 30
+PR_SET_PDEATHSIG = 1
 
 
 def train_on_node(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir: Path) -> Path:
@@ -48,7 +50,7 @@ def train_on_node(config: RunConfig, dataset_dir: Path, work_dir: Path, model_di
     if in_launched_job():
         launched = Distribution(
             world_size(),
-            os.environ.get("ACCELERATE_DISTRIBUTED_TYPE", "launched").lower(),
+            launched_strategy(),
             "launched",
             ["started by the user's launcher (accelerate launch / torchrun)"],
         )
@@ -57,8 +59,30 @@ def train_on_node(config: RunConfig, dataset_dir: Path, work_dir: Path, model_di
     logger.info(f"train: {distribution.describe()}")
     if distribution.processes == 1:
         return train_model(config, dataset_dir, work_dir, model_dir, distribution=distribution.as_dict())
+    _release_gpu_memory()  # the generator's cached blocks, before the job's processes need the GPUs
     _launch(config, distribution, Path(dataset_dir), Path(work_dir), Path(model_dir))
     return Path(model_dir)
+
+
+def launched_strategy() -> str:
+    """What the user's accelerate launch runs (accelerate exports its choice to the processes it starts)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return "zero3" if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3" else "deepspeed"
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "fsdp2" if os.environ.get("FSDP_VERSION") == "2" else "fsdp"
+    return "ddp"
+
+
+def _release_gpu_memory() -> None:
+    if "torch" not in sys.modules:
+        return
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def accelerate_config(config: RunConfig, distribution: Distribution, port: int) -> dict[str, Any]:
@@ -98,6 +122,7 @@ def accelerate_config(config: RunConfig, distribution: Distribution, port: int) 
             "zero_stage": 3,
             "zero3_init_flag": True,
             "zero3_save_16bit_model": True,
+            "deepspeed_multinode_launcher": "standard",  # torchrun per node, as the other strategies (not pdsh)
             "offload_optimizer_device": "none",
             "offload_param_device": "none",
         }
@@ -114,8 +139,9 @@ def _launch(config: RunConfig, distribution: Distribution, dataset_dir: Path, wo
     work_dir.mkdir(parents=True, exist_ok=True)
     config_file = work_dir / ACCELERATE_CONFIG
     write_atomic(config_file, yaml.safe_dump(accelerate_config(config, distribution, _free_port()), sort_keys=False))
+    job_config, token = _job_config(config)
     job = {
-        "config": config.model_dump(mode="json"),
+        "config": job_config,
         "dataset_dir": str(dataset_dir),
         "work_dir": str(work_dir),
         "model_dir": str(model_dir),
@@ -132,19 +158,61 @@ def _launch(config: RunConfig, distribution: Distribution, dataset_dir: Path, wo
         "inversecoder.train_worker",
     ]
     logger.info(f"train: launching {distribution.processes} processes with {config_file}")
-    env = os.environ | {JOB_ENV: json.dumps(job)}
-    # Its own session: a stop of this run (Ctrl-C, kill) stops the whole job, never leaving orphans on GPUs.
-    process = subprocess.Popen(command, env=env, start_new_session=True)
+    env = os.environ | {JOB_ENV: json.dumps(job)} | ({"HF_TOKEN": token} if token else {})
+    # Its own process group, stopped whole with this run: on Ctrl-C, SIGTERM or SIGHUP (below), and by the
+    # kernel when this process dies without a word (SIGKILL: the launcher's parent-death signal).
+    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_stop_with_parent)
+    stopped: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         code = process.wait()
     except BaseException:
         _stop(process)
+        if stopped:  # end as the signal would have ended this process, the job being stopped first
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signal.raise_signal(stopped[0])
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if code != 0:
         raise UserError(
             f"training failed: the {distribution.processes}-process job exited with code {code} (its log is above); "
             "finished checkpoints are kept, rerun the same command to resume"
         )
+
+
+def _job_config(config: RunConfig) -> tuple[dict[str, Any], str | None]:
+    """What the workers need (train, seed, the model names), without credentials: a token named in
+    `train.sft_args` travels as HF_TOKEN, which huggingface_hub reads (as `secrets_outside` does in training)."""
+    train = config.train.model_dump(mode="json")
+    tokens: list[str] = []
+    for mapping in (train["sft_args"], train["sft_args"].get("model_init_kwargs")):
+        if isinstance(mapping, dict):
+            for key in [k for k in mapping if is_secret_name(k)]:
+                value = mapping.pop(key)
+                if isinstance(value, str) and value:
+                    tokens.append(value)
+    minimal = {
+        "seed": config.seed,
+        "train": train,
+        "generator": {"model": config.generator.model, "revision": config.generator.revision},
+    }
+    return minimal, (tokens[0] if tokens else None)
+
+
+def _stop_with_parent() -> None:
+    """In the launcher, before it starts: SIGTERM when `run` dies (Linux), which torchrun passes to its workers."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -198,7 +198,8 @@ def _wait_for_everyone() -> None:
 def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str, launch: str) -> None:
     """A stage folder from other settings or data (complete or not) is outdated: remove it, so the stage
     retrains instead of resuming from, or skipping to, weights that no longer match the config. Checkpoints
-    of another launch (processes, strategy) are set aside too: their optimizer state is laid out for it."""
+    of another strategy (DDP, FSDP2, ZeRO-3) are set aside (renamed, never deleted): their optimizer state is
+    laid out for it; another process count resumes (the global batch and its step count are the same)."""
     plan = folder / PLAN
     previous = read_json(plan) if plan.is_file() else None
     if previous is not None and _is_main_process():
@@ -206,9 +207,13 @@ def _start_fresh_if_changed(folder: Path, fingerprint: str, stage: str, launch: 
             logger.info(f"{stage}: settings or data changed since {folder} was trained: retraining from scratch")
             shutil.rmtree(folder)
         elif previous.get("launch", launch) != launch and not (folder / "final" / COMPLETE).is_file():
-            logger.info(f"{stage}: checkpoints of another launch ({previous.get('launch')}): restarting the stage")
-            for checkpoint in folder.glob("checkpoint-*"):
-                shutil.rmtree(checkpoint)
+            for checkpoint in checkpoints.checkpoints(folder):
+                checkpoints.set_aside(
+                    checkpoint,
+                    f"saved under {previous.get('launch')}, now {launch}",
+                    "other-launch-",
+                    "is of another launch",
+                )
             write_json(plan, {"stage": stage, "fingerprint": fingerprint, "launch": launch})
     _wait_for_everyone()
     if not plan.is_file() and _is_main_process():
@@ -416,7 +421,9 @@ def train_model(
             for s, args in zip(stages, stage_args, strict=True)
         ]
     start, revision = base
-    launch = f"{(distribution or {}).get('strategy', 'single')} x{(distribution or {}).get('processes', 1)}"
+    # single and ddp checkpoints hold whole states: they resume under each other
+    strategy = (distribution or {}).get("strategy", "single")
+    launch = "whole" if strategy in ("single", "ddp") else strategy
     records: list[dict[str, Any]] = []
     previous = ""
     for stage, args in zip(stages, stage_args, strict=True):

@@ -23,7 +23,8 @@ def world_size() -> int:
 
 
 def is_main_rank() -> bool:
-    return rank() == 0
+    """Rank 0 of a launched job, or a plain process (a RANK of its own environment alone does not count)."""
+    return not in_launched_job() or rank() == 0
 
 
 def in_launched_job() -> bool:
