@@ -23,6 +23,7 @@ TOP = (
     "inversecoder.workflow",
     "inversecoder.step_records",
     "inversecoder.cli",
+    "inversecoder.train_worker",  # an entry point, as cli: each process of a launched training job
     "inversecoder.plan",
     "inversecoder.tiny_model",
 )
