@@ -22,7 +22,8 @@ import logging
 import shlex
 import shutil
 import sys
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -159,11 +160,14 @@ def run_stages(
         if config.dedup.enabled
         else {},
     )
+    seconds: defaultdict[str, float] = context.state.setdefault("stage_seconds", defaultdict(float))  # time per stage
     for number, shard in enumerate(shards(source, SHARD_SNIPPETS)):
         rows: Iterable[Any] = shard
         rejected: list[Rejected] = []
         for stage in stage_list:
+            started = time.perf_counter()
             result = stage.run(rows, config, context)
+            seconds[stage.name] += time.perf_counter() - started
             rows = result.kept
             rejected += result.rejected
             add_counts(counts, result.report)
@@ -172,6 +176,7 @@ def run_stages(
                 writer.add(name, table, int(group or 0))
                 if name == "original" and rates:
                     rates["original"].add([r["instruction"] for r in table], [r["response"] for r in table])
+        started = time.perf_counter()
         pairs = [dataclasses.asdict(pair) for pair in rows]
         writer.add("default", pairs)
         if rates:
@@ -183,6 +188,7 @@ def run_stages(
         writer.add("rejected", indexed, group=1)
         reasons.update(rejected_reason_key(row) for row in indexed)
         counts["rejected records"] += len(rejected)
+        seconds["write"] += time.perf_counter() - started
         logger.debug(f"shard {number}: {len(shard)} source rows, {len(pairs)} pairs")
     unindexed.sort(key=_rejected_order)
     writer.add("rejected", [r.to_row() for r in unindexed], group=0)
@@ -230,6 +236,7 @@ def build_dataset(
         files = writer.finish()
         report = _report(config, model, info, source, started, counts, summaries, files, reasons)
         report["failed_calls"] = failed
+        report["stage_seconds"] = {name: round(value, 2) for name, value in context.state["stage_seconds"].items()}
         build_info = {
             "name": config.dataset.name,
             "version": config.dataset.version,
@@ -254,6 +261,9 @@ def build_dataset(
         f"dataset: {counts['final pairs (default config)']} pairs written to {dataset_dir} "
         f"(fingerprint {fingerprint}); "
         f"model calls: {model.computed} computed, {model.reused} from the cache"
+    )
+    logger.info(
+        "time by stage: " + ", ".join(f"{name} {value:.0f} s" for name, value in report["stage_seconds"].items())
     )
     if failed["count"]:
         logger.warning(f"dataset: {failed['count']} of {failed['of']} model calls failed (the card lists them)")
