@@ -44,8 +44,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet import Fleet  # noqa: E402  (benchmarks/ is not a package)
-from synthetic_corpus import write_corpus  # noqa: E402
+from fleet import Fleet  # (benchmarks/ is not a package: its folder is on the path)
+from synthetic_corpus import write_corpus
 
 PAPER_ROWS = 110_000
 ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -202,24 +202,32 @@ def table(results: dict[str, Any]) -> str:
     ideal = requests / capacity
     stages = results["stage_seconds"]
     generating = stages.get("summarize", 0) + stages.get("score", 0)
-    rows = results["rows"]
+    rows, rerun, resumed = results["rows"], results["rerun"], results["resumed"]
+    measures = [
+        ("build wall time", f"{build['wall']:.0f} s (ideal {ideal:.0f} s: {ideal / build['wall']:.0%} of capacity)"),
+        ("generation stages (summarize + score)", f"{generating:.0f} s ({ideal / max(generating, 1e-9):.0%})"),
+        ("fleet slots busy", f"{results['busy'] / (build['wall'] * results['slots']):.0%} of slot-time"),
+        ("client CPU per request", f"{1e6 * build['cpu'] / requests:.0f} us ({build['cpu']:.0f} s in all)"),
+        ("peak memory (build process)", f"{build['peak_mib']:,.0f} MiB"),
+        ("cache on disk", f"{results['cache_bytes'] / 2**20:,.0f} MiB"),
+        (
+            "dataset on disk",
+            f"{results['dataset_bytes'] / 2**20:,.0f} MiB, {len(results['parquet_files'])} parquet files",
+        ),
+        ("finished rerun (`run`: verified, skipped)", f"{rerun['wall']:.1f} s ({rerun['wall'] / build['wall']:.1%})"),
+        ("killed at 50%, resumed", f"{resumed['wall']:.0f} s; same content as uninterrupted: {resumed['same']}"),
+    ]
     lines = [
         f"rehearsal: {rows:,} source rows, {requests:,} requests ({results['errors']:,} answered with an error), "
         f"fleet capacity {capacity:,.0f} requests/s",
         "",
         "| measure | value |",
         "|---|---|",
-        f"| build wall time | {build['wall']:.0f} s (ideal {ideal:.0f} s: {ideal / build['wall']:.0%} of the fleet's capacity) |",
-        f"| generation stages (summarize + score) | {generating:.0f} s ({ideal / max(generating, 1e-9):.0%} of capacity) |",
-        f"| fleet slots busy | {results['busy'] / (build['wall'] * results['slots']):.0%} of slot-time |"
-        f"| client CPU per request | {1e6 * build['cpu'] / requests:.0f} us ({build['cpu']:.0f} s in all) |",
-        f"| peak memory (build process) | {build['peak_mib']:,.0f} MiB |",
-        f"| cache on disk | {results['cache_bytes'] / 2**20:,.0f} MiB |",
-        f"| dataset on disk | {results['dataset_bytes'] / 2**20:,.0f} MiB in {len(results['parquet_files'])} parquet files |",
-        f"| finished rerun (`run`: verified, skipped) | {results['rerun']['wall']:.1f} s ({results['rerun']['wall'] / build['wall']:.1%} of the build) |",
-        f"| killed at 50%, resumed | resumed build {results['resumed']['wall']:.0f} s; same content: {results['resumed']['same']} |",
+        *(f"| {name} | {value} |" for name, value in measures),
+        "",
+        "| stage | seconds | source rows/s |",
+        "|---|---|---|",
     ]
-    lines += ["", "| stage | seconds | rows/s |", "|---|---|---|"]
     for name, seconds in stages.items():
         lines.append(f"| {name} | {seconds:.1f} | {rows / seconds:,.0f} |" if seconds else f"| {name} | 0 | |")
     return "\n".join(lines)

@@ -221,6 +221,16 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
     generation_hours = _hours(generated_tokens, config.plan.generation_tokens_per_s, generator.count, scale) + _hours(
         prefill_tokens, config.plan.scoring_tokens_per_s, generator.count, scale
     )
+    if config.generator.backend in SERVED_BACKENDS:
+        # One client process sends every request: its CPU per request bounds the rate whatever the fleet.
+        requests = 2 * snippet_count * k
+        client_hours = requests * config.plan.client_us_per_request / 1e6 / 3600
+        notes.append(
+            f"client: {requests:,} requests x {config.plan.client_us_per_request:g} us of CPU "
+            f"(plan.client_us_per_request, measured by benchmarks/rehearsal.py) = {_duration(client_hours)} of one core"
+            + (": the client, not the fleet, bounds the dataset step" if client_hours > generation_hours else "")
+        )
+        generation_hours = max(generation_hours, client_hours)
     train = config.train
     steps = [
         PlannedStep(
