@@ -88,14 +88,15 @@ def run(code_dir: Path, count: int, shard: int) -> dict:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from build_memory import import_root
 
-    scratch = Path(tempfile.mkdtemp())
-    env = dict(os.environ, PYTHONPATH=str(import_root(code_dir.resolve(), scratch)))
     code = f"import json, sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import dedup_memory; "
     code += f"print(json.dumps(dedup_memory.measure({count}, {shard})))"
-    # Not in the repository: `python -c` puts the working directory first on sys.path, before PYTHONPATH.
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=scratch, stdout=subprocess.PIPE, text=True, check=True
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
+        env = dict(os.environ, PYTHONPATH=str(import_root(code_dir.resolve(), scratch)))
+        # Not in the repository: `python -c` puts the working directory first on sys.path, before PYTHONPATH.
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=scratch, stdout=subprocess.PIPE, text=True, check=True
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
