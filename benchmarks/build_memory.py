@@ -187,7 +187,11 @@ def measure(code_dir: Path, config_path: Path, filled: Path, work: Path, env: di
     child_env = dict(env, PYTHONPATH=str(import_root(code_dir.resolve(), work)))
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(config_path), str(output)], env=child_env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, str(config_path), str(output)],
+        env=child_env,
+        cwd=work,  # `python -c` puts the working directory first on sys.path: from the repository, its own code
+        stdout=subprocess.PIPE,
+        text=True,
     )
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -212,7 +216,9 @@ def main() -> None:
         "--no-dedup", action="store_true", help="deduplication off (its MinHash indexes are per-row keys)"
     )
     args = parser.parse_args()
-    work = args.work or Path(tempfile.gettempdir()) / f"inversecoder-build-memory-{args.rows}x{args.samples}"
+    work = (
+        args.work or Path(tempfile.gettempdir()) / f"inversecoder-build-memory-{args.rows}x{args.samples}"
+    ).resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     model = work / "tiny-model"

@@ -1,10 +1,11 @@
-"""Duplicates among the pairs: exact (after normalization) and near (MinHash LSH, `datasketch`).
+"""Duplicates among the pairs: exact (after normalization) and near (MinHash: `datasketch`; LSH: `minhash_lsh`).
 
 - Exact: two texts are duplicates when their normalized forms are equal (lowercase word tokens for
   instructions; lowercase code tokens, comments and whitespace dropped, for code).
 - Near: the Jaccard similarity of the texts' shingle sets (word n-grams of instructions, token
   n-grams of code), estimated from 128-permutation MinHash signatures; candidates come from an LSH
-  index built at the lowest reported threshold.
+  index built at the lowest reported threshold (`minhash_lsh.MinHashIndex`: datasketch's `MinHashLSH`
+  candidates in a tenth of its memory). Of equal best estimates, the earliest row is the one named.
 
 The duplicate rate at threshold t is the share of rows that have an EARLIER row with estimated Jaccard
 >= t (the rows a greedy near-deduplication at t would drop): the measure of the paper's Table 19,
@@ -24,10 +25,12 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
 from inversecoder.builders.decontaminate import code_of, code_tokens
+from inversecoder.builders.minhash_lsh import MinHashIndex, SortedRuns
 from inversecoder.builders.stage import StageResult
 from inversecoder.core.config import DedupConfig
 from inversecoder.core.rows import Rejected
@@ -68,30 +71,55 @@ class DuplicateScan:
         return rates
 
 
-#: MinHash signatures are stored in blocks of this many rows (datasketch's hash values fit in 32 bits).
-SIGNATURE_BLOCK = 4096
+#: Rows are shingled, hashed and looked up this many at a time (bounds the temporary arrays of `add`).
+BATCH = 4096
+_FIRST = np.dtype([("low", np.uint64), ("row", np.uint32)])
 
 
 class Scanner:
-    """`scan` one row at a time, keeping per row only a hash of its normalized text and its MinHash
-    signature (and the LSH index over them): each row is compared with the rows added before it."""
+    """`add` rows, keeping per row only its MinHash signature, the LSH index entries over it (`minhash_lsh`) and,
+    for the first row of each normalized text, a 16-byte hash of it: each row is compared with the rows added
+    before it (in an earlier `add` or earlier in the same one).
+
+    `best_jaccard` is the highest estimate among the row's LSH candidates, `best_of` the earliest candidate with
+    that estimate (the candidates are the earlier rows in the index: not exact copies, nor, with
+    `representatives_below`, near duplicates), so scans are deterministic."""
 
     def __init__(self, config: DedupConfig, code: bool = False, representatives_below: float | None = None):
-        from datasketch import MinHashLSH
-
         self.config = config
         self.n = config.code_ngram if code else config.ngram
         self.representatives_below = representatives_below
         lowest = min(config.thresholds) if config.thresholds else 0.6
         if config.near_threshold is not None:
             lowest = min(lowest, config.near_threshold)
-        self.lsh = MinHashLSH(threshold=max(0.05, lowest - 0.1), num_perm=config.num_perm)
-        self.first: dict[bytes, int] = {}
-        self.blocks: list[np.ndarray] = []
-        self.count = 0
+        self.index = MinHashIndex(threshold=max(0.05, lowest - 0.1), num_perm=config.num_perm)
+        # First occurrences: the hash's first 8 bytes as the key, its last 8 bytes and the row as the value.
+        self.first = SortedRuns()
 
-    def _signatures(self, rows: np.ndarray) -> np.ndarray:
-        return np.stack([self.blocks[i // SIGNATURE_BLOCK][i % SIGNATURE_BLOCK] for i in rows])
+    def _exact(self, digests: list[bytes]) -> np.ndarray:
+        """Per row (the index's next rows), the first row with the same digest, or -1; records first occurrences."""
+        start, count = self.index.count, len(digests)
+        halves = np.frombuffer(b"".join(digests), dtype=np.uint64).reshape(count, 2)
+        exact_of = np.full(count, -1, dtype=np.int64)
+        for values, left, right in self.first.ranges(halves[:, 0]):
+            for j in np.flatnonzero(right > left).tolist():
+                for value in values[left[j] : right[j]]:
+                    if value["low"] == halves[j, 1]:
+                        exact_of[j] = value["row"]
+        seen: dict[bytes, int] = {}
+        new: list[int] = []
+        for j, digest in enumerate(digests):
+            if exact_of[j] >= 0:
+                continue
+            if digest in seen:
+                exact_of[j] = start + seen[digest]
+            else:
+                seen[digest] = j
+                new.append(j)
+        records = np.empty(len(new), dtype=_FIRST)
+        records["low"], records["row"] = halves[new, 1], start + np.array(new, dtype=np.int64)
+        self.first.add(halves[new, 0], records)
+        return exact_of
 
     def add(self, units: Sequence[Sequence[str]]) -> DuplicateScan:
         """Add rows; returns their exact and near duplicates among every row added so far."""
@@ -104,31 +132,30 @@ class Scanner:
         minhashes = MinHash.generator(
             (shingles(u, self.n) for u in units), num_perm=self.config.num_perm, seed=1, hashfunc=zlib.crc32
         )
-        for j, (tokens, minhash) in enumerate(zip(units, minhashes, strict=True)):
-            i = self.count
-            self.count += 1
-            key = hashlib.blake2b(" ".join(tokens).encode("utf-8", "surrogatepass"), digest_size=16).digest()
-            if key in self.first:
-                exact_of[j] = self.first[key]
-            else:
-                self.first[key] = i
-            if i % SIGNATURE_BLOCK == 0:
-                self.blocks.append(np.zeros((SIGNATURE_BLOCK, self.config.num_perm), dtype=np.uint32))
-            signature = minhash.hashvalues.astype(np.uint32)
-            self.blocks[-1][i % SIGNATURE_BLOCK] = signature
-            if not tokens:
-                continue
-            candidates = np.fromiter(self.lsh.query(minhash), dtype=np.int64)
-            if candidates.size:
-                estimates = np.mean(self._signatures(candidates) == signature, axis=1)
-                k = int(np.argmax(estimates))
-                best[j], best_of[j] = estimates[k], candidates[k]
-            if exact_of[j] >= 0:
-                best[j], best_of[j] = 1.0, exact_of[j]
-                continue  # an exact copy adds nothing to the index
-            if self.representatives_below is not None and best[j] >= self.representatives_below:
-                continue  # removed as a near duplicate: later rows are compared with what is kept
-            self.lsh.insert(i, minhash)
+        for start in range(0, count, BATCH):
+            rows = units[start : start + BATCH]
+            signatures = np.empty((len(rows), self.config.num_perm), dtype=np.uint32)
+            for j, minhash in enumerate(islice(minhashes, len(rows))):
+                signatures[j] = minhash.hashvalues  # datasketch's hash values fit in 32 bits
+            exact_of[start : start + len(rows)] = self._exact(
+                [hashlib.blake2b(" ".join(t).encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in rows]
+            )
+            batch = self.index.batch(signatures)
+            for j, tokens in enumerate(rows):
+                i = start + j
+                if not tokens:
+                    continue
+                if exact_of[i] >= 0:
+                    best[i], best_of[i] = 1.0, exact_of[i]
+                    continue  # an exact copy adds nothing to the index
+                candidates, estimates = batch.query(j)
+                if candidates.size:
+                    k = int(np.argmax(estimates))  # the first maximum: the earliest row
+                    best[i], best_of[i] = estimates[k], candidates[k]
+                if self.representatives_below is not None and best[i] >= self.representatives_below:
+                    continue  # removed as a near duplicate: later rows are compared with what is kept
+                batch.insert(j)
+            batch.close()
         return DuplicateScan(exact_of, best, best_of)
 
 
@@ -174,7 +201,11 @@ def duplicate_rates(
 
 class Deduplicator:
     """Removes repeated generated instructions (see the module docstring) a shard at a time: each pair is
-    compared with every pair before it, in this shard or an earlier one."""
+    compared with every pair before it, in this shard or an earlier one.
+
+    The near-duplicate comparison is with the kept pairs only (the scanner indexes no removed pair), so which
+    of several equally similar pairs a scan names changes no decision, only the pair a rejection names: the
+    earliest one."""
 
     def __init__(self, config: DedupConfig):
         self.config = config
