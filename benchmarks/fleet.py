@@ -46,6 +46,7 @@ import random
 import re
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -160,7 +161,8 @@ class Endpoint:
 
                 self._tokenizer = Tokenizer.from_file(str(Path(self.spec["model_dir"]) / "tokenizer.json"))
             ids = self._tokenizer.encode(prompt, add_special_tokens=special).ids
-        return reply({"count": len(ids), "max_model_len": self.max_model_len, "tokens": ids})
+        answer = json.dumps({"count": len(ids), "max_model_len": self.max_model_len, "tokens": ids})
+        return web.Response(text=answer, content_type="application/json")
 
     async def completions(self, raw: bytes) -> web.Response:
         arrived = self.loop.time()
@@ -230,18 +232,17 @@ class Endpoint:
         stops = [s for s in body.get("stop") or [] if s]
         stop = stops[0] if stops and rng.random() < self.stop_share else None
         if tokens + 2 <= max_tokens:  # the words, "." and the eos (or the stop string's token)
-            text = json.dumps("".join([words[i] for i in picked]) + ".")
-            return (
-                f'"text":{text},"logprobs":null,"finish_reason":"stop","stop_reason":{json.dumps(stop)}',
-                rng,
+            text, finish, tokens = (
+                "".join([words[i] for i in picked]) + ".",
+                f'"stop","stop_reason":{json.dumps(stop)}',
                 tokens + 2,
             )
-        while tokens > max_tokens:  # cut at max_tokens: whole words, then one-token words to fill up
-            tokens -= counts[picked.pop()]
-        parts = [words[i] for i in picked]
-        parts += [self.singles[int(rng.random() * len(self.singles))] for _ in range(max_tokens - tokens)]
-        text = json.dumps("".join(parts))
-        return f'"text":{text},"logprobs":null,"finish_reason":"length","stop_reason":null', rng, max_tokens
+        else:  # cut at max_tokens: whole words, then one-token words to fill up
+            while tokens > max_tokens:
+                tokens -= counts[picked.pop()]
+            fill = [self.singles[int(rng.random() * len(self.singles))] for _ in range(max_tokens - tokens)]
+            text, finish, tokens = "".join([words[i] for i in picked] + fill), '"length","stop_reason":null', max_tokens
+        return f'"text":{json.dumps(text)},"logprobs":null,"finish_reason":{finish}', rng, tokens
 
     def distribution(self, prompt: int) -> tuple[list[tuple[float, int]], random.Random]:
         """(log P(token), token) at the first response position after the prompt (`digest`), most likely first,
@@ -303,10 +304,6 @@ def split_prompt(raw: bytes) -> tuple[bytes, dict]:
 def digest(ids: bytes) -> int:
     """64 bits of a prompt's ids (as "1,2,3"): the same in every process, unlike `hash` of bytes."""
     return int.from_bytes(hashlib.blake2b(ids, digest_size=8).digest(), "little")
-
-
-def reply(body: dict) -> web.Response:
-    return web.Response(text=json.dumps(body), content_type="application/json")
 
 
 def error(status: int, kind: str, message: str) -> web.Response:
@@ -424,15 +421,13 @@ class Fleet:
         for k in range(self.processes):
             indexes = ",".join(map(str, range(k, self.n, self.processes)))
             command = [sys.executable, __file__, "--host", str(self.workdir / "spec.json"), indexes, str(k)]
+            # Its own session: a Ctrl-C meant for the fleet's owner does not reach the hosts first; unbuffered pipes,
+            # so select() sees every line; a host leaves when its stdin closes (the fleet stopped, or its process died).
             with open(self.workdir / f"host-{k}.log", "ab") as log:
-                # Its own session: a Ctrl-C meant for the fleet's owner does not reach the hosts first; unbuffered
-                # pipes, so select() sees every line; the hosts leave when their stdin closes (this process gone).
+                pipe = subprocess.PIPE
                 self.hosts.append(
-                    subprocess.Popen(
-                        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0,
-                        start_new_session=True,
-                    )
-                )  # fmt: skip
+                    subprocess.Popen(command, 0, stdin=pipe, stdout=pipe, stderr=log, start_new_session=True)
+                )
         for k in range(self.processes):
             for i, port in zip(range(k, self.n, self.processes), self._read(k).split(), strict=True):
                 self.ports[i], self.up[i] = int(port), True
@@ -477,19 +472,13 @@ class Fleet:
         )
         return [dict(zip(STATS, values[i * len(STATS) : (i + 1) * len(STATS)], strict=True)) for i in range(self.n)]
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the host processes since the fleet started."""
-        for k in range(self.processes):
-            if self.hosts[k].poll() is None:
-                self._command(k, "account")
-        raw = (self.workdir / "stats.bin").read_bytes()[len(STATS) * self.n * 8 :]
-        return sum(struct.unpack(f"{self.processes}d", raw))
-
     def totals(self) -> dict[str, float]:
-        """The counters summed over the endpoints (peaks: the largest), and the hosts' `cpu_seconds`."""
+        """The counters summed over the endpoints (peaks: the largest), and the CPU seconds of the hosts."""
+        for k in range(self.processes):
+            self._command(k, "account")
+        cpu = struct.unpack(f"{self.processes}d", (self.workdir / "stats.bin").read_bytes()[len(STATS) * self.n * 8 :])
         rows = self.stats()
-        sums = {k: (max if k.endswith("_max") else sum)(r[k] for r in rows) for k in STATS}
-        return sums | {"cpu_seconds": self.cpu_seconds()}
+        return {k: (max if k.endswith("_max") else sum)(r[k] for r in rows) for k in STATS} | {"cpu_seconds": sum(cpu)}
 
     def utilization(self, wall: float, before: dict[str, float] | None = None) -> float:
         """Slot-seconds served / (slots x `wall`): the share of the fleet's capacity used over `wall` seconds
@@ -624,6 +613,7 @@ def main() -> None:
                   f"{result['server_us']:.0f} us, this client {result['client_us']:.0f} us")  # fmt: skip
             return
         print("generator:\n  backend: vllm\n  endpoints:\n" + "".join(f"    - {url}\n" for url in fleet.urls))
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped like Ctrl-C: the hosts go, the files too
         started = time.monotonic()
         with contextlib.suppress(KeyboardInterrupt):
             while True:

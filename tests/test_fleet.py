@@ -49,6 +49,7 @@ def test_the_vllm_client_builds_against_the_fleet_with_exact_scores_and_retried_
     served = backend(fleet, tiny_model_dir)
     try:
         texts, scores = outcome(served)
+        short = served.generate(REQUESTS[:8], SamplingParams(temperature=0.8, max_new_tokens=5, stop=("```",)))
         info = served.info().details
     finally:
         served.close()
@@ -60,6 +61,9 @@ def test_the_vllm_client_builds_against_the_fleet_with_exact_scores_and_retried_
     for text, finish, count, _ in texts:
         if finish == "eos":  # completion_tokens is the tokenizer's count of the text (the eos not counted here)
             assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) == count
+    for cut in short:  # cut at max_tokens: exactly that many tokens
+        assert cut.finish_reason == "length" and cut.generated_tokens == 5
+        assert len(tokenizer(cut.text, add_special_tokens=False)["input_ids"]) == 5
     assert served.totals["retries"] > 0 and served.totals["logprob_requests"] > 0  # errors and misses read back
 
     async def expected() -> list[float]:  # the fleet's own P(Yes) of each prompt, as the client must find it
