@@ -16,8 +16,8 @@ Good enough for the project's real `generator.backend: vllm` client to run a who
 - Each endpoint admits `concurrency` requests at once (more wait in its queue, as past vLLM's max_num_seqs; the
   client cannot learn the limit: it is `generator.concurrency` there) and holds each for a lognormal latency
   (mean `mean_latency`, shape `sigma`, optionally scaled by the answer's tokens) rounded to a `tick`, so a host
-  wakes once for all the answers due in it; `error_rate` of the attempts get an immediate HTTP 500, decided by
-  (request, endpoint, attempt there): a retry elsewhere succeeds.
+  wakes once for all the answers due in it; `error_rate` of the attempts get an HTTP 500 part of the way through
+  (the slot held until then), decided by (request, endpoint, attempt there): a retry elsewhere succeeds.
 - Endpoints live in `processes` host processes (one serves ~5,000 requests/s here). `Fleet.kill(i)` closes one's
   listening socket and resets its connections with their requests in flight, what a SIGKILL of vLLM does to its
   clients, while the others, in the same process too, go on; `restart(i)` reopens it on the same port.
@@ -183,14 +183,15 @@ class Endpoint:
         prompt = digest(ids)
         key = hash((self.seed, one, int(body.get("seed") or 0), max_tokens, prompt))
         attempt = self.failed.get(key, 0)
-        if self.error_rate and (hash((key, self.index, attempt)) & 0xFFFFFFFF) < self.error_rate * 2**32:
-            self.failed[key] = attempt + 1
-            stats[S["errors"]] += 1
-            return error(500, "InternalServerError", "simulated engine error")
+        dice = hash((key, self.index, attempt)) & 0xFFFFFFFFFFFF
+        failed = (dice & 0xFFFFFF) < self.error_rate * 2**24
         choice, rng, tokens = self.one_token(ids, prompt, body) if one else self.generation(key, body, max_tokens)
         latency = rng.lognormvariate(self.latency_mu, self.sigma) if self.latency_mu is not None else 0.0
         if self.by_tokens and not one:
             latency *= tokens / self.mean_tokens
+        if failed:  # the engine fails part of the way through: the slot was held until then
+            self.failed[key] = attempt + 1
+            latency *= (dice >> 24) / 2**24
         slots, queued = self.slots, self.slots.locked()  # every slot taken: wait in the queue
         self.waiting += queued
         stats[S["waiting_max"]] = max(stats[S["waiting_max"]], self.waiting)
@@ -209,6 +210,9 @@ class Endpoint:
         done = self.loop.time()
         stats[S["busy_seconds"]] += done - started
         stats[S["queue_seconds"]] += started - arrived
+        if failed:
+            stats[S["errors"]] += 1
+            return error(500, "InternalServerError", "simulated engine error")
         stats[S["scores" if one else "completions"]] += 1
         stats[S["prompt_tokens"]] += n
         stats[S["completion_tokens"]] += tokens
