@@ -107,10 +107,10 @@ def _du(path: Path) -> int:
 
 def _when(fleet: Fleet, requests: int, action) -> threading.Thread:
     """Run `action` once the fleet has answered `requests` more requests than now."""
-    start = fleet.stats()["requests"]
+    start = fleet.totals()["requests"]
 
     def watch() -> None:
-        while fleet.stats()["requests"] - start < requests:
+        while fleet.totals()["requests"] - start < requests:
             time.sleep(0.5)
         action()
 
@@ -156,15 +156,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         config = work / "build.yaml"
         config.write_text(yaml.safe_dump(recipe(corpus, model, fleet.urls, out, args)))
         expected = rows * 2 * 10  # generations + scorings, roughly (the judge adds some)
-        killer = _when(fleet, expected // 2, lambda: (fleet.kill(0), time.sleep(5), fleet.restart(0)))
-        before = fleet.stats()
+
+        def kill_and_restart() -> None:
+            fleet.kill(0)
+            time.sleep(5)
+            fleet.restart(0)
+
+        killer = _when(fleet, expected // 2, kill_and_restart)
+        before = fleet.totals()
         print(f"build: {rows} rows on {args.endpoints} x {args.concurrency} slots at {args.latency} s", flush=True)
         build = Build("build-dataset", config, work / "build.log").wait()
-        after = fleet.stats()
+        after = fleet.totals()
         killer.join(timeout=0)
         if build["code"] != 0:
             raise SystemExit(f"the build failed (exit {build['code']}): see {work / 'build.log'}")
-        requests = after["requests"] - before["requests"]
+        requests = int(after["requests"] - before["requests"])
         report = json.loads((out / "dataset" / "build_report.json").read_text())
         info = json.loads((out / "dataset" / "build_info.json").read_text())
         results |= {
