@@ -250,7 +250,8 @@ def main() -> None:
     parser.add_argument("--semantic", action="store_true", help="run the semantic decontamination layer too")
     parser.add_argument("--work", help="working folder (kept; default: a new temporary folder)")
     args = parser.parse_args()
-    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))  # 2,048 connections and the fleet's sockets
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 2,048 connections and the fleet's sockets
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     results = measure(args)
     Path(results["work"], "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))

@@ -155,7 +155,7 @@ class OpenAIBackend(ServedBackend):
 
         async def jobs(call: Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[Completion]]]:
             chosen = [requests[i] for i in batch]
-            tokens = self._count([r.prompt for r in chosen])
+            tokens = await asyncio.to_thread(self._count, [r.prompt for r in chosen])  # off the request loop
             pairs = zip(chosen, tokens, strict=True)
             return [functools.partial(self._generate_one, call, r, n, params) for r, n in pairs]
 
@@ -167,7 +167,8 @@ class OpenAIBackend(ServedBackend):
         """`score_yes_no` over each batch of prompt indices, overlapping as in `generate_batches`."""
 
         async def jobs(call: Call, batch: Sequence[int]) -> list[Callable[[], Awaitable[YesNoScore]]]:
-            return [functools.partial(self._score_one, call, ids) for ids in self._count([prompts[i] for i in batch])]
+            ids = await asyncio.to_thread(self._count, [prompts[i] for i in batch])  # off the request loop
+            return [functools.partial(self._score_one, call, one) for one in ids]
 
         return self._stream(batches, jobs, "score")
 

@@ -354,8 +354,9 @@ class TGIBackend(ServedBackend):
         """Token ids of each prompt as the servers count them: the local tokenizer, else /tokenize."""
         if not prompts:
             return []
-        if self._tokenizer is not None:
-            return [list(ids) for ids in self._tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+        if self._tokenizer is not None:  # in a worker thread: a batch of 16K prompts would stall every request
+            encoded = await asyncio.to_thread(self._tokenizer, prompts, add_special_tokens=True)
+            return [list(ids) for ids in encoded["input_ids"]]
         found = await asyncio.gather(*(self._tokenize(call, p) for p in prompts), return_exceptions=True)
         return [
             [t["id"] for t in f] if isinstance(f, list) else f if isinstance(f, ItemError) else ItemError(str(f))
