@@ -110,18 +110,17 @@ class RunConfig(Section):
         permissions that let a run proceed (`EvalConfig.PERMISSION_FIELDS`), nor where M is published
         (`PushConfig.DESTINATION_FIELDS`)."""
         data = self.to_dict()
-        for name in GeneratorConfig.TRANSPORT_FIELDS:
-            data["generator"].pop(name)
-        for name in EvalConfig.PERMISSION_FIELDS:
-            data["evaluate"].pop(name)
-        for name in DecontaminateConfig.TRANSPORT_FIELDS:
-            data["decontaminate"].pop(name)
-        for name in TrainConfig.TRANSPORT_FIELDS:
-            data["train"].pop(name)
-        for name in PushConfig.DESTINATION_FIELDS:
-            data["push"].pop(name)
-        for name in PlanConfig.NODE_FIELDS:
-            data["plan"].pop(name)
+        not_results = {
+            "generator": GeneratorConfig.TRANSPORT_FIELDS,
+            "evaluate": EvalConfig.PERMISSION_FIELDS,
+            "decontaminate": DecontaminateConfig.TRANSPORT_FIELDS,
+            "train": TrainConfig.TRANSPORT_FIELDS,
+            "push": PushConfig.DESTINATION_FIELDS,
+            "plan": PlanConfig.NODE_FIELDS,
+        }
+        for section, names in not_results.items():
+            for name in names:
+                data[section].pop(name)
         return data
 
     def fingerprint(self, *sections: str) -> str:
