@@ -8,7 +8,8 @@ from inversecoder.core.config import load_config
 from inversecoder.core.data import DEMO_SAMPLE
 from inversecoder.plan import format_plan, generator_devices, plan_run
 
-SERVED = ["generator.backend=tgi", "generator.endpoints=[http://h1:8080]"]
+# (a client that costs nothing: these plans are bound by the fleet; the client's bound is tested below)
+SERVED = ["generator.backend=tgi", "generator.endpoints=[http://h1:8080]", "plan.client_us_per_request=0.000001"]
 
 
 def devices(overrides: list[str], gpus_visible: int) -> tuple[tuple[int, int], tuple[int, int], list[str]]:
@@ -92,3 +93,20 @@ def test_dry_run_with_servers_divides_generation_by_plan_gpus(planned):
     assert "generation on plan.gpus (8) GPU(s) behind the endpoints" in text.splitlines()[0]
     dataset = next(line for line in text.splitlines() if line.startswith("dataset"))
     assert f"{eight['dataset'].hours * 8:.2f}" in dataset  # GPU-hours: the fleet's
+
+
+def test_the_served_dataset_step_takes_at_least_the_clients_cpu(tiny_model_dir, tmp_path):
+    base = [
+        f"source.path={DEMO_SAMPLE}",
+        "source.limit=30",
+        f"generator.model={tiny_model_dir}",
+        f"output_dir={tmp_path}",
+    ]
+    config = load_config(None, [*base, "generator.backend=vllm", "generator.endpoints=[http://h1:8000]"])
+    steps, notes, _, _ = plan_run(
+        config.model_copy(update={"plan": config.plan.model_copy(update={"client_us_per_request": 1e6})})
+    )
+    dataset = next(step for step in steps if step.name == "dataset")
+    requests = int(next(note for note in notes if note.startswith("client: ")).split()[1].replace(",", ""))
+    assert requests > 0 and dataset.hours == pytest.approx(requests / 3600)  # one second of CPU per request
+    assert any("the client, not the fleet, bounds the dataset step" in note for note in notes)

@@ -551,8 +551,8 @@ class PlanConfig(Section):
 
     SECTION: ClassVar[str] = "plan"
 
-    #: The node a dry-run plans for: no result depends on it (see RunConfig.result_dict).
-    NODE_FIELDS: ClassVar[tuple[str, ...]] = ("gpu_memory_gb",)
+    #: The node and client a dry-run plans for: no result depends on them (see RunConfig.result_dict).
+    NODE_FIELDS: ClassVar[tuple[str, ...]] = ("gpu_memory_gb", "client_us_per_request")
 
     gpus: int = Field(8, ge=1, le=100_000)
     """The served backends' GPUs (the paper: 8x A100-40GB); time = work / (gpus x throughput). The embedded
