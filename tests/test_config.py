@@ -404,7 +404,7 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
         "generator": {"vllm_args": {}, "replicas": None, "max_failed_fraction": 0.001, "retry_rounds": 2},
         "train": {"num_processes": None, "strategy": "auto"},
         "push": {"generator_repo_id": None},
-        "plan": {"gpu_memory_gb": 80.0, "client_us_per_request": 300.0},
+        "plan": {"gpu_memory_gb": 80.0, "client_us_per_request": 1250.0},
     }
     saved = yaml.safe_load(config_yaml(config))
     for section, fields in added.items():
