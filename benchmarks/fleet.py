@@ -1,5 +1,8 @@
 """A simulated fleet of vLLM servers on 127.0.0.1: N OpenAI-compatible endpoints that fabricate their answers.
 
+One module (over 500 lines): the host processes, their endpoints and the controlling `Fleet` share one wire
+format and one shared-memory counter layout.
+
 Good enough for the project's real `generator.backend: vllm` client to run a whole build against it unchanged:
 - `GET /v1/models` (`id` = the served name, `max_model_len`, `owned_by: vllm`), `GET /version`, `GET /health`,
   `POST /tokenize` (the model's real tokenizer: the client's tokenizer check passes);
