@@ -178,6 +178,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "requests": requests,
             "errors": after["errors"] - before["errors"],
             "busy": after["busy_seconds"] - before["busy_seconds"],
+            "fleet_cpu": after["cpu_seconds"] - before["cpu_seconds"],
             "stage_seconds": report.get("stage_seconds", {}),
             "counts": report["counts"],
             "fingerprint": info["fingerprint"],
@@ -214,6 +215,8 @@ def table(results: dict[str, Any]) -> str:
         ("generation stages (summarize + score)", f"{generating:.0f} s ({ideal / max(generating, 1e-9):.0%})"),
         ("fleet slots busy", f"{results['busy'] / (build['wall'] * results['slots']):.0%} of slot-time"),
         ("client CPU per request", f"{1e6 * build['cpu'] / requests:.0f} us ({build['cpu']:.0f} s in all)"),
+        ("fleet CPU per request", f"{1e6 * results['fleet_cpu'] / requests:.0f} us (on this machine's cores too)"),
+        ("CPU of client + fleet", f"{(build['cpu'] + results['fleet_cpu']) / build['wall']:.2f} cores"),
         ("peak memory (build process)", f"{build['peak_mib']:,.0f} MiB"),
         ("cache on disk", f"{results['cache_bytes'] / 2**20:,.0f} MiB"),
         (
