@@ -147,18 +147,11 @@ def _params_billions(config: RunConfig) -> float | None:
     """Exact parameter count from the model's config (an empty model on the meta device: no weights read)."""
     if config.plan.model_params_b:
         return config.plan.model_params_b
-    from transformers import AutoConfig
-
-    from inversecoder.core.backends.replicas import parameter_count
+    from inversecoder.trainers.distribution import model_shape
 
     for name in (config.train.base_model, config.generator.model):
-        if not name:
-            continue
-        try:
-            model_config = AutoConfig.from_pretrained(name)
-        except (OSError, ValueError):
-            continue
-        return parameter_count(model_config) / 1e9
+        if name and (shape := model_shape(name)) is not None:
+            return shape.parameters / 1e9
     return None
 
 

@@ -45,7 +45,7 @@ PR_SET_PDEATHSIG = 1
 
 def train_on_node(config: RunConfig, dataset_dir: Path, work_dir: Path, model_dir: Path) -> Path:
     """Train `config` on `dataset_dir` into `model_dir` with the processes and strategy the node allows."""
-    from inversecoder.trainers.recipe import base_model, train_model
+    from inversecoder.trainers.recipe import base_model, free_memory, train_model
 
     if in_launched_job():
         launched = Distribution(
@@ -59,7 +59,7 @@ def train_on_node(config: RunConfig, dataset_dir: Path, work_dir: Path, model_di
     logger.info(f"train: {distribution.describe()}")
     if distribution.processes == 1:
         return train_model(config, dataset_dir, work_dir, model_dir, distribution=distribution.as_dict())
-    _release_gpu_memory()  # the generator's cached blocks, before the job's processes need the GPUs
+    free_memory()  # the generator's cached blocks, before the job's processes need the GPUs
     _launch(config, distribution, Path(dataset_dir), Path(work_dir), Path(model_dir))
     return Path(model_dir)
 
@@ -71,18 +71,6 @@ def launched_strategy() -> str:
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         return "fsdp2" if os.environ.get("FSDP_VERSION") == "2" else "fsdp"
     return "ddp"
-
-
-def _release_gpu_memory() -> None:
-    if "torch" not in sys.modules:
-        return
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def accelerate_config(config: RunConfig, distribution: Distribution, port: int) -> dict[str, Any]:

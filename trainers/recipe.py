@@ -297,7 +297,8 @@ def _remove_checkpoints(folder: Path) -> None:
         shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Collected garbage and the CUDA allocator's cached blocks, before other processes or stages need them."""
     import torch
 
     gc.collect()
@@ -341,7 +342,7 @@ def _run_stage(
         )
         _save_final(trainer, stage.final, record)
         del trainer
-    _free_memory()
+    free_memory()
     _remove_checkpoints(stage.folder)
     return record
 

@@ -19,6 +19,7 @@ import trl
 
 from inversecoder.core.config import FieldError, TrainConfig, check_sft_args
 from inversecoder.core.errors import ConfigError
+from inversecoder.core.ranks import world_size
 from inversecoder.core.secrets import is_secret_name
 from inversecoder.trainers import speed
 
@@ -62,16 +63,6 @@ class InverseCoderSFTConfig(trl.SFTConfig):
 
 
 # --------------------------------------------------------------------------------------------- config
-
-
-def world_size() -> int:
-    """Processes in the job: `accelerate launch` / `torchrun` export WORLD_SIZE; a plain run is 1."""
-    value = os.environ.get("WORLD_SIZE", "1")
-    try:
-        size = int(value)
-    except ValueError:
-        raise ConfigError(f"WORLD_SIZE must be an integer, got {value!r}") from None
-    return max(size, 1)
 
 
 def gradient_accumulation_for(global_batch_size: int, per_device: int, processes: int) -> int:

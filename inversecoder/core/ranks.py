@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from inversecoder.core.errors import ConfigError
+
 
 def _int_env(name: str, default: int) -> int:
     value = os.environ.get(name, "")
@@ -19,7 +21,13 @@ def rank() -> int:
 
 
 def world_size() -> int:
-    return max(_int_env("WORLD_SIZE", 1), 1)
+    """Processes in the job: `accelerate launch` / `torchrun` export WORLD_SIZE; a plain run is 1."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(value)
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE must be an integer, got {value!r}") from None
+    return max(size, 1)
 
 
 def is_main_rank() -> bool:
