@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import math
 import shlex
 import shutil
 import sys
@@ -40,6 +41,7 @@ from inversecoder.builders.sources import SourceRow, SourceStream, source_stage
 from inversecoder.builders.stage import Stage, StageContext, add_counts, closing_state
 from inversecoder.core.backends import CachedModel, open_model
 from inversecoder.core.config import DATASET_SECTIONS, RunConfig, config_yaml
+from inversecoder.core.config_checks import SERVED_BACKENDS
 from inversecoder.core.dataset_files import HISTOGRAM
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import atomic_path
@@ -54,6 +56,13 @@ logger = logging.getLogger(__name__)
 #: Usable source rows (so at most this many snippets, K candidates each) per shard: what memory holds at
 #: once, and the size of each batched model call. A knob for big corpora (see the report).
 SHARD_SNIPPETS = 2048
+#: Served backends: a shard's summarize and score calls each last at least this many x the fleet's slots in
+#: requests. A call ends with a tail (its slowest requests, retries) during which slots empty; at 2,048
+#: snippets a call on 16 x 128 slots was ~20 s of work and ~12 s of tail (benchmarks/rehearsal.py: 43% of
+#: the fleet used), at 100 x the slots the tail is a few percent of the call.
+SERVED_CALL_SLOTS = 100
+#: ...but no more snippets than this per shard: memory holds a shard's K score prompts per snippet (~25 KB).
+SERVED_SHARD_MAX = 32_768
 
 STAGES: tuple[Stage, ...] = (
     Stage("source", source_stage),
@@ -142,6 +151,18 @@ def _rejected_order(row: Rejected) -> tuple:
     return (row.source_index if row.source_index is not None else -1, row.stage, row.detail)
 
 
+def shard_snippets(config: RunConfig) -> int:
+    """Snippets per shard: SHARD_SNIPPETS, or for a served fleet enough that its calls' tails stay small.
+    Served requests are independent of each other, so the shard size changes no result (the embedded
+    backend's batches, and so its fp32 scores' last digits, do depend on it: it keeps SHARD_SNIPPETS)."""
+    generator = config.generator
+    if generator.backend not in SERVED_BACKENDS:
+        return SHARD_SNIPPETS
+    slots = max(1, len(generator.endpoints)) * generator.concurrency
+    wanted = math.ceil(SERVED_CALL_SLOTS * slots / max(1, config.summarize.num_samples))
+    return max(SHARD_SNIPPETS, min(SERVED_SHARD_MAX, wanted))
+
+
 def run_stages(
     source: SourceStream,
     config: RunConfig,
@@ -161,7 +182,7 @@ def run_stages(
         else {},
     )
     seconds: defaultdict[str, float] = context.state.setdefault("stage_seconds", defaultdict(float))  # time per stage
-    for number, shard in enumerate(shards(source, SHARD_SNIPPETS)):
+    for number, shard in enumerate(shards(source, shard_snippets(config))):
         rows: Iterable[Any] = shard
         rejected: list[Rejected] = []
         for stage in stage_list:

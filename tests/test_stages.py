@@ -268,3 +268,20 @@ def test_sizes_in_the_card_do_not_depend_on_sharding():
                 if pa.types.is_string(column.type):
                     size.data += sum(len(v.encode()) for v in values.to_pylist() if v is not None)
         assert dataset_module.table_nbytes(SCHEMAS["candidates"], sizes) == whole, split
+
+
+def test_served_fleets_get_shards_whose_calls_outlast_their_tails(tmp_path, benchmarks_dir):
+    embedded = _config(tmp_path, "embedded", benchmarks_dir)
+    assert pipeline.shard_snippets(embedded) == pipeline.SHARD_SNIPPETS  # its batches shape the fp32 scores
+    served = embedded.model_copy(deep=True)
+    served.generator.endpoints = [f"http://h{i}:8000" for i in range(16)]
+    served.generator.backend = "vllm"
+    served.generator.concurrency = 128
+    served.summarize.num_samples = 10
+    assert pipeline.shard_snippets(served) == 20_480  # calls of 100 x the 2,048 slots
+    served.generator.endpoints = served.generator.endpoints[:1]
+    served.generator.concurrency = 8
+    assert pipeline.shard_snippets(served) == pipeline.SHARD_SNIPPETS
+    served.generator.endpoints = [f"http://h{i}:8000" for i in range(64)]
+    served.generator.concurrency = 256
+    assert pipeline.shard_snippets(served) == pipeline.SERVED_SHARD_MAX  # memory holds a shard

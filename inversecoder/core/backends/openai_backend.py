@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from array import array
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from inversecoder.core.backends import openai_protocol as wire
 from inversecoder.core.backends.base import BackendInfo, Completion, GenerationRequest, SamplingParams, YesNoScore
 from inversecoder.core.backends.http import JsonClient, StatusError, classify_http
+from inversecoder.core.backends.prompt_ids import prompt_token_ids
 from inversecoder.core.backends.served_backend import Call, ServedBackend
 from inversecoder.core.backends.serving import (
     Endpoint,
@@ -174,7 +176,7 @@ class OpenAIBackend(ServedBackend):
 
     # -- one item -------------------------------------------------------------------------------
     async def _generate_one(
-        self, call: Call, request: GenerationRequest, ids: list[int], params: SamplingParams
+        self, call: Call, request: GenerationRequest, ids: Sequence[int], params: SamplingParams
     ) -> Completion:
         n = len(ids)
         too_long = self._too_long(n, params.max_new_tokens)
@@ -193,7 +195,7 @@ class OpenAIBackend(ServedBackend):
         self.totals["generated_tokens"] += count
         return self._done(call, Completion(text, finish, n, count))
 
-    async def _score_one(self, call: Call, ids: list[int]) -> YesNoScore:
+    async def _score_one(self, call: Call, ids: Sequence[int]) -> YesNoScore:
         n = len(ids)
         too_long = self._too_long(n, 1)
         if too_long:
@@ -218,7 +220,7 @@ class OpenAIBackend(ServedBackend):
         self.totals["prompt_tokens"] += n
         return self._done(call, YesNoScore(score, mass, n))
 
-    async def _appended_logprob(self, call: Call, ids: list[int], token_id: int) -> float:
+    async def _appended_logprob(self, call: Call, ids: Sequence[int], token_id: int) -> float:
         """log P(token | prompt) from vLLM's prompt logprobs of the prompt followed by the token."""
         if self.dialect == "sglang":  # token_ids_logprob names every answer token: none can be missing
             raise ItemError(f"SGLang returned no logprob for token {token_id} asked for in token_ids_logprob")
@@ -230,10 +232,8 @@ class OpenAIBackend(ServedBackend):
 
         return await self._request(call, send)
 
-    def _count(self, prompts: list[str]) -> list[list[int]]:
-        if not prompts:
-            return []
-        return [list(ids) for ids in self._tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    def _count(self, prompts: list[str]) -> list[array]:
+        return prompt_token_ids(self._tokenizer, prompts)
 
     def _too_long(self, n: int, new_tokens: int) -> str | None:
         if self.max_model_len is not None and n + new_tokens > self.max_model_len:

@@ -8,6 +8,7 @@ merge with "Yes" into one token on the server and shift the position read).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +55,9 @@ def served_model(models: Any, wanted: set[str], version: Any) -> ServedModel:
     raise ValueError(f"serves {ids}, not {sorted(wanted)[0]!r} (launch it with --served-model-name)")
 
 
-def completion_body(model: str, ids: list[int], params: SamplingParams, seed: int) -> dict[str, Any]:
+def completion_body(model: str, ids: Sequence[int], params: SamplingParams, seed: int) -> dict[str, Any]:
     """A `/v1/completions` request for one sample: `seed` per request, so each sample reproduces alone."""
-    body: dict[str, Any] = {"model": model, "prompt": ids, "max_tokens": params.max_new_tokens}
+    body: dict[str, Any] = {"model": model, "prompt": list(ids), "max_tokens": params.max_new_tokens}
     body["temperature"] = params.temperature
     if params.temperature > 0:
         body["seed"] = seed
@@ -94,17 +95,19 @@ def read_completion(answer: Any, stop: tuple[str, ...]) -> tuple[str, str, int, 
     return text, finish, prompt, generated
 
 
-def top_logprobs_body(dialect: str, model: str, ids: list[int], answer_ids: list[int]) -> tuple[str, dict[str, Any]]:
+def top_logprobs_body(
+    dialect: str, model: str, ids: Sequence[int], answer_ids: list[int]
+) -> tuple[str, dict[str, Any]]:
     """(route, body) of the request reading logprobs at the first response position."""
     if dialect == "sglang":  # exact for every answer token in one request: token_ids_logprob
         return "/generate", {
-            "input_ids": ids,
+            "input_ids": list(ids),
             "sampling_params": {"max_new_tokens": 1, "temperature": 0.0},
             "return_logprob": True,
             "logprob_start_len": -1,
             "token_ids_logprob": answer_ids,
         }
-    body = {"model": model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
+    body = {"model": model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
     body["return_tokens_as_token_ids"] = True  # keys "token_id:N": decoded strings collide
     return "/v1/completions", body
 
@@ -131,7 +134,7 @@ def read_top_logprobs(dialect: str, answer: Any, by_text: dict[str, int]) -> dic
     return out
 
 
-def prompt_logprob_body(model: str, ids: list[int], token_id: int) -> dict[str, Any]:
+def prompt_logprob_body(model: str, ids: Sequence[int], token_id: int) -> dict[str, Any]:
     """vLLM's `prompt_logprobs`: the prompt followed by `token_id`, whose logprob the last position gives."""
     return {"model": model, "prompt": [*ids, token_id], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
 

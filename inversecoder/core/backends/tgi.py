@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from inversecoder.core.backends import tgi_protocol as wire
 from inversecoder.core.backends.base import BackendInfo, Completion, GenerationRequest, SamplingParams, YesNoScore
 from inversecoder.core.backends.http import BadAnswer, JsonClient, StatusError
+from inversecoder.core.backends.prompt_ids import prompt_token_ids
 from inversecoder.core.backends.served_backend import Call, ServedBackend
 from inversecoder.core.backends.serving import (
     Endpoint,
@@ -249,7 +250,7 @@ class TGIBackend(ServedBackend):
                     self.top_n_tokens = int(limit.group(1))
                     log.warning("TGI endpoints accept top_n_tokens <= %d; using that", self.top_n_tokens)
 
-    async def _appended_logprob(self, call: Call, prompt: str, ids: list[int], token_id: int) -> float:
+    async def _appended_logprob(self, call: Call, prompt: str, ids: Sequence[int], token_id: int) -> float:
         """log P(token | prompt): the prefill logprob of `token` appended to the prompt."""
         text = self._appended_text(prompt, ids, token_id)
         self.totals["logprob_requests"] += 1
@@ -268,7 +269,7 @@ class TGIBackend(ServedBackend):
             )
         return float(logprob)
 
-    def _appended_text(self, prompt: str, ids: list[int], token_id: int) -> str:
+    def _appended_text(self, prompt: str, ids: Sequence[int], token_id: int) -> str:
         """The text that, appended to the prompt, adds exactly `token_id` (checked locally when possible)."""
         base = self._answer_text[token_id]
         if self._tokenizer is None:
@@ -355,8 +356,7 @@ class TGIBackend(ServedBackend):
         if not prompts:
             return []
         if self._tokenizer is not None:  # in a worker thread: a batch of 16K prompts would stall every request
-            encoded = await asyncio.to_thread(self._tokenizer, prompts, add_special_tokens=True)
-            return [list(ids) for ids in encoded["input_ids"]]
+            return await asyncio.to_thread(prompt_token_ids, self._tokenizer, prompts)
         found = await asyncio.gather(*(self._tokenize(call, p) for p in prompts), return_exceptions=True)
         return [
             [t["id"] for t in f] if isinstance(f, list) else f if isinstance(f, ItemError) else ItemError(str(f))
