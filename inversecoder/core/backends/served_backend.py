@@ -258,9 +258,15 @@ class ServedBackend(Backend):
                     if not task.cancelled() and (error := task.exception()) is not None:
                         failed.append(error)
 
+                # The next batch's jobs (its prompts tokenized in a worker thread: ~10 s for 16K score
+                # prompts) are made while this batch's items start: awaited only then, the in-flight
+                # items drained and the slots idled for most of it (the rehearsal's score phase).
+                upcoming = asyncio.ensure_future(jobs(call, batches[0])) if batches else None
                 try:
-                    for k, batch in enumerate(batches):
-                        batch_jobs = await jobs(call, batch)
+                    for k in range(len(batches)):
+                        assert upcoming is not None
+                        batch_jobs = await upcoming
+                        upcoming = asyncio.ensure_future(jobs(call, batches[k + 1])) if k + 1 < len(batches) else None
                         results: list = [None] * len(batch_jobs)
                         left = [len(batch_jobs)]
                         if not batch_jobs:
@@ -277,9 +283,10 @@ class ServedBackend(Backend):
                     if failed:
                         raise failed[0]
                 finally:
-                    for task in list(running):
+                    leftover = [*running, *([upcoming] if upcoming is not None else [])]
+                    for task in leftover:
                         task.cancel()
-                    await asyncio.gather(*running, return_exceptions=True)
+                    await asyncio.gather(*leftover, return_exceptions=True)
 
             await self._in_session(session, sum(len(b) for b in batches), desc)
 
