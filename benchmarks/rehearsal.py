@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -100,6 +101,25 @@ class Build:
             "cpu": usage.ru_utime + usage.ru_stime,
             "peak_mib": usage.ru_maxrss / 1024,  # KiB on Linux
         }
+
+
+def dry_run_client(config: Path, work: Path) -> dict[str, float]:
+    """What `run --dry-run` of the same build (into a fresh folder) says the client costs: its "client:" note."""
+    recipe = yaml.safe_load(config.read_text()) | {"output_dir": str(work / "dry-run")}
+    dry = work / "dry-run.yaml"
+    dry.write_text(yaml.safe_dump(recipe))
+    shown = subprocess.run(
+        [sys.executable, "-m", "inversecoder.cli", "run", str(dry), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=os.environ | ENV,
+        check=True,
+    ).stdout
+    found = re.search(r"client: ([\d,]+) requests x ([\d.]+) us", shown)
+    if not found:
+        raise SystemExit(f"the dry-run printed no client note:\n{shown}")
+    requests, us = int(found.group(1).replace(",", "")), float(found.group(2))
+    return {"requests": requests, "us": us, "seconds": requests * us / 1e6}
 
 
 def _du(path: Path) -> int:
@@ -187,6 +207,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "dataset_bytes": _du(out / "dataset"),
             "parquet_files": sorted(str(p.relative_to(out / "dataset")) for p in (out / "dataset").rglob("*.parquet")),
         }
+        results["dry_run"] = dry_run_client(config, work)
         # 2. A finished rerun: every step verified against its record and skipped.
         rerun = Build("run", config, work / "rerun.log")
         # (`run` would go on to train: the recipe disables training and evaluation)
@@ -218,6 +239,12 @@ def table(results: dict[str, Any]) -> str:
         ("generation stages (summarize + score)", f"{generating:.0f} s ({ideal / max(generating, 1e-9):.0%})"),
         ("fleet slots busy", f"{results['busy'] / (build['wall'] * results['slots']):.0%} of slot-time"),
         ("client CPU per request", f"{1e6 * build['cpu'] / requests:.0f} us ({build['cpu']:.0f} s in all)"),
+        (
+            "dry-run's client estimate (`run --dry-run`)",
+            f"{results['dry_run']['requests']:,} requests x {results['dry_run']['us']:g} us = "
+            f"{results['dry_run']['seconds']:.0f} s of CPU; measured {build['cpu']:.0f} s "
+            f"({build['cpu'] / results['dry_run']['seconds']:.2f} x the estimate)",
+        ),
         ("fleet CPU per request", f"{1e6 * results['fleet_cpu'] / requests:.0f} us (on this machine's cores too)"),
         ("CPU of client + fleet", f"{(build['cpu'] + results['fleet_cpu']) / build['wall']:.2f} cores"),
         ("peak memory (build process)", f"{build['peak_mib']:,.0f} MiB"),
