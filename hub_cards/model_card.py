@@ -106,10 +106,11 @@ def render_model_card(
         base_model=base_model,
         results=rows,
         limited=any(row["limit"] for row in rows),
-        eval_settings={
-            "max_new_tokens": settings.get("decoding", {}).get("max_new_tokens"),
-            "backend": settings.get("backend", {}).get("backend"),
-            "revision": settings.get("backend", {}).get("revision"),
+        eval_settings={  # samples scored from a file (`evaluate --samples`) record no decoding and no backend
+            "max_new_tokens": (settings.get("decoding") or {}).get("max_new_tokens"),
+            "backend": (settings.get("backend") or {}).get("backend"),
+            "revision": (settings.get("backend") or {}).get("revision"),
+            "samples_sha256": (settings.get("samples") or {}).get("sha256"),
         },
         prompts=settings.get("prompt_templates", {}),
         dataset_hub=dataset_hub,
