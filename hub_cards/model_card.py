@@ -106,10 +106,11 @@ def render_model_card(
         base_model=base_model,
         results=rows,
         limited=any(row["limit"] for row in rows),
-        eval_settings={
-            "max_new_tokens": settings.get("decoding", {}).get("max_new_tokens"),
-            "backend": settings.get("backend", {}).get("backend"),
-            "revision": settings.get("backend", {}).get("revision"),
+        eval_settings={  # samples scored from a file (`evaluate --samples`) record no decoding and no backend
+            "max_new_tokens": (settings.get("decoding") or {}).get("max_new_tokens"),
+            "backend": (settings.get("backend") or {}).get("backend"),
+            "revision": (settings.get("backend") or {}).get("revision"),
+            "samples_sha256": (settings.get("samples") or {}).get("sha256"),
         },
         prompts=settings.get("prompt_templates", {}),
         dataset_hub=dataset_hub,
@@ -133,9 +134,13 @@ def _stages(training: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def write_model_card(config: RunConfig, comparison: list[dict[str, Any]] | None = None) -> Path:
+def write_model_card(
+    config: RunConfig, comparison: list[dict[str, Any]] | None = None, comparison_method: dict[str, str] | None = None
+) -> Path:
     """(Re)write InverseCoder's `model/README.md` from its training record, the dataset's build info and push
-    record, and its evaluation results. `config` names the generator M (resolved by the workflow)."""
+    record, and its evaluation results. `config` names the generator M (resolved by the workflow); `comparison`
+    is the workflow's table against M (with each delta's paired statistics), `comparison_method` how they were
+    computed."""
     from inversecoder.hub_cards.push import read_hub_record
 
     layout = config.layout
@@ -161,6 +166,7 @@ def write_model_card(config: RunConfig, comparison: list[dict[str, Any]] | None 
         train=config.train,
         stages=_stages(read_json(layout.model / TRAINING_CONFIG) or {}),
         comparison=comparison or [],
+        comparison_method=comparison_method or {},
         **_card_context(config),
     )
     card.save(layout.model / "README.md")
@@ -189,6 +195,7 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
         train=config.train.model_copy(update={"mode": "original"}, deep=True),
         stages=_stages(read_json(layout.generator_model / TRAINING_CONFIG) or {}),
         comparison=[],
+        comparison_method={},
         **_card_context(config),
     )
     card.save(layout.generator_model / "README.md")

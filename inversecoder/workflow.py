@@ -22,18 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inversecoder.comparison import comparison, summary_markdown
 from inversecoder.core.config import RunConfig, save_config
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import read_json, write_atomic, write_json
 from inversecoder.core.layout import EVAL_RESULTS
 from inversecoder.core.lock import output_lock
 from inversecoder.core.manifest import read_manifest, write_manifest
+from inversecoder.core.paired import METHOD
 from inversecoder.core.ranks import barrier, in_launched_job, is_main_rank
 from inversecoder.step_records import Record, check, read_records, record
 
 logger = logging.getLogger(__name__)
-
-BENCHMARK_LABELS = {"humaneval": "HumanEval", "mbpp": "MBPP"}
 
 
 def resolved(config: RunConfig) -> RunConfig:
@@ -432,49 +432,11 @@ def run_all(config: RunConfig, start: str | None = None, until: str | None = Non
 
 
 # -- report: comparison, cards ------------------------------------------------------------------------
-def comparison(
-    ours: dict[str, Any] | None, generator: dict[str, Any] | None, base: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """Per benchmark and test set: pass@1 (in %) of InverseCoder, its generator M (and the base model),
-    and the delta."""
-    rows = []
-    for name, bench in ((ours or {}).get("benchmarks") or {}).items():
-        for key, suffix in (("base", ""), ("plus", "+")):
-            row: dict[str, Any] = {
-                "benchmark": BENCHMARK_LABELS.get(name, name) + suffix,
-                "tasks": bench["n_tasks"],
-                "limit": bench.get("limit"),
-                "inversecoder": round(100 * bench["pass@1"][key], 1),
-            }
-            for label, results in (("generator", generator), ("base_model", base)):
-                other = ((results or {}).get("benchmarks") or {}).get(name)
-                if other is not None and other.get("n_tasks") == bench["n_tasks"]:
-                    row[label] = round(100 * other["pass@1"][key], 1)
-            if "generator" in row:
-                row["delta"] = round(row["inversecoder"] - row["generator"], 1)
-            rows.append(row)
-    return rows
-
-
-def _summary_markdown(config: RunConfig, rows: list[dict[str, Any]]) -> str:
-    lines = [
-        f"# Run summary: {config.dataset.name}",
-        "",
+def _summary_intro(config: RunConfig) -> str:
+    return (
         f"InverseCoder (`{config.layout.model}`) vs its generator M (`{resolved(config).generator.model}`), "
-        "same harness and settings (EvalPlus, greedy pass@1, %).",
-        "",
-    ]
-    if not rows:
-        return "\n".join([*lines, "No evaluation yet."]) + "\n"
-    has_base = any("base_model" in row for row in rows)
-    header = "| benchmark | tasks | M (generator) | InverseCoder | delta |" + (" base model |" if has_base else "")
-    lines += [header, "|---|---|---|---|---|" + ("---|" if has_base else "")]
-    for row in rows:
-        tasks = f"{row['tasks']}" + (" (subset)" if row.get("limit") else "")
-        delta = f"{row['delta']:+.1f}" if "delta" in row else "n/a"
-        line = f"| {row['benchmark']} | {tasks} | {row.get('generator', 'n/a')} | {row['inversecoder']} | {delta} |"
-        lines.append(line + (f" {row.get('base_model', 'n/a')} |" if has_base else ""))
-    return "\n".join(lines) + "\n"
+        "same harness and settings (EvalPlus, greedy pass@1, %)."
+    )
 
 
 def write_report(config: RunConfig) -> None:
@@ -487,16 +449,17 @@ def write_report(config: RunConfig) -> None:
     base = read_json(layout.eval_base / EVAL_RESULTS)
     rows = comparison(ours, generator, base)
     if (layout.model / "config.json").is_file():
-        write_model_card(resolved(config), rows)
+        write_model_card(resolved(config), rows, METHOD)
     if not config.generator.model and (layout.generator_model / "config.json").is_file():
         write_generator_card(config, generator)
     if ours is not None:
         summary = {
             "comparison": rows,
+            "comparison_method": METHOD,
             "inversecoder": str(layout.model),
             "generator": resolved(config).generator.model,
             "dataset": str(layout.dataset),
             "fingerprints": fingerprints(config),
         }
         write_json(layout.run_summary_json, summary)
-        write_atomic(layout.run_summary_md, _summary_markdown(config, rows))
+        write_atomic(layout.run_summary_md, summary_markdown(config.dataset.name, _summary_intro(config), rows))

@@ -21,6 +21,7 @@ PACKAGES = {
 }
 TOP = (
     "inversecoder.workflow",
+    "inversecoder.comparison",  # the report's M -> InverseCoder table, with its paired statistics
     "inversecoder.step_records",
     "inversecoder.cli",
     "inversecoder.train_worker",  # an entry point, as cli: each process of a launched training job

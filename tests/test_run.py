@@ -97,7 +97,24 @@ def test_the_generator_is_compared_with_inversecoder_in_the_card_and_summary(fin
     first = summary["comparison"][1]
     assert first["inversecoder"] == round(100 * ours["benchmarks"]["humaneval"]["pass@1"]["plus"], 1)
     assert first["generator"] == round(100 * theirs["benchmarks"]["humaneval"]["pass@1"]["plus"], 1)
-    assert "## Compared with its generator model" in (out / "model" / "README.md").read_text()
+    card_text = (out / "model" / "README.md").read_text()
+    assert "## Compared with its generator model" in card_text
+    for row, (name, suite) in zip(
+        summary["comparison"], [(n, s) for n in ("humaneval", "mbpp") for s in ("base", "plus")], strict=True
+    ):
+        # the delta is paired over the 3 tasks both models were evaluated on, from their per-task outcomes
+        mine, other = ours["benchmarks"][name]["tasks"], theirs["benchmarks"][name]["tasks"]
+        assert list(mine) == list(other) and row["paired"]["tasks"] == len(mine) == 3
+        better = sum(mine[t][f"passed_{suite}"] > other[t][f"passed_{suite}"] for t in mine)
+        worse = sum(mine[t][f"passed_{suite}"] < other[t][f"passed_{suite}"] for t in mine)
+        assert (row["paired"]["better"], row["paired"]["worse"]) == (better, worse)
+        assert row["paired"]["ci_low"] <= row["delta"] <= row["paired"]["ci_high"]
+        assert not row["paired"]["significant"]  # 3 tasks can never be enough
+        ci = f"[{row['paired']['ci_low']:+.1f}, {row['paired']['ci_high']:+.1f}]"
+        assert (
+            f"| {row['benchmark']} | 3 | {row['generator']} | {row['inversecoder']} | {row['delta']:+.1f} | {ci} |"
+            in card_text
+        )
     generator_card = ModelCard.load(out / "generator" / "model" / "README.md")
     assert len(generator_card.data.eval_results) == 4
     assert f"**Dataset it generated:** `{out / 'dataset'}`" in generator_card.text  # the cards link each other
