@@ -174,10 +174,10 @@ def screen_sources_stage(rows, config, context: StageContext) -> StageResult:
 
 def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:
     """The shard's selected pairs; kept are the clean ones (all under `action: report`). Writes the shard's
-    `candidates` (from the select stage, `context.candidates`) without those of removed pairs."""
+    `candidates` (from the select stage, `context.candidates`) without those of removed pairs, and leaves
+    those in `context.candidates` for the preferences stage."""
     pairs = list(pairs)
     candidates = context.candidates
-    context.candidates = []
     if not config.decontaminate.enabled:
         return StageResult(pairs, [], {GENERATED_REMOVED: 0, GENERATED_FLAGGED: 0}, {"candidates": candidates})
     screen = open_screen(config, context)
@@ -209,6 +209,7 @@ def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:
     if screen.remove:
         removed = set(flagged)
         candidates = [c for c in candidates if c["row_id"] not in removed]
+        context.candidates = candidates
     tables = {"candidates": candidates, INHERITED: inherited_report, GENERATED: generated_report}
     inherited = {row["row_id"] for row in inherited_report}
     report = {GENERATED_REMOVED: len(pairs) - len(kept), GENERATED_FLAGGED: len(flagged) + len(inherited)}

@@ -1,5 +1,5 @@
 """`build-dataset`: source -> decontaminate sources -> extract -> summarize -> self-evaluate -> select ->
-decontaminate pairs -> dedup.
+decontaminate pairs -> dedup -> preference pairs.
 
 The stages (`builders/stage.py`) run shard by shard: SHARD_SNIPPETS source rows at a time go through
 every stage, and each shard's rows are written to the dataset's parquet files before the next shard
@@ -37,6 +37,7 @@ from inversecoder.builders.decontaminate_stage import (
     screen_sources_stage,
 )
 from inversecoder.builders.dedup import DuplicateRates, dedup_stage, dedup_summary
+from inversecoder.builders.preferences import MADE, NOT_MADE, preferences_stage, preferences_summary
 from inversecoder.builders.sources import SourceRow, SourceStream, source_stage
 from inversecoder.builders.stage import Stage, StageContext, add_counts, closing_state
 from inversecoder.core.backends import CachedModel, open_model
@@ -73,6 +74,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("select", stages.select_stage),
     Stage("decontaminate", decontaminate_stage, decontaminate_summary),
     Stage("dedup", dedup_stage, dedup_summary),
+    Stage("preferences", preferences_stage, preferences_summary),
 )
 COUNTS = (
     "source rows read",
@@ -87,6 +89,8 @@ COUNTS = (
     "source pairs flagged by decontamination",
     "generated pairs removed as duplicates",
     "final pairs (default config)",
+    MADE,
+    *NOT_MADE.values(),
     "rejected records",
 )
 
@@ -234,6 +238,7 @@ def build_dataset(
         ["default", "candidates", "rejected"]
         + (["original"] if config.dataset.include_original else [])
         + ["contamination"]
+        + (["preferences"] if config.preferences.enabled else [])
     )
     with contextlib.closing(model), atomic_path(dataset_dir) as scratch, closing_state(context):
         scratch.mkdir(parents=True)
@@ -328,7 +333,9 @@ def _report(
         "repo_id": f"<org>/{config.dataset.name}",
         "pin": True,
         "version": config.dataset.version,
-        "config_fingerprint": config.fingerprint("source", "generator", "summarize", "decontaminate", "dedup", "seed"),
+        "config_fingerprint": config.fingerprint(
+            "source", "generator", "summarize", "decontaminate", "dedup", "preferences", "seed"
+        ),
         # Read after the stages: a server backend's details include the run's request totals.
         "generator": {
             "model": info.model,
@@ -355,6 +362,7 @@ def _report(
         "contamination_by_task": by_task,
         "contamination_by_layer": by_layer,
         "dedup": summaries["dedup"],
+        "preferences": summaries["preferences"],
         "tables": files["tables"],
         "empty_configs": files["empty_configs"],
         "content_fingerprint": files["fingerprint"],

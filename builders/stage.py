@@ -3,11 +3,12 @@
 A stage reads the rows the previous stage kept and returns new records: it never edits its inputs
 (records are frozen; a changed record is a `dataclasses.replace` copy). `rejected` says what it dropped
 and why (the dataset's `rejected` config), `report` is a few counts for the card, and `tables` are rows
-the stage adds to other configs of the dataset (`candidates`, `original`, `contamination`).
+the stage adds to other configs of the dataset (`candidates`, `original`, `contamination`, `preferences`).
 
 The pipeline runs the stages shard by shard (a few thousand snippets at a time), so a stage sees one
 shard's rows; what must outlive a shard (the benchmark index, the duplicate index) lives in the
-`StageContext`, which also carries the shard's contaminated source rows and its candidates to the decontamination.
+`StageContext`, which also carries the shard's contaminated source rows and its candidates to the decontamination
+and the preference pairs.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class StageContext:
     #: source row_id -> the benchmark matches of the shard's contaminated source rows (their pairs go with them)
     contaminated: dict[str, list] = field(default_factory=dict)
     #: the shard's `candidates` rows, from the select stage to the decontamination (which drops removed rows')
+    #: and on to the preferences stage (which pairs those of the final pairs, then clears them)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     #: per-stage state that outlives a shard (the decontaminator, the duplicate index), by stage name
     state: dict[str, Any] = field(default_factory=dict)

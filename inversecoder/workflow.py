@@ -170,7 +170,17 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "dataset",
-        ("source", "generator", "summarize", "decontaminate", "dedup", "dataset", "seed", "benchmarks_dir"),
+        (
+            "source",
+            "generator",
+            "summarize",
+            "decontaminate",
+            "dedup",
+            "preferences",
+            "dataset",
+            "seed",
+            "benchmarks_dir",
+        ),
         ("generator",),
         lambda c: c.layout.dataset / "README.md",
         _build,

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 import subprocess
@@ -371,22 +372,38 @@ CASCADE_FIELDS: dict[str, Any] = {
 }
 
 
+#: Sections added since (issue #20: `preferences`, the DPO pairs), with their defaults: a folder built before
+#: them lacks their config, so its dataset step reruns too.
+ADDED_SECTIONS: dict[str, dict[str, Any]] = {"preferences": {"enabled": True, "min_margin": 0.2, "rejected": "lowest"}}
+
+
 def without_cascade_fields(monkeypatch) -> None:
-    """Make fingerprints as the config before the cascade did (its fields left out)."""
+    """Make fingerprints as the config before the cascade did (its fields, and the sections added since, left
+    out of the config and of the steps)."""
+    from inversecoder import workflow
+
     result_dict = RunConfig.result_dict
 
     def older(self):
         data = result_dict(self)
         for name in CASCADE_FIELDS:
             data["decontaminate"].pop(name)
+        for name in ADDED_SECTIONS:
+            data.pop(name)
         return data
 
     monkeypatch.setattr(RunConfig, "result_dict", older)
+    steps = [
+        dataclasses.replace(step, sections=tuple(s for s in step.sections if s not in ADDED_SECTIONS))
+        for step in workflow.STEPS
+    ]
+    monkeypatch.setattr(workflow, "STEPS", tuple(steps))
 
 
 def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade(monkeypatch):
     """tests/data/compat-f1ce952 was built by the dataclass config: its step fingerprint and its saved
-    config come out the same but for the cascade's settings, which change what the build removes."""
+    config come out the same but for the cascade's settings, which change what the build removes, and the
+    sections added since (`preferences`), which add a config to the dataset."""
     from inversecoder.core.config import DATASET_SECTIONS, config_yaml
     from inversecoder.workflow import fingerprints
 
@@ -409,6 +426,7 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
     saved = yaml.safe_load(config_yaml(config))
     for section, fields in added.items():
         assert {name: saved[section].pop(name) for name in fields} == fields
+    assert {name: saved.pop(name) for name in ADDED_SECTIONS} == ADDED_SECTIONS
     assert saved == yaml.safe_load((COMPAT / "out" / "run_config.yaml").read_text())
     # The dataset's build_config.yaml now holds only the sections that built it (the old one held them all).
     built = yaml.safe_load((COMPAT / "out" / "dataset" / "build_config.yaml").read_text())
@@ -416,7 +434,8 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
     for section in ("decontaminate", "generator"):
         for name in added[section]:
             now[section].pop(name)
-    assert now == {k: built[k] for k in DATASET_SECTIONS}
+    assert {name: now.pop(name) for name in ADDED_SECTIONS} == ADDED_SECTIONS
+    assert now == {k: built[k] for k in DATASET_SECTIONS if k not in ADDED_SECTIONS}
 
 
 def test_fingerprints_of_the_shipped_recipes_are_those_of_the_dataclass_config(monkeypatch):

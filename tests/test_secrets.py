@@ -52,7 +52,7 @@ def test_saved_configs_redact_secrets_but_fingerprints_of_other_configs_do_not_c
     assert yaml.safe_load(config_yaml(secret))["train"]["sft_args"] == {"weight_decay": 0.1, "hub_token": REDACTED}
     assert config_yaml(plain) == yaml.safe_dump(plain.model_dump(mode="json"), sort_keys=False)
     assert secret.fingerprint("train") != plain.fingerprint("train")  # hashed as given; saved redacted
-    without_cascade_fields(monkeypatch)  # the fields issue #16 added aside, the fingerprint is the old one
+    without_cascade_fields(monkeypatch)  # the fields of issues #16 and #20 aside, the fingerprint is the old one
     assert RunConfig().fingerprint() == "c5d45692f9f93c93"
     assert list(yaml.safe_load(config_yaml(secret, DATASET_SECTIONS))) == [
         "seed",
@@ -62,6 +62,7 @@ def test_saved_configs_redact_secrets_but_fingerprints_of_other_configs_do_not_c
         "summarize",
         "decontaminate",
         "dedup",
+        "preferences",
         "dataset",
     ]
     nested = {"a": [{"api_key": "k", "max_new_tokens": 3}], "auth": None, "eos_token": "</s>"}

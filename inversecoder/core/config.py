@@ -54,6 +54,7 @@ from inversecoder.core.config_sections import (
     EvalConfig,
     GeneratorConfig,
     PlanConfig,
+    PreferencesConfig,
     PushConfig,
     SourceConfig,
     SummarizeConfig,
@@ -84,6 +85,7 @@ class RunConfig(Section):
     summarize: SummarizeConfig = Field(default_factory=SummarizeConfig)
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    preferences: PreferencesConfig = Field(default_factory=PreferencesConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
@@ -203,7 +205,17 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), output_d
         raise config_error(error, RunConfig) from None
 
 
-DATASET_SECTIONS = ("seed", "benchmarks_dir", "source", "generator", "summarize", "decontaminate", "dedup", "dataset")
+DATASET_SECTIONS = (
+    "seed",
+    "benchmarks_dir",
+    "source",
+    "generator",
+    "summarize",
+    "decontaminate",
+    "dedup",
+    "preferences",
+    "dataset",
+)
 """What a dataset is built from: the dataset's `build_config.yaml` holds these (not train, evaluate, push, plan)."""
 
 

@@ -350,6 +350,24 @@ class DedupConfig(Section):
     """Shingle size of code, in tokens."""
 
 
+class PreferencesConfig(Section):
+    """The `preferences` config: DPO pairs for the code -> instruction summarizer, from the scored candidates.
+
+    Per final pair (survivors of decontamination and dedup), prompt = the summarization request M was given,
+    chosen = the best-scored candidate (the pair's instruction), rejected = a low-scored one; snippets whose
+    score margin is below `min_margin` get no pair (counted in the report by reason)."""
+
+    SECTION: ClassVar[str] = "preferences"
+
+    enabled: bool = True
+    """Write the `preferences` config (TRL DPOTrainer's standard prompt/chosen/rejected form)."""
+    min_margin: float = Field(0.2, ge=0, le=1)
+    """Least chosen-minus-rejected self-evaluation score for a pair to be made (scores are in [0, 1])."""
+    rejected: Literal["lowest", "random"] = "lowest"
+    """Which candidate is rejected: `lowest` (the lowest-scored; ties: the earliest) or `random` (one drawn,
+    seeded per snippet, among those at least `min_margin` below the chosen)."""
+
+
 class DatasetConfig(Section):
     """The dataset folder (Hub repo layout) and its card."""
 

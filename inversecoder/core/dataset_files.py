@@ -57,6 +57,23 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("source_index", pa.int64()),
         ]
     ),
+    # DPO pairs for the code -> instruction summarizer, in TRL's standard preference form: `prompt` is the
+    # summarization request as M was given it (up to "@@ Response\n"), `chosen` / `rejected` two of its
+    # candidate instructions (each starting with its seeded prefix), with their self-evaluation scores.
+    "preferences": pa.schema(
+        [
+            ("prompt", pa.string()),
+            ("chosen", pa.string()),
+            ("rejected", pa.string()),
+            ("score_chosen", pa.float64()),
+            ("score_rejected", pa.float64()),
+            ("language", pa.string()),
+            ("row_id", pa.string()),
+            ("source_index", pa.int64()),
+            ("chosen_id", pa.string()),
+            ("rejected_id", pa.string()),
+        ]
+    ),
     # One row per (removed row, benchmark task it matched): where it was (generated / original), the
     # strongest layer that matched that task, its score and the benchmark text that matched.
     "contamination": pa.schema(
@@ -86,6 +103,7 @@ DATA_DIRS = {
     "rejected": "rejected",
     "original": "original",
     "contamination": "contamination",
+    "preferences": "preferences",
 }
 HISTOGRAM = "assets/score_histogram.png"
 
