@@ -7,8 +7,11 @@ are then screened on their own (`decontaminate_stage`): their new instructions c
 too, and without `original` (the paper's setting: the corpus as it is) theirs is the only screening.
 A removed pair takes its snippet's K candidates out of the `candidates` config with it. With
 `action: report` nothing is removed: contaminated rows stay and are listed, a pair whose source row
-matched under layer `source row`. Every flagged row gets one `contamination` row per task it matched
-(tier, rank, similarity, tests passed or P(Yes)); a removed one also gets one `Rejected` record.
+matched under layer `source row`. `original_action: report` with `action: remove` (the paper's setting,
+`fidelity: paper`) keeps the corpus as it is but lists its contaminated rows; their pairs are listed under
+`source row` too, and screened on their own like every other pair (removed only on their own evidence).
+Every flagged row gets one `contamination` row per task it matched (tier, rank, similarity, tests passed or
+P(Yes)); a removed one also gets one `Rejected` record.
 """
 
 from __future__ import annotations
@@ -62,27 +65,45 @@ class Screen:
     def close(self) -> None:
         self.cascade.close()
 
-    def screen(self, items, where: str, candidate_id, rejected: list, report: list, flagged: dict | None = None):
-        """The items to keep (all of them under `action: report`); a flagged item's rejection (when removed) and
-        report rows go to `rejected` / `report`, its matches to `flagged`."""
+    def screen(
+        self,
+        items,
+        where: str,
+        candidate_id,
+        rejected: list,
+        report: list,
+        flagged: dict | None = None,
+        remove: bool | None = None,
+    ):
+        """The items to keep (all of them when not removing: `remove`, default `self.remove`); a flagged item's
+        rejection (when removed) and report rows go to `rejected` / `report`, its matches to `flagged`."""
+        remove = self.remove if remove is None else remove
         kept = []
         results = self.cascade.check_rows([(item.instruction, item.response) for item in items])
         for item, matches in zip(items, results, strict=True):
             if matches:
                 if flagged is not None:
                     flagged[item.row_id] = matches
-                self.record(item, where, candidate_id(item), matches, rejected, report)
-                if not self.remove:
+                self.record(item, where, candidate_id(item), matches, rejected, report, remove=remove)
+                if not remove:
                     kept.append(item)
             else:
                 kept.append(item)
         return kept
 
     def record(
-        self, item, where: str, candidate_id, matches, rejected: list, report: list, inherited: bool = False
+        self,
+        item,
+        where: str,
+        candidate_id,
+        matches,
+        rejected: list,
+        report: list,
+        inherited: bool = False,
+        remove: bool | None = None,
     ) -> None:
         best = matches[0]
-        if self.remove:
+        if self.remove if remove is None else remove:
             reason = f"its source row had a {best.describe()}" if inherited else best.describe()
             rejected.append(Rejected(f"decontaminate-{where}", reason, item.source_index, item.row_id, best.text))
         for match in matches:
@@ -158,7 +179,8 @@ def screen_sources(rows, config, context: StageContext) -> StageResult:
     screen = open_screen(config, context)
     rejected: list[Rejected] = []
     report: list[dict[str, Any]] = []
-    kept = screen.screen(rows, "original", lambda r: None, rejected, report, context.contaminated)
+    remove = config.decontaminate.source_action == "remove"
+    kept = screen.screen(rows, "original", lambda r: None, rejected, report, context.contaminated, remove=remove)
     counts = {ORIGINAL_REMOVED: len(rows) - len(kept), ORIGINAL_FLAGGED: len(context.contaminated)}
     return StageResult(kept, rejected, counts, tables={ORIGINAL: report})
 
@@ -184,27 +206,26 @@ def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:
     rejected: list[Rejected] = []
     inherited_report: list[dict[str, Any]] = []
     generated_report: list[dict[str, Any]] = []
-    for pair in pairs:  # only under `action: report` does a flagged source row have pairs
+    # Only where source rows are reported (`original_action` or `action: report`) does a flagged row have pairs.
+    # They are listed through their source row; removing pairs (`action: remove`) screens them on their own too.
+    own_screen = screen.remove
+    for pair in pairs:
         if pair.row_id in context.contaminated:
+            matches = context.contaminated[pair.row_id]
             screen.record(
-                pair,
-                "generated",
-                pair.candidate_id,
-                context.contaminated[pair.row_id],
-                rejected,
-                inherited_report,
-                inherited=True,
+                pair, "generated", pair.candidate_id, matches, rejected, inherited_report, inherited=True, remove=False
             )
     flagged: dict[str, Any] = {}
     kept = screen.screen(
-        [p for p in pairs if p.row_id not in context.contaminated],
+        [p for p in pairs if own_screen or p.row_id not in context.contaminated],
         "generated",
         lambda p: p.candidate_id,
         rejected,
         generated_report,
         flagged,
     )
-    kept += [p for p in pairs if p.row_id in context.contaminated]  # (report mode) flagged through their source
+    if not own_screen:
+        kept += [p for p in pairs if p.row_id in context.contaminated]  # flagged through their source, kept
     kept.sort(key=lambda p: (p.source_index, p.row_id))
     if screen.remove:
         removed = set(flagged)
@@ -212,7 +233,7 @@ def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:
         context.candidates = candidates
     tables = {"candidates": candidates, INHERITED: inherited_report, GENERATED: generated_report}
     inherited = {row["row_id"] for row in inherited_report}
-    report = {GENERATED_REMOVED: len(pairs) - len(kept), GENERATED_FLAGGED: len(flagged) + len(inherited)}
+    report = {GENERATED_REMOVED: len(pairs) - len(kept), GENERATED_FLAGGED: len(set(flagged) | inherited)}
     return StageResult(kept, rejected, report, tables)
 
 
@@ -253,6 +274,8 @@ def decontaminate_summary(config, context: StageContext, counts: dict[str, int])
             embedded += f", {checker.rescored} rows near the threshold re-scored in fp32"
     done = cascade.counts
     verb = "removed" if screen.remove else "flagged (kept: action report)"
+    if screen.remove and settings.source_action == "report":
+        verb = "flagged (source rows kept: original_action report; generated pairs removed)"
     context.logger.info(
         f"decontaminate: {flagged_generated + flagged_original} rows {verb}, {len(screen.matches)} (row, task) "
         f"matches against {checker.task_count} benchmark tasks{embedded}"
@@ -285,6 +308,7 @@ def decontaminate_summary(config, context: StageContext, counts: dict[str, int])
         "enabled": True,
         "action": settings.action,
         "original": settings.original,
+        "original_action": settings.source_action,
         "ngram": settings.ngram,
         "benchmarks": list(settings.benchmarks),
         "tasks": checker.task_count,

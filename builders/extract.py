@@ -64,6 +64,7 @@ class Extraction:
     code: str | None  # the code alone
     language: str  # normalized fence tag ("" when the fence had none)
     reason: str | None = None  # set when code_block is None
+    tag: str = ""  # the fence tag as written (`summarize.language_tag: raw`, as the paper's prefix had it)
 
 
 def normalize_language(tag: str) -> str:
@@ -95,10 +96,10 @@ def extract_code(response: str) -> Extraction:
         body = body.rstrip()
         if not body.strip():
             return Extraction(None, None, "", "empty code block")
-        return Extraction(f"```{tag}\n{body}\n```", body, normalize_language(tag))
+        return Extraction(f"```{tag}\n{body}\n```", body, normalize_language(tag), tag=tag)
     text = response.strip()
     if not text:
         return Extraction(None, None, "", "empty response")
     if not looks_like_python_code(text):
         return Extraction(None, None, "", "no code block and not Python code")
-    return Extraction(f"```python\n{text}\n```", text, "python")
+    return Extraction(f"```python\n{text}\n```", text, "python", tag="python")

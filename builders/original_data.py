@@ -44,8 +44,10 @@ def build_original_data(
     with atomic_path(target) as scratch, closing_state(context):
         scratch.mkdir(parents=True)
         writer = DatasetWriter(scratch, ["original"])
+        repeats = 0
         for shard in pipeline.shards(source, pipeline.SHARD_SNIPPETS):
             shard_rows = list(source_stage(shard, config, context).kept)
+            repeats += sum(row.repeats is not None for row in shard_rows)
             screened = screen_sources(shard_rows, config, context)
             clean = list(screened.kept)
             removed += len(shard_rows) - len(clean)
@@ -64,11 +66,14 @@ def build_original_data(
             "rows": row_count,
             "decontaminated": removed,
             "flagged": flagged,
+            **({"duplicates_kept": repeats} if config.source.duplicates == "keep" else {}),
+            "fidelity": config.fidelity,
             "fingerprint": files["fingerprint"],
             "empty_configs": files["empty_configs"],
         }
         (scratch / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        screening = {key: summary.get(key) for key in ("enabled", "original", "action", "cascade", "by_tier")}
+        keys = ("enabled", "original", "action", "original_action", "cascade", "by_tier")
+        screening = {key: summary.get(key) for key in keys}
         report = info | {"license": config.dataset.license, "tables": files["tables"], "screening": screening}
         (scratch / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if write_card is not None:

@@ -38,13 +38,14 @@ from inversecoder.builders.decontaminate_stage import (
 )
 from inversecoder.builders.dedup import DuplicateRates, dedup_stage, dedup_summary
 from inversecoder.builders.preferences import MADE, NOT_MADE, preferences_stage, preferences_summary
-from inversecoder.builders.sources import SourceRow, SourceStream, source_stage
+from inversecoder.builders.sources import KEPT_DUPLICATES, SourceRow, SourceStream, source_stage
 from inversecoder.builders.stage import Stage, StageContext, add_counts, closing_state
 from inversecoder.core.backends import CachedModel, open_model
 from inversecoder.core.config import DATASET_SECTIONS, RunConfig, config_yaml
 from inversecoder.core.config_checks import SERVED_BACKENDS
 from inversecoder.core.dataset_files import HISTOGRAM
 from inversecoder.core.errors import UserError
+from inversecoder.core.fidelity import deviation_rows
 from inversecoder.core.files import atomic_path
 from inversecoder.core.hub_refs import hub_ref, is_commit_sha, is_hub_id
 from inversecoder.core.layout import BUILD_CONFIG, BUILD_INFO, BUILD_REPORT
@@ -246,7 +247,8 @@ def build_dataset(
         totals, reasons = run_stages(source, config, context, writer)
         failed = failed_calls([model, *context.other_models])
         check_failed_calls(failed, config.generator.max_failed_fraction)  # before anything is published
-        counts = {name: totals.get(name, 0) for name in COUNTS}
+        kept = [KEPT_DUPLICATES] if config.source.duplicates == "keep" else []
+        counts = {name: totals.get(name, 0) for name in (*COUNTS[:2], *kept, *COUNTS[2:])}
         logger.info(
             f"source: {counts['usable source rows']} usable rows of {source.info['rows_read']} "
             f"read from {config.source.path}"
@@ -270,6 +272,7 @@ def build_dataset(
             "source": report["source"],
             "counts": counts,
             "seed": config.seed,
+            "fidelity": config.fidelity,
             "config_fingerprint": report["config_fingerprint"],
             "versions": report["versions"],
             "fingerprint": files["fingerprint"],
@@ -357,6 +360,8 @@ def _report(
         },
         "answer_tokens": model.backend.answer_token_ids(),
         "seed": config.seed,
+        "fidelity": config.fidelity,
+        "deviations": deviation_rows(config),
         "counts": counts,
         "decontamination": decontamination,
         "contamination_by_task": by_task,

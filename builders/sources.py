@@ -7,7 +7,8 @@ A folder's files (those `datasets` would pick for the split) are read one after 
 a broken line or a value of another type in one of them is a rejected row, not a failed build; a folder
 whose card names its files (`configs:`) or that holds other formats is read by `load_dataset`.
 An unusable configuration (missing file, unknown column, no rows) is a `ConfigError`; an unusable row
-(bad JSON or UTF-8, null, non-string or empty fields, exact duplicate) becomes a `Rejected` record.
+(bad JSON or UTF-8, null, non-string or empty fields, exact duplicate) becomes a `Rejected` record; with
+`source.duplicates: keep` (the paper's corpus as published) an exact duplicate stays, under an id of its own.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class SourceRow:
     source_index: int  # position in the source, for people; joins use row_id
     instruction: str
     response: str
+    repeats: int | None = None  # `source.duplicates: keep`: the source index of the earlier row this one repeats
 
 
 @dataclass
@@ -290,6 +292,7 @@ class SourceStream:
     def __iter__(self) -> Iterator[tuple[int, SourceRow | Rejected]]:
         config = self.config
         first_seen: dict[str, int] = {}
+        repeats: dict[str, int] = {}
         columns_seen: set[str] = set()
         total = 0
         for source_index, record in enumerate(self._records):
@@ -311,13 +314,18 @@ class SourceStream:
                 continue
             assert instruction is not None and response is not None  # _field gives a value or a problem
             row_id = short_hash(instruction, response)
-            if row_id in first_seen:
+            if row_id in first_seen and config.duplicates == "remove":
                 yield (
                     source_index,
                     Rejected(
                         STAGE, "exact duplicate", source_index, row_id, f"same as source row {first_seen[row_id]}"
                     ),
                 )
+                continue
+            if row_id in first_seen:  # `duplicates: keep`: the repeat stays, under an id of its own
+                repeats[row_id] = repeats.get(row_id, 0) + 1
+                repeat_id = short_hash(instruction, response, f"repeat {repeats[row_id]}")
+                yield source_index, SourceRow(repeat_id, source_index, instruction, response, first_seen[row_id])
                 continue
             first_seen[row_id] = source_index
             yield source_index, SourceRow(row_id, source_index, instruction, response)
@@ -346,9 +354,16 @@ def load_source(config: SourceConfig) -> SourceData:
     return SourceData(rows, rejected, stream.info)
 
 
+#: The report's count of the repeated rows `source.duplicates: keep` keeps.
+KEPT_DUPLICATES = "source rows repeating an earlier row (kept)"
+
+
 def source_stage(items, config, context) -> StageResult:
     """The shard's records: usable rows go on, unusable ones are rejected."""
     items = list(items)
     rows = [item for _, item in items if isinstance(item, SourceRow)]
     rejected = [item for _, item in items if not isinstance(item, SourceRow)]
-    return StageResult(rows, rejected, {"source rows read": len(items), "usable source rows": len(rows)})
+    report = {"source rows read": len(items), "usable source rows": len(rows)}
+    if config.source.duplicates == "keep":
+        report[KEPT_DUPLICATES] = sum(row.repeats is not None for row in rows)
+    return StageResult(rows, rejected, report)

@@ -26,7 +26,8 @@ class Snippet:
     row_id: str
     source_index: int
     code_block: str  # the first fenced block: the new training response
-    language: str
+    language: str  # the normalized fence tag (the `language` column)
+    tag: str = ""  # the fence tag as written
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def extract(rows: Iterable[SourceRow]) -> tuple[list[Snippet], list[Rejected]]:
         if found.code_block is None:
             rejected.append(Rejected("extract", found.reason or "no code", row.source_index, row.row_id))
         else:
-            snippets.append(Snippet(row.row_id, row.source_index, found.code_block, found.language))
+            snippets.append(Snippet(row.row_id, row.source_index, found.code_block, found.language, found.tag))
     return snippets, rejected
 
 
@@ -111,13 +112,15 @@ def sampling_params(config: SummarizeConfig) -> SamplingParams:
 def summarize(
     model: CachedModel, snippets: list[Snippet], config: SummarizeConfig, run_seed: int
 ) -> tuple[list[SnippetCandidates], list[Rejected]]:
-    """K candidate instructions per snippet; each candidate has its own seeded prefix and sampling seed."""
+    """K candidate instructions per snippet; each candidate has its own seeded prefix and sampling seed. The
+    prefix carries the normalized language tag, or the fence's own with `language_tag: raw` (the paper's)."""
     drafts: list[Candidate] = []
     requests: list[GenerationRequest] = []
     for snippet in snippets:
+        language = snippet.tag if config.language_tag == "raw" else snippet.language
         for k in range(config.num_samples):
             seed = candidate_seed(run_seed, snippet.row_id, k)
-            prefix = prompts.summarize_prefix(random.Random(seed), snippet.language)
+            prefix = prompts.summarize_prefix(random.Random(seed), language)
             drafts.append(Candidate(snippet.row_id, k, seed, prefix))
             requests.append(GenerationRequest(prompts.summarize_prompt(snippet.code_block, prefix), seed))
     completions = model.generate(requests, sampling_params(config), desc="summarize") if requests else []

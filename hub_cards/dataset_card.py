@@ -145,6 +145,7 @@ def _save_card(folder: Path, report: dict[str, Any], scores: list[float]) -> Pat
         score_summary=score_summary(scores),
         generator_md=describe_generator(report["generator"]),
         source_md=describe_source(report["source"]),
+        fidelity_md=fidelity_markdown(report),
         **context,
     )
     card.save(folder / "README.md")
@@ -181,6 +182,38 @@ def _original_cleaning(report: dict[str, Any]) -> str:
         return "not decontaminated (decontaminate.original is false: the corpus as it is, as in the paper)"
     if screening.get("action") == "report":
         return f"not decontaminated ({report['flagged']} contaminated rows kept: decontaminate.action is report)"
+    if screening.get("original_action") == "report":
+        return (
+            f"not decontaminated ({report['flagged']} contaminated rows kept: decontaminate.original_action is "
+            "report, the corpus as it is, as in the paper)"
+        )
     cascade = screening.get("cascade") or {}
     judge = "" if cascade.get("judge") else f" (no judge: {cascade.get('judge_off')})" if cascade.get("enabled") else ""
     return f"clean ({report['decontaminated']} removed by decontamination{judge})"
+
+
+# -- fidelity to the paper (its own block: the rest of the card does not depend on it) --------------------------
+
+
+def fidelity_markdown(report: dict[str, Any]) -> str:
+    """The card's "Fidelity to the paper" section: the build's `fidelity` and, for each way the dataset step can
+    differ from the paper (`core/fidelity.py`'s table, as the build report recorded it), what the paper did, what
+    this build did and why. Empty for a report written before the table existed."""
+    rows = report.get("deviations")
+    if not rows:
+        return ""
+    lines = [
+        f"Built with `fidelity: {report.get('fidelity', 'improved')}` (`paper`: the method as the paper and its "
+        "code ran it; `improved`: this project's defaults). How this dataset's making differs from the paper's "
+        "(how models are trained on it and evaluated, batch packing and HumanEval/32's checker, is in "
+        'inversecoder\'s README, "Fidelity to the paper"):',
+        "",
+        "| what | the paper (and its code) | this build | why |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row["topic"], row["paper"], row["this_build"], row["reason"]]
+        if row.get("field"):
+            cells[2] += f" (`{row['field']}`)"
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

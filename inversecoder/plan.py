@@ -24,7 +24,7 @@ class PlannedStep:
     name: str
     action: str  # run | skip | disabled
     work: str  # what it does, in numbers
-    hours: float = 0.0  # wall-clock estimate on the step's devices
+    hours: float | None = 0.0  # wall-clock estimate on the step's devices (None: its work could not be counted)
     gpus: int = 0  # GPUs the step keeps busy (0: it runs on the CPU): GPU-hours = hours x gpus
 
 
@@ -130,17 +130,28 @@ def _positive(value: object) -> int:
 
 
 def _tokenizer(config: RunConfig):
-    """The generator's tokenizer (or the base model's, when step 0 makes the generator); None if unavailable."""
+    """The generator's tokenizer (or the base model's, when step 0 makes the generator) and its name; else None
+    and the names tried (offline, a Hub model counts only when its tokenizer is in the local cache)."""
     from transformers import AutoTokenizer
 
-    for name in (config.generator.model, config.train.base_model):
+    tried = []
+    for name, revision in ((config.generator.model, config.generator.revision), (config.train.base_model, None)):
         if not name:
             continue
+        revision = revision or (config.train.base_revision if name == config.train.base_model else None)
         try:
-            return AutoTokenizer.from_pretrained(name), name
+            return AutoTokenizer.from_pretrained(name, revision=revision), name
         except (OSError, ValueError):
-            continue
-    return None, None
+            tried.append(name)
+    return None, ", ".join(tried)
+
+
+def _corpus_note(config: RunConfig, error: Exception) -> str:
+    return (
+        f"the corpus {config.source.path} cannot be read here ({error}): its rows, snippets and tokens are not "
+        "counted, so the generator, dataset and train steps have no estimate (run it where the corpus can be read, "
+        "or point source.path at a local copy)"
+    )
 
 
 def _params_billions(config: RunConfig) -> float | None:
@@ -171,7 +182,8 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
     notes: list[str] = []
     tokenizer, tokenizer_name = _tokenizer(config)
     if tokenizer is None:
-        notes.append("no tokenizer could be loaded (offline, or no model named): token counts are characters / 4")
+        why = f"of {tokenizer_name}: offline and not in the cache, or not found" if tokenizer_name else "no model named"
+        notes.append(f"no tokenizer could be loaded ({why}): token counts are characters / 4")
 
         def count(texts: list[str]) -> int:
             return sum(len(text) // 4 for text in texts)
@@ -187,17 +199,24 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
     # The corpus streams through in chunks: memory holds one chunk's prompts, never the corpus.
     code_tokens = instruction_tokens = score_tokens = original_tokens = generated_pair_tokens = 0
     usable = snippet_count = 0
-    source = SourceStream(config.source)
-    rows = (row for _, row in source if isinstance(row, SourceRow))
-    while chunk := list(itertools.islice(rows, 1024)):
-        usable += len(chunk)
-        original_tokens += count([prompts.magicoder_prompt(r.instruction, r.response) for r in chunk])
-        pairs = [(r.instruction, block) for r in chunk if (block := extract_code(r.response).code_block) is not None]
-        snippet_count += len(pairs)
-        code_tokens += count([prompts.summarize_prompt(code, "Write a") for _, code in pairs])
-        instruction_tokens += count([text for text, _ in pairs])
-        score_tokens += count([prompts.score_prompt(text, code) for text, code in pairs])
-        generated_pair_tokens += count([prompts.magicoder_prompt(text, code) for text, code in pairs])
+    rows_read: int | None = None
+    try:
+        source = SourceStream(config.source)
+        rows = (row for _, row in source if isinstance(row, SourceRow))
+        while chunk := list(itertools.islice(rows, 1024)):
+            usable += len(chunk)
+            original_tokens += count([prompts.magicoder_prompt(r.instruction, r.response) for r in chunk])
+            pairs = [
+                (r.instruction, block) for r in chunk if (block := extract_code(r.response).code_block) is not None
+            ]
+            snippet_count += len(pairs)
+            code_tokens += count([prompts.summarize_prompt(code, "Write a") for _, code in pairs])
+            instruction_tokens += count([text for text, _ in pairs])
+            score_tokens += count([prompts.score_prompt(text, code) for text, code in pairs])
+            generated_pair_tokens += count([prompts.magicoder_prompt(text, code) for text, code in pairs])
+        rows_read = source.info["rows_read"]
+    except ConfigError as error:  # a Hub corpus offline and not cached, a missing file: say so, plan the rest
+        notes.append(_corpus_note(config, error))
 
     params = _params_billions(config)
     scale = (params / config.plan.reference_params_b) if params else 1.0
@@ -205,7 +224,8 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
         f"throughput per GPU from plan.* (measured on a {config.plan.reference_params_b}B model), scaled x{scale:.2f} "
         f"for a {params:.3g}B model"
         if params
-        else "model size unknown: throughput figures used as they are"
+        else "model size unknown (no config.json of the model here; plan.model_params_b sets it): throughput "
+        "figures used as they are"
     )
     generator, embedded = generator_devices(config, notes)
     trainers = training_devices(config, notes)
@@ -214,7 +234,7 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
     generation_hours = _hours(generated_tokens, config.plan.generation_tokens_per_s, generator.count, scale) + _hours(
         prefill_tokens, config.plan.scoring_tokens_per_s, generator.count, scale
     )
-    if config.generator.backend in SERVED_BACKENDS:
+    if config.generator.backend in SERVED_BACKENDS and rows_read is not None:
         # One client process sends every request: its CPU per request bounds the rate whatever the fleet.
         requests = 2 * snippet_count * k
         client_hours = requests * config.plan.client_us_per_request / 1e6 / 3600
@@ -237,7 +257,7 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
         PlannedStep(
             "dataset",
             status["dataset"],
-            f"{source.info['rows_read']} rows, {snippet_count} snippets; {snippet_count * k:,} generations "
+            f"{rows_read} rows, {snippet_count} snippets; {snippet_count * k:,} generations "
             f"(~{generated_tokens:,} tokens expected, at most {snippet_count * k * config.summarize.max_new_tokens:,}) "
             f"+ {snippet_count * k:,} scorings; {prefill_tokens:,} prompt tokens",
             generation_hours,
@@ -257,6 +277,16 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
             trainers.gpus,
         ),
     ]
+    if rows_read is None:
+        uncounted = {
+            "generator": f"fine-tune {train.base_model} on the corpus x {train.original_epochs} epochs",
+            "dataset": f"{k} generations (<= {config.summarize.max_new_tokens:,} new tokens) + {k} scorings a snippet",
+            "train": f"the generated pairs x {train.generated_epochs} epoch + the corpus x {train.original_epochs} "
+            "epochs",
+        }
+        for step in steps:
+            if step.name in uncounted:
+                step.work, step.hours = f"{uncounted[step.name]}: not counted (the corpus cannot be read here)", None
     tasks = {"humaneval": 164, "mbpp": 378}
     n_tasks = sum(min(tasks.get(b, 0), config.evaluate.limit or 10**9) for b in config.evaluate.benchmarks)
     for name in ("evaluate", "evaluate-generator", "evaluate-base"):
@@ -292,14 +322,24 @@ def format_plan(
     ]
     lines.append(f"{'step':<20}{'action':<10}{'time':>9}{'GPU-hours':>11}  work")
     total = total_gpu_hours = 0.0
+    unknown = False
     for step in steps:
         counted = step.action == "run"
-        total += step.hours if counted else 0.0
-        total_gpu_hours += step.hours * step.gpus if counted else 0.0
-        time = f"{_duration(step.hours):>9}" if counted else f"{'-':>9}"
-        gpu_hours = f"{step.hours * step.gpus:11.2f}" if counted else f"{'-':>11}"
+        if counted and step.hours is None:
+            unknown = True
+            time, gpu_hours = f"{'?':>9}", f"{'?':>11}"
+        elif counted and step.hours is not None:
+            total += step.hours
+            total_gpu_hours += step.hours * step.gpus
+            time, gpu_hours = f"{_duration(step.hours):>9}", f"{step.hours * step.gpus:11.2f}"
+        else:
+            time, gpu_hours = f"{'-':>9}", f"{'-':>11}"
         lines.append(f"{step.name:<20}{step.action:<10}{time}{gpu_hours}  {step.work}")
-    lines += ["", f"total: {_duration(total)} wall-clock, {total_gpu_hours:.2f} GPU-hours", ""]
+    at_least = "at least " if unknown else ""
+    total_line = f"total: {at_least}{_duration(total)} wall-clock, {at_least}{total_gpu_hours:.2f} GPU-hours"
+    if unknown:
+        total_line += " (the steps marked ? are not counted: see below)"
+    lines += ["", total_line, ""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines)
 

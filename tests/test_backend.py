@@ -1,5 +1,6 @@
 """The embedded backend against plain `transformers` computations on the real tiny model."""
 
+import copy
 from typing import ClassVar
 
 import pytest
@@ -46,6 +47,27 @@ def test_answer_tokens_include_word_initial_variants(backend):
     vocab = backend.tokenizer.get_vocab()
     assert sorted({vocab["Yes"], vocab["ĠYes"]}) == backend.answer_token_ids()["yes"]
     assert sorted({vocab["No"], vocab["ĠNo"]}) == backend.answer_token_ids()["no"]
+
+
+def test_single_answer_tokens_are_the_papers_one_id_per_word(backend):
+    """`generator.answer_tokens: single` (`fidelity: paper`): the id the paper's code read,
+    `tokenizer(word)['input_ids'][1]` on a tokenizer that puts BOS first, and the word's own token where none does."""
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = backend.tokenizer
+    vocab = tokenizer.get_vocab()
+    assert resolve_answer_token_ids(tokenizer, "Yes", "single") == [vocab["Yes"]]  # the tiny tokenizer: no BOS
+    with_bos = copy.deepcopy(tokenizer)
+    bos = with_bos.eos_token  # a special token put first, as Llama's and DeepSeek-Coder's tokenizers put BOS
+    with_bos._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, with_bos.convert_tokens_to_ids(bos))]
+    )
+    for word in ("Yes", "No"):
+        paper_code = with_bos(word, return_tensors="pt")["input_ids"][0][1].item()  # upstream's get_token_ids
+        assert resolve_answer_token_ids(with_bos, word, "single") == [paper_code] == [vocab[word]]
+        assert paper_code in resolve_answer_token_ids(with_bos, word)  # one of the summed spellings
+    with pytest.raises(UserError, match=r"spells 'Affirmative' as \d+ tokens"):
+        resolve_answer_token_ids(tokenizer, "Affirmative", "single")
 
 
 def test_a_tokenizer_without_a_single_yes_token_is_an_error_not_a_fallback(backend):

@@ -415,15 +415,25 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
         without_cascade_fields(patch)
         assert fingerprints(config)["dataset"] == recorded["dataset"]
     # The saved config is the old one plus the fields added since (each with its default).
+    # (`fidelity` and its fields, issue #20, stay out of fingerprints at their defaults: asserted above)
     added: dict[str, dict[str, Any]] = {
         "evaluate": {"allow_weak_sandbox": False},
-        "decontaminate": CASCADE_FIELDS | {"execution_workers": 0},
-        "generator": {"vllm_args": {}, "replicas": None, "max_failed_fraction": 0.001, "retry_rounds": 2},
+        "decontaminate": CASCADE_FIELDS | {"execution_workers": 0, "original_action": None},
+        "generator": {
+            "vllm_args": {},
+            "replicas": None,
+            "max_failed_fraction": 0.001,
+            "retry_rounds": 2,
+            "answer_tokens": "variants",
+        },
         "train": {"num_processes": None, "strategy": "auto"},
         "push": {"generator_repo_id": None},
         "plan": {"gpu_memory_gb": 80.0, "client_us_per_request": 1250.0},
+        "source": {"duplicates": "remove"},
+        "summarize": {"language_tag": "normalized"},
     }
     saved = yaml.safe_load(config_yaml(config))
+    assert saved.pop("fidelity") == "improved"
     for section, fields in added.items():
         assert {name: saved[section].pop(name) for name in fields} == fields
     assert {name: saved.pop(name) for name in ADDED_SECTIONS} == ADDED_SECTIONS
@@ -431,11 +441,12 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
     # The dataset's build_config.yaml now holds only the sections that built it (the old one held them all).
     built = yaml.safe_load((COMPAT / "out" / "dataset" / "build_config.yaml").read_text())
     now = yaml.safe_load(config_yaml(config, DATASET_SECTIONS))
-    for section in ("decontaminate", "generator"):
+    assert now.pop("fidelity") == "improved"
+    for section in ("decontaminate", "generator", "source", "summarize"):
         for name in added[section]:
             now[section].pop(name)
     assert {name: now.pop(name) for name in ADDED_SECTIONS} == ADDED_SECTIONS
-    assert now == {k: built[k] for k in DATASET_SECTIONS if k not in ADDED_SECTIONS}
+    assert now == {k: built[k] for k in DATASET_SECTIONS if k not in ADDED_SECTIONS and k != "fidelity"}
 
 
 def test_fingerprints_of_the_shipped_recipes_are_those_of_the_dataclass_config(monkeypatch):
@@ -444,4 +455,7 @@ def test_fingerprints_of_the_shipped_recipes_are_those_of_the_dataclass_config(m
     demo = load_config(REPO / "configs" / "demo.yaml", ["generator.model=/some/path"])
     assert demo.fingerprint() == "e70f22979ba29e1b"
     assert RunConfig().fingerprint() == "c5d45692f9f93c93"
-    assert load_config(REPO / "configs" / "paper-cl-7b.yaml").fingerprint() == "ad040eb38446212f"
+    # The paper recipe now asks for `fidelity: paper` and pins the corpus (issue #20): without them, the old one.
+    paper = REPO / "configs" / "paper-cl-7b.yaml"
+    assert load_config(paper, ["fidelity=improved", "source.revision=null"]).fingerprint() == "ad040eb38446212f"
+    assert load_config(paper).fingerprint() != "ad040eb38446212f"

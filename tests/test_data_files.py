@@ -30,11 +30,13 @@ def test_every_shipped_file_has_its_source_and_license_documented():
         data.REPHRASED_SET,
         data.DECONTAMINATION_QUALITY,
         data.TINY_MODEL_CORPUS,
+        data.PAPER_SETTINGS,
     ):
         assert path.relative_to(data.DATA_DIR).as_posix() in readme, path
     for license_file in ("LICENSE-Apache-2.0.txt", "LICENSE-MIT-HumanEval.txt", "SOURCES.md"):
         assert (data.BENCHMARKS_DIR / license_file).is_file(), license_file
     assert (data.DATA_DIR / "tgi" / "SOURCES.md").is_file()
+    assert (data.DATA_DIR / "paper" / "SOURCES.md").is_file()
 
 
 def test_a_missing_shipped_file_is_an_error_naming_it(tmp_path):

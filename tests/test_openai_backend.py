@@ -57,6 +57,21 @@ def backend(servers, model, dialect="vllm", **settings) -> OpenAIBackend:
     return OpenAIBackend(urls, str(model), dialect=dialect, progress=False, **settings)
 
 
+def test_single_answer_tokens_score_like_the_embedded_backend(serve, tiny_model_dir):
+    """`generator.answer_tokens: single` (`fidelity: paper`) reaches the served backend: one id per word."""
+    from inversecoder.core.backends.transformers_backend import TransformersBackend
+
+    embedded = TransformersBackend(str(tiny_model_dir), device="cpu", dtype="float32", answer_tokens="single")
+    served = backend([serve("vllm")], tiny_model_dir, "vllm", answer_tokens="single")
+    try:
+        assert served.answer_token_ids() == embedded.answer_token_ids()
+        assert all(len(ids) == 1 for ids in served.answer_token_ids().values())
+        got, want = served.score_yes_no(PROMPTS), embedded.score_yes_no(PROMPTS)
+        assert [g.score for g in got] == pytest.approx([w.score for w in want], abs=1e-4)
+    finally:
+        served.close()
+
+
 @pytest.mark.parametrize("dialect", ["vllm", "sglang"])
 def test_scores_equal_the_embedded_backend(serve, tiny_model_dir, embedded, dialect):
     served = backend([serve(dialect)], tiny_model_dir, dialect)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO
 
 from inversecoder.core.config import load_config
 from inversecoder.core.data import DEMO_SAMPLE
@@ -110,3 +111,26 @@ def test_the_served_dataset_step_takes_at_least_the_clients_cpu(tiny_model_dir, 
     requests = int(next(note for note in notes if note.startswith("client: ")).split()[1].replace(",", ""))
     assert requests > 0 and dataset.hours == pytest.approx(requests / 3600)  # one second of CPU per request
     assert any("the client, not the fleet, bounds the dataset step" in note for note in notes)
+
+
+def test_the_paper_dry_run_works_offline_and_says_what_it_cannot_count(tmp_path, monkeypatch):
+    """`run configs/paper-ds-6.7b.yaml --dry-run` with no network and nothing of the paper's in the caches: the
+    corpus and the tokenizer cannot be read, so those steps say so and carry no estimate; the rest is planned."""
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    config = load_config(REPO / "configs" / "paper-ds-6.7b.yaml", output_dir=str(tmp_path / "out"))
+    steps, notes, generator, trainers = plan_run(config)
+    by_name = {step.name: step for step in steps}
+    for name in ("generator", "dataset", "train"):
+        assert by_name[name].hours is None and "not counted (the corpus cannot be read here)" in by_name[name].work
+    assert by_name["evaluate"].hours and by_name["evaluate"].hours > 0  # 542 tasks: no corpus needed
+    corpus_note = next(note for note in notes if note.startswith("the corpus "))
+    assert "ise-uiuc/Magicoder-Evol-Instruct-110K cannot be read here" in corpus_note
+    assert any("deepseek-ai/deepseek-coder-6.7b-base" in note and "characters / 4" in note for note in notes)
+    text = format_plan(config, steps, notes, generator, trainers)
+    dataset = next(line for line in text.splitlines() if line.startswith("dataset"))
+    assert dataset.split()[2:4] == ["?", "?"]
+    assert "total: at least " in text and "the steps marked ? are not counted" in text

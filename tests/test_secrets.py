@@ -57,6 +57,7 @@ def test_saved_configs_redact_secrets_but_fingerprints_of_other_configs_do_not_c
     assert list(yaml.safe_load(config_yaml(secret, DATASET_SECTIONS))) == [
         "seed",
         "benchmarks_dir",
+        "fidelity",
         "source",
         "generator",
         "summarize",

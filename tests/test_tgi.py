@@ -709,6 +709,21 @@ def test_without_a_local_tokenizer_the_servers_count_tokens(servers, embedded):
     assert backend.answer_token_ids() == embedded.answer_token_ids()
 
 
+def test_single_answer_tokens_without_a_local_tokenizer(servers, tiny_model_dir):
+    """`answer_tokens: single` where only the servers tokenize: the one id of "Yes" (and "No") as they tokenize it,
+    the embedded backend's `single` ids and scores."""
+    from inversecoder.core.backends.transformers_backend import TransformersBackend
+
+    server = servers.start(model_id="org/tiny-remote")
+    backend = TGIBackend([server.url], "org/tiny-remote", answer_tokens="single", **FAST)
+    embedded = TransformersBackend(str(tiny_model_dir), device="cpu", answer_tokens="single")
+    assert backend._tokenizer is None
+    assert backend.answer_token_ids() == embedded.answer_token_ids()
+    assert all(len(ids) == 1 for ids in backend.answer_token_ids().values())
+    got, want = backend.score_yes_no(SCORE[:3]), embedded.score_yes_no(SCORE[:3])
+    assert [g.score for g in got] == pytest.approx([w.score for w in want], abs=1e-4)
+
+
 def test_hf_hub_offline_still_blocks_everything_but_the_endpoints(servers, tiny_model_dir):
     """The backend reaches its endpoints under HF_HUB_OFFLINE (it does not go through huggingface_hub's
     client), and huggingface_hub's own client, during a backend call and after it, still refuses them:

@@ -13,10 +13,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from inversecoder.core.config_checks import (  # noqa: F401  (re-exported: the config's public names)
     ATTENTION,
@@ -61,6 +61,7 @@ from inversecoder.core.config_sections import (
     TrainConfig,
 )
 from inversecoder.core.errors import ConfigError
+from inversecoder.core.fidelity import PAPER_SETTINGS
 from inversecoder.core.files import write_atomic
 from inversecoder.core.layout import Layout
 from inversecoder.core.secrets import redact
@@ -80,6 +81,9 @@ class RunConfig(Section):
     benchmarks_dir: Text | None = None
     """Folder with the EvalPlus data files (HumanEvalPlus-v0.1.10.jsonl.gz, MbppPlus-v0.2.0.jsonl.gz); unset: the
     copies shipped in data/benchmarks (with their checksums); `download`: evalplus's own downloader (network)."""
+    fidelity: Literal["paper", "improved"] = "improved"
+    """`improved`: this project's defaults; `paper`: the method as the paper and its code ran it (the fields of the
+    README's "Fidelity to the paper" table get the paper's values, unless the config sets them itself)."""
     source: SourceConfig = Field(default_factory=SourceConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     summarize: SummarizeConfig = Field(default_factory=SummarizeConfig)
@@ -91,6 +95,35 @@ class RunConfig(Section):
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     push: PushConfig = Field(default_factory=PushConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
+
+    #: Fields added after fingerprints were first recorded that change what is built: left out of every
+    #: fingerprint while at their defaults (today's behaviour), so a folder built before them is not rebuilt;
+    #: in it as soon as they differ. ("": top-level fields.)
+    NEW_RESULT_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "": ("fidelity",),
+        "source": ("duplicates",),
+        "generator": ("answer_tokens",),
+        "summarize": ("language_tag",),
+        "decontaminate": ("original_action",),
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fidelity(cls, data: Any) -> Any:
+        """`fidelity: paper` gives the fields of `fidelity.PAPER_SETTINGS` the paper's values, except those the
+        config sets itself (a key of its YAML or override, or a field in a section's `model_fields_set`): the one
+        place the switch is read."""
+        if not isinstance(data, dict) or data.get("fidelity") != "paper":
+            return data
+        data = dict(data)
+        for dotted, value in PAPER_SETTINGS.items():
+            section, name = dotted.split(".")
+            given = data.get(section, {})
+            if isinstance(given, dict) and name not in given:
+                data[section] = {**given, name: value}
+            elif isinstance(given, BaseModel) and name not in given.model_fields_set:
+                data[section] = given.model_copy(update={name: value})
+        return data
 
     @property
     def output(self) -> Path:
@@ -123,6 +156,12 @@ class RunConfig(Section):
         for section, names in not_results.items():
             for name in names:
                 data[section].pop(name)
+        for section, names in self.NEW_RESULT_FIELDS.items():
+            model = type(getattr(self, section)) if section else type(self)
+            values = data[section] if section else data
+            for name in names:
+                if values[name] == model.model_fields[name].get_default(call_default_factory=True):
+                    values.pop(name)
         return data
 
     def fingerprint(self, *sections: str) -> str:
@@ -208,6 +247,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), output_d
 DATASET_SECTIONS = (
     "seed",
     "benchmarks_dir",
+    "fidelity",
     "source",
     "generator",
     "summarize",

@@ -76,6 +76,9 @@ class SourceConfig(Section):
     max_chars: int = Field(100_000, ge=1)
     """Longer instructions or responses are rejected with a reason: a guard against runaway rows
     (100K characters is beyond any generator's context)."""
+    duplicates: Literal["remove", "keep"] = "remove"
+    """A row repeating an earlier row's instruction and response: `remove` rejects it (`exact duplicate`); `keep`
+    keeps it with its own row id and counts it (the corpus as published, as the paper trained on it)."""
 
 
 class GeneratorConfig(Section):
@@ -141,6 +144,10 @@ class GeneratorConfig(Section):
     until one passes again."""
     health_timeout: float = Field(10.0, gt=0, le=DAY)
     """TGI: a /health (or /info) answer slower than this counts as failed, so a slow endpoint leaves the rotation."""
+    answer_tokens: Literal["variants", "single"] = "variants"
+    """The token ids read as Yes and No by the self-evaluation (and the judge): `variants` sums every single-token
+    spelling of each word (`Yes`, ` Yes`, `ĠYes`, `▁Yes`); `single` reads one id per word, the first token of
+    the word after the tokenizer's special tokens, as the paper's code did (`tokenizer(word)['input_ids'][1]`)."""
     top_n_tokens: int = Field(5, ge=1, le=100)
     """TGI: top tokens read for the Yes/No score (TGI's default limit is 5);
     an answer token outside them costs one more request."""
@@ -224,6 +231,9 @@ class SummarizeConfig(Section):
     """Longest candidate instruction, in tokens."""
     stop: Annotated[list[Name], Field(max_length=64)] = Field(default_factory=lambda: ["```"])
     """Generation stops at (and excludes) the first of these strings."""
+    language_tag: Literal["normalized", "raw"] = "normalized"
+    """The fence's language tag in the prefix ("Write a python"): `normalized` lowercases it and merges aliases
+    (`c++` -> `cpp`, `js` -> `javascript`); `raw` keeps it as the fence spells it, as the paper did."""
 
 
 class DecontaminateConfig(Section):
@@ -281,7 +291,11 @@ class DecontaminateConfig(Section):
     stay and are only listed in `contamination` (the card then says the dataset is not decontaminated)."""
     original: bool = True
     """Also clean the source corpus (the `original` config, the generator's and stage 2's training data) and skip
-    generating from contaminated source rows; false: the corpus as it is, as the paper did (the card says which)."""
+    generating from contaminated source rows; false: the corpus as it is, unscreened (the card says which)."""
+    original_action: Literal["remove", "report"] | None = None
+    """What happens to contaminated source rows (with `original`): `remove` (they leave the `original` config and M's
+    data, nothing is generated from them), `report` (they stay, as in the paper, and are listed in `contamination`;
+    their pairs are screened on their own); null: as `action`."""
     retrieval_top_k: int = Field(5, ge=0, le=64)
     """The cascade's retrieval tier: each row's k most similar benchmark tasks (by its instruction against the
     statements and by its code against the canonical solutions, the better rank counts) go on to execution and the
@@ -316,6 +330,11 @@ class DecontaminateConfig(Section):
     judge_min_mass: float = Field(0.5, ge=0, le=1)
     """The judge's answer counts only when Yes and No hold at least this share of its first token's
     probability: a model that does not answer Yes or No is not judging (the tiny test model never does)."""
+
+    @property
+    def source_action(self) -> str:
+        """What happens to contaminated source rows: `original_action`, else `action`."""
+        return self.original_action or self.action
 
     @model_validator(mode="after")
     def _runtime_on_its_device(self) -> DecontaminateConfig:

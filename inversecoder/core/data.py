@@ -17,6 +17,8 @@ REPHRASED_SET = DATA_DIR / "decontamination_rephrased.jsonl"
 #: The decontamination's measured recall and precision (written by benchmarks/decontamination_quality.py).
 DECONTAMINATION_QUALITY = DATA_DIR / "decontamination_quality.json"
 TINY_MODEL_CORPUS = DATA_DIR / "tiny_model_corpus.jsonl.gz"
+#: The paper's settings, verbatim (paper/SOURCES.md): what tests check configs/paper-*.yaml against (a checkout only).
+PAPER_SETTINGS = DATA_DIR / "paper" / "inverse-instruct-settings.md"
 #: `benchmarks_dir` value that asks for evalplus's own downloader (network) instead of the shipped files.
 DOWNLOAD = "download"
 

@@ -192,6 +192,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def score_yes_no(self, prompts: Sequence[str]) -> list[YesNoScore]: ...
 
+    #: How the Yes/No token ids are resolved (`generator.answer_tokens`): part of a score's cache key when not
+    #: the default, so `variants` keys stay those of the builds made before the setting existed.
+    answer_tokens: str = "variants"
+
     def answer_token_ids(self) -> dict[str, list[int]]:
         """The token ids read as "Yes" and "No" by `score_yes_no` (for the card); empty when unknown."""
         return {}
@@ -242,6 +246,7 @@ def make_backend(config: GeneratorConfig, model: str | None = None, revision: st
             max_batch_size=config.max_batch_size,
             max_context=config.max_context,
             replicas=config.replicas,
+            answer_tokens=config.answer_tokens,
         )
     if config.backend == "vllm-local":
         if model != config.model:
@@ -348,6 +353,8 @@ class CachedModel:
 
     def score_yes_no(self, prompts: Sequence[str], desc: str = "score") -> list[YesNoScore]:
         identity = self._identity()
+        if self.backend.answer_tokens != Backend.answer_tokens:
+            identity["answer_tokens"] = self.backend.answer_tokens
         keys = [cache_key(op="score_yes_no", prompt=p, **identity) for p in prompts]
         return self._run(
             keys,

@@ -76,6 +76,7 @@ class OpenAIBackend(ServedBackend):
         dialect: str = "vllm",
         tokenizer: Any = None,
         progress: bool = True,
+        answer_tokens: str = "variants",
         **settings: Any,
     ):
         if dialect not in wire.DIALECTS:
@@ -120,12 +121,15 @@ class OpenAIBackend(ServedBackend):
         self.revision_source = "config" if revision else "local folder" if self.revision != "unknown" else "none"
         from inversecoder.core.backends.transformers_backend import resolve_answer_token_ids
 
-        self._answers = {word.lower(): resolve_answer_token_ids(self._tokenizer, word) for word in ("Yes", "No")}
+        self.answer_tokens = answer_tokens
+        self._answers = {
+            word.lower(): resolve_answer_token_ids(self._tokenizer, word, answer_tokens) for word in ("Yes", "No")
+        }
         self._by_text = {self._tokenizer.decode([i]): i for ids in self._answers.values() for i in ids}
 
     @classmethod
     def engine_settings(cls, config: GeneratorConfig) -> dict[str, Any]:
-        return {"dialect": config.backend}
+        return {"dialect": config.backend, "answer_tokens": config.answer_tokens}
 
     # -- protocol -------------------------------------------------------------------------------
     def info(self) -> BackendInfo:

@@ -79,6 +79,7 @@ class TGIBackend(ServedBackend):
         requests_per_batch: int | None = None,
         tokenizer: Any = None,
         progress: bool = True,
+        answer_tokens: str = "variants",
     ):
         if top_n_tokens < 0:
             raise ConfigError(f"generator.top_n_tokens must be >= 0, got {top_n_tokens}")
@@ -97,6 +98,7 @@ class TGIBackend(ServedBackend):
             token=hf_token(),
         )
         self.configured_model = model
+        self.answer_tokens = answer_tokens
         self._answers: dict[str, list[int]] | None = None
         self._answer_text: dict[int, str] = {}
 
@@ -115,7 +117,7 @@ class TGIBackend(ServedBackend):
 
     @classmethod
     def engine_settings(cls, config: GeneratorConfig) -> dict[str, Any]:
-        return {"top_n_tokens": config.top_n_tokens}
+        return {"top_n_tokens": config.top_n_tokens, "answer_tokens": config.answer_tokens}
 
     # -- protocol -------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -379,15 +381,15 @@ class TGIBackend(ServedBackend):
 
         if self._tokenizer is not None:
             answers = {
-                "yes": resolve_answer_token_ids(self._tokenizer, "Yes"),
-                "no": resolve_answer_token_ids(self._tokenizer, "No"),
+                "yes": resolve_answer_token_ids(self._tokenizer, "Yes", self.answer_tokens),
+                "no": resolve_answer_token_ids(self._tokenizer, "No", self.answer_tokens),
             }
             texts = {i: self._tokenizer.decode([i]) for ids in answers.values() for i in ids}
-        else:  # no local tokenizer: the ids of "Yes" and " Yes" alone, as the servers tokenize them
+        else:  # no local tokenizer: the ids of "Yes" and " Yes" alone (`single`: "Yes"), as the servers tokenize them
             answers, texts = {}, {}
             for word in ("Yes", "No"):
                 ids = []
-                for variant in (word, " " + word):
+                for variant in (word,) if self.answer_tokens == "single" else (word, " " + word):
                     try:
                         pieces = [t for t in await self._tokenize(call, variant) if t["start"] < t["stop"]]
                     except ItemError as error:

@@ -81,9 +81,20 @@ def resolve_model(model: str, revision: str | None) -> tuple[Path, str]:
     return path, path.name  # snapshots/<commit sha>
 
 
-def resolve_answer_token_ids(tokenizer, word: str) -> list[int]:
-    """Token ids that spell `word` as one first-response token, word-initial variants included
-    ("Yes", " Yes", "ĠYes", "▁Yes"). A tokenizer without one is an error, never a fallback value."""
+def resolve_answer_token_ids(tokenizer, word: str, scheme: str = "variants") -> list[int]:
+    """Token ids that spell `word` as one first-response token (`generator.answer_tokens`): `variants`, every
+    word-initial spelling ("Yes", " Yes", "ĠYes", "▁Yes"); `single`, the one id the paper's code read
+    (`tokenizer(word)['input_ids'][1]`: the word's token after BOS), here the word's token after the special
+    tokens, whatever they are. A tokenizer without one is an error, never a fallback value."""
+    if scheme == "single":
+        special = set(tokenizer.all_special_ids)
+        pieces = [i for i in tokenizer(word, add_special_tokens=True)["input_ids"] if i not in special]
+        if len(pieces) != 1:
+            raise UserError(
+                f"the tokenizer spells {word!r} as {len(pieces)} tokens: generator.answer_tokens single needs one; "
+                "add it as a token (and resize the embeddings) or use another model"
+            )
+        return pieces
     ids: set[int] = set()
     for variant in (word, " " + word):
         encoded = tokenizer.encode(variant, add_special_tokens=False)
@@ -115,6 +126,7 @@ class TransformersBackend(Backend):
         max_batch_size: int = 256,
         max_context: int | None = None,
         replicas: int | None = None,
+        answer_tokens: str = "variants",
     ):
         from transformers import AutoConfig, AutoTokenizer
 
@@ -130,6 +142,7 @@ class TransformersBackend(Backend):
         self._replica_count = replicas
         self._replicas: list[Replica] = []
         self._answer_ids: dict[str, list[int]] | None = None
+        self.answer_tokens = answer_tokens
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
@@ -196,8 +209,8 @@ class TransformersBackend(Backend):
         """The token ids whose logits make the Yes/No score (resolved from the tokenizer, once)."""
         if self._answer_ids is None:
             self._answer_ids = {
-                "yes": resolve_answer_token_ids(self.tokenizer, "Yes"),
-                "no": resolve_answer_token_ids(self.tokenizer, "No"),
+                "yes": resolve_answer_token_ids(self.tokenizer, "Yes", self.answer_tokens),
+                "no": resolve_answer_token_ids(self.tokenizer, "No", self.answer_tokens),
             }
         return self._answer_ids
 

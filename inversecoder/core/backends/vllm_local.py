@@ -86,6 +86,7 @@ class VLLMLocalBackend(Backend):
         max_batch_size: int = 256,
         max_context: int | None = None,
         vllm_args: dict[str, Any] | None = None,
+        answer_tokens: str = "variants",
     ):
         require_vllm()
         from transformers import AutoConfig, AutoTokenizer
@@ -104,7 +105,10 @@ class VLLMLocalBackend(Backend):
         #: read every answer token with `logprob_token_ids` (when this vLLM has it; None: not yet known), else the
         #: top 20 and `prompt_logprobs` for the rest
         self.token_ids_logprobs: bool | None = None
-        self._answers = {word.lower(): resolve_answer_token_ids(self.tokenizer, word) for word in ("Yes", "No")}
+        self.answer_tokens = answer_tokens
+        self._answers = {
+            word.lower(): resolve_answer_token_ids(self.tokenizer, word, answer_tokens) for word in ("Yes", "No")
+        }
         self.totals = {"prompt_tokens": 0, "generated_tokens": 0, "logprob_requests": 0}
 
     @classmethod
@@ -123,6 +127,7 @@ class VLLMLocalBackend(Backend):
             max_batch_size=config.max_batch_size,
             max_context=config.max_context,
             vllm_args=config.vllm_args,
+            answer_tokens=config.answer_tokens,
         )
 
     # -- protocol -------------------------------------------------------------------------------
