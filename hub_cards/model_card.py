@@ -13,7 +13,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from inversecoder.core.config import RunConfig
 from inversecoder.core.files import read_json
-from inversecoder.core.layout import BUILD_INFO, EVAL_RESULTS, TRAINING_CONFIG
+from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT, EVAL_RESULTS, TRAINING_CONFIG
 from inversecoder.core.licenses import card_license, resolved_license
 from inversecoder.core.prompts import magicoder_prompt
 from inversecoder.core.versions import package_versions
@@ -218,6 +218,7 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
             "InverseCoder trained on that dataset": config.push.model_repo_id or str(layout.model),
         },
         source=source,
+        data_license=(read_json(layout.generator_data / BUILD_REPORT) or {}).get("license"),
         train=config.train.model_copy(update={"mode": "original"}, deep=True),
         stages=_stages(read_json(layout.generator_model / TRAINING_CONFIG) or {}),
         comparison=[],

@@ -714,7 +714,7 @@ def test_run_push_publishes_the_generator_then_the_dataset_then_the_model(
     assert f'from_pretrained("{repos["generator"]}", revision=revision)' in generator_card.text
     # The dataset's Reproduce block reads reproduce.yaml: the corpus and the M that was pushed, at their commits
     reproduce = yaml.safe_load(published["reproduce.yaml"])
-    assert reproduce["source"] | {"path": SOURCE_REPO, "revision": source_repo} == reproduce["source"]
+    assert (reproduce["source"]["path"], reproduce["source"]["revision"]) == (SOURCE_REPO, source_repo)
     assert (reproduce["generator"]["model"], reproduce["generator"]["revision"]) == (
         repos["generator"],
         generator_commit,
