@@ -27,7 +27,9 @@ from inversecoder.builders.sources import SourceStream, source_stage
 from inversecoder.builders.stage import StageContext, closing_state
 from inversecoder.core.config import RunConfig
 from inversecoder.core.files import atomic_path
+from inversecoder.core.hub_refs import is_commit_sha
 from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT
+from inversecoder.core.licenses import card_license, combined_license
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,9 @@ def build_original_data(
         (scratch / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         keys = ("enabled", "original", "action", "original_action", "cascade", "by_tier")
         screening = {key: summary.get(key) for key in keys}
-        report = info | {"license": config.dataset.license, "tables": files["tables"], "screening": screening}
+        revision = source.info.get("revision") if is_commit_sha(source.info.get("revision")) else config.source.revision
+        corpus = {"source corpus": card_license(config.source.path, "dataset", revision)}
+        report = info | {"license": combined_license(corpus), "tables": files["tables"], "screening": screening}
         (scratch / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if write_card is not None:
             write_card(scratch, report)

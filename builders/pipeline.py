@@ -41,6 +41,7 @@ from inversecoder.builders.preferences import MADE, NOT_MADE, preferences_stage,
 from inversecoder.builders.sources import KEPT_DUPLICATES, SourceRow, SourceStream, source_stage
 from inversecoder.builders.stage import Stage, StageContext, add_counts, closing_state
 from inversecoder.core.backends import CachedModel, open_model
+from inversecoder.core.backends.base import BackendInfo
 from inversecoder.core.config import DATASET_SECTIONS, RunConfig, config_yaml
 from inversecoder.core.config_checks import SERVED_BACKENDS
 from inversecoder.core.dataset_files import HISTOGRAM
@@ -49,9 +50,10 @@ from inversecoder.core.fidelity import deviation_rows
 from inversecoder.core.files import atomic_path
 from inversecoder.core.hub_refs import hub_ref, is_commit_sha, is_hub_id
 from inversecoder.core.layout import BUILD_CONFIG, BUILD_INFO, BUILD_REPORT
+from inversecoder.core.licenses import card_license, resolved_license
 from inversecoder.core.manifest import write_manifest
 from inversecoder.core.rows import Rejected
-from inversecoder.core.versions import package_versions
+from inversecoder.core.versions import code_reference, package_versions
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +279,8 @@ def build_dataset(
             "versions": report["versions"],
             "fingerprint": files["fingerprint"],
             "empty_configs": files["empty_configs"],
+            "license": report["license"],
+            "code": report["code"],
         }
         # Published with the dataset: the sections that built it, secrets redacted (no train/evaluate/push).
         (scratch / BUILD_CONFIG).write_text(config_yaml(config, DATASET_SECTIONS), encoding="utf-8")
@@ -308,6 +312,21 @@ def _generator_on_hub(model: str, revision: str | None) -> dict[str, Any]:
     return {}
 
 
+def dataset_license(config: RunConfig, info: BackendInfo, source_info: dict[str, Any]) -> dict[str, Any]:
+    """The published data's license: `dataset.license` when set, else the source corpus's and M's (read from
+    their cards; M trained by step 0 is under its base model's license)."""
+    source_revision = source_info.get("revision") if is_commit_sha(source_info.get("revision")) else None
+    inputs = {"source corpus": card_license(config.source.path, "dataset", source_revision or config.source.revision)}
+    if config.generator.model == str(config.layout.generator_model) and config.train.base_model:
+        base = card_license(config.train.base_model, "model", config.train.base_revision)
+        inputs["generator M"] = base | {"via": "its base model (M is the base model fine-tuned by step 0)"}
+    else:
+        revision = info.revision if is_commit_sha(info.revision) else config.generator.revision
+        inputs["generator M"] = card_license(info.model, "model", revision)
+    dataset = config.dataset
+    return resolved_license("dataset.license", dataset.license, dataset.license_name, dataset.license_link, inputs)
+
+
 def json_text(data: Any) -> str:
     import json
 
@@ -331,10 +350,10 @@ def _report(
     by_task, by_layer = decontamination.pop("by_task"), decontamination.pop("by_layer")
     return {
         "pretty_name": config.dataset.name,
-        "license": config.dataset.license,
+        "license": dataset_license(config, info, source.info),
+        "code": code_reference(config.push.code_url, config.push.code_revision),
         "generator_model": info.model,
         "repo_id": f"<org>/{config.dataset.name}",
-        "pin": True,
         "version": config.dataset.version,
         "config_fingerprint": config.fingerprint(
             "source", "generator", "summarize", "decontaminate", "dedup", "preferences", "seed"

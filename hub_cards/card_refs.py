@@ -1,5 +1,6 @@
 """How the cards name what a build came from: a Hub repo at a commit as a link (`repo@sha` to the commit's
-file tree on the endpoint used), anything else as it was recorded (a local path with its content hash).
+file tree on the endpoint used), anything else as it was recorded (a local path with its content hash); and
+the license it carries over from those inputs' cards (`core.licenses`), with where each was read.
 
 The inputs are the `generator` and `source` records of a build (`build_info.json` / `build_report.json`):
 the generator's `hub` reference is there when M is a Hub model (its resolved sha) or once the M this
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from inversecoder.core.hub_refs import NOT_RESOLVED_OFFLINE
+from inversecoder.core.licenses import UNKNOWN, licenses_of
 
 
 def linked(ref: dict[str, Any]) -> str:
@@ -46,3 +48,68 @@ def describe_source(source: dict[str, Any] | str | None) -> str:
         what = f"sha256 of its {source['files']} files" if source.get("files") else "file sha256"
         text += f" ({what} `{source['sha256'][:16]}…`)"
     return text
+
+
+def license_record(value: dict[str, Any] | str | None, setting: str = "dataset.license") -> dict[str, Any]:
+    """A license record (`core.licenses`); a bare license id (a report written before licenses followed the
+    inputs holds the `dataset.license` string) is one `setting` stated."""
+    if isinstance(value, dict):
+        return value
+    return {"license": value or UNKNOWN, "set_by": setting if value else None, "inputs": {}}
+
+
+def license_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """The card metadata fields of a license record: `license`, and `license_name` / `license_link` when set."""
+    fields = {"license": record.get("license") or UNKNOWN}
+    for key in ("license_name", "license_link"):
+        if record.get(key):
+            fields[key] = record[key]
+    return fields
+
+
+def license_summary(record: dict[str, Any], link: bool = False) -> str:
+    """The license in a few words: its ids, and its name under `other` (and its link, with `link`)."""
+    text = ", ".join(f"`{value}`" for value in licenses_of(record) or [UNKNOWN])
+    extra = [f"`{record['license_name']}`"] if record.get("license_name") else []
+    extra += [f"[license text]({record['license_link']})"] if link and record.get("license_link") else []
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+#: How a card's license follows its inputs, by kind of card.
+FOLLOWS = {
+    "dataset": "the licenses of what it is made of apply (the corpus's code, the instructions M wrote), as their "
+    "cards declare",
+    "corpus": "the source corpus's pairs, under its license, as its card declares",
+    "model": "a fine-tune of its base model, it stays under the base model's license, as its card declares",
+}
+
+
+def describe_license(record: dict[str, Any], setting: str | None, kind: str = "dataset") -> str:
+    """A card's License section: the license, who set it, and what each input's card says (and where it was
+    read, or why it could not be); `setting` names the config field that overrides it, if one does."""
+    text = license_summary(record, link=True)
+    inputs = record.get("inputs") or {}
+    if record.get("set_by"):
+        lines = [f"{text}, as `{record['set_by']}` states."]
+        if inputs:
+            lines += ["", "What the cards it would otherwise follow say:", ""]
+    else:
+        lines = [f"{text}: {FOLLOWS[kind]}:", ""]
+    lines += [
+        f"- **{label}** (`{entry.get('of')}`{', ' + entry['via'] if entry.get('via') else ''}): {_entry(entry)}"
+        for label, entry in inputs.items()
+    ]
+    if UNKNOWN in licenses_of(record) and not record.get("set_by"):
+        lines += ["", "**A license is unknown**: check the terms of the inputs above before using this."]
+        if setting:
+            lines[-1] += f" `{setting}` states the license when you know it."
+    return "\n".join(lines)
+
+
+def _entry(entry: dict[str, Any]) -> str:
+    """One input's license as its card declares it, with where it was read; or why it is unknown."""
+    if not licenses_of(entry):
+        return f"unknown: {entry.get('why', 'no license found')}"
+    card = entry.get("card") or ""
+    where = f"[its card]({card})" if card.startswith(("http://", "https://")) else f"`{card}`"
+    return f"{license_summary(entry, link=True)}, from {where}"

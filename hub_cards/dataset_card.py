@@ -13,9 +13,26 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from inversecoder.core.dataset_files import SCHEMAS, hub_configs
-from inversecoder.hub_cards.card_refs import describe_generator, describe_source
+from inversecoder.hub_cards.card_refs import (
+    describe_generator,
+    describe_license,
+    describe_source,
+    license_metadata,
+    license_record,
+    license_summary,
+)
+from inversecoder.hub_cards.reproduce import REPRODUCE_CONFIG, write_reproduce_config
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
+#: The card's `load_dataset` lines: config -> what it holds (a config without rows in a build is left out).
+SNIPPETS = {
+    "default": "selected pairs",
+    "candidates": "every candidate and its score",
+    "rejected": "what was dropped, and why",
+    "original": "the source pairs stage 2 trains on",
+    "contamination": "benchmark matches of flagged rows",
+    "preferences": "DPO pairs (TRL's prompt/chosen/rejected)",
+}
 
 
 def size_category(rows: int) -> str:
@@ -57,17 +74,18 @@ def dataset_infos(tables: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 def render_dataset_card(
     *,
     pretty_name: str,
-    license: str,
+    license: dict[str, Any],
     configs: list[dict[str, Any]],
     dataset_info: list[dict[str, Any]],
     rows: int,
     generator_model: str,
     **context: Any,
 ) -> DatasetCard:
-    """Metadata the Hub understands (configs, license, tags, size) plus the body from the template."""
+    """Metadata the Hub understands (configs, license, tags, size) plus the body from the template.
+    `license` is a license record (`core.licenses`)."""
     card_data = DatasetCardData(
         pretty_name=pretty_name,
-        license=license,
+        **license_metadata(license),
         language=["en"],
         task_categories=["text-generation"],
         tags=["code", "synthetic", "inverse-instruct", "inversecoder"],
@@ -75,7 +93,15 @@ def render_dataset_card(
         configs=configs,
         dataset_info=dataset_info,
     )
-    return DatasetCard.from_template(card_data, template_path=str(TEMPLATE), pretty_name=pretty_name, **context)
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        pretty_name=pretty_name,
+        license_md=describe_license(license, "dataset.license"),
+        license_summary=license_summary(license),
+        snippets=SNIPPETS,
+        **context,
+    )
 
 
 def write_histogram(scores: list[float], path: Path) -> None:
@@ -136,9 +162,13 @@ def rewrite_dataset_card(folder: Path, report: dict[str, Any]) -> Path:
 
 
 def _save_card(folder: Path, report: dict[str, Any], scores: list[float]) -> Path:
+    """README.md and reproduce.yaml (what the card's Reproduce block downloads), from the report."""
     context = dict(report)
     tables = context.pop("tables")
+    context["license"] = license_record(context.get("license"))
+    context["code"] = context.get("code") or {}
     card = render_dataset_card(
+        reproduce={"file": REPRODUCE_CONFIG, "local": write_reproduce_config(folder, report)},
         configs=hub_configs({name: table["files"] for name, table in tables.items()}),
         dataset_info=dataset_infos(tables),
         tables={name: {"rows": table["rows"], "columns": table["columns"]} for name, table in tables.items()},
@@ -156,10 +186,11 @@ def write_original_card(folder: Path, report: dict[str, Any]) -> Path:
     """The card of step 0's data (the corpus's usable, clean pairs the generator M is trained on)."""
     folder = Path(folder)
     tables = report["tables"]
+    license = license_record(report.get("license"))
     card = DatasetCard(
         "---\n"
         + DatasetCardData(
-            license=report["license"],
+            **license_metadata(license),
             configs=hub_configs({n: t["files"] for n, t in tables.items()}),
             dataset_info=dataset_infos(tables),
         ).to_yaml()
@@ -167,7 +198,8 @@ def write_original_card(folder: Path, report: dict[str, Any]) -> Path:
         "# Training data of the generator M\n\n"
         f"{report['rows']} pairs of {describe_source(report.get('source_info') or report['source'])} "
         f"that are usable and {_original_cleaning(report)}: "
-        "the base model is fine-tuned on them to make M.\n"
+        "the base model is fine-tuned on them to make M.\n\n"
+        f"## License\n\n{describe_license(license, None, kind='corpus')}\n"
     )
     card.save(folder / "README.md")
     return folder / "README.md"

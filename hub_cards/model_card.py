@@ -13,10 +13,18 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from inversecoder.core.config import RunConfig
 from inversecoder.core.files import read_json
-from inversecoder.core.layout import BUILD_INFO, EVAL_RESULTS, TRAINING_CONFIG
+from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT, EVAL_RESULTS, TRAINING_CONFIG
+from inversecoder.core.licenses import card_license, resolved_license
 from inversecoder.core.prompts import magicoder_prompt
 from inversecoder.core.versions import package_versions
-from inversecoder.hub_cards.card_refs import describe_generator, describe_source
+from inversecoder.hub_cards.card_refs import (
+    describe_generator,
+    describe_license,
+    describe_source,
+    license_metadata,
+    license_record,
+    license_summary,
+)
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
@@ -57,19 +65,28 @@ def render_model_card(
     *,
     model_name: str,
     base_model: str,
-    license: str,
+    license: dict[str, Any] | str,
     datasets: list[str],
     eval_results: dict[str, Any] | None,
     dataset_hub: dict[str, Any] | None = None,
+    model_revision: str | None = None,
     **context: Any,
 ) -> ModelCard:
     """The card of a trained model.
 
+    `license` is a license record (`core.licenses`: the base model's, or `push.model_license`) or a bare id.
     `dataset_hub` is the record a dataset push leaves (`inversecoder.hub_cards.push.read_hub_record(
     OUTPUT/dataset)`: repo_id, commit, commit_url, tag): when given, the card's `datasets` metadata names
     the repo and its body pins the exact commit the model was trained on. Without it the data is
-    described as an unpublished local build.
+    described as an unpublished local build. `model_revision`: the tag this model is published under, which
+    the usage snippet pins.
     """
+    license = license_record(license, "push.model_license")
+    context["license_md"] = describe_license(license, "push.model_license", kind="model")
+    context["license_summary"] = license_summary(license)
+    context["data_license"] = (
+        license_summary(license_record(context["data_license"])) if context.get("data_license") else None
+    )
     if dataset_hub:
         datasets = [dataset_hub["repo_id"], *(name for name in datasets if name != dataset_hub["repo_id"])]
     context["source_md"] = describe_source(context.get("source"))
@@ -93,7 +110,7 @@ def render_model_card(
         model_name=model_name,
         base_model=base_model if "/" in base_model and not Path(base_model).exists() else None,
         datasets=datasets or None,
-        license=license,
+        **license_metadata(license),
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["code", "inversecoder", "inverse-instruct", "trl", "sft"],
@@ -114,6 +131,7 @@ def render_model_card(
         },
         prompts=settings.get("prompt_templates", {}),
         dataset_hub=dataset_hub,
+        model_revision=model_revision,
         **context,
     )
 
@@ -123,8 +141,20 @@ def _card_context(config: RunConfig) -> dict[str, Any]:
         "chat_format": magicoder_prompt("{instruction}", "{response}<eos>"),
         "seed": config.seed,
         "versions": package_versions(),
-        "license": config.dataset.license,
+        "license": model_license(config),
     }
+
+
+def model_license(config: RunConfig) -> dict[str, Any]:
+    """The license of the models this run trains (InverseCoder and M, both fine-tuned from the base model):
+    `push.model_license` when set, else what the base model's card declares."""
+    base = config.train.base_model or config.generator.model
+    revision = config.train.base_revision if config.train.base_model else config.generator.revision
+    push = config.push
+    inputs = {"base model": card_license(base, "model", revision)}
+    return resolved_license(
+        "push.model_license", push.model_license, push.model_license_name, push.model_license_link, inputs
+    )
 
 
 def _stages(training: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,6 +193,8 @@ def write_model_card(
         generator=build_info.get("generator", {"model": config.generator.model, "revision": config.generator.revision}),
         generator_lineage=_generator_lineage(config) if trained_here else None,
         source=source,
+        data_license=build_info.get("license"),
+        model_revision=config.push.model_tag,
         train=config.train,
         stages=_stages(read_json(layout.model / TRAINING_CONFIG) or {}),
         comparison=comparison or [],
@@ -192,6 +224,7 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
             "InverseCoder trained on that dataset": config.push.model_repo_id or str(layout.model),
         },
         source=source,
+        data_license=(read_json(layout.generator_data / BUILD_REPORT) or {}).get("license"),
         train=config.train.model_copy(update={"mode": "original"}, deep=True),
         stages=_stages(read_json(layout.generator_model / TRAINING_CONFIG) or {}),
         comparison=[],

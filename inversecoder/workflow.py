@@ -366,13 +366,17 @@ def _check_launched_steps(selected: list[str], status: dict[str, str], force: tu
 
 
 def _push_generator_then_dataset(config: RunConfig, token: str, selected: list[str], done: dict[str, Record]) -> None:
-    """M first (when push.generator_repo_id is set), then the dataset, whose files now name M's commit (so
-    its step record is rewritten), then (after the report) InverseCoder, whose card names both."""
+    """M first (when push.generator_repo_id is set), then the dataset, whose files now name M's commit and the
+    code's URL (so its step record is rewritten), then (after the report) InverseCoder, whose card names both."""
     from inversecoder.hub_cards.lineage import link_generator, push_run_generator
     from inversecoder.hub_cards.push import push_run_dataset
+    from inversecoder.hub_cards.reproduce import link_code
 
     pushed = push_run_generator(config, token)
-    if pushed is not None and link_generator(config, pushed, token) and "dataset" in done:
+    linked = pushed is not None and link_generator(config, pushed, token)
+    if "dataset" in selected and config.push.dataset_repo_id:
+        linked = link_code(config) or linked  # push.code_url / code_revision set since the build
+    if linked and "dataset" in done:
         record(config.layout.steps, done, "dataset", done["dataset"].fingerprint, config.layout.dataset)
     if "dataset" in selected:
         push_run_dataset(config, token)

@@ -14,6 +14,7 @@ what they use to publish and to read back:
   NDJSON commit (atomic, `parentCommit` checked),
   tag create (never moved: 409) / delete, `validate-yaml`
 - reads: resolve (GET/HEAD, `Range`), tree (recursive, paths), paths-info, refs, commits
+- the web pages cards link to: a repo, a commit, a folder or a file at a revision (200 when it exists, else 404)
 
 Repos live in `root`: `objects/<sha256>` holds every blob, `state.json` the repos (commits with
 git-like shas: sha1 of tree + parent + date + message; branches; tags). Faults for tests:
@@ -736,6 +737,26 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         self._send(status, headers=headers, raw=body, head=head)
 
+    # -- the pages a card links to ----------------------------------------------------------------
+    def page(
+        self, prefix: str | None, repo: str, kind: str | None, rev: str | None, path: str | None, **_: Any
+    ) -> None:
+        """The Hub's web pages that cards link to (`ORG/NAME`, `/tree/REV[/DIR]`, `/blob/REV/FILE`,
+        `/commit/REV`; datasets under `/datasets/`): 200 with a stub page when what it shows exists, else 404."""
+        repo_type = {"datasets": "dataset", "spaces": "space"}.get(prefix or "", "model")
+        data = self._repo(repo_type, repo)
+        if kind is not None:
+            tree = data["commits"][self.hub._resolve(data, rev or "main")]["tree"]
+            found = {
+                "commit": path is None,
+                "tree": path is None or any(p.startswith(path.strip("/") + "/") for p in tree),
+                "blob": path in tree,
+            }[kind]
+            if not found:
+                raise HubError(404, f"{path} does not exist at {rev}", "EntryNotFound")
+        html = f"<html><body>{repo_type} {repo} {kind or ''} {rev or ''} {path or ''}</body></html>".encode()
+        self._send(200, headers={"Content-Type": "text/html"}, raw=html)
+
 
 class _Dropped(Exception):
     """Close the connection without an answer (a server dying mid-request)."""
@@ -760,4 +781,10 @@ ROUTES: list[tuple[str, str, Any]] = [
     (r"/_lfs/(?P<repo_type>model|dataset|space)/" + REPO + r"/(?P<oid>[0-9a-f]{64})", "PUT", _Handler.lfs_put),
     (r"/(?P<prefix>datasets|spaces)/" + REPO + rf"/resolve/(?P<rev>{SEGMENT})/(?P<path>.+)", "GET", _Handler.resolve),
     (r"/(?P<prefix>)" + REPO + rf"/resolve/(?P<rev>{SEGMENT})/(?P<path>.+)", "GET", _Handler.resolve),
+    (
+        r"/(?:(?P<prefix>datasets|spaces)/)?(?!api/)" + REPO + rf"(?:/(?P<kind>tree|blob|commit)/(?P<rev>{SEGMENT})"
+        r"(?:/(?P<path>.+))?)?/?",
+        "GET",
+        _Handler.page,
+    ),
 ]

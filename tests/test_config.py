@@ -377,9 +377,16 @@ CASCADE_FIELDS: dict[str, Any] = {
 ADDED_SECTIONS: dict[str, dict[str, Any]] = {"preferences": {"enabled": True, "min_margin": 0.2, "rejected": "lowest"}}
 
 
+#: The dataset's license fields (issue #20), with their defaults: unset, the license follows the corpus's and
+#: M's cards instead of a default apache-2.0, so the card (the dataset step's output) changes.
+LICENSE_FIELDS: dict[str, Any] = {"license": None, "license_name": None, "license_link": None}
+OLD_LICENSE = "apache-2.0"
+
+
 def without_cascade_fields(monkeypatch) -> None:
     """Make fingerprints as the config before the cascade did (its fields, and the sections added since, left
-    out of the config and of the steps)."""
+    out of the config and of the steps), and before the dataset's license followed its inputs
+    (`dataset.license: apache-2.0`, no name or link)."""
     from inversecoder import workflow
 
     result_dict = RunConfig.result_dict
@@ -390,6 +397,9 @@ def without_cascade_fields(monkeypatch) -> None:
             data["decontaminate"].pop(name)
         for name in ADDED_SECTIONS:
             data.pop(name)
+        for name in LICENSE_FIELDS:
+            data["dataset"].pop(name)
+        data["dataset"]["license"] = self.dataset.license or OLD_LICENSE
         return data
 
     monkeypatch.setattr(RunConfig, "result_dict", older)
@@ -400,10 +410,11 @@ def without_cascade_fields(monkeypatch) -> None:
     monkeypatch.setattr(workflow, "STEPS", tuple(steps))
 
 
-def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade(monkeypatch):
+def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade_and_the_license(monkeypatch):
     """tests/data/compat-f1ce952 was built by the dataclass config: its step fingerprint and its saved
     config come out the same but for the cascade's settings, which change what the build removes, and the
-    sections added since (`preferences`), which add a config to the dataset."""
+    sections added since (`preferences`), which add a config to the dataset, and the dataset's license, which
+    now follows the corpus's and M's cards."""
     from inversecoder.core.config import DATASET_SECTIONS, config_yaml
     from inversecoder.workflow import fingerprints
 
@@ -427,24 +438,35 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
             "answer_tokens": "variants",
         },
         "train": {"num_processes": None, "strategy": "auto"},
-        "push": {"generator_repo_id": None},
+        "push": {
+            "generator_repo_id": None,
+            "code_url": None,
+            "code_revision": None,
+            "model_license": None,
+            "model_license_name": None,
+            "model_license_link": None,
+        },
         "plan": {"gpu_memory_gb": 80.0, "client_us_per_request": 1250.0},
         "source": {"duplicates": "remove"},
         "summarize": {"language_tag": "normalized"},
+        "dataset": {"license_name": None, "license_link": None},
     }
     saved = yaml.safe_load(config_yaml(config))
     assert saved.pop("fidelity") == "improved"
     for section, fields in added.items():
         assert {name: saved[section].pop(name) for name in fields} == fields
     assert {name: saved.pop(name) for name in ADDED_SECTIONS} == ADDED_SECTIONS
+    assert saved["dataset"]["license"] is None  # changed: was apache-2.0, now follows the inputs' cards
+    saved["dataset"]["license"] = OLD_LICENSE
     assert saved == yaml.safe_load((COMPAT / "out" / "run_config.yaml").read_text())
     # The dataset's build_config.yaml now holds only the sections that built it (the old one held them all).
     built = yaml.safe_load((COMPAT / "out" / "dataset" / "build_config.yaml").read_text())
     now = yaml.safe_load(config_yaml(config, DATASET_SECTIONS))
     assert now.pop("fidelity") == "improved"
-    for section in ("decontaminate", "generator", "source", "summarize"):
+    for section in ("decontaminate", "generator", "source", "summarize", "dataset"):
         for name in added[section]:
             now[section].pop(name)
+    now["dataset"]["license"] = OLD_LICENSE
     assert {name: now.pop(name) for name in ADDED_SECTIONS} == ADDED_SECTIONS
     assert now == {k: built[k] for k in DATASET_SECTIONS if k not in ADDED_SECTIONS and k != "fidelity"}
 

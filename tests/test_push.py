@@ -438,7 +438,7 @@ def test_model_push_round_trips_with_its_lineage_and_eval_results(hub, client_en
         "MBPP/pass@1": 62.5,
         "MBPP+/pass@1": 50.0,
     }
-    assert f'AutoModelForCausalLM.from_pretrained("{MODEL_REPO}")' in out["text"]
+    assert f'AutoModelForCausalLM.from_pretrained("{MODEL_REPO}", revision=revision)' in out["text"]
     for name in ("model.safetensors", "tokenizer.json", "config.json", "chat_template.jinja"):
         assert out["files"][name] == hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
     assert HUB_RECORD not in out["files"]
@@ -711,7 +711,15 @@ def test_run_push_publishes_the_generator_then_the_dataset_then_the_model(
     assert (
         generator_card.data.get("datasets") == [SOURCE_REPO] and f"`{SOURCE_REPO}@{source_repo}`" in generator_card.text
     )
-    assert f'from_pretrained("{repos["generator"]}")' in generator_card.text
+    assert f'from_pretrained("{repos["generator"]}", revision=revision)' in generator_card.text
+    # The dataset's Reproduce block reads reproduce.yaml: the corpus and the M that was pushed, at their commits
+    reproduce = yaml.safe_load(published["reproduce.yaml"])
+    assert (reproduce["source"]["path"], reproduce["source"]["revision"]) == (SOURCE_REPO, source_repo)
+    assert (reproduce["generator"]["model"], reproduce["generator"]["revision"]) == (
+        repos["generator"],
+        generator_commit,
+    )
+    assert f"hf download {repos['data']} reproduce.yaml --repo-type dataset --revision v2.0" in data_card
     assert (read_hub_record(tmp_path / "out" / "generator" / "model") or {}).get("commit") == generator_commit
 
     histories = {

@@ -142,8 +142,8 @@ class RunConfig(Section):
         """`to_dict` without the settings that change how a result is fetched, not what it is (which TGI
         servers, how many requests in flight, timeouts, retries): what fingerprints are made of, so that
         adding a server to a run does not make its finished steps or its dataset look different; nor the
-        permissions that let a run proceed (`EvalConfig.PERMISSION_FIELDS`), nor where M is published
-        (`PushConfig.DESTINATION_FIELDS`)."""
+        permissions that let a run proceed (`EvalConfig.PERMISSION_FIELDS`), nor where and how results are
+        published (`PushConfig.DESTINATION_FIELDS`)."""
         data = self.to_dict()
         not_results = {
             "generator": GeneratorConfig.TRANSPORT_FIELDS,

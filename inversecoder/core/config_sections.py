@@ -8,6 +8,7 @@ a field is its description, which the README's configuration reference shows) an
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -396,8 +397,13 @@ class DatasetConfig(Section):
     """Dataset name (card title, default repo name)."""
     version: Name = "v1.0"
     """Version of this build, written into the card (and the Hub tag when pushed)."""
-    license: Name = "apache-2.0"
-    """License of the published data and model (the corpus's license applies)."""
+    license: Name | None = None
+    """License of the published dataset (a Hub license id: `apache-2.0`, `llama2`, `other`...); unset: the licenses
+    the source corpus's and the generator M's cards declare (both apply), `unknown` when one cannot be read."""
+    license_name: Name | None = None
+    """With `license: other`: the license's name (the Hub's `license_name`), e.g. `deepseek`."""
+    license_link: Text | None = None
+    """With `license: other`: a URL of the license text (the Hub's `license_link`)."""
     include_original: bool = True
     """Also write the decontaminated source pairs as the `original` config (stage 2 trains on them)."""
 
@@ -563,9 +569,17 @@ class PushConfig(Section):
     """Publishing to the Hugging Face Hub with `inversecoder run CONFIG --push` (the token is never part of it)."""
 
     SECTION: ClassVar[str] = "push"
-    #: Where a result is published, never what it is: left out of fingerprints (see `RunConfig.result_dict`;
-    #: the older push fields predate this and stay in, so that fingerprints recorded before hold).
-    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ("generator_repo_id",)
+    #: Where and how a result is published (M's repo, where the code is, the models' license), never what it
+    #: is: left out of fingerprints (see `RunConfig.result_dict`; the older push fields predate this and stay
+    #: in, so that fingerprints recorded before hold).
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = (
+        "generator_repo_id",
+        "code_url",
+        "code_revision",
+        "model_license",
+        "model_license_name",
+        "model_license_link",
+    )
 
     dataset_repo_id: Text | None = None
     """Hub dataset repo (ORG/NAME) for OUTPUT/dataset, tagged with `dataset.version`;
@@ -581,6 +595,26 @@ class PushConfig(Section):
     """Tag for the model's commit (e.g. `v1.0`); unset: the model is not tagged. A tag is never moved."""
     private: bool = False
     """Create missing repos as private; a push marked private to an existing public repo is refused."""
+    code_url: Text | None = None
+    """Git URL of the inversecoder code (it is on no package index), for the dataset card's `pip install
+    git+URL@SHA`; unset: the URL pip installed it from, if it was installed from git."""
+    code_revision: Text | None = None
+    """Commit sha (40 hex digits) of that code; unset: the git HEAD of the checkout the package runs from, or
+    the commit pip installed it from."""
+    model_license: Name | None = None
+    """License of the pushed models (InverseCoder and M), a Hub license id; unset: the base model's, read from
+    its card (`unknown` when it cannot be read)."""
+    model_license_name: Name | None = None
+    """With `model_license: other`: the license's name (the Hub's `license_name`)."""
+    model_license_link: Text | None = None
+    """With `model_license: other`: a URL of the license text (the Hub's `license_link`)."""
+
+    @field_validator("code_revision")
+    @classmethod
+    def _commit_sha(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{40}", value):
+            raise ValueError(f"must be a full commit sha (40 lowercase hex digits), got {show(value)}")
+        return value
 
 
 class PlanConfig(Section):

@@ -41,6 +41,12 @@ def tree_url(repo_id: str, repo_type: str, commit: str) -> str:
     return f"{hub_endpoint()}/{prefix}{repo_id}/tree/{commit}"
 
 
+def blob_url(repo_id: str, repo_type: str, revision: str, path: str) -> str:
+    """A file of `repo_id` at `revision` as the Hub shows it (`.../blob/REV/PATH`)."""
+    prefix = "" if repo_type == "model" else f"{repo_type}s/"
+    return f"{hub_endpoint()}/{prefix}{repo_id}/blob/{revision}/{path}"
+
+
 def hub_ref(repo_id: str, repo_type: str, commit: str) -> dict[str, Any]:
     """The reference to `repo_id` at `commit` (see the module docstring)."""
     return {"repo_id": repo_id, "repo_type": repo_type, "commit": commit, "url": tree_url(repo_id, repo_type, commit)}

@@ -71,7 +71,10 @@ def resolve_model(model: str, revision: str | None) -> tuple[Path, str]:
     try:
         path = Path(
             snapshot_download(
-                model, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py"]
+                model,
+                revision=revision,
+                # README.md: the card, whose license the cards of what is made from this model carry over
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "README.md"],
             )
         )
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as error:
