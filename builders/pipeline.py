@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-import math
 import shlex
 import shutil
 import sys
@@ -60,13 +59,13 @@ logger = logging.getLogger(__name__)
 #: Usable source rows (so at most this many snippets, K candidates each) per shard: what memory holds at
 #: once, and the size of each batched model call. A knob for big corpora (see the report).
 SHARD_SNIPPETS = 2048
-#: Served backends: a shard's summarize and score calls each last at least this many x the fleet's slots in
-#: requests. A call ends with a tail (its slowest requests, retries) during which slots empty; at 2,048
-#: snippets a call on 16 x 128 slots was ~20 s of work and ~12 s of tail (benchmarks/rehearsal.py: 43% of
-#: the fleet used), at 100 x the slots the tail is a few percent of the call.
-SERVED_CALL_SLOTS = 100
-#: ...but no more snippets than this per shard: memory holds a shard's K score prompts per snippet (~25 KB).
-SERVED_SHARD_MAX = 32_768
+#: Served backends: snippets per shard. Each of a shard's calls (summarize, score) ends with a tail (its
+#: slowest requests, retries) during which slots empty: at 2,048 snippets a call on 16 x 128 slots was ~20 s of
+#: work and ~12 s of tail (benchmarks/rehearsal.py: 43% of the fleet used); at 20,480 (K=10: calls of 100 x
+#: those slots) the tail is a few percent. A constant, not a function of the fleet: the endpoints are transport
+#: (in no fingerprint), and the semantic layer's embedding batches follow the shard, so a shard size that moved
+#: with the fleet could move an fp32 similarity across a threshold. Memory holds a shard (~25 KB a snippet).
+SERVED_SHARD_SNIPPETS = 20_480
 
 STAGES: tuple[Stage, ...] = (
     Stage("source", source_stage),
@@ -159,15 +158,9 @@ def _rejected_order(row: Rejected) -> tuple:
 
 
 def shard_snippets(config: RunConfig) -> int:
-    """Snippets per shard: SHARD_SNIPPETS, or for a served fleet enough that its calls' tails stay small.
-    Served requests are independent of each other, so the shard size changes no result (the embedded
-    backend's batches, and so its fp32 scores' last digits, do depend on it: it keeps SHARD_SNIPPETS)."""
-    generator = config.generator
-    if generator.backend not in SERVED_BACKENDS:
-        return SHARD_SNIPPETS
-    slots = max(1, len(generator.endpoints)) * generator.concurrency
-    wanted = math.ceil(SERVED_CALL_SLOTS * slots / max(1, config.summarize.num_samples))
-    return max(SHARD_SNIPPETS, min(SERVED_SHARD_MAX, wanted))
+    """Snippets per shard: SERVED_SHARD_SNIPPETS for a served fleet, SHARD_SNIPPETS for a model run here (whose
+    batches, and so its fp32 scores' last digits, follow the shard)."""
+    return SERVED_SHARD_SNIPPETS if config.generator.backend in SERVED_BACKENDS else SHARD_SNIPPETS
 
 
 def run_stages(

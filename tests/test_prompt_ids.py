@@ -58,3 +58,20 @@ def test_a_tokenizer_whose_rust_ids_differ_is_called_as_it_is(tokenizer):
     assert prompt_ids._rust(odd) is None
     prompts = _prompts()
     assert [list(ids) for ids in prompt_token_ids(odd, prompts)] == odd(prompts)["input_ids"]
+
+
+@pytest.mark.parametrize(
+    "other_call",
+    [
+        {"truncation": True, "max_length": 8},
+        {"split_special_tokens": True},
+        {"padding": "max_length", "max_length": 64},
+    ],
+)
+def test_a_call_with_other_settings_does_not_leak_into_the_ids(tiny_model_dir, other_call):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)  # its own: the call changes the Rust tokenizer's state
+    prompts = [*_prompts(), "<|endoftext|> inside a prompt"]
+    expected = [list(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    assert prompt_ids._rust(tokenizer) is not None
+    tokenizer(["x <|endoftext|> y " * 20], **other_call)
+    assert [list(ids) for ids in prompt_token_ids(tokenizer, prompts)] == expected

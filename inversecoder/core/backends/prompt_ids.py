@@ -2,12 +2,15 @@
 
 At the paper's scale the client tokenizes ~2.2M prompts; profiled against a simulated fleet
 (benchmarks/rehearsal.py) tokenizing was ~45% of the client's CPU. Two things made it so:
-- the K samples of one snippet share one prompt, and each was tokenized again: identical prompts of a
-  batch are now tokenized once (the lists are shared; nothing downstream mutates them);
+- the K samples of one snippet differ only by their seeded verb prefix (7 of them: ~5.4 distinct prompts
+  in 10), and each was tokenized again: identical prompts of a batch are now tokenized once (the ids are
+  shared; nothing downstream mutates them);
 - transformers turns every Rust `Encoding` into a Python `BatchEncoding` (offsets, masks, ~300 us for a
   2 KB prompt) only for us to read `input_ids`: when the model's tokenizer is a fast one whose Rust
   `encode_batch` gives the very ids `tokenizer(...)` gives (checked once per tokenizer on probe texts,
-  else the slow path is kept), the ids are read from Rust directly.
+  else the slow path is kept), the ids are read from Rust directly. transformers also resets the Rust
+  tokenizer's truncation and padding and syncs `split_special_tokens` on every call: the Rust path is
+  taken only while that state is still the default one (`_in_call_state`), else the Python call is made.
 Prompts are tokenized CHUNK at a time: a Rust `Encoding` also holds each token's text, offsets and
 masks (~80 bytes a token), and one call on a batch of 16K prompts held ~1.3 GB of them at once (the
 rehearsal's peak memory grew with the batch, not the corpus). The ids are kept as 4-byte `array('i')`s,
@@ -42,6 +45,17 @@ def _slow(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
 
+def _in_call_state(tokenizer: Any, backend: Any) -> bool:
+    """Whether the Rust tokenizer is set as `tokenizer(texts)` would set it: no truncation or padding, special
+    tokens split as the Python side says (a call with other settings leaves them changed)."""
+    split = bool(getattr(tokenizer, "split_special_tokens", False))
+    return (
+        backend.truncation is None
+        and backend.padding is None
+        and bool(getattr(backend, "encode_special_tokens", split)) == split
+    )
+
+
 def _rust(tokenizer: Any) -> Any:
     """The Rust tokenizer to read ids from, or None when the Python one must be used."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
@@ -51,10 +65,11 @@ def _rust(tokenizer: Any) -> Any:
         agrees = _agrees[tokenizer]
     except (KeyError, TypeError):
         texts = list(PROBES)
-        agrees = [e.ids for e in backend.encode_batch(texts, add_special_tokens=True)] == _slow(tokenizer, texts)
+        expected = _slow(tokenizer, texts)  # first: it puts the Rust tokenizer in its call state
+        agrees = [e.ids for e in backend.encode_batch(texts, add_special_tokens=True)] == expected
         with contextlib.suppress(TypeError):  # not weakly referenceable: checked again next time
             _agrees[tokenizer] = agrees
-    return backend if agrees else None
+    return backend if agrees and _in_call_state(tokenizer, backend) else None
 
 
 def prompt_token_ids(tokenizer: Any, prompts: Sequence[str]) -> list[array]:
