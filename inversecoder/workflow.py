@@ -230,16 +230,39 @@ def _section_values(config: RunConfig, sections: tuple[str, ...]) -> dict[str, A
     return values
 
 
+#: The dataset's license before it followed the corpus's and M's cards (issue #20): what a later step chains on
+#: while `dataset.license` is unset, so folders built before that change keep their models.
+CHAINED_DATASET_LICENSE = "apache-2.0"
+
+
+def _chained_values(config: RunConfig, step: Step) -> dict[str, Any]:
+    """What a step's dependents chain on: its sections, less what none of them reads. The dataset's
+    `preferences` config and its card's license change the dataset folder (so the step reruns, its model
+    calls from the cache) but not the `default` and `original` tables training reads: a model trained on
+    them is not trained again."""
+    values = _section_values(config, step.sections)
+    if step.name == "dataset":
+        values.pop("preferences", None)
+        dataset = {k: v for k, v in values["dataset"].items() if k not in ("license_name", "license_link")}
+        if dataset.get("license") is None:
+            dataset["license"] = CHAINED_DATASET_LICENSE
+        values["dataset"] = dataset
+    return values
+
+
+def _hash(blob: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def fingerprints(config: RunConfig) -> dict[str, str]:
-    """Each step's fingerprint: its config sections and its upstream steps' fingerprints."""
+    """Each step's fingerprint: its config sections and what its upstream steps chain on (`_chained_values`)."""
     found: dict[str, str] = {}
+    chained: dict[str, str] = {}
     for step in STEPS:
-        blob = {
-            "sections": _section_values(config, step.sections),
-            "after": [found.get(name, "") for name in step.after],
-        }
+        after = [chained.get(name, "") for name in step.after]
         if step.enabled(config):
-            found[step.name] = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            found[step.name] = _hash({"sections": _section_values(config, step.sections), "after": after})
+            chained[step.name] = _hash({"sections": _chained_values(config, step), "after": after})
     return found
 
 

@@ -398,7 +398,7 @@ def without_cascade_fields(monkeypatch) -> None:
         for name in ADDED_SECTIONS:
             data.pop(name)
         for name in LICENSE_FIELDS:
-            data["dataset"].pop(name)
+            data["dataset"].pop(name, None)  # (license_name and license_link: left out at their defaults)
         data["dataset"]["license"] = self.dataset.license or OLD_LICENSE
         return data
 
@@ -481,3 +481,22 @@ def test_fingerprints_of_the_shipped_recipes_are_those_of_the_dataclass_config(m
     paper = REPO / "configs" / "paper-cl-7b.yaml"
     assert load_config(paper, ["fidelity=improved", "source.revision=null"]).fingerprint() == "ad040eb38446212f"
     assert load_config(paper).fingerprint() != "ad040eb38446212f"
+
+
+def test_the_preferences_config_and_the_cards_license_rebuild_the_dataset_but_retrain_nothing():
+    from inversecoder.workflow import CHAINED_DATASET_LICENSE, fingerprints
+
+    base = fingerprints(load_config(None, output_dir="/tmp/x"))
+    for overrides in (
+        ["preferences.min_margin=0.5"],
+        ["preferences.enabled=false"],
+        [f"dataset.license={CHAINED_DATASET_LICENSE}"],  # what an unset license chains as
+        ["dataset.license_name=deepseek", "dataset.license_link=https://example.org/LICENSE"],
+    ):
+        changed = fingerprints(load_config(None, overrides, output_dir="/tmp/x"))
+        assert changed["dataset"] != base["dataset"], overrides
+        assert {k: v for k, v in changed.items() if k != "dataset"} == {
+            k: v for k, v in base.items() if k != "dataset"
+        }, overrides
+    other = fingerprints(load_config(None, ["dataset.include_original=false"], output_dir="/tmp/x"))
+    assert other["train"] != base["train"]  # what training reads still chains

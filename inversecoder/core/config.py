@@ -105,6 +105,7 @@ class RunConfig(Section):
         "generator": ("answer_tokens",),
         "summarize": ("language_tag",),
         "decontaminate": ("original_action",),
+        "dataset": ("license_name", "license_link"),
     }
 
     @model_validator(mode="before")
