@@ -233,6 +233,7 @@ def decontaminate_stage(pairs, config, context: StageContext) -> StageResult:
         context.candidates = candidates
     tables = {"candidates": candidates, INHERITED: inherited_report, GENERATED: generated_report}
     inherited = {row["row_id"] for row in inherited_report}
+    context.flagged = set(flagged) | inherited  # (removed ones are gone anyway)
     report = {GENERATED_REMOVED: len(pairs) - len(kept), GENERATED_FLAGGED: len(set(flagged) | inherited)}
     return StageResult(kept, rejected, report, tables)
 

@@ -12,9 +12,10 @@ are scored too. That is a preference dataset for the step M performs, summarizin
 
 It is TRL's standard preference form (`DPOTrainer` adds the EOS token and tokenizes `prompt + chosen`). Pairs
 are made for the final pairs only: a snippet removed by decontamination or dedup has none (under
-`decontaminate.action: report` the flagged pairs stay in `default`, and so here, as listed in `contamination`).
-A snippet without a second candidate or whose margin is below `min_margin` gets no pair: it is counted by reason
-in the report, not rejected (its `default` pair stays).
+`decontaminate.action: report` the flagged pairs stay in `default`, listed in `contamination`, but get none
+here: only what survived decontamination becomes a pair). A snippet without a second candidate, whose margin
+is below `min_margin` or that was flagged gets no pair: it is counted by reason in the report, not rejected
+(its `default` pair stays).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ MADE = "preference pairs (preferences config)"
 NO_OTHER = "no other scored candidate with a different instruction"
 BELOW_MARGIN = "score margin below preferences.min_margin"
 #: the report's count of each reason a snippet got no pair
-NOT_MADE = {reason: f"no preference pair: {reason}" for reason in (NO_OTHER, BELOW_MARGIN)}
+FLAGGED = "flagged by decontamination (kept in default under action: report)"
+NOT_MADE = {reason: f"no preference pair: {reason}" for reason in (NO_OTHER, BELOW_MARGIN, FLAGGED)}
 
 
 def _rejected_candidate(
@@ -97,9 +99,13 @@ def preferences_stage(pairs, config, context: StageContext) -> StageResult:
     candidates the decontamination left in `context.candidates` (the shard's surviving candidates)."""
     pairs = list(pairs)
     candidates, context.candidates = context.candidates, []
+    flagged, context.flagged = context.flagged, set()
     if not config.preferences.enabled:
         return StageResult(pairs)
-    rows, missing = preference_rows(pairs, candidates, config.preferences, config.seed)
+    rows, missing = preference_rows(
+        [p for p in pairs if p.row_id not in flagged], candidates, config.preferences, config.seed
+    )
+    missing[FLAGGED] = sum(p.row_id in flagged for p in pairs)
     margins = context.state.setdefault("preferences", {"sum": 0.0, "min": None})
     for row in rows:
         margin = row["score_chosen"] - row["score_rejected"]

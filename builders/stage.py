@@ -50,6 +50,8 @@ class StageContext:
     #: the shard's `candidates` rows, from the select stage to the decontamination (which drops removed rows')
     #: and on to the preferences stage (which pairs those of the final pairs, then clears them)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    #: the shard's pairs the decontamination flagged but kept (`action: report`): no preference pair for them
+    flagged: set[str] = field(default_factory=set)
     #: per-stage state that outlives a shard (the decontaminator, the duplicate index), by stage name
     state: dict[str, Any] = field(default_factory=dict)
     #: models the stages opened besides `model` (a separate judge): their failed calls count too

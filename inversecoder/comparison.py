@@ -37,16 +37,19 @@ def _versus_generator(bench: dict[str, Any], other: dict[str, Any], suite: str) 
     if not shared:
         return {}
     paired = paired_delta([ours[t] for t in shared], [theirs[t] for t in shared])
-    row: dict[str, Any] = {"delta": round(paired.delta, 1) + 0.0, "paired": paired.record()}
+    row: dict[str, Any] = {"paired": paired.record()}  # (its delta unrounded)
     if len(shared) == len(ours) == len(theirs):
-        row["generator"] = round(100 * other["pass@1"][suite], 1)
+        shown = (round(100 * bench["pass@1"][suite], 1), round(100 * other["pass@1"][suite], 1))
+        row["generator"] = shown[1]
     else:  # the table compares like with like: both models' scores on the shared tasks
+        shown = (round(paired.ours, 1), round(paired.theirs, 1))
         row |= {
             "tasks": len(shared),
-            "inversecoder": round(paired.ours, 1),
-            "generator": round(paired.theirs, 1),
+            "inversecoder": shown[0],
+            "generator": shown[1],
             "shared_only": {"inversecoder_tasks": len(ours), "generator_tasks": len(theirs)},
         }
+    row["delta"] = round(shown[0] - shown[1], 1) + 0.0  # the difference of the scores shown beside it
     return row
 
 

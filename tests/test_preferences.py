@@ -20,7 +20,7 @@ from test_stages import _build, _config, _tables
 
 from inversecoder.builders.dataset import content_fingerprint
 from inversecoder.builders.pipeline import BuildResult
-from inversecoder.builders.preferences import BELOW_MARGIN, MADE, NO_OTHER, NOT_MADE, preference_rows
+from inversecoder.builders.preferences import BELOW_MARGIN, FLAGGED, MADE, NO_OTHER, NOT_MADE, preference_rows
 from inversecoder.builders.stages import Pair
 from inversecoder.core import prompts
 from inversecoder.core.config import PreferencesConfig
@@ -34,9 +34,10 @@ def _load(result: BuildResult, name: str) -> list[dict]:
     return load_dataset(str(result.dataset_dir), name, split="train").to_list()
 
 
-def _settings(tmp: Path, name: str, benchmarks_dir, num_samples: int = 3, **preferences):
+def _settings(tmp: Path, name: str, benchmarks_dir, num_samples: int = 3, action: str = "remove", **preferences):
     config = _config(tmp, name, benchmarks_dir)
     config.summarize.num_samples = num_samples
+    config.decontaminate.action = action
     for key, value in preferences.items():
         setattr(config.preferences, key, value)
     return config
@@ -53,6 +54,7 @@ def built(benchmarks_dir, tmp_path_factory):
         "any": {"min_margin": 0.0},
         "off": {"enabled": False},
         "two": {"num_samples": 2},
+        "reported": {"action": "report"},  # decontaminate.action
     }
     try:
         return {
@@ -132,6 +134,14 @@ def test_only_the_survivors_of_decontamination_and_dedup_become_pairs(built):
     # a duplicate's candidates are published (it was scored), but it is no longer a pair: it makes no preference
     assert duplicates & {c["row_id"] for c in tables["candidates"]}
     assert not made & (contaminated | duplicates)
+
+
+def test_pairs_flagged_but_kept_under_action_report_make_no_preference(built):
+    tables = _tables(built["reported"].dataset_dir)
+    flagged = {r["row_id"] for r in tables["contamination"]} & {p["row_id"] for p in tables["default"]}
+    assert flagged  # listed in contamination, and kept in default
+    assert tables["preferences"] and not flagged & {row["row_id"] for row in tables["preferences"]}
+    assert built["reported"].counts[NOT_MADE[FLAGGED]] == len(flagged)
 
 
 def test_the_config_is_in_the_card_the_report_the_manifest_and_the_fingerprint(built):
