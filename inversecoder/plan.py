@@ -176,6 +176,7 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
     from inversecoder.builders.extract import extract_code
     from inversecoder.builders.sources import SourceRow, SourceStream
     from inversecoder.core import prompts
+    from inversecoder.core.backends.prompt_ids import prompt_token_ids
     from inversecoder.workflow import step_status
 
     status = step_status(config)
@@ -190,10 +191,8 @@ def plan_run(config: RunConfig) -> tuple[list[PlannedStep], list[str], Devices, 
     else:
         notes.append(f"token counts from the tokenizer of {tokenizer_name}")
 
-        def count(texts: list[str]) -> int:
-            return sum(
-                sum(len(ids) for ids in tokenizer(texts[i : i + 1024])["input_ids"]) for i in range(0, len(texts), 1024)
-            )
+        def count(texts: list[str]) -> int:  # (as the served backends count them: the Rust ids when exact)
+            return sum(len(ids) for ids in prompt_token_ids(tokenizer, texts))
 
     k = config.summarize.num_samples
     # The corpus streams through in chunks: memory holds one chunk's prompts, never the corpus.
