@@ -446,7 +446,7 @@ def test_fingerprints_of_existing_output_folders_change_only_through_the_cascade
             "model_license_name": None,
             "model_license_link": None,
         },
-        "plan": {"gpu_memory_gb": 80.0, "client_us_per_request": 1250.0},
+        "plan": {"gpu_memory_gb": 80.0, "client_us_per_request": 1300.0},
         "source": {"duplicates": "remove"},
         "summarize": {"language_tag": "normalized"},
         "dataset": {"license_name": None, "license_link": None},
