@@ -177,10 +177,11 @@ def write_model_card(
     build_info = read_json(layout.dataset / BUILD_INFO) or {}
     source = build_info.get("source") or {"path": config.source.path}
     trained_here = config.generator.model == str(layout.generator_model)  # M is step 0's
+    training = read_json(layout.model / TRAINING_CONFIG) or {}
     card = render_model_card(
         model_name=f"{config.dataset.name}-model",
         base_model=config.train.base_model or config.generator.model or "unknown",
-        base_revision=config.train.base_revision,
+        base_revision=_base_revision(training, config),
         datasets=_hub_datasets(source),
         eval_results=read_json(layout.eval / EVAL_RESULTS),
         dataset_hub=read_hub_record(layout.dataset),
@@ -196,7 +197,7 @@ def write_model_card(
         data_license=build_info.get("license"),
         model_revision=config.push.model_tag,
         train=config.train,
-        stages=_stages(read_json(layout.model / TRAINING_CONFIG) or {}),
+        stages=_stages(training),
         comparison=comparison or [],
         comparison_method=comparison_method or {},
         **_card_context(config),
@@ -209,10 +210,11 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
     """The card of M (trained by step 0): its base model, its data, its scores, the dataset it wrote."""
     layout = config.layout
     source = _generator_source(config)
+    training = read_json(layout.generator_model / TRAINING_CONFIG) or {}
     card = render_model_card(
         model_name=f"{config.dataset.name}-generator",
         base_model=config.train.base_model or "unknown",
-        base_revision=config.train.base_revision,
+        base_revision=_base_revision(training, config),
         datasets=_hub_datasets(source),
         eval_results=results,
         repo_id=config.push.generator_repo_id or f"<org>/{config.dataset.name}-generator",
@@ -226,13 +228,19 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
         source=source,
         data_license=(read_json(layout.generator_data / BUILD_REPORT) or {}).get("license"),
         train=config.train.model_copy(update={"mode": "original"}, deep=True),
-        stages=_stages(read_json(layout.generator_model / TRAINING_CONFIG) or {}),
+        stages=_stages(training),
         comparison=[],
         comparison_method={},
         **_card_context(config),
     )
     card.save(layout.generator_model / "README.md")
     return layout.generator_model / "README.md"
+
+
+def _base_revision(training: dict[str, Any], config: RunConfig) -> str | None:
+    """The base model's revision the card names: the commit sha training resolved it to (recorded in
+    `training_config.json`, also when `train.base_revision` was left unset), else the configured one."""
+    return training.get("base_commit") or training.get("base_revision") or config.train.base_revision
 
 
 def _hub_datasets(source: dict[str, Any]) -> list[str]:
@@ -250,7 +258,7 @@ def _generator_lineage(config: RunConfig) -> str:
     """Where the M this run trained comes from: its base model (at the revision training used) and data."""
     training = read_json(config.layout.generator_model / TRAINING_CONFIG) or {}
     base = training.get("base_model") or config.train.base_model
-    revision = training.get("base_revision") or config.train.base_revision
+    revision = _base_revision(training, config)
     return (
         f"`{base}`" + (f" @ `{revision}`" if revision else "") + " fine-tuned (step 0 of this run) on the usable, "
         f"decontaminated pairs of {describe_source(_generator_source(config))}"
