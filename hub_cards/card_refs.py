@@ -84,13 +84,27 @@ FOLLOWS = {
 }
 
 
+def stated_by(setting: str) -> str:
+    """How a card's License section says the config stated the license (what a push reads back)."""
+    return f"as `{setting}` states"
+
+
+def unread_licenses(record: dict[str, Any]) -> str:
+    """Why the inputs' licenses of a record are unknown, in one line."""
+    return "; ".join(
+        f"{label} `{entry.get('of')}`: {entry.get('why', 'no license found')}"
+        for label, entry in (record.get("inputs") or {}).items()
+        if not licenses_of(entry)
+    )
+
+
 def describe_license(record: dict[str, Any], setting: str | None, kind: str = "dataset") -> str:
     """A card's License section: the license, who set it, and what each input's card says (and where it was
     read, or why it could not be); `setting` names the config field that overrides it, if one does."""
     text = license_summary(record, link=True)
     inputs = record.get("inputs") or {}
     if record.get("set_by"):
-        lines = [f"{text}, as `{record['set_by']}` states."]
+        lines = [f"{text}, {stated_by(record['set_by'])}."]
         if inputs:
             lines += ["", "What the cards it would otherwise follow say:", ""]
     else:
