@@ -127,3 +127,15 @@ def _entry(entry: dict[str, Any]) -> str:
     card = entry.get("card") or ""
     where = f"[its card]({card})" if card.startswith(("http://", "https://")) else f"`{card}`"
     return f"{license_summary(entry, link=True)}, from {where}"
+
+
+def deviations_table(rows: list[dict[str, str]], column: str) -> str:
+    """`core.fidelity.deviation_rows` as a card's markdown table: what the paper did, what `column` (this build,
+    this model) does, with the field that controls it, and why."""
+    lines = [f"| what | the paper (and its code) | {column} | why |", "|---|---|---|---|"]
+    for row in rows:
+        cells = [row["topic"], row["paper"], row["this_build"], row["reason"]]
+        if row.get("field"):
+            cells[2] += f" (`{row['field']}`)"
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -12,15 +12,17 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from inversecoder.core.config import RunConfig
+from inversecoder.core.fidelity import deviation_rows
 from inversecoder.core.files import read_json
 from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT, EVAL_RESULTS, TRAINING_CONFIG
 from inversecoder.core.licenses import card_license, resolved_license
 from inversecoder.core.prompts import magicoder_prompt
-from inversecoder.core.versions import package_versions
+from inversecoder.core.versions import code_reference, package_versions
 from inversecoder.hub_cards.card_refs import (
     describe_generator,
     describe_license,
     describe_source,
+    deviations_table,
     license_metadata,
     license_record,
     license_summary,
@@ -136,13 +138,42 @@ def render_model_card(
     )
 
 
-def _card_context(config: RunConfig) -> dict[str, Any]:
+def _card_context(config: RunConfig, code: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "chat_format": magicoder_prompt("{instruction}", "{response}<eos>"),
         "seed": config.seed,
         "versions": package_versions(),
         "license": model_license(config),
+        "fidelity_md": fidelity_markdown(
+            config, code or code_reference(config.push.code_url, config.push.code_revision)
+        ),
     }
+
+
+#: The README section that lists every deviation (its anchor on GitHub-like code hosts).
+README_FIDELITY = "README.md#fidelity-to-the-paper"
+
+
+def readme_link(code: dict[str, Any]) -> str:
+    """inversecoder's README, "Fidelity to the paper", at the commit of the code (`core.versions.code_reference`)
+    when its URL is a web address; else named in words."""
+    text = 'inversecoder\'s README, "Fidelity to the paper"'
+    url, commit = code.get("url") or "", code.get("commit")
+    if url.startswith(("https://", "http://")) and commit:
+        return f"[{text}]({url.removesuffix('.git')}/blob/{commit}/{README_FIDELITY})"
+    return text
+
+
+def fidelity_markdown(config: RunConfig, code: dict[str, Any]) -> str:
+    """The model card's "Fidelity to the paper" section: the deviations from the paper that concern how the model
+    was trained and evaluated (its pass@1 depends on them), as `config` ran them (`core/fidelity.py`'s table,
+    rendered as the dataset card renders the dataset's)."""
+    return (
+        f"Trained and evaluated with `fidelity: {config.fidelity}` (`paper`: the method as the paper and its code ran "
+        "it; `improved`: this project's defaults). How this model's training and evaluation differ from the paper's "
+        '(how its training data was made: the dataset card\'s "Fidelity to the paper"; every deviation, with both '
+        f"settings: {readme_link(code)}):\n\n"
+    ) + deviations_table(deviation_rows(config, ("training", "evaluation")), "this model")
 
 
 def model_license(config: RunConfig) -> dict[str, Any]:
@@ -200,7 +231,7 @@ def write_model_card(
         stages=_stages(training),
         comparison=comparison or [],
         comparison_method=comparison_method or {},
-        **_card_context(config),
+        **_card_context(config, build_info.get("code")),
     )
     card.save(layout.model / "README.md")
     return layout.model / "README.md"
