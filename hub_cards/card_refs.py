@@ -84,13 +84,27 @@ FOLLOWS = {
 }
 
 
+def stated_by(setting: str) -> str:
+    """How a card's License section says the config stated the license (what a push reads back)."""
+    return f"as `{setting}` states"
+
+
+def unread_licenses(record: dict[str, Any]) -> str:
+    """Why the inputs' licenses of a record are unknown, in one line."""
+    return "; ".join(
+        f"{label} `{entry.get('of')}`: {entry.get('why', 'no license found')}"
+        for label, entry in (record.get("inputs") or {}).items()
+        if not licenses_of(entry)
+    )
+
+
 def describe_license(record: dict[str, Any], setting: str | None, kind: str = "dataset") -> str:
     """A card's License section: the license, who set it, and what each input's card says (and where it was
     read, or why it could not be); `setting` names the config field that overrides it, if one does."""
     text = license_summary(record, link=True)
     inputs = record.get("inputs") or {}
     if record.get("set_by"):
-        lines = [f"{text}, as `{record['set_by']}` states."]
+        lines = [f"{text}, {stated_by(record['set_by'])}."]
         if inputs:
             lines += ["", "What the cards it would otherwise follow say:", ""]
     else:
@@ -113,3 +127,15 @@ def _entry(entry: dict[str, Any]) -> str:
     card = entry.get("card") or ""
     where = f"[its card]({card})" if card.startswith(("http://", "https://")) else f"`{card}`"
     return f"{license_summary(entry, link=True)}, from {where}"
+
+
+def deviations_table(rows: list[dict[str, str]], column: str) -> str:
+    """`core.fidelity.deviation_rows` as a card's markdown table: what the paper did, what `column` (this build,
+    this model) does, with the field that controls it, and why."""
+    lines = [f"| what | the paper (and its code) | {column} | why |", "|---|---|---|---|"]
+    for row in rows:
+        cells = [row["topic"], row["paper"], row["this_build"], row["reason"]]
+        if row.get("field"):
+            cells[2] += f" (`{row['field']}`)"
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

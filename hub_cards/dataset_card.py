@@ -17,6 +17,7 @@ from inversecoder.hub_cards.card_refs import (
     describe_generator,
     describe_license,
     describe_source,
+    deviations_table,
     license_metadata,
     license_record,
     license_summary,
@@ -240,12 +241,5 @@ def fidelity_markdown(report: dict[str, Any]) -> str:
         "(how models are trained on it and evaluated, batch packing and HumanEval/32's checker, is in "
         'inversecoder\'s README, "Fidelity to the paper"):',
         "",
-        "| what | the paper (and its code) | this build | why |",
-        "|---|---|---|---|",
     ]
-    for row in rows:
-        cells = [row["topic"], row["paper"], row["this_build"], row["reason"]]
-        if row.get("field"):
-            cells[2] += f" (`{row['field']}`)"
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + deviations_table(rows, "this build")

@@ -12,15 +12,17 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from inversecoder.core.config import RunConfig
+from inversecoder.core.fidelity import deviation_rows
 from inversecoder.core.files import read_json
 from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT, EVAL_RESULTS, TRAINING_CONFIG
 from inversecoder.core.licenses import card_license, resolved_license
 from inversecoder.core.prompts import magicoder_prompt
-from inversecoder.core.versions import package_versions
+from inversecoder.core.versions import code_reference, package_versions
 from inversecoder.hub_cards.card_refs import (
     describe_generator,
     describe_license,
     describe_source,
+    deviations_table,
     license_metadata,
     license_record,
     license_summary,
@@ -136,13 +138,42 @@ def render_model_card(
     )
 
 
-def _card_context(config: RunConfig) -> dict[str, Any]:
+def _card_context(config: RunConfig, code: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "chat_format": magicoder_prompt("{instruction}", "{response}<eos>"),
         "seed": config.seed,
         "versions": package_versions(),
         "license": model_license(config),
+        "fidelity_md": fidelity_markdown(
+            config, code or code_reference(config.push.code_url, config.push.code_revision)
+        ),
     }
+
+
+#: The README section that lists every deviation (its anchor on GitHub-like code hosts).
+README_FIDELITY = "README.md#fidelity-to-the-paper"
+
+
+def readme_link(code: dict[str, Any]) -> str:
+    """inversecoder's README, "Fidelity to the paper", at the commit of the code (`core.versions.code_reference`)
+    when its URL is a web address; else named in words."""
+    text = 'inversecoder\'s README, "Fidelity to the paper"'
+    url, commit = code.get("url") or "", code.get("commit")
+    if url.startswith(("https://", "http://")) and commit:
+        return f"[{text}]({url.removesuffix('.git')}/blob/{commit}/{README_FIDELITY})"
+    return text
+
+
+def fidelity_markdown(config: RunConfig, code: dict[str, Any]) -> str:
+    """The model card's "Fidelity to the paper" section: the deviations from the paper that concern how the model
+    was trained and evaluated (its pass@1 depends on them), as `config` ran them (`core/fidelity.py`'s table,
+    rendered as the dataset card renders the dataset's)."""
+    return (
+        f"Trained and evaluated with `fidelity: {config.fidelity}` (`paper`: the method as the paper and its code ran "
+        "it; `improved`: this project's defaults). How this model's training and evaluation differ from the paper's "
+        '(how its training data was made: the dataset card\'s "Fidelity to the paper"; every deviation, with both '
+        f"settings: {readme_link(code)}):\n\n"
+    ) + deviations_table(deviation_rows(config, ("training", "evaluation")), "this model")
 
 
 def model_license(config: RunConfig) -> dict[str, Any]:
@@ -177,10 +208,11 @@ def write_model_card(
     build_info = read_json(layout.dataset / BUILD_INFO) or {}
     source = build_info.get("source") or {"path": config.source.path}
     trained_here = config.generator.model == str(layout.generator_model)  # M is step 0's
+    training = read_json(layout.model / TRAINING_CONFIG) or {}
     card = render_model_card(
         model_name=f"{config.dataset.name}-model",
         base_model=config.train.base_model or config.generator.model or "unknown",
-        base_revision=config.train.base_revision,
+        base_revision=_base_revision(training, config),
         datasets=_hub_datasets(source),
         eval_results=read_json(layout.eval / EVAL_RESULTS),
         dataset_hub=read_hub_record(layout.dataset),
@@ -196,10 +228,10 @@ def write_model_card(
         data_license=build_info.get("license"),
         model_revision=config.push.model_tag,
         train=config.train,
-        stages=_stages(read_json(layout.model / TRAINING_CONFIG) or {}),
+        stages=_stages(training),
         comparison=comparison or [],
         comparison_method=comparison_method or {},
-        **_card_context(config),
+        **_card_context(config, build_info.get("code")),
     )
     card.save(layout.model / "README.md")
     return layout.model / "README.md"
@@ -209,10 +241,11 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
     """The card of M (trained by step 0): its base model, its data, its scores, the dataset it wrote."""
     layout = config.layout
     source = _generator_source(config)
+    training = read_json(layout.generator_model / TRAINING_CONFIG) or {}
     card = render_model_card(
         model_name=f"{config.dataset.name}-generator",
         base_model=config.train.base_model or "unknown",
-        base_revision=config.train.base_revision,
+        base_revision=_base_revision(training, config),
         datasets=_hub_datasets(source),
         eval_results=results,
         repo_id=config.push.generator_repo_id or f"<org>/{config.dataset.name}-generator",
@@ -226,13 +259,19 @@ def write_generator_card(config: RunConfig, results: dict[str, Any] | None) -> P
         source=source,
         data_license=(read_json(layout.generator_data / BUILD_REPORT) or {}).get("license"),
         train=config.train.model_copy(update={"mode": "original"}, deep=True),
-        stages=_stages(read_json(layout.generator_model / TRAINING_CONFIG) or {}),
+        stages=_stages(training),
         comparison=[],
         comparison_method={},
         **_card_context(config),
     )
     card.save(layout.generator_model / "README.md")
     return layout.generator_model / "README.md"
+
+
+def _base_revision(training: dict[str, Any], config: RunConfig) -> str | None:
+    """The base model's revision the card names: the commit sha training resolved it to (recorded in
+    `training_config.json`, also when `train.base_revision` was left unset), else the configured one."""
+    return training.get("base_commit") or training.get("base_revision") or config.train.base_revision
 
 
 def _hub_datasets(source: dict[str, Any]) -> list[str]:
@@ -250,7 +289,7 @@ def _generator_lineage(config: RunConfig) -> str:
     """Where the M this run trained comes from: its base model (at the revision training used) and data."""
     training = read_json(config.layout.generator_model / TRAINING_CONFIG) or {}
     base = training.get("base_model") or config.train.base_model
-    revision = training.get("base_revision") or config.train.base_revision
+    revision = _base_revision(training, config)
     return (
         f"`{base}`" + (f" @ `{revision}`" if revision else "") + " fine-tuned (step 0 of this run) on the usable, "
         f"decontaminated pairs of {describe_source(_generator_source(config))}"

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inversecoder.core.errors import UserError
-from inversecoder.core.files import write_json
+from inversecoder.core.files import read_json, write_json
+from inversecoder.core.layout import BUILD_INFO
 from inversecoder.core.lock import LOCK_FILE, output_lock
 from inversecoder.hub_cards.hub_folder import (
     HUB_RECORD,
@@ -278,6 +279,38 @@ def _push(
     return PushResult(repo_id, repo_type, commit.oid, url, tag, created_commit, created_tag)
 
 
+def check_license(folder: Path, kind: str) -> None:
+    """Refuse to publish a dataset or model under license `unknown` (its inputs' cards could not be read when
+    it was built or its card written, e.g. offline) unless the config stated it (`dataset.license` /
+    `push.model_license`): a Hub user could not tell on what terms to use it."""
+    from huggingface_hub import ModelCard
+
+    from inversecoder.core.licenses import UNKNOWN, licenses_of
+    from inversecoder.hub_cards.card_refs import license_record, stated_by, unread_licenses
+
+    if kind == "dataset":
+        record = license_record((read_json(folder / BUILD_INFO) or {}).get("license"))
+        if UNKNOWN not in (licenses_of(record) or [UNKNOWN]) or record.get("set_by"):
+            return
+        why = unread_licenses(record)
+        raise UserError(
+            f"refusing to publish {folder}: its license is `{UNKNOWN}` ({why or 'not read'}); set dataset.license "
+            "(with dataset.license_name/license_link for `other`) in the config and rerun `inversecoder run CONFIG "
+            "--push` (the dataset is rebuilt from the cache), or rebuild where the corpus's and M's cards can be read"
+        )
+    card = ModelCard((folder / README).read_text(encoding="utf-8"))
+    metadata = card.data.get("license") or UNKNOWN
+    if UNKNOWN not in ([metadata] if isinstance(metadata, str) else metadata):
+        return
+    if stated_by("push.model_license") in card.text:
+        return
+    raise UserError(
+        f"refusing to publish {folder}: its card's license is `{UNKNOWN}` (the base model's card could not be read "
+        "when it was written); set push.model_license (with push.model_license_name/link for `other`) in the "
+        "config and rerun `inversecoder run CONFIG --push` (its report step rewrites the card)"
+    )
+
+
 def push_dataset(
     folder: str | Path,
     repo_id: str,
@@ -294,6 +327,7 @@ def push_dataset(
     folder = Path(folder)
     _check_repo_id(repo_id)
     info = check_dataset_folder(folder)
+    check_license(folder, "dataset")
     version = info["version"]
     if tag is not None and tag != version:
         raise UserError(
@@ -337,6 +371,7 @@ def push_model(
     folder = Path(folder)
     _check_repo_id(repo_id)
     check_model_folder(folder, names_dataset)
+    check_license(folder, "model")
     token = token or resolve_token()
     contents = {path: folder / path for path in local_files(folder)}
     readme = _publishable_readme(folder, repo_id)

@@ -26,7 +26,7 @@ from inversecoder.comparison import comparison, summary_markdown
 from inversecoder.core.config import RunConfig, save_config
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import read_json, write_atomic, write_json
-from inversecoder.core.layout import EVAL_RESULTS
+from inversecoder.core.layout import BUILD_INFO, EVAL_RESULTS
 from inversecoder.core.lock import output_lock
 from inversecoder.core.manifest import read_manifest, write_manifest
 from inversecoder.core.paired import METHOD
@@ -392,9 +392,11 @@ def _push_generator_then_dataset(config: RunConfig, token: str, selected: list[s
     """M first (when push.generator_repo_id is set), then the dataset, whose files now name M's commit and the
     code's URL (so its step record is rewritten), then (after the report) InverseCoder, whose card names both."""
     from inversecoder.hub_cards.lineage import link_generator, push_run_generator
-    from inversecoder.hub_cards.push import push_run_dataset
+    from inversecoder.hub_cards.push import check_license, push_run_dataset
     from inversecoder.hub_cards.reproduce import link_code
 
+    if "dataset" in selected and config.push.dataset_repo_id and (config.layout.dataset / BUILD_INFO).is_file():
+        check_license(config.layout.dataset, "dataset")  # before M is pushed: nothing is published half
     pushed = push_run_generator(config, token)
     linked = pushed is not None and link_generator(config, pushed, token)
     if "dataset" in selected and config.push.dataset_repo_id:

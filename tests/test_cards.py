@@ -38,6 +38,7 @@ from huggingface_hub import DatasetCard, ModelCard
 
 from inversecoder.builders.pipeline import build_dataset
 from inversecoder.core.config import load_config
+from inversecoder.core.fidelity import DEVIATIONS
 from inversecoder.core.licenses import card_license
 from inversecoder.core.manifest import differences, read_manifest
 from inversecoder.hub_cards.dataset_card import write_dataset_card
@@ -307,6 +308,7 @@ def model_cards(hub, client_env, tiny_model_dir, published, tmp_path_factory) ->
     variants = {
         "stated": ["push.model_license=other", "push.model_license_name=ours", "push.model_license_link=https://x.y/l"],
         "deepseek": [f"train.base_model={DEEPSEEK}"],
+        "paper": ["fidelity=paper", "evaluate.fix_humaneval_32=false"],
         "llama": [],  # last: the card left in the folder, pushed
     }
     cards = run_python(client_env, WRITE_MODEL_CARDS.format(variants=variants, recipe=root / "r.yaml", out=out))
@@ -343,6 +345,30 @@ def test_the_model_card_lists_the_dataset_the_corpus_and_m(hub, inputs, publishe
     assert f"**Generator model:** [`{M}@{inputs[M]}`]({hub.url}/{M}/tree/{inputs[M]})" in card.text  # ... M is here
     assert f"**Source corpus:** [`{CORPUS}@{inputs[CORPUS]}`]" in card.text
     assert "**Training data's license:** `apache-2.0`, `other` (`deepseek`)" in card.text
+
+
+def test_the_model_card_says_how_its_training_and_evaluation_differ_from_the_paper(published, model_cards):
+    """pass@1 depends on how the model was trained and evaluated: the card lists those deviations (the
+    `training` and `evaluation` rows of `core/fidelity.py`, as this config ran them) and links the README's
+    whole table at the code's commit; the dataset's rows are the dataset card's."""
+    code = json.loads((published / "out" / "dataset" / "build_info.json").read_text())["code"]
+    wanted = [d for d in DEVIATIONS if d.stage in ("training", "evaluation")]
+    assert wanted and len(wanted) < len(DEVIATIONS)
+    for name, fidelity in (("llama", "improved"), ("paper", "paper")):
+        text = section(model_cards[name], "Fidelity to the paper")
+        assert text.startswith(f"Trained and evaluated with `fidelity: {fidelity}`")
+        assert f"]({CODE_URL}/blob/{code['commit']}/README.md#fidelity-to-the-paper)" in text
+        rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+        assert [row[0].removeprefix("| ") for row in rows] == [d.topic for d in wanted]
+        cells = {row[0].removeprefix("| "): row[2] for row in rows}
+        packing = cells["Training batches"]
+        assert packing.endswith("(`train.packing`)")
+        assert packing.startswith("as the paper: unpacked" if fidelity == "paper" else "on a GPU (`train.packing")
+        fixed = cells["HumanEval/32 checker"]
+        assert fixed.startswith(
+            "evalplus as is" if fidelity == "paper" else "evalplus with HumanEval/32's checker fixed"
+        )
+    assert "## Fidelity to the paper\n" in (REPO / "README.md").read_text()  # the anchor the link names
 
 
 # -- what a reader does with the cards ---------------------------------------------------------------
@@ -421,6 +447,18 @@ def test_every_link_in_the_cards_resolves_on_the_hub(hub, published, model_cards
                 checked.append(answer.status)
         elif "://" not in target:  # relative: a file of the repo itself
             assert target in hub.files(kind, repo_id, "v1.0"), target
+            checked.append(200)
+        elif target.startswith(f"{CODE_URL}/blob/"):  # the code at a commit: that file there, with that heading
+            commit, rest = target.removeprefix(f"{CODE_URL}/blob/").split("/", 1)
+            path, anchor = rest.split("#")
+            shown = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:{path}"], capture_output=True, text=True)
+            assert shown.returncode == 0, target
+            headings = [
+                re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in shown.stdout.splitlines()
+                if line.startswith("#")
+            ]
+            assert anchor in headings, target
             checked.append(200)
         else:
             assert target.startswith("https://arxiv.org/abs/2407.05700"), target  # the paper, the only other site

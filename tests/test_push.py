@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,14 +98,15 @@ def run_client(env: dict[str, str], code: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def build(tiny_model_dir: Path, out: Path, seed: int) -> Path:
+def build(tiny_model_dir: Path, out: Path, seed: int, license: str | None = "apache-2.0") -> Path:
+    """A dataset built offline from local files: no card states its inputs' licenses, so `dataset.license` does."""
     recipe = {
         "seed": seed,
         "source": {"path": str(SAMPLE), "limit": 10},
         "generator": {"model": str(tiny_model_dir)},
         "summarize": {"num_samples": 2, "max_new_tokens": 8},
         "decontaminate": {"enabled": False},
-        "dataset": {"name": "tiny-ds", "version": "v1.0"},
+        "dataset": {"name": "tiny-ds", "version": "v1.0", "license": license},
         "push": {"dataset_repo_id": DATASET_REPO},
     }
     (out / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -541,7 +543,7 @@ def test_the_dataset_names_the_pushed_generator_and_follows_a_changed_one(
             {
                 "dataset": {"name": "tiny-ds"},
                 "train": {"base_model": str(tiny_model_dir)},
-                "push": {"generator_repo_id": GENERATOR_REPO},
+                "push": {"generator_repo_id": GENERATOR_REPO, "model_license": "apache-2.0"},
             }
         )
     )
@@ -639,7 +641,7 @@ def test_run_push_publishes_the_generator_then_the_dataset_then_the_model(
     first, the dataset names it by the sha the Hub returned (and the corpus by its sha), the model card pins
     the dataset and M; a second run with nothing changed makes no commit at all."""
     repos = {"generator": f"{ORG}/run-push-generator", "data": f"{ORG}/run-push-data", "model": f"{ORG}/run-push-model"}
-    recipe = {
+    recipe: dict[str, Any] = {
         "source": {"path": SOURCE_REPO, "limit": 8},
         "generator": {"model": None},  # step 0 trains M
         "summarize": {"num_samples": 2, "max_new_tokens": 8},
@@ -672,6 +674,20 @@ def test_run_push_publishes_the_generator_then_the_dataset_then_the_model(
         str(tmp_path / "out"),
         "--push",
     ]
+    # Neither the corpus nor the local base model has a card: the licenses are unknown and nobody stated them,
+    # so nothing is published (not even M, pushed first) and one line says what to set.
+    since = len(hub.requests)
+    refused = subprocess.run(command, env=client_env, capture_output=True, text=True, timeout=600)
+    OUTPUTS.append(refused.stdout + refused.stderr)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    (line,) = [line for line in refused.stderr.splitlines() if "refusing to publish" in line]
+    assert "its license is `unknown`" in line and "set dataset.license" in line
+    assert not [path for method, path, _ in new_requests(hub, since) if method == "POST"]
+    assert all(hub.repo(kind, repos[name]) is None for name, kind in (("generator", "model"), ("data", "dataset")))
+
+    recipe["dataset"] |= {"license": "apache-2.0"}
+    recipe["push"] |= {"model_license": "apache-2.0"}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     result = subprocess.run(command, env=client_env, capture_output=True, text=True, timeout=600)
     OUTPUTS.append(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -744,6 +760,42 @@ def test_run_push_publishes_the_generator_then_the_dataset_then_the_model(
         )
     } == histories
     assert hub.tags("model", repos["model"]) == {"v2.0": model_commit}
+
+
+def test_an_unknown_license_nobody_stated_is_never_published(hub, client_env, tiny_model_dir, model_dir, tmp_path):
+    """Built offline, the inputs' cards unread: `push` refuses the dataset and the model in one line each,
+    saying what to set, and creates nothing on the Hub."""
+    dataset = build(tiny_model_dir, tmp_path, seed=1, license=None)
+    assert json.loads((dataset / "build_info.json").read_text())["license"]["license"] == "unknown"
+    result = run_push(client_env, "dataset", dataset, f"{ORG}/unlicensed-data")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"refusing to publish {dataset}: its license is `unknown` (source corpus `{SAMPLE}`:" in result.stderr
+    assert "set dataset.license" in result.stderr
+
+    model = shutil.copytree(model_dir, tmp_path / "model")
+    unread = {"license": None, "why": "a local folder without a card"}
+    card = render_model_card(
+        model_name="tiny-coder",
+        base_model=str(tiny_model_dir),
+        license={"license": "unknown", "set_by": None, "inputs": {"base model": {"of": str(tiny_model_dir)} | unread}},
+        datasets=[],
+        eval_results=EVAL_RESULTS,
+        dataset={"path": str(dataset), "version": "v1.0", "fingerprint": "x"},
+        generator={"model": str(tiny_model_dir), "revision": "-"},
+        source=str(SAMPLE),
+        chat_format="@@ Instruction\n{instruction}",
+        train={"mode": "two-stage"},
+        stages=[],
+        seed=1,
+        versions={},
+    )
+    card.save(model / "README.md")
+    result = run_push(client_env, "model", model, f"{ORG}/unlicensed-model")
+    assert result.returncode == 2 and "its card's license is `unknown`" in result.stderr, result.stderr
+    assert "set push.model_license" in result.stderr
+    assert (
+        hub.repo("dataset", f"{ORG}/unlicensed-data") is None and hub.repo("model", f"{ORG}/unlicensed-model") is None
+    )
 
 
 # -- the token never leaks (last: every client output of the module is checked) ---------------------

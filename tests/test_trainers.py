@@ -403,3 +403,37 @@ def test_missing_original_config(tiny_model_dir, tmp_path):
     (dataset_dir / "build_info.json").write_text(json.dumps({"empty_configs": []}), encoding="utf-8")  # never built
     with pytest.raises(ConfigError, match="no 'original' config"):
         train_model(run_config(tiny_model_dir), dataset_dir, tmp_path / "work", tmp_path / "model")
+
+
+def test_a_hub_base_model_without_a_revision_records_the_commit_it_trained_from(
+    bare_model_dir, dataset_dir, tmp_path, monkeypatch
+):
+    """`train.base_revision` unset (as for CodeLlama in the paper's configs): training resolves the Hub id to a
+    snapshot of the cache, and `training_config.json` and the model card name that commit, not `null`."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from inversecoder.hub_cards.model_card import write_model_card
+    from inversecoder.trainers import train_model
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub-cache" / "models--org--tiny-base"
+    shutil.copytree(bare_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    config = run_config(bare_model_dir, base_model="org/tiny-base", mode="mix").model_copy(
+        update={"output_dir": str(tmp_path / "out")}
+    )
+    assert config.train.base_revision is None
+    model_dir = train_model(config, dataset_dir, tmp_path / "work", config.layout.model)
+    info = read(model_dir / "training_config.json")
+    assert (info["base_model"], info["base_revision"], info["base_commit"]) == ("org/tiny-base", None, commit)
+    card = write_model_card(config).read_text()
+    assert f"- **Base model:** `org/tiny-base` @ `{commit}`" in card
+
+    local_dir = train_model(run_config(bare_model_dir, mode="mix"), dataset_dir, tmp_path / "w2", tmp_path / "m2")
+    local = read(local_dir / "training_config.json")
+    assert local["base_commit"] is None  # a local folder has no commit (its content hash is not one)

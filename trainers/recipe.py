@@ -29,6 +29,7 @@ from inversecoder.core import prompts
 from inversecoder.core.config import TRAIN_MODES, RunConfig, TrainConfig
 from inversecoder.core.errors import ConfigError
 from inversecoder.core.files import atomic_path, read_json, write_json
+from inversecoder.core.hub_refs import is_commit_sha
 from inversecoder.core.layout import TRAINING_CONFIG, TRAINING_LOGS
 from inversecoder.core.manifest import write_manifest
 from inversecoder.core.secrets import redact
@@ -147,12 +148,14 @@ def _plan(config: RunConfig, dataset_dir: Path, work_dir: Path) -> tuple[list[St
     return [Stage("mix", ["default", "original"], train.generated_epochs, mixture, work_dir / "mix")], sizes
 
 
-def _check_available(model: str, revision: str | None) -> None:
+def _check_available(model: str, revision: str | None) -> str | None:
     """A base model that is neither a local folder nor reachable on the Hub is a one-line ConfigError
-    before any data is loaded (the same resolution the embedded backend uses)."""
+    before any data is loaded (the same resolution the embedded backend uses). Returns the Hub commit sha it
+    resolved to (None for a local folder), which `training_config.json` records even when no revision was set."""
     from inversecoder.core.backends.transformers_backend import resolve_model
 
-    resolve_model(model, revision)
+    resolved = resolve_model(model, revision)[1]
+    return resolved if is_commit_sha(resolved) else None
 
 
 def base_model(config: RunConfig) -> tuple[str, str | None]:
@@ -351,7 +354,7 @@ def _export(
     final: Path,
     model_dir: Path,
     config: RunConfig,
-    base: tuple[str, str | None],
+    base: tuple[str, str | None, str | None],
     sizes: dict[str, int],
     records: list[dict[str, Any]],
     distribution: dict[str, Any] | None,
@@ -366,7 +369,7 @@ def _export(
 def _write_model_folder(
     partial: Path,
     final: Path,
-    base: tuple[str, str | None],
+    base: tuple[str, str | None, str | None],
     config: RunConfig,
     sizes: dict[str, int],
     records: list[dict[str, Any]],
@@ -387,7 +390,8 @@ def _write_model_folder(
         _public(
             {
                 "base_model": base[0],
-                "base_revision": base[1],
+                "base_revision": base[1],  # as configured (None: the Hub's main when trained)
+                "base_commit": base[2],  # the commit sha it resolved to (None for a local folder)
                 "seed": config.seed,
                 "train": config.train.model_dump(),
                 "dataset_sizes": sizes,
@@ -406,7 +410,7 @@ def train_model(
     process of a launched job calls it (`launch.py`), `distribution` says how it was launched."""
     dataset_dir, work_dir, model_dir = Path(dataset_dir), Path(work_dir), Path(model_dir)
     base = base_model(config)
-    _check_available(*base)
+    base_commit = _check_available(*base)
     stages, sizes = _plan(config, dataset_dir, work_dir)
     # Every stage's settings are checked before the first one trains for hours.
     stage_args = [sft_config_for(config.train, s.folder, s.epochs, config.seed, s.name) for s in stages]
@@ -436,6 +440,6 @@ def train_model(
     if not previous:
         raise ConfigError(f"{dataset_dir}: every training stage is empty, there is nothing to train on")
     if _is_main_process():
-        _export(Path(start), model_dir, config, base, sizes, records, distribution)
+        _export(Path(start), model_dir, config, (*base, base_commit), sizes, records, distribution)
     _wait_for_everyone()
     return model_dir

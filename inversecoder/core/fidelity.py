@@ -172,6 +172,11 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "the same fix (`evaluate.fix_humaneval_32: false` gives evalplus as is)",
         "a check no solution can pass measures nothing",
         stage="evaluation",
+        this_build=lambda config: (
+            "evalplus with HumanEval/32's checker fixed (it fails every solution, the canonical one included)"
+            if config.evaluate.fix_humaneval_32
+            else "evalplus as is: HumanEval/32 fails every solution (`evaluate.fix_humaneval_32: false`)"
+        ),
     ),
 )
 
