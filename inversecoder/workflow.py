@@ -230,8 +230,9 @@ def _section_values(config: RunConfig, sections: tuple[str, ...]) -> dict[str, A
     return values
 
 
-#: The dataset's license before it followed the corpus's and M's cards (issue #20): what a later step chains on
-#: while `dataset.license` is unset, so folders built before that change keep their models.
+#: What a later step chains on for the dataset's license, whatever it is: the card's license is publication, not
+#: what training reads (setting it, as a push of an unknown license asks, must not retrain); the value is the
+#: default of before the license followed the corpus's and M's cards (issue #20), so older folders keep their models.
 CHAINED_DATASET_LICENSE = "apache-2.0"
 
 
@@ -244,8 +245,7 @@ def _chained_values(config: RunConfig, step: Step) -> dict[str, Any]:
     if step.name == "dataset":
         values.pop("preferences", None)
         dataset = {k: v for k, v in values["dataset"].items() if k not in ("license_name", "license_link")}
-        if dataset.get("license") is None:
-            dataset["license"] = CHAINED_DATASET_LICENSE
+        dataset["license"] = CHAINED_DATASET_LICENSE
         values["dataset"] = dataset
     return values
 

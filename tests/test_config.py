@@ -490,7 +490,8 @@ def test_the_preferences_config_and_the_cards_license_rebuild_the_dataset_but_re
     for overrides in (
         ["preferences.min_margin=0.5"],
         ["preferences.enabled=false"],
-        [f"dataset.license={CHAINED_DATASET_LICENSE}"],  # what an unset license chains as
+        [f"dataset.license={CHAINED_DATASET_LICENSE}"],  # what any license chains as
+        ["dataset.license=llama2"],  # as a push of an unknown license asks: it must not retrain
         ["dataset.license_name=deepseek", "dataset.license_link=https://example.org/LICENSE"],
     ):
         changed = fingerprints(load_config(None, overrides, output_dir="/tmp/x"))
