@@ -28,6 +28,7 @@ import base64
 import datetime
 import hashlib
 import json
+import os
 import re
 import secrets
 import threading
@@ -788,3 +789,26 @@ ROUTES: list[tuple[str, str, Any]] = [
         _Handler.page,
     ),
 ]
+
+
+def client_environment(url: str, token: str, hf_home: str | os.PathLike[str]) -> dict[str, str]:
+    """The environment of a client process talking to the server at `url` as `token`: this process's, without
+    its Hub settings and proxies, online, with its own HF_HOME."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("HF_", "HUGGING_FACE_"))
+        and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
+    return env | {
+        "HF_ENDPOINT": url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_DATASETS_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_TOKEN": token,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "TOKENIZERS_PARALLELISM": "false",
+    }

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import SAMPLE
-from hub_server import HubServer, Token
+from hub_server import HubServer, Token, client_environment
 from huggingface_hub import DatasetCard, ModelCard
 
 from inversecoder.builders.pipeline import build_dataset
@@ -62,25 +62,8 @@ def hub(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client_env(hub, tmp_path_factory) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("HF_", "HUGGING_FACE_"))
-        and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-    }
-    return env | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # `inversecoder`, `hf`, `python`
-        "HF_ENDPOINT": hub.url,
-        "HF_HUB_OFFLINE": "0",
-        "HF_DATASETS_OFFLINE": "0",
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_TOKEN": TOKEN,
-        "HF_HOME": str(tmp_path_factory.mktemp("hf_home")),
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    env = client_environment(hub.url, TOKEN, tmp_path_factory.mktemp("hf_home"))
+    return env | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}  # inversecoder, hf, python
 
 
 def run(env: dict[str, str], *command: str, cwd: Path | None = None) -> str:
