@@ -13,6 +13,9 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from inversecoder.core.dataset_files import SCHEMAS, hub_configs
+from inversecoder.core.files import write_json
+from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT
+from inversecoder.core.manifest import write_manifest
 from inversecoder.hub_cards.card_refs import (
     describe_generator,
     describe_license,
@@ -154,12 +157,17 @@ def write_dataset_card(folder: Path, report: dict[str, Any]) -> Path:
     return _save_card(folder, report, scores)
 
 
-def rewrite_dataset_card(folder: Path, report: dict[str, Any]) -> Path:
-    """README.md alone, from an updated build report (the data and the histogram stay as built): how the
-    card comes to name the generator M once M is pushed (`lineage.py`)."""
+def rewrite_dataset_records(folder: Path, info: dict[str, Any], report: dict[str, Any]) -> Path:
+    """An updated build info and report, the card from them, and the manifest again (the data and the histogram
+    stay as built): how the dataset comes to name M once M is pushed (`lineage.py`) and its code
+    (`reproduce.py`)."""
     folder = Path(folder)
+    write_json(folder / BUILD_INFO, info)
+    write_json(folder / BUILD_REPORT, report)
     tables = report["tables"]
-    return _save_card(folder, report, _scores(folder, tables["default"]["files"]) if "default" in tables else [])
+    card = _save_card(folder, report, _scores(folder, tables["default"]["files"]) if "default" in tables else [])
+    write_manifest(folder)
+    return card
 
 
 def _save_card(folder: Path, report: dict[str, Any], scores: list[float]) -> Path:

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inversecoder.core.errors import UserError
-from inversecoder.core.files import read_json, write_json
+from inversecoder.core.files import read_json
 from inversecoder.core.hub_refs import hub_ref
 from inversecoder.core.layout import BUILD_INFO, BUILD_REPORT, EVAL_RESULTS
-from inversecoder.core.manifest import write_manifest
 from inversecoder.hub_cards.hub_folder import README, install_deadline, local_files, same_files
 
 if TYPE_CHECKING:
@@ -80,12 +79,9 @@ def link_generator(config: RunConfig, pushed: PushResult, token: str) -> bool:
     reference = hub_ref(pushed.repo_id, "model", pushed.commit_sha)
     for data in (info, report):
         data["generator"] = dict(data.get("generator") or {}, hub=reference)
-    write_json(folder / BUILD_INFO, info)
-    write_json(folder / BUILD_REPORT, report)
-    from inversecoder.hub_cards.dataset_card import rewrite_dataset_card
+    from inversecoder.hub_cards.dataset_card import rewrite_dataset_records
 
-    rewrite_dataset_card(folder, report)
-    write_manifest(folder)
+    rewrite_dataset_records(folder, info, report)
     logger.info(f"{folder} names its generator {pushed.repo_id}@{pushed.commit_sha[:12]}")
     return True
 

@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from inversecoder.core.files import read_json, write_atomic, write_json
+from inversecoder.core.files import read_json, write_atomic
 from inversecoder.core.hub_refs import is_commit_sha, is_hub_id
 from inversecoder.core.layout import BUILD_CONFIG, BUILD_INFO, BUILD_REPORT
-from inversecoder.core.manifest import write_manifest
 
 if TYPE_CHECKING:
     from inversecoder.core.config import RunConfig
@@ -84,7 +83,7 @@ def link_code(config: RunConfig) -> bool:
     """Record `push.code_url` / `push.code_revision` in OUTPUT/dataset (build_info.json, build_report.json,
     card, manifest.json) when they differ from what the build recorded. Returns whether the folder changed
     (then its step record must be rewritten, as after `lineage.link_generator`)."""
-    from inversecoder.hub_cards.dataset_card import rewrite_dataset_card
+    from inversecoder.hub_cards.dataset_card import rewrite_dataset_records
 
     folder = config.layout.dataset
     info, report = read_json(folder / BUILD_INFO), read_json(folder / BUILD_REPORT)
@@ -100,9 +99,6 @@ def link_code(config: RunConfig) -> bool:
         return False
     for data in (info, report):
         data["code"] = wanted
-    write_json(folder / BUILD_INFO, info)
-    write_json(folder / BUILD_REPORT, report)
-    rewrite_dataset_card(folder, report)
-    write_manifest(folder)
+    rewrite_dataset_records(folder, info, report)
     logger.info(f"{folder} names its code {wanted.get('url')}@{wanted.get('commit')}")
     return True

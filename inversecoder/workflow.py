@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from inversecoder.comparison import comparison, summary_markdown
-from inversecoder.core.config import RunConfig, save_config
+from inversecoder.core.config import DATASET_SECTIONS, RunConfig, save_config
 from inversecoder.core.errors import UserError
 from inversecoder.core.files import read_json, write_atomic, write_json
 from inversecoder.core.layout import BUILD_INFO, EVAL_RESULTS
@@ -170,17 +170,8 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "dataset",
-        (
-            "source",
-            "generator",
-            "summarize",
-            "decontaminate",
-            "dedup",
-            "preferences",
-            "dataset",
-            "seed",
-            "benchmarks_dir",
-        ),
+        # what the dataset's build_config.yaml holds, but `fidelity`: the fields it sets are fingerprinted instead
+        tuple(name for name in DATASET_SECTIONS if name != "fidelity"),
         ("generator",),
         lambda c: c.layout.dataset / "README.md",
         _build,
